@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs everything mongolake's demo, tests and benchmarks need that is not a Rust crate of the project:
+#   - cmake (apt) to build SecantusDB's WiredTiger
+#   - secantusd-rs (crates.io, GPL-2.0: installed as a separate daemon, never linked into mongolake)
+#   - moto_server (S3), aiosmtpd (SMTP), pyarrow + duckdb (independent lake readers) from PyPI
+# Idempotent: each step is skipped when its tool is already present.
+set -euo pipefail
+TOOLS="${MONGOLAKE_TOOLS:-$HOME/.cache/mongolake-tools}"
+SECANTUS_VERSION="0.5.3-beta.196"
+mkdir -p "$TOOLS"
+log() { printf '[install-tools] %s\n' "$*" >&2; }
+
+if ! command -v cmake >/dev/null 2>&1; then
+  log "installing cmake (apt)"
+  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq cmake >/dev/null
+fi
+
+if [ ! -x "$TOOLS/bin/secantusd-rs" ]; then
+  log "building secantusd-rs $SECANTUS_VERSION into $TOOLS (about 10 minutes, once)"
+  cargo install secantus-mdb --version "$SECANTUS_VERSION" --ignore-rust-version --locked --root "$TOOLS" \
+    || cargo install secantus-mdb --version "$SECANTUS_VERSION" --ignore-rust-version --root "$TOOLS"
+fi
+
+need_pip=()
+python3 -c 'import moto.server' 2>/dev/null || need_pip+=('moto[server]')
+python3 -c 'import aiosmtpd' 2>/dev/null || need_pip+=('aiosmtpd')
+python3 -c 'import pyarrow' 2>/dev/null || need_pip+=('pyarrow')
+python3 -c 'import duckdb' 2>/dev/null || need_pip+=('duckdb')
+if [ ${#need_pip[@]} -gt 0 ]; then
+  log "pip install ${need_pip[*]}"
+  python3 -m pip install -q "${need_pip[@]}"
+fi
+log "tools ready in $TOOLS"

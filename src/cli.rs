@@ -1,0 +1,170 @@
+//! The command line (a public contract: schedulers call it). `main` parses, builds a validated config, runs,
+//! and maps the outcome to the exit code: 0 every collection synced, 1 any collection failed (or the report
+//! could not be mailed), 2 nothing could start.
+use crate::config::Config;
+use crate::sync::{Progress, SyncOptions};
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+#[derive(Debug, Parser)]
+#[command(name = "mongolake", version, about = "Keep a Hive-partitioned Parquet lake (S3 or local disk) in step with MongoDB", long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// Log format: `text` (default) or `json` (one JSON object per line, for log shippers).
+    #[arg(long, global = true, default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Sync the listed collections into the lake (incremental from each collection's watermark).
+    #[command(
+        after_help = "Examples:\n  mongolake sync --env env1\n  mongolake sync --env env1 --config-dir /etc/mongolake --only hims.visits,hims.bills\n  mongolake sync --env env1 --full\n\nExit codes: 0 all collections synced, 1 some failed (the others synced), 2 nothing could start."
+    )]
+    Sync {
+        /// Environment name: reads <config-dir>/environments/<env>.toml.
+        #[arg(long)]
+        env: String,
+        /// Directory holding collections.csv and environments/.
+        #[arg(long, default_value = ".")]
+        config_dir: PathBuf,
+        /// Only these collections (`db.coll`, comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
+        /// Ignore watermarks and reload every collection from scratch (existing rows are merged, not duplicated).
+        #[arg(long)]
+        full: bool,
+        /// Do not send the email report.
+        #[arg(long)]
+        no_email: bool,
+    },
+    /// Seed a MongoDB database with realistic, messy hospital data (demo and benchmarks).
+    Seed {
+        #[arg(long, env = "MONGOLAKE_SEED_URI")]
+        uri: String,
+        #[arg(long, default_value = "hims")]
+        db: String,
+        /// Documents per collection.
+        #[arg(long, default_value_t = 10_000)]
+        docs: u64,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Spread creation times over this many days before now.
+        #[arg(long, default_value_t = 60)]
+        days: u32,
+    },
+    /// Apply a deterministic round of updates and inserts to seeded data (demo and benchmarks).
+    Mutate {
+        #[arg(long, env = "MONGOLAKE_SEED_URI")]
+        uri: String,
+        #[arg(long, default_value = "hims")]
+        db: String,
+        /// Share of documents updated, and of new documents inserted, per collection.
+        #[arg(long, default_value_t = 0.01)]
+        fraction: f64,
+        #[arg(long, default_value_t = 43)]
+        seed: u64,
+        #[arg(long, default_value_t = 60)]
+        days: u32,
+    },
+}
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MONGOLAKE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    runtime.block_on(run(cli.command))
+}
+
+async fn run(command: Command) -> ExitCode {
+    match command {
+        Command::Sync { env, config_dir, only, full, no_email } => {
+            let mut config = match Config::load(&config_dir, &env) {
+                Ok(c) => c,
+                Err(e) => return fatal(e),
+            };
+            if let Err(e) = config.restrict_to(&only) {
+                return fatal(e);
+            }
+            let progress = Arc::new(Progress::default());
+            let report = match crate::sync::run(&config, &SyncOptions { full }, progress).await {
+                Ok(r) => r,
+                Err(e) => return fatal(e),
+            };
+            println!("{}", report.to_text());
+            let mut code = if report.collections_failed > 0 { 1 } else { 0 };
+            if let (Some(email), false) = (&config.environment.email, no_email) {
+                match crate::report::email::send(email, &report).await {
+                    Ok(true) => tracing::info!(to = ?email.to, "Report emailed"),
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::error!(error = %e, "THE RUN REPORT COULD NOT BE EMAILED; the data is written and the report is in the lake");
+                        code = 1;
+                    }
+                }
+            }
+            ExitCode::from(code)
+        }
+        Command::Seed { uri, db, docs, seed, days } => {
+            let opts = crate::generator::GenOptions { seed, docs, end: chrono::Utc::now(), days };
+            let client = match mongodb::Client::with_uri_str(&uri).await {
+                Ok(c) => c,
+                Err(e) => return fatal(crate::Error::mongo(crate::source::redact_uri(&uri), e)),
+            };
+            match crate::generator::seed(&client, &db, &opts).await {
+                Ok(counts) => {
+                    for (c, n) in counts {
+                        println!("seeded {db}.{c}: {n} documents");
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fatal(crate::Error::mongo("seeding", e)),
+            }
+        }
+        Command::Mutate { uri, db, fraction, seed, days } => {
+            let now = chrono::Utc::now();
+            let opts = crate::generator::GenOptions { seed, docs: 0, end: now, days };
+            let client = match mongodb::Client::with_uri_str(&uri).await {
+                Ok(c) => c,
+                Err(e) => return fatal(crate::Error::mongo(crate::source::redact_uri(&uri), e)),
+            };
+            match crate::generator::mutate(&client, &db, &opts, fraction, now).await {
+                Ok(s) => {
+                    println!("mutated {db}: {} updated, {} inserted", s.updated, s.inserted);
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fatal(crate::Error::mongo("mutating", e)),
+            }
+        }
+    }
+}
+
+fn fatal(e: crate::Error) -> ExitCode {
+    eprintln!("error: {e}");
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        eprintln!("  caused by: {s}");
+        source = s.source();
+    }
+    ExitCode::from(2)
+}

@@ -1,0 +1,425 @@
+//! `environments/<name>.toml`: where MongoDB and the lake are, the time zone, the email recipients.
+//!
+//! Secrets (passwords, keys) are only ever references, `{ env = "VAR" }` or `{ file = "/run/secrets/x" }`; a
+//! literal secret is refused with an explanation, and so is a password embedded in the MongoDB URI. Unknown keys
+//! are an error naming the key, so a typo never silently falls back to a default.
+use crate::transform::timezone::LakeTimeZone;
+use crate::{Error, Result};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+/// A reference to a secret; the value is resolved only when needed and never logged.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SecretRef {
+    /// Name of an environment variable holding the value.
+    pub env: Option<String>,
+    /// Path of a file holding the value (trailing newline trimmed), e.g. a Kubernetes secret mount.
+    pub file: Option<PathBuf>,
+}
+
+impl SecretRef {
+    /// Reads the secret. `key` names the TOML key for the error message.
+    pub fn resolve(&self, key: &str) -> Result<String> {
+        match (&self.env, &self.file) {
+            (Some(var), None) => std::env::var(var).map_err(|_| Error::Secret {
+                key: key.into(),
+                message: format!("environment variable `{var}` is not set; export it before running"),
+            }),
+            (None, Some(path)) => std::fs::read_to_string(path)
+                .map(|s| s.trim_end_matches(['\n', '\r']).to_string())
+                .map_err(|e| Error::Secret {
+                    key: key.into(),
+                    message: format!("cannot read secret file {}: {e}", path.display()),
+                }),
+            _ => Err(Error::Secret { key: key.into(), message: "give exactly one of `env` or `file`".into() }),
+        }
+    }
+}
+
+/// A value that may be written literally or come from a reference (used for non-secret values such as the URI).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum ValueOrRef {
+    Literal(String),
+    Ref(SecretRef),
+}
+
+impl ValueOrRef {
+    pub fn resolve(&self, key: &str) -> Result<String> {
+        match self {
+            ValueOrRef::Literal(v) => Ok(v.clone()),
+            ValueOrRef::Ref(r) => r.resolve(key),
+        }
+    }
+    fn as_secret(&self, key: &str, path: &Path) -> Result<SecretRef> {
+        match self {
+            ValueOrRef::Ref(r) => Ok(r.clone()),
+            ValueOrRef::Literal(_) => Err(Error::config(
+                path,
+                None,
+                format!("`{key}` is written literally; secrets must not live in config files: use `{key} = {{ env = \"VAR\" }}` or `{key} = {{ file = \"/run/secrets/...\" }}`"),
+            )),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEnvironment {
+    mongodb: RawMongo,
+    lake: RawLake,
+    #[serde(default)]
+    sync: RawSync,
+    email: Option<RawEmail>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMongo {
+    uri: ValueOrRef,
+    username: Option<ValueOrRef>,
+    password: Option<ValueOrRef>,
+    auth_source: Option<String>,
+    #[serde(default = "default_batch_size")]
+    batch_size: u32,
+    #[serde(default = "default_timeout")]
+    connect_timeout_seconds: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLake {
+    url: String,
+    endpoint: Option<String>,
+    region: Option<String>,
+    #[serde(default)]
+    allow_http: bool,
+    access_key_id: Option<ValueOrRef>,
+    secret_access_key: Option<ValueOrRef>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSync {
+    #[serde(default = "default_tz")]
+    timezone: String,
+    #[serde(default = "default_overlap")]
+    overlap_seconds: u64,
+    #[serde(default = "default_concurrency")]
+    concurrency: usize,
+    #[serde(default = "default_partition_concurrency")]
+    partition_concurrency: usize,
+    #[serde(default = "default_memory")]
+    memory_budget_mb: u64,
+    #[serde(default = "default_row_group")]
+    row_group_rows: usize,
+}
+
+impl Default for RawSync {
+    fn default() -> Self {
+        toml::from_str("").expect("defaults")
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEmail {
+    smtp_host: String,
+    #[serde(default = "default_smtp_port")]
+    smtp_port: u16,
+    from: String,
+    to: Vec<String>,
+    username: Option<ValueOrRef>,
+    password: Option<ValueOrRef>,
+    #[serde(default = "default_tls")]
+    tls: String,
+    #[serde(default = "yes")]
+    enabled: bool,
+    #[serde(default)]
+    only_on_failure: bool,
+}
+
+fn default_batch_size() -> u32 {
+    10_000
+}
+fn default_timeout() -> u64 {
+    10
+}
+fn default_tz() -> String {
+    "UTC".into()
+}
+fn default_overlap() -> u64 {
+    300
+}
+fn default_concurrency() -> usize {
+    4
+}
+fn default_partition_concurrency() -> usize {
+    2
+}
+fn default_memory() -> u64 {
+    1024
+}
+fn default_row_group() -> usize {
+    1 << 20
+}
+fn default_smtp_port() -> u16 {
+    587
+}
+fn default_tls() -> String {
+    "starttls".into()
+}
+fn yes() -> bool {
+    true
+}
+
+/// `[mongodb]`, validated.
+#[derive(Debug, Clone)]
+pub struct MongoConfig {
+    pub uri: ValueOrRef,
+    pub username: Option<ValueOrRef>,
+    pub password: Option<SecretRef>,
+    pub auth_source: Option<String>,
+    pub batch_size: u32,
+    pub connect_timeout: std::time::Duration,
+}
+
+/// `[lake]`, validated. `url` is absolute: `s3://bucket/prefix` or `file:///dir` (a plain path is resolved
+/// against the config directory and turned into a `file://` URL).
+#[derive(Debug, Clone)]
+pub struct LakeConfig {
+    pub url: url::Url,
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    pub allow_http: bool,
+    pub access_key_id: Option<ValueOrRef>,
+    pub secret_access_key: Option<SecretRef>,
+}
+
+/// `[sync]`, validated.
+#[derive(Debug, Clone)]
+pub struct SyncConfig {
+    pub timezone: LakeTimeZone,
+    /// Incremental pulls start this long before the watermark, so late and equal-timestamp writes are seen.
+    pub overlap: chrono::Duration,
+    /// Collections synced at once.
+    pub concurrency: usize,
+    /// Partitions of one collection encoded at once.
+    pub partition_concurrency: usize,
+    /// Raw documents buffered in memory per collection before spilling to local disk.
+    pub memory_budget_bytes: u64,
+    pub row_group_rows: usize,
+}
+
+/// SMTP transport security.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpTls {
+    StartTls,
+    Implicit,
+    /// Plain SMTP: only when written explicitly as `tls = "none"`.
+    None,
+}
+
+/// `[email]`, validated.
+#[derive(Debug, Clone)]
+pub struct EmailConfig {
+    pub smtp_host: String,
+    pub smtp_port: u16,
+    pub from: String,
+    pub to: Vec<String>,
+    pub username: Option<ValueOrRef>,
+    pub password: Option<SecretRef>,
+    pub tls: SmtpTls,
+    pub enabled: bool,
+    pub only_on_failure: bool,
+}
+
+/// One environment, validated.
+#[derive(Debug, Clone)]
+pub struct Environment {
+    pub path: PathBuf,
+    pub mongodb: MongoConfig,
+    pub lake: LakeConfig,
+    pub sync: SyncConfig,
+    pub email: Option<EmailConfig>,
+}
+
+impl Environment {
+    /// Loads `<config_dir>/environments/<name>.toml`; an unknown name lists the environments that exist.
+    pub fn load(config_dir: &Path, name: &str) -> Result<Environment> {
+        let dir = config_dir.join("environments");
+        let path = dir.join(format!("{name}.toml"));
+        let valid_name = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !valid_name || !path.is_file() {
+            let mut available: Vec<String> = std::fs::read_dir(&dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter_map(|e| e.file_name().to_str().and_then(|n| n.strip_suffix(".toml")).map(String::from))
+                .collect();
+            available.sort();
+            return Err(Error::UnknownEnvironment { name: name.into(), path, available });
+        }
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+        Self::parse(&path, config_dir, &text)
+    }
+
+    /// Parses and validates the TOML text.
+    pub fn parse(path: &Path, config_dir: &Path, text: &str) -> Result<Environment> {
+        let raw: RawEnvironment = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|s| text[..s.start].lines().count().max(1));
+            Error::config(path, line, e.message().to_string())
+        })?;
+        let err = |m: String| Error::config(path, None, m);
+
+        if let ValueOrRef::Literal(uri) = &raw.mongodb.uri {
+            if !uri.starts_with("mongodb://") && !uri.starts_with("mongodb+srv://") {
+                return Err(err(format!(
+                    "[mongodb] uri `{}` must start with mongodb:// or mongodb+srv://",
+                    crate::source::redact_uri(uri)
+                )));
+            }
+            if uri_has_password(uri) {
+                return Err(err("[mongodb] uri contains a password; remove it and use `password = { env = \"VAR\" }` or `{ file = ... }`".into()));
+            }
+        }
+        let mongodb = MongoConfig {
+            uri: raw.mongodb.uri,
+            username: raw.mongodb.username,
+            password: raw.mongodb.password.as_ref().map(|p| p.as_secret("password", path)).transpose()?,
+            auth_source: raw.mongodb.auth_source,
+            batch_size: raw.mongodb.batch_size.max(1),
+            connect_timeout: std::time::Duration::from_secs(raw.mongodb.connect_timeout_seconds.max(1)),
+        };
+
+        let lake_url = resolve_lake_url(&raw.lake.url, config_dir).map_err(err)?;
+        let lake = LakeConfig {
+            url: lake_url,
+            endpoint: raw.lake.endpoint,
+            region: raw.lake.region,
+            allow_http: raw.lake.allow_http,
+            access_key_id: raw.lake.access_key_id,
+            secret_access_key: raw
+                .lake
+                .secret_access_key
+                .as_ref()
+                .map(|s| s.as_secret("secret_access_key", path))
+                .transpose()?,
+        };
+
+        let timezone = LakeTimeZone::parse(&raw.sync.timezone).map_err(err)?;
+        if raw.sync.concurrency == 0 || raw.sync.partition_concurrency == 0 {
+            return Err(err("[sync] concurrency and partition_concurrency must be at least 1".into()));
+        }
+        let sync = SyncConfig {
+            timezone,
+            overlap: chrono::Duration::seconds(raw.sync.overlap_seconds as i64),
+            concurrency: raw.sync.concurrency,
+            partition_concurrency: raw.sync.partition_concurrency,
+            memory_budget_bytes: raw.sync.memory_budget_mb.max(16) * 1024 * 1024,
+            row_group_rows: raw.sync.row_group_rows.max(1024),
+        };
+
+        let email = match raw.email {
+            None => None,
+            Some(e) => {
+                let tls = match e.tls.as_str() {
+                    "starttls" => SmtpTls::StartTls,
+                    "tls" | "implicit" => SmtpTls::Implicit,
+                    "none" => SmtpTls::None,
+                    other => {
+                        return Err(err(format!("[email] tls = `{other}`: use \"starttls\", \"tls\" or \"none\"")))
+                    }
+                };
+                if e.to.is_empty() {
+                    return Err(err("[email] `to` is empty; list at least one recipient".into()));
+                }
+                Some(EmailConfig {
+                    smtp_host: e.smtp_host,
+                    smtp_port: e.smtp_port,
+                    from: e.from,
+                    to: e.to,
+                    username: e.username,
+                    password: e.password.as_ref().map(|p| p.as_secret("password", path)).transpose()?,
+                    tls,
+                    enabled: e.enabled,
+                    only_on_failure: e.only_on_failure,
+                })
+            }
+        };
+        Ok(Environment { path: path.to_path_buf(), mongodb, lake, sync, email })
+    }
+}
+
+fn uri_has_password(uri: &str) -> bool {
+    let rest = uri.split_once("://").map(|(_, r)| r).unwrap_or(uri);
+    let authority = rest.split(['/', '?']).next().unwrap_or("");
+    authority.rsplit_once('@').map(|(userinfo, _)| userinfo.contains(':')).unwrap_or(false)
+}
+
+fn resolve_lake_url(text: &str, config_dir: &Path) -> std::result::Result<url::Url, String> {
+    if text.contains("://") {
+        let url = url::Url::parse(text).map_err(|e| format!("[lake] url `{text}`: {e}"))?;
+        return match url.scheme() {
+            "s3" | "file" => Ok(url),
+            other => Err(format!(
+                "[lake] url scheme `{other}` is not supported; use s3://bucket/prefix, file:///dir or a plain path"
+            )),
+        };
+    }
+    let path = Path::new(text);
+    let abs = if path.is_absolute() { path.to_path_buf() } else { config_dir.join(path) };
+    let abs = std::path::absolute(&abs).map_err(|e| format!("[lake] url `{text}`: {e}"))?;
+    url::Url::from_directory_path(&abs).map_err(|_| format!("[lake] url `{text}` is not a usable directory path"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Environment> {
+        Environment::parse(Path::new("env1.toml"), Path::new("/etc/mongolake"), text)
+    }
+
+    const OK: &str = "[mongodb]\nuri = \"mongodb://h:27017/?replicaSet=rs0\"\nusername = { env = \"U\" }\npassword = { file = \"/run/p\" }\n[lake]\nurl = \"lake\"\n[sync]\ntimezone = \"Asia/Kolkata\"\n";
+
+    #[test]
+    fn valid_environment_with_defaults() {
+        let env = parse(OK).unwrap();
+        assert_eq!(env.lake.url.as_str(), "file:///etc/mongolake/lake/");
+        assert_eq!(env.sync.overlap, chrono::Duration::seconds(300));
+        assert_eq!(env.mongodb.password, Some(SecretRef { env: None, file: Some("/run/p".into()) }));
+        assert!(env.email.is_none());
+    }
+
+    #[test]
+    fn literal_password_is_refused() {
+        let e =
+            parse(&OK.replace("password = { file = \"/run/p\" }", "password = \"hunter2\"")).unwrap_err().to_string();
+        assert!(e.contains("written literally") && !e.contains("hunter2"), "{e}");
+        let e = parse(&OK.replace("mongodb://h", "mongodb://u:hunter2@h")).unwrap_err().to_string();
+        assert!(e.contains("uri contains a password") && !e.contains("hunter2"), "{e}");
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_line() {
+        let e = parse(&OK.replace("[sync]\n", "[sync]\ntimezon = \"UTC\"\n")).unwrap_err().to_string();
+        assert!(e.contains("timezon") && e.contains("env1.toml:"), "{e}");
+    }
+
+    #[test]
+    fn bad_timezone_and_scheme() {
+        assert!(parse(&OK.replace("Asia/Kolkata", "Mars/Olympus")).unwrap_err().to_string().contains("Mars/Olympus"));
+        assert!(parse(&OK.replace("url = \"lake\"", "url = \"gs://b\"")).unwrap_err().to_string().contains("gs"));
+    }
+
+    #[test]
+    fn secret_resolution() {
+        std::env::set_var("MONGOLAKE_TEST_SECRET_X", "v");
+        let r = SecretRef { env: Some("MONGOLAKE_TEST_SECRET_X".into()), file: None };
+        assert_eq!(r.resolve("k").unwrap(), "v");
+        let missing = SecretRef { env: Some("MONGOLAKE_TEST_SECRET_MISSING".into()), file: None };
+        assert!(missing.resolve("password").unwrap_err().to_string().contains("MONGOLAKE_TEST_SECRET_MISSING"));
+    }
+}

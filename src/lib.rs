@@ -1,0 +1,33 @@
+//! # mongolake
+//!
+//! Keeps a Hive-partitioned Parquet lake (S3 or local disk) in step with MongoDB collections, one night at a time.
+//!
+//! A run, per collection listed in `collections.csv`:
+//!
+//! ```text
+//!  state/ (watermark) ──► source/ (raw BSON batches, incremental filter)
+//!                              │  pass 1: per document
+//!                              ▼
+//!           schema/ (observe type into the lattice)   transform/ (key, timestamp, partition values)
+//!                              │  raw bytes buffered per partition (spilled to disk past the budget)
+//!                              ▼  pass 2: per touched partition
+//!       sink/ read existing file ─► dedup (latest version per key) ─► Arrow ─► one Parquet file, atomic replace
+//!                              │
+//!                              ▼
+//!           state/ append watermark (only after every partition is written)  ─► report/
+//! ```
+//!
+//! Modules are split by responsibility; see each module's docs for the invariants it keeps.
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod generator;
+pub mod report;
+pub mod schema;
+pub mod sink;
+pub mod source;
+pub mod state;
+pub mod sync;
+pub mod transform;
+
+pub use error::{Error, Result};

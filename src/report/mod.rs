@@ -1,0 +1,134 @@
+//! The run report: what each collection did, written to `<lake>/_mongolake/runs/<run-id>.json`, printed at the
+//! end of a run and emailed to the operators.
+pub mod email;
+
+use crate::sync::collection::CollectionStats;
+use serde::Serialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Ok,
+    Failed,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CollectionReport {
+    pub name: String,
+    pub status: Status,
+    pub error: Option<String>,
+    pub duration_ms: u64,
+    #[serde(flatten)]
+    pub stats: CollectionStats,
+}
+
+impl CollectionReport {
+    pub fn ok(name: String, stats: CollectionStats, duration_ms: u64) -> Self {
+        CollectionReport { name, status: Status::Ok, error: None, duration_ms, stats }
+    }
+    pub fn failed(name: String, error: String, duration_ms: u64) -> Self {
+        CollectionReport {
+            name,
+            status: Status::Failed,
+            error: Some(error),
+            duration_ms,
+            stats: CollectionStats::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    pub run_id: String,
+    pub environment: String,
+    pub lake: String,
+    pub started_at: String,
+    pub duration_ms: u64,
+    pub collections_total: usize,
+    pub collections_failed: usize,
+    pub docs_read: u64,
+    pub rows_written: u64,
+    pub collections: Vec<CollectionReport>,
+}
+
+impl RunReport {
+    pub fn new(
+        run_id: String,
+        environment: String,
+        lake: String,
+        started: chrono::DateTime<chrono::Utc>,
+        took: std::time::Duration,
+        collections: Vec<CollectionReport>,
+    ) -> Self {
+        RunReport {
+            run_id,
+            environment,
+            lake,
+            started_at: started.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
+            duration_ms: took.as_millis() as u64,
+            collections_total: collections.len(),
+            collections_failed: collections.iter().filter(|c| c.status == Status::Failed).count(),
+            docs_read: collections.iter().map(|c| c.stats.docs_read).sum(),
+            rows_written: collections.iter().map(|c| c.stats.rows_written).sum(),
+            collections,
+        }
+    }
+
+    /// `[env1] mongolake: 148/150 collections synced, 2 FAILED` or `[env1] mongolake: all 150 synced`.
+    pub fn subject(&self) -> String {
+        if self.collections_failed == 0 {
+            format!("[{}] mongolake: all {} synced", self.environment, self.collections_total)
+        } else {
+            format!(
+                "[{}] mongolake: {}/{} collections synced, {} FAILED",
+                self.environment,
+                self.collections_total - self.collections_failed,
+                self.collections_total,
+                self.collections_failed
+            )
+        }
+    }
+
+    /// The plain-text report (terminal and email).
+    pub fn to_text(&self) -> String {
+        let mut out = format!(
+            "{}\nrun {} | lake {} | started {} | {:.1}s | {} documents read, {} rows written\n\n",
+            self.subject(),
+            self.run_id,
+            self.lake,
+            self.started_at,
+            self.duration_ms as f64 / 1000.0,
+            self.docs_read,
+            self.rows_written
+        );
+        out.push_str(&format!(
+            "{:<32} {:>7} {:>10} {:>10} {:>6} {:>6} {:>8}  {}\n",
+            "collection", "status", "read", "written", "parts", "dups", "seconds", "watermark (old -> new)"
+        ));
+        for c in &self.collections {
+            let status = match c.status {
+                Status::Ok => "ok",
+                Status::Failed => "FAILED",
+            };
+            out.push_str(&format!(
+                "{:<32} {:>7} {:>10} {:>10} {:>6} {:>6} {:>8.1}  {} -> {}\n",
+                c.name,
+                status,
+                c.stats.docs_read,
+                c.stats.rows_written,
+                c.stats.partitions_written,
+                c.stats.duplicates_dropped,
+                c.duration_ms as f64 / 1000.0,
+                c.stats.old_watermark.as_deref().unwrap_or("-"),
+                c.stats.new_watermark.as_deref().unwrap_or("-")
+            ));
+            if let Some(e) = &c.error {
+                out.push_str(&format!("    error: {e}\n"));
+            }
+            for ch in &c.stats.schema_changes {
+                out.push_str(&format!("    schema v{}: {ch}\n", c.stats.schema_version));
+            }
+        }
+        out
+    }
+}

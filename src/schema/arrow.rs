@@ -1,0 +1,388 @@
+//! Lake types as Arrow types, and column builders fed straight from raw BSON values (no `Document`, no JSON on
+//! the common path). Every column is nullable: a missing field and a null are both null in the lake.
+use super::lattice::{find_field, LakeType};
+use super::text::render;
+use arrow::array::builder::NullBufferBuilder;
+use arrow::array::{
+    Array, ArrayRef, BinaryBuilder, BooleanBuilder, Decimal128Builder, Float64Builder, Int64Builder, ListArray,
+    StringBuilder, StructArray, TimestampMillisecondBuilder,
+};
+use arrow::buffer::OffsetBuffer;
+use arrow::datatypes::{DataType, Field as ArrowField, FieldRef, Fields, TimeUnit};
+use bson::RawBsonRef;
+use std::sync::Arc;
+
+/// A per-field hook for top-level documents: drop (None) or replace a value.
+pub type Prepare = dyn for<'a> Fn(&str, RawBsonRef<'a>) -> Option<RawBsonRef<'a>> + Sync;
+
+/// Name of the element field of every list (Parquet's recommended three-level list layout).
+pub const LIST_ITEM: &str = "element";
+
+/// The Arrow type a lake type is stored as.
+pub fn data_type(t: &LakeType) -> DataType {
+    match t {
+        // Unknown and `{}`-only columns are stored as text; Athena has no type for "nothing yet".
+        LakeType::Null | LakeType::String => DataType::Utf8,
+        LakeType::Struct { fields } if fields.is_empty() => DataType::Utf8,
+        LakeType::Bool => DataType::Boolean,
+        LakeType::Int { .. } => DataType::Int64,
+        LakeType::Float => DataType::Float64,
+        LakeType::Decimal { int_digits, scale } => DataType::Decimal128((int_digits + scale).max(1), *scale as i8),
+        LakeType::Binary => DataType::Binary,
+        LakeType::Timestamp => DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+        LakeType::Struct { fields } => DataType::Struct(struct_fields(fields)),
+        LakeType::List { item } => DataType::List(Arc::new(ArrowField::new(LIST_ITEM, data_type(item), true))),
+    }
+}
+
+pub fn struct_fields(fields: &[super::lattice::Field]) -> Fields {
+    fields.iter().map(|f| ArrowField::new(&f.column, data_type(&f.ty), true)).collect()
+}
+
+/// Appends BSON values to one Arrow column of a fixed lake type.
+pub enum ColumnBuilder {
+    Text(StringBuilder),
+    Bool(BooleanBuilder),
+    Int(Int64Builder),
+    Float(Float64Builder),
+    Decimal {
+        builder: Decimal128Builder,
+        precision: u8,
+        scale: u8,
+    },
+    Binary(BinaryBuilder),
+    Timestamp(TimestampMillisecondBuilder),
+    Struct {
+        sources: Vec<String>,
+        children: Vec<ColumnBuilder>,
+        fields: Fields,
+        nulls: NullBufferBuilder,
+        seen: Vec<bool>,
+    },
+    List {
+        offsets: Vec<i32>,
+        nulls: NullBufferBuilder,
+        item: Box<ColumnBuilder>,
+        field: FieldRef,
+    },
+}
+
+impl ColumnBuilder {
+    pub fn new(t: &LakeType) -> ColumnBuilder {
+        match t {
+            LakeType::Null | LakeType::String => ColumnBuilder::Text(StringBuilder::new()),
+            LakeType::Struct { fields } if fields.is_empty() => ColumnBuilder::Text(StringBuilder::new()),
+            LakeType::Bool => ColumnBuilder::Bool(BooleanBuilder::new()),
+            LakeType::Int { .. } => ColumnBuilder::Int(Int64Builder::new()),
+            LakeType::Float => ColumnBuilder::Float(Float64Builder::new()),
+            LakeType::Decimal { int_digits, scale } => ColumnBuilder::Decimal {
+                builder: Decimal128Builder::new(),
+                precision: (int_digits + scale).max(1),
+                scale: *scale,
+            },
+            LakeType::Binary => ColumnBuilder::Binary(BinaryBuilder::new()),
+            LakeType::Timestamp => ColumnBuilder::Timestamp(TimestampMillisecondBuilder::new()),
+            LakeType::Struct { fields } => ColumnBuilder::Struct {
+                sources: fields.iter().map(|f| f.source.clone()).collect(),
+                children: fields.iter().map(|f| ColumnBuilder::new(&f.ty)).collect(),
+                fields: struct_fields(fields),
+                nulls: NullBufferBuilder::new(0),
+                seen: vec![false; fields.len()],
+            },
+            LakeType::List { item } => ColumnBuilder::List {
+                offsets: vec![0],
+                nulls: NullBufferBuilder::new(0),
+                item: Box::new(ColumnBuilder::new(item)),
+                field: Arc::new(ArrowField::new(LIST_ITEM, data_type(item), true)),
+            },
+        }
+    }
+
+    pub fn append_null(&mut self) {
+        match self {
+            ColumnBuilder::Text(b) => b.append_null(),
+            ColumnBuilder::Bool(b) => b.append_null(),
+            ColumnBuilder::Int(b) => b.append_null(),
+            ColumnBuilder::Float(b) => b.append_null(),
+            ColumnBuilder::Decimal { builder, .. } => builder.append_null(),
+            ColumnBuilder::Binary(b) => b.append_null(),
+            ColumnBuilder::Timestamp(b) => b.append_null(),
+            ColumnBuilder::Struct { children, nulls, .. } => {
+                children.iter_mut().for_each(ColumnBuilder::append_null);
+                nulls.append_null();
+            }
+            ColumnBuilder::List { offsets, nulls, .. } => {
+                offsets.push(*offsets.last().expect("offsets start at 0"));
+                nulls.append_null();
+            }
+        }
+    }
+
+    /// Appends one value. An error means the value does not fit the column type, which inference should have
+    /// prevented; the caller reports it with the document's key.
+    pub fn append(&mut self, value: Option<RawBsonRef<'_>>) -> Result<(), String> {
+        let value = match value {
+            None | Some(RawBsonRef::Null) | Some(RawBsonRef::Undefined) => {
+                self.append_null();
+                return Ok(());
+            }
+            Some(v) => v,
+        };
+        match self {
+            ColumnBuilder::Text(b) => match value {
+                RawBsonRef::String(s) => b.append_value(s),
+                other => b.append_value(render(other)),
+            },
+            ColumnBuilder::Bool(b) => match value {
+                RawBsonRef::Boolean(v) => b.append_value(v),
+                other => return Err(mismatch("bool", other)),
+            },
+            ColumnBuilder::Int(b) => match value {
+                RawBsonRef::Int32(v) => b.append_value(v as i64),
+                RawBsonRef::Int64(v) => b.append_value(v),
+                other => return Err(mismatch("int64", other)),
+            },
+            ColumnBuilder::Float(b) => match value {
+                RawBsonRef::Double(v) => b.append_value(v),
+                RawBsonRef::Int32(v) => b.append_value(v as f64),
+                RawBsonRef::Int64(v) => b.append_value(v as f64),
+                RawBsonRef::Decimal128(d) => match d.to_string().parse::<f64>() {
+                    Ok(v) => b.append_value(v),
+                    Err(_) => return Err(mismatch("double", value)),
+                },
+                other => return Err(mismatch("double", other)),
+            },
+            ColumnBuilder::Decimal { builder, scale, .. } => {
+                let unscaled = match value {
+                    RawBsonRef::Decimal128(d) => super::decimal::to_unscaled(&d, *scale),
+                    RawBsonRef::Int32(v) => (v as i128).checked_mul(10i128.pow(*scale as u32)),
+                    RawBsonRef::Int64(v) => (v as i128).checked_mul(10i128.pow(*scale as u32)),
+                    _ => None,
+                };
+                match unscaled {
+                    Some(v) => builder.append_value(v),
+                    None => return Err(mismatch("decimal", value)),
+                }
+            }
+            ColumnBuilder::Binary(b) => match value {
+                RawBsonRef::Binary(v) => b.append_value(v.bytes),
+                other => return Err(mismatch("binary", other)),
+            },
+            ColumnBuilder::Timestamp(b) => match value {
+                RawBsonRef::DateTime(d) => b.append_value(d.timestamp_millis()),
+                other => return Err(mismatch("timestamp", other)),
+            },
+            ColumnBuilder::Struct { .. } => self.append_struct(value, &|_, v| Some(v))?,
+            ColumnBuilder::List { offsets, nulls, item, .. } => {
+                let before = item_len(offsets);
+                let mut n = 0i32;
+                match value {
+                    RawBsonRef::Array(arr) => {
+                        for v in arr {
+                            let v = v.map_err(|e| format!("unreadable array element: {e}"))?;
+                            item.append(Some(v))?;
+                            n += 1;
+                        }
+                    }
+                    single => {
+                        item.append(Some(single))?;
+                        n = 1;
+                    }
+                }
+                offsets.push(before + n);
+                nulls.append_non_null();
+            }
+        }
+        Ok(())
+    }
+
+    /// Appends a top-level document: `prepare` may drop a field (returns None: partition columns live in the
+    /// path) or replace its value (timestamp normalisation) before it reaches its column.
+    pub fn append_document(&mut self, doc: &bson::RawDocument, prepare: &Prepare) -> Result<(), String> {
+        self.append_struct(RawBsonRef::Document(doc), prepare)
+    }
+
+    fn append_struct(&mut self, value: RawBsonRef<'_>, prepare: &Prepare) -> Result<(), String> {
+        let ColumnBuilder::Struct { sources, children, nulls, seen, .. } = self else { unreachable!() };
+        seen.iter_mut().for_each(|s| *s = false);
+        let mut put = |name: &str, v: RawBsonRef<'_>, hint: usize| -> Result<usize, String> {
+            let Some(i) = sources
+                .get(hint)
+                .filter(|s| *s == name)
+                .map(|_| hint)
+                .or_else(|| sources.iter().position(|s| s == name))
+            else {
+                return Err(format!("field `{name}` is not in the schema"));
+            };
+            if !seen[i] {
+                seen[i] = true;
+                children[i].append(Some(v))?;
+            } // a repeated field name in one document: the first occurrence wins
+            Ok(i + 1)
+        };
+        match value {
+            RawBsonRef::Document(doc) => {
+                let mut hint = 0;
+                for el in doc {
+                    let (name, v) = el.map_err(|e| format!("unreadable field: {e}"))?;
+                    if let Some(v) = prepare(name.as_str(), v) {
+                        hint = put(name.as_str(), v, hint)?;
+                    }
+                }
+            }
+            RawBsonRef::Timestamp(t) => {
+                put("t", RawBsonRef::Int64(t.time as i64), 0)?;
+                put("i", RawBsonRef::Int64(t.increment as i64), 1)?;
+            }
+            RawBsonRef::RegularExpression(r) => {
+                put("pattern", RawBsonRef::String(r.pattern.as_str()), 0)?;
+                put("options", RawBsonRef::String(r.options.as_str()), 1)?;
+            }
+            other => return Err(mismatch("struct", other)),
+        }
+        for (i, s) in seen.iter().enumerate() {
+            if !s {
+                children[i].append_null();
+            }
+        }
+        nulls.append_non_null();
+        Ok(())
+    }
+
+    /// Finishes the column; the builder is left empty and reusable.
+    pub fn finish(&mut self) -> ArrayRef {
+        match self {
+            ColumnBuilder::Text(b) => Arc::new(b.finish()),
+            ColumnBuilder::Bool(b) => Arc::new(b.finish()),
+            ColumnBuilder::Int(b) => Arc::new(b.finish()),
+            ColumnBuilder::Float(b) => Arc::new(b.finish()),
+            ColumnBuilder::Decimal { builder, precision, scale } => Arc::new(
+                builder
+                    .finish()
+                    .with_precision_and_scale(*precision, *scale as i8)
+                    .expect("precision <= 38 by construction"),
+            ),
+            ColumnBuilder::Binary(b) => Arc::new(b.finish()),
+            ColumnBuilder::Timestamp(b) => Arc::new(b.finish().with_timezone("UTC")),
+            ColumnBuilder::Struct { children, fields, nulls, .. } => {
+                let arrays: Vec<ArrayRef> = children.iter_mut().map(ColumnBuilder::finish).collect();
+                let len = nulls.len();
+                let nulls = nulls.finish();
+                if fields.is_empty() {
+                    return Arc::new(StructArray::new_empty_fields(len, nulls));
+                }
+                Arc::new(StructArray::new(fields.clone(), arrays, nulls))
+            }
+            ColumnBuilder::List { offsets, nulls, item, field } => {
+                let values = item.finish();
+                let offsets = OffsetBuffer::new(std::mem::replace(offsets, vec![0]).into());
+                Arc::new(ListArray::new(field.clone(), offsets, values, nulls.finish()))
+            }
+        }
+    }
+}
+
+fn item_len(offsets: &[i32]) -> i32 {
+    *offsets.last().expect("offsets start at 0")
+}
+
+fn mismatch(expected: &str, got: RawBsonRef<'_>) -> String {
+    format!("a {:?} value does not fit the {expected} column", got.element_type())
+}
+
+/// Looks a top-level field up by its source name (used for keys, timestamps and partition values).
+pub fn field_index(fields: &[super::lattice::Field], source: &str) -> Option<usize> {
+    find_field(fields, source, 0)
+}
+
+/// Reads one value of an Arrow column back into BSON, guided by the lake type the file was written with.
+/// Used to merge an existing partition file with new documents; nulls come back as `None` (missing).
+pub fn to_bson(array: &dyn Array, row: usize, t: &LakeType) -> Option<bson::Bson> {
+    use arrow::array::AsArray;
+    use arrow::datatypes::{Decimal128Type, Float64Type, Int64Type, TimestampMillisecondType};
+    if array.is_null(row) {
+        return None;
+    }
+    Some(match t {
+        LakeType::Null => return None,
+        LakeType::String => bson::Bson::String(array.as_string::<i32>().value(row).to_string()),
+        LakeType::Struct { fields } if fields.is_empty() => bson::Bson::Document(bson::Document::new()),
+        LakeType::Bool => bson::Bson::Boolean(array.as_boolean().value(row)),
+        LakeType::Int { .. } => bson::Bson::Int64(array.as_primitive::<Int64Type>().value(row)),
+        LakeType::Float => bson::Bson::Double(array.as_primitive::<Float64Type>().value(row)),
+        LakeType::Decimal { scale, .. } => {
+            bson::Bson::Decimal128(super::decimal::encode(array.as_primitive::<Decimal128Type>().value(row), *scale))
+        }
+        LakeType::Binary => bson::Bson::Binary(bson::Binary {
+            subtype: bson::spec::BinarySubtype::Generic,
+            bytes: array.as_binary::<i32>().value(row).to_vec(),
+        }),
+        LakeType::Timestamp => bson::Bson::DateTime(bson::DateTime::from_millis(
+            array.as_primitive::<TimestampMillisecondType>().value(row),
+        )),
+        LakeType::Struct { fields } => {
+            let s = array.as_struct();
+            let mut doc = bson::Document::new();
+            for (i, f) in fields.iter().enumerate() {
+                if let Some(v) = to_bson(s.column(i).as_ref(), row, &f.ty) {
+                    doc.insert(f.source.clone(), v);
+                }
+            }
+            bson::Bson::Document(doc)
+        }
+        LakeType::List { item } => {
+            let l = array.as_list::<i32>();
+            let values = l.value(row);
+            bson::Bson::Array(
+                (0..values.len()).map(|i| to_bson(values.as_ref(), i, item).unwrap_or(bson::Bson::Null)).collect(),
+            )
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bson::rawdoc;
+
+    fn build(t: &LakeType, values: &[bson::RawDocumentBuf]) -> ArrayRef {
+        let mut b = ColumnBuilder::new(t);
+        for d in values {
+            b.append(d.get("x").unwrap()).unwrap();
+        }
+        b.finish()
+    }
+
+    #[test]
+    fn builds_and_reads_back_nested_values() {
+        let docs = vec![
+            rawdoc! { "x": { "a": 1, "l": ["p", "q"], "d": bson::Decimal128::from_bytes(super::super::decimal::encode(12345, 2).bytes()) } },
+            rawdoc! { "x": bson::RawBson::Null },
+            rawdoc! {},
+            rawdoc! { "x": { "l": "single" } },
+        ];
+        let mut t = LakeType::empty_struct();
+        for d in &docs {
+            t.observe(RawBsonRef::Document(d));
+        }
+        let LakeType::Struct { fields } = &t else { panic!() };
+        let x = &fields[0].ty;
+        let arr = build(x, &docs);
+        assert_eq!(arr.len(), 4);
+        assert_eq!(arr.data_type(), &data_type(x));
+        let back = to_bson(arr.as_ref(), 0, x).unwrap();
+        let d = back.as_document().unwrap();
+        assert_eq!(d.get_i64("a").unwrap(), 1);
+        assert_eq!(d.get_array("l").unwrap().len(), 2);
+        assert_eq!(d.get("d").unwrap().to_string(), "123.45");
+        assert!(to_bson(arr.as_ref(), 1, x).is_none());
+        let single = to_bson(arr.as_ref(), 3, x).unwrap();
+        assert_eq!(single.as_document().unwrap().get_array("l").unwrap(), &vec![bson::Bson::String("single".into())]);
+    }
+
+    #[test]
+    fn wrong_type_is_an_error_not_a_null() {
+        let mut b = ColumnBuilder::new(&LakeType::Int { digits: 3 });
+        assert!(b.append(Some(RawBsonRef::String("x"))).unwrap_err().contains("int64"));
+    }
+}

@@ -1,0 +1,12 @@
+//! Schema inference and harmonisation: every document read is observed into one [`LakeType`] per collection
+//! (see [`lattice`] for the rules), which then decides each column's Arrow type. The collection's type is
+//! persisted in the lake (see [`registry`]) and embedded in every Parquet file, so names and types hold across
+//! runs and a file can always be read back exactly.
+pub mod arrow;
+pub mod decimal;
+pub mod lattice;
+pub mod names;
+pub mod registry;
+pub mod text;
+
+pub use lattice::{Field, LakeType};

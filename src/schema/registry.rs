@@ -1,0 +1,121 @@
+//! The collection's lake schema, persisted at `<lake>/_mongolake/schema/<db>/<coll>.json`.
+//!
+//! It pins column names (so `Patient Name` stays `patient_name` forever) and types across runs: each run starts
+//! from the stored type and only widens it. Every change gets a new version with when and why. The file is
+//! written after the data files of a run and before the watermark, so it never claims a type the files lack.
+use super::lattice::LakeType;
+use serde::{Deserialize, Serialize};
+
+/// The stored schema of one collection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredSchema {
+    /// Format of this file; readers accept every format up to their own.
+    pub format: u32,
+    pub database: String,
+    pub collection: String,
+    pub version: u64,
+    /// The document type (a struct) with every field's source name, column name and type.
+    pub document: LakeType,
+    #[serde(default)]
+    pub history: Vec<SchemaChange>,
+}
+
+/// One version bump.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SchemaChange {
+    pub version: u64,
+    pub run_id: String,
+    pub changed_at: String,
+    pub changes: Vec<String>,
+}
+
+pub const FORMAT: u32 = 1;
+
+impl StoredSchema {
+    pub fn new(database: &str, collection: &str) -> Self {
+        StoredSchema {
+            format: FORMAT,
+            database: database.into(),
+            collection: collection.into(),
+            version: 0,
+            document: LakeType::empty_struct(),
+            history: Vec::new(),
+        }
+    }
+}
+
+/// Human-readable differences from `old` to `new` (`new column visits.vitals.spo2: double`,
+/// `column age: int64 -> string`).
+pub fn describe_changes(old: &LakeType, new: &LakeType) -> Vec<String> {
+    let mut out = Vec::new();
+    diff("", old, new, &mut out);
+    out
+}
+
+fn diff(prefix: &str, old: &LakeType, new: &LakeType, out: &mut Vec<String>) {
+    match (old, new) {
+        (LakeType::Struct { fields: a }, LakeType::Struct { fields: b }) => {
+            for f in b {
+                let path = if prefix.is_empty() { f.column.clone() } else { format!("{prefix}.{}", f.column) };
+                match a.iter().find(|o| o.source == f.source) {
+                    None => out.push(format!("new column {path}: {} (from field `{}`)", type_name(&f.ty), f.source)),
+                    Some(o) => diff(&path, &o.ty, &f.ty, out),
+                }
+            }
+        }
+        (LakeType::List { item: a }, LakeType::List { item: b }) => diff(&format!("{prefix}[]"), a, b, out),
+        (a, b) if super::arrow::data_type(a) != super::arrow::data_type(b) => {
+            out.push(format!("column {prefix}: {} -> {}", type_name(a), type_name(b)))
+        }
+        _ => {}
+    }
+}
+
+/// Short Athena-style type name for messages.
+pub fn type_name(t: &LakeType) -> String {
+    match t {
+        LakeType::Null => "string (no values yet)".into(),
+        LakeType::Bool => "boolean".into(),
+        LakeType::Int { .. } => "bigint".into(),
+        LakeType::Float => "double".into(),
+        LakeType::Decimal { int_digits, scale } => format!("decimal({},{scale})", (int_digits + scale).max(1)),
+        LakeType::String => "string".into(),
+        LakeType::Binary => "binary".into(),
+        LakeType::Timestamp => "timestamp".into(),
+        LakeType::Struct { fields } if fields.is_empty() => "string ({} only)".into(),
+        LakeType::Struct { fields } => {
+            format!(
+                "struct<{}>",
+                fields.iter().map(|f| format!("{}:{}", f.column, type_name(&f.ty))).collect::<Vec<_>>().join(",")
+            )
+        }
+        LakeType::List { item } => format!("array<{}>", type_name(item)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bson::{rawdoc, RawBsonRef};
+
+    #[test]
+    fn changes_are_described_and_serialisation_round_trips() {
+        let mut old = LakeType::empty_struct();
+        old.observe(RawBsonRef::Document(&rawdoc! { "age": 42, "v": { "a": 1 } }));
+        let mut new = old.clone();
+        new.observe(RawBsonRef::Document(&rawdoc! { "age": "42 years", "v": { "b": 1.5 }, "Patient Name": "x" }));
+        let changes = describe_changes(&old, &new);
+        assert_eq!(
+            changes,
+            vec![
+                "column age: bigint -> string",
+                "new column v.b: double (from field `b`)",
+                "new column patient_name: string (from field `Patient Name`)"
+            ]
+        );
+        let mut s = StoredSchema::new("hims", "patients");
+        s.document = new;
+        let json = serde_json::to_string(&s).unwrap();
+        assert_eq!(serde_json::from_str::<StoredSchema>(&json).unwrap(), s);
+    }
+}

@@ -1,0 +1,201 @@
+//! The lake: one [`ObjectStore`] for S3 and local disk alike, and the layout on it.
+//!
+//! ```text
+//! <lake>/<database>/<collection>/<k1>=<v1>/.../part-0.parquet     one file per partition (the Athena table)
+//! <lake>/_mongolake/state/<database>/<collection>.csv             watermarks, one row per run
+//! <lake>/_mongolake/schema/<database>/<collection>.json           the persisted lake schema
+//! <lake>/_mongolake/runs/<run-id>.json                            run reports
+//! <lake>/_mongolake/staging/<run-id>/...                          files being written (outside every table)
+//! ```
+//! A partition file is replaced atomically: the new file is written in full under `staging/` and then moved over
+//! the old one (S3: a server-side copy, atomic for readers; local disk: `rename(2)`). A reader listing a partition
+//! at any moment sees exactly one complete file.
+pub mod parquet;
+
+use crate::config::LakeConfig;
+use crate::{Error, Result};
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use std::sync::Arc;
+
+/// File name of every partition's single data file.
+pub const DATA_FILE: &str = "part-0.parquet";
+
+/// A handle on the lake.
+#[derive(Clone)]
+pub struct Lake {
+    store: Arc<dyn ObjectStore>,
+    root: Path,
+    url: String,
+}
+
+impl std::fmt::Debug for Lake {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Lake({})", self.url)
+    }
+}
+
+impl Lake {
+    /// Opens the lake named by `[lake]`. S3 credentials come from `access_key_id`/`secret_access_key` when
+    /// given, else from the usual AWS environment (variables, profile, instance role).
+    pub fn open(cfg: &LakeConfig) -> Result<Lake> {
+        let url = cfg.url.clone();
+        let shown = url.to_string();
+        match url.scheme() {
+            "file" => {
+                let dir = url
+                    .to_file_path()
+                    .map_err(|_| Error::config("[lake]", None, format!("url {shown} is not a local path")))?;
+                std::fs::create_dir_all(&dir)
+                    .map_err(|e| Error::io(format!("creating lake directory {}", dir.display()), e))?;
+                let store = object_store::local::LocalFileSystem::new_with_prefix(&dir)
+                    .map_err(|e| Error::store(format!("opening {shown}"), e))?;
+                Ok(Lake { store: Arc::new(store), root: Path::default(), url: shown })
+            }
+            "s3" => {
+                let mut b = object_store::aws::AmazonS3Builder::from_env().with_url(url.as_str());
+                if let Some(ep) = &cfg.endpoint {
+                    b = b.with_endpoint(ep).with_virtual_hosted_style_request(false);
+                }
+                if let Some(r) = &cfg.region {
+                    b = b.with_region(r);
+                }
+                if cfg.allow_http {
+                    b = b.with_allow_http(true);
+                }
+                if let Some(k) = &cfg.access_key_id {
+                    b = b.with_access_key_id(k.resolve("[lake] access_key_id")?);
+                }
+                if let Some(s) = &cfg.secret_access_key {
+                    b = b.with_secret_access_key(s.resolve("[lake] secret_access_key")?);
+                }
+                let store = b.build().map_err(|e| Error::store(format!("opening {shown}"), e))?;
+                let root =
+                    Path::parse(url.path()).map_err(|e| Error::config("[lake]", None, format!("url {shown}: {e}")))?;
+                Ok(Lake { store: Arc::new(store), root, url: shown })
+            }
+            other => Err(Error::config("[lake]", None, format!("unsupported scheme {other}"))),
+        }
+    }
+
+    /// A lake over any store (used by tests with the in-memory store).
+    pub fn from_store(store: Arc<dyn ObjectStore>, root: Path, url: &str) -> Lake {
+        Lake { store, root, url: url.into() }
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// A path under the lake root, from `/`-separated relative text (already escaped).
+    pub fn path(&self, relative: &str) -> Path {
+        let root = self.root.as_ref();
+        let joined = if root.is_empty() { relative.to_string() } else { format!("{root}/{relative}") };
+        Path::parse(joined.trim_matches('/')).unwrap_or_else(|_| Path::from(joined.as_str()))
+    }
+
+    /// The path as the user would type it (for messages).
+    pub fn display(&self, path: &Path) -> String {
+        let rel = path.as_ref().strip_prefix(self.root.as_ref()).unwrap_or(path.as_ref()).trim_start_matches('/');
+        format!("{}/{}", self.url.trim_end_matches('/'), rel)
+    }
+
+    pub fn table_path(&self, db: &str, coll: &str) -> Path {
+        self.path(&format!("{db}/{coll}"))
+    }
+    pub fn partition_file(&self, db: &str, coll: &str, partition: &str) -> Path {
+        self.path(&format!("{db}/{coll}/{partition}/{DATA_FILE}"))
+    }
+    pub fn state_path(&self, db: &str, coll: &str) -> Path {
+        self.path(&format!("_mongolake/state/{db}/{coll}.csv"))
+    }
+    pub fn schema_path(&self, db: &str, coll: &str) -> Path {
+        self.path(&format!("_mongolake/schema/{db}/{coll}.json"))
+    }
+    pub fn run_report_path(&self, run_id: &str) -> Path {
+        self.path(&format!("_mongolake/runs/{run_id}.json"))
+    }
+    pub fn staging_path(&self, run_id: &str, db: &str, coll: &str, partition: &str) -> Path {
+        self.path(&format!("_mongolake/staging/{run_id}/{db}/{coll}/{partition}/{DATA_FILE}"))
+    }
+
+    /// Reads an object, None when it does not exist.
+    pub async fn get_opt(&self, path: &Path) -> Result<Option<Bytes>> {
+        match self.store.get(path).await {
+            Ok(r) => Ok(Some(r.bytes().await.map_err(|e| Error::store(format!("reading {}", self.display(path)), e))?)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(Error::store(format!("reading {}", self.display(path)), e)),
+        }
+    }
+
+    pub async fn put(&self, path: &Path, payload: PutPayload) -> Result<()> {
+        self.store
+            .put(path, payload)
+            .await
+            .map(|_| ())
+            .map_err(|e| Error::store(format!("writing {}", self.display(path)), e))
+    }
+
+    pub async fn delete(&self, path: &Path) -> Result<()> {
+        match self.store.delete(path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(Error::store(format!("deleting {}", self.display(path)), e)),
+        }
+    }
+
+    /// Writes `bytes` to `staging`, then moves it over `target` (see the module docs).
+    pub async fn replace(&self, staging: &Path, target: &Path, bytes: Bytes) -> Result<()> {
+        self.put(staging, bytes.into()).await?;
+        self.store
+            .rename(staging, target)
+            .await
+            .map_err(|e| Error::store(format!("moving {} into place", self.display(target)), e))
+    }
+
+    /// Every object under `prefix`, as paths.
+    pub async fn list(&self, prefix: &Path) -> Result<Vec<Path>> {
+        self.store
+            .list(Some(prefix))
+            .map_ok(|m| m.location)
+            .try_collect()
+            .await
+            .map_err(|e| Error::store(format!("listing {}", self.display(prefix)), e))
+    }
+
+    /// The partition directories (`k=v/...`, relative to the table) that hold a data file.
+    pub async fn list_partitions(&self, db: &str, coll: &str) -> Result<Vec<String>> {
+        let table = self.table_path(db, coll);
+        let mut out: Vec<String> = self
+            .list(&table)
+            .await?
+            .into_iter()
+            .filter(|p| p.filename() == Some(DATA_FILE))
+            .filter_map(|p| {
+                let full = p.as_ref();
+                let rel = full.strip_prefix(table.as_ref())?.trim_start_matches('/');
+                rel.strip_suffix(DATA_FILE).map(|r| r.trim_end_matches('/').to_string())
+            })
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
+    /// Removes what a crashed earlier run left under `staging/` for this collection (never visible to Athena,
+    /// but it should not accumulate).
+    pub async fn clean_staging(&self, db: &str, coll: &str) -> Result<usize> {
+        let staging = self.path("_mongolake/staging");
+        let mut n = 0;
+        for p in self.list(&staging).await? {
+            let rel = p.as_ref().strip_prefix(staging.as_ref()).unwrap_or("").trim_start_matches('/');
+            let mut parts = rel.splitn(4, '/');
+            let (_run, d, c) = (parts.next(), parts.next(), parts.next());
+            if d == Some(db) && c == Some(coll) {
+                self.delete(&p).await?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+}

@@ -1,0 +1,82 @@
+//! MongoDB: connecting with resolved credentials, and the incremental query.
+//!
+//! The timestamp field may hold a BSON Date, epoch milliseconds or an ISO-8601 string. MongoDB compares values
+//! of different BSON types in separate brackets (a `$gte` on a Date never matches a number or a string), so the
+//! incremental filter is an `$or` with one branch per representation. The string branch compares on the date
+//! prefix a day early, which is exact for ISO-8601 strings with any offset; what it lets through in excess is
+//! merely re-read and deduplicated.
+use crate::config::MongoConfig;
+use crate::{Error, Result};
+use bson::{doc, Document};
+use mongodb::options::{ClientOptions, Credential};
+
+/// Replaces the password of a URI (if any) with `***` for logs and errors.
+pub fn redact_uri(uri: &str) -> String {
+    let Some((scheme, rest)) = uri.split_once("://") else { return uri.to_string() };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{scheme}://{user}:***@{host}{tail}")
+        }
+        None => uri.to_string(),
+    }
+}
+
+/// Connects (lazily: the driver opens connections on first use) with credentials from the environment.
+pub async fn connect(cfg: &MongoConfig) -> Result<mongodb::Client> {
+    let uri = cfg.uri.resolve("[mongodb] uri")?;
+    let shown = redact_uri(&uri);
+    let mut options =
+        ClientOptions::parse(&uri).await.map_err(|e| Error::mongo(format!("URI {shown} is invalid"), e))?;
+    options.app_name = Some("mongolake".into());
+    options.connect_timeout = Some(cfg.connect_timeout);
+    options.server_selection_timeout = Some(cfg.connect_timeout);
+    if let Some(user) = &cfg.username {
+        let mut cred = Credential::builder().username(user.resolve("[mongodb] username")?).build();
+        if let Some(p) = &cfg.password {
+            cred.password = Some(p.resolve("[mongodb] password")?);
+        }
+        cred.source = cfg.auth_source.clone();
+        options.credential = Some(cred);
+    }
+    mongodb::Client::with_options(options).map_err(|e| Error::mongo(format!("connecting to {shown}"), e))
+}
+
+/// The filter for documents changed at or after `since_millis`, in every timestamp representation.
+pub fn incremental_filter(field: &str, since_millis: i64) -> Document {
+    let date = bson::DateTime::from_millis(since_millis);
+    let day_before = chrono::DateTime::from_timestamp_millis(since_millis - 86_400_000)
+        .map(|t| t.format("%Y-%m-%d").to_string())
+        .unwrap_or_else(|| "0000".into());
+    doc! {
+        "$or": [
+            { field: { "$gte": date } },
+            { field: { "$gte": since_millis } },
+            { field: { "$gte": day_before } },
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(redact_uri("mongodb://u:secret@h:1/db?x=1"), "mongodb://u:***@h:1/db?x=1");
+        assert_eq!(redact_uri("mongodb://h:1/?directConnection=true"), "mongodb://h:1/?directConnection=true");
+    }
+
+    #[test]
+    fn filter_has_one_branch_per_representation() {
+        let f = incremental_filter("modified_at", 1_751_394_600_000);
+        let branches = f.get_array("$or").unwrap();
+        assert_eq!(branches.len(), 3);
+        assert_eq!(
+            branches[2].as_document().unwrap().get_document("modified_at").unwrap().get_str("$gte").unwrap(),
+            "2025-06-30"
+        );
+    }
+}

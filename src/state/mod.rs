@@ -1,0 +1,152 @@
+//! Watermarks: `<lake>/_mongolake/state/<db>/<coll>.csv`, one row per run of the collection.
+//!
+//! ```text
+//! run_id,started_at,finished_at,watermark,rows_read,rows_written,status
+//! 20250701T020000Z-3f2a,2025-07-01T02:00:00.000Z,2025-07-01T02:00:09.412Z,2025-07-01T01:59:58.120Z,1200,1188,ok
+//! ```
+//! The watermark is the newest document timestamp safely written, capped at the moment the run started reading
+//! (so a document stamped in the future cannot make later runs skip real changes). The next run reads from the
+//! newest `ok` row's watermark minus the overlap. Readers look columns up by header name and ignore columns they
+//! do not know, so a newer mongolake can add columns and an older file stays readable.
+use crate::schema::text::format_millis;
+use crate::sink::Lake;
+use crate::transform::timestamp::parse_iso;
+use crate::{Error, Result};
+
+pub const HEADER: [&str; 7] =
+    ["run_id", "started_at", "finished_at", "watermark", "rows_read", "rows_written", "status"];
+
+/// One row of the state file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateRow {
+    pub run_id: String,
+    pub started_at: i64,
+    pub finished_at: i64,
+    pub watermark: Option<i64>,
+    pub rows_read: u64,
+    pub rows_written: u64,
+    pub status: String,
+}
+
+/// The parsed state file.
+#[derive(Debug, Clone, Default)]
+pub struct StateFile {
+    pub rows: Vec<StateRow>,
+}
+
+impl StateFile {
+    /// The watermark of the newest successful run.
+    pub fn watermark(&self) -> Option<i64> {
+        self.rows.iter().rev().find(|r| r.status == "ok").and_then(|r| r.watermark)
+    }
+
+    pub fn parse(text: &str, location: &str) -> Result<StateFile> {
+        let mut reader = csv::ReaderBuilder::new().from_reader(text.as_bytes());
+        let headers = reader.headers().map_err(|e| bad(location, 1, e))?.clone();
+        let col = |name: &str| headers.iter().position(|h| h == name);
+        let (Some(run_id), Some(watermark), Some(status)) = (col("run_id"), col("watermark"), col("status")) else {
+            return Err(bad(location, 1, "header lacks run_id, watermark or status"));
+        };
+        let mut rows = Vec::new();
+        for (i, rec) in reader.records().enumerate() {
+            let rec = rec.map_err(|e| bad(location, i + 2, e))?;
+            let get = |c: Option<usize>| c.and_then(|c| rec.get(c)).unwrap_or("");
+            let time = |c: Option<usize>| parse_iso(get(c)).unwrap_or(0);
+            let wm = get(Some(watermark));
+            let wm = if wm.is_empty() {
+                None
+            } else {
+                Some(
+                    parse_iso(wm)
+                        .ok_or_else(|| bad(location, i + 2, format!("watermark `{wm}` is not a timestamp")))?,
+                )
+            };
+            rows.push(StateRow {
+                run_id: get(Some(run_id)).to_string(),
+                started_at: time(col("started_at")),
+                finished_at: time(col("finished_at")),
+                watermark: wm,
+                rows_read: get(col("rows_read")).parse().unwrap_or(0),
+                rows_written: get(col("rows_written")).parse().unwrap_or(0),
+                status: get(Some(status)).to_string(),
+            });
+        }
+        Ok(StateFile { rows })
+    }
+
+    pub fn to_csv(&self) -> String {
+        let mut w = csv::Writer::from_writer(Vec::new());
+        w.write_record(HEADER).expect("in-memory write");
+        for r in &self.rows {
+            w.write_record([
+                r.run_id.clone(),
+                format_millis(r.started_at),
+                format_millis(r.finished_at),
+                r.watermark.map(format_millis).unwrap_or_default(),
+                r.rows_read.to_string(),
+                r.rows_written.to_string(),
+                r.status.clone(),
+            ])
+            .expect("in-memory write");
+        }
+        String::from_utf8(w.into_inner().expect("in-memory flush")).expect("csv is utf-8")
+    }
+}
+
+fn bad(location: &str, line: usize, e: impl std::fmt::Display) -> Error {
+    Error::encode(
+        format!("state file {location} line {line}"),
+        format!("{e}; fix or remove the line (removing the file forces a full reload)"),
+    )
+}
+
+/// Reads the state file of a collection (empty when there is none).
+pub async fn load(lake: &Lake, database: &str, collection: &str) -> Result<StateFile> {
+    let path = lake.state_path(database, collection);
+    match lake.get_opt(&path).await? {
+        None => Ok(StateFile::default()),
+        Some(bytes) => StateFile::parse(&String::from_utf8_lossy(&bytes), &lake.display(&path)),
+    }
+}
+
+/// Appends a row (object stores cannot append: the file is rewritten whole, atomically).
+pub async fn append(lake: &Lake, database: &str, collection: &str, row: StateRow) -> Result<()> {
+    let mut state = load(lake, database, collection).await?;
+    state.rows.push(row);
+    let path = lake.state_path(database, collection);
+    lake.put(&path, state.to_csv().into_bytes().into()).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_newest_ok_wins() {
+        let row = |id: &str, wm: Option<i64>, status: &str| StateRow {
+            run_id: id.into(),
+            started_at: 1000,
+            finished_at: 2000,
+            watermark: wm,
+            rows_read: 3,
+            rows_written: 2,
+            status: status.into(),
+        };
+        let s =
+            StateFile { rows: vec![row("a", Some(5000), "ok"), row("b", Some(9000), "failed"), row("c", None, "ok")] };
+        let back = StateFile::parse(&s.to_csv(), "t").unwrap();
+        assert_eq!(back.rows, s.rows);
+        assert_eq!(StateFile { rows: s.rows[..2].to_vec() }.watermark(), Some(5000));
+    }
+
+    #[test]
+    fn older_and_newer_layouts_are_read_by_header() {
+        let text = "status,watermark,run_id,extra_future_column\nok,2025-07-01T00:00:00.000Z,r1,zzz\n";
+        assert_eq!(StateFile::parse(text, "t").unwrap().watermark(), Some(1_751_328_000_000));
+        assert!(StateFile::parse("a,b\n1,2\n", "t").is_err());
+        assert!(StateFile::parse("run_id,watermark,status\nr,notatime,ok\n", "t")
+            .unwrap_err()
+            .to_string()
+            .contains("line 2"));
+    }
+}

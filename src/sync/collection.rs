@@ -1,0 +1,432 @@
+//! Syncing one collection: the commit protocol.
+//!
+//! ```text
+//!  1 clean staging/ left by a crashed run of this collection
+//!  2 read state  ──► watermark W (none: full load)
+//!  3 read schema ──► stored type S
+//!  4 PASS 1  find({ts >= W - overlap, in every representation}) as raw batches
+//!            per document: key, timestamp, partition values; S := S ⊔ type(doc); raw bytes -> partition buffer
+//!  5 PASS 2  for each touched partition (and every partition when S's Arrow types changed):
+//!            existing file rows ∪ buffered documents ─► latest per key ─► Arrow(S) ─► Parquet
+//!            write to staging/, then move over <table>/<partition>/part-0.parquet     (atomic for readers)
+//!  6 write schema S (if changed)
+//!  7 append state row with the new watermark                                     ◄── the commit point
+//! ```
+//! A crash anywhere before 7 leaves the old watermark, so the next run re-reads the same documents (and more)
+//! and, because merging is idempotent (a re-read document replaces its own earlier copy), lands in the same lake.
+use super::buffer::{Part, PartitionBuffers};
+use super::RunContext;
+use crate::config::{CollectionSpec, PartitionKey};
+use crate::schema::arrow::{ColumnBuilder, Prepare};
+use crate::schema::registry::{describe_changes, SchemaChange, StoredSchema};
+use crate::schema::{arrow as sarrow, text, Field, LakeType};
+use crate::sink::parquet;
+use crate::state::{self, StateRow};
+use crate::transform::dedup::{latest, Candidate};
+use crate::transform::partition::Partitioner;
+use crate::transform::{get_path, timestamp};
+use crate::{Error, Result};
+use arrow::array::{Array, RecordBatch, StructArray};
+use bson::{RawBsonRef, RawDocument, RawDocumentBuf};
+use futures::{StreamExt, TryStreamExt};
+use serde::Serialize;
+use std::sync::Arc;
+
+/// What happened to one collection, for the report.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CollectionStats {
+    pub docs_read: u64,
+    pub rows_written: u64,
+    pub partitions_written: u64,
+    pub duplicates_dropped: u64,
+    pub rows_replaced: u64,
+    pub spills: u64,
+    pub full_load: bool,
+    pub old_watermark: Option<String>,
+    pub new_watermark: Option<String>,
+    pub schema_version: u64,
+    pub schema_changes: Vec<String>,
+}
+
+/// Fields whose values are normalised to timestamps (the timestamp column and `date(...)` partition sources).
+fn timestamp_hints(spec: &CollectionSpec) -> Vec<String> {
+    let mut hints = vec![spec.timestamp_column.clone()];
+    for k in &spec.partition.keys {
+        if let PartitionKey::Date { path, .. } = k {
+            hints.push(path.clone());
+        }
+    }
+    hints.retain(|h| !h.contains('.'));
+    hints
+}
+
+/// Top-level fields that live in the partition path instead of the files.
+fn path_fields(spec: &CollectionSpec) -> Vec<String> {
+    spec.partition
+        .keys
+        .iter()
+        .filter_map(|k| match k {
+            PartitionKey::Field { path, .. } if !path.contains('.') => Some(path.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Observes a top-level document into the collection type, normalising timestamp fields.
+fn observe_document(fields: &mut Vec<Field>, doc: &RawDocument, hints: &[String], reserved: &[String]) {
+    let mut hint = 0;
+    for (name, v) in doc.iter().flatten() {
+        let name = name.as_str();
+        let i = match crate::schema::lattice::find_field(fields, name, hint) {
+            Some(i) => i,
+            None => {
+                // A new top-level field may not take the name of a partition column it is not the source of.
+                let base = crate::schema::names::sanitize(name);
+                let column = crate::schema::names::unique(&base, |c| {
+                    fields.iter().any(|f| f.column == c) || reserved.iter().any(|r| r == c && r != name)
+                });
+                fields.push(Field { source: name.to_string(), column, ty: LakeType::Null });
+                fields.len() - 1
+            }
+        };
+        hint = i + 1;
+        let v = if hints.iter().any(|h| h == name) { timestamp::normalise(v) } else { v };
+        fields[i].ty.observe(v);
+    }
+}
+
+/// The type written to files: the document type without the fields that live in the path.
+fn file_type(document: &LakeType, path_fields: &[String]) -> LakeType {
+    match document {
+        LakeType::Struct { fields } => {
+            LakeType::Struct { fields: fields.iter().filter(|f| !path_fields.contains(&f.source)).cloned().collect() }
+        }
+        other => other.clone(),
+    }
+}
+
+pub async fn sync_collection(ctx: Arc<RunContext>, spec: CollectionSpec) -> Result<CollectionStats> {
+    let name = spec.name();
+    let lake = &ctx.lake;
+    let (db, coll) = (spec.database.as_str(), spec.collection.as_str());
+    let mut stats = CollectionStats::default();
+
+    let cleaned = lake.clean_staging(db, coll).await?;
+    if cleaned > 0 {
+        tracing::warn!(collection = %name, cleaned, "Removed staging objects left by an interrupted run");
+    }
+    let state = state::load(lake, db, coll).await?;
+    let old_watermark = if ctx.full { None } else { state.watermark() };
+    stats.full_load = old_watermark.is_none();
+    stats.old_watermark = state.watermark().map(text::format_millis);
+
+    let schema_path = lake.schema_path(db, coll);
+    let mut stored = match lake.get_opt(&schema_path).await? {
+        Some(b) => serde_json::from_slice::<StoredSchema>(&b)
+            .map_err(|e| Error::encode(format!("schema {}", lake.display(&schema_path)), e))?,
+        None => StoredSchema::new(db, coll),
+    };
+    let old_document = stored.document.clone();
+
+    // PASS 1: read.
+    let hints = timestamp_hints(&spec);
+    let in_path = path_fields(&spec);
+    let reserved: Vec<String> = spec.partition.keys.iter().map(|k| k.column().to_string()).collect();
+    let partitioner = Partitioner::new(&spec.partition, ctx.sync.timezone);
+    let filter = match old_watermark {
+        Some(w) => crate::source::incremental_filter(&spec.timestamp_column, w - ctx.sync.overlap.num_milliseconds()),
+        None => bson::Document::new(),
+    };
+    let read_started = chrono::Utc::now().timestamp_millis();
+    let collection = ctx.client.database(db).collection::<bson::Document>(coll);
+    let mut cursor = collection
+        .find(filter)
+        .batch_size(ctx.batch_size)
+        .batch()
+        .await
+        .map_err(|e| Error::mongo(format!("{name}: find"), e))?;
+    let mut buffers = PartitionBuffers::new(ctx.sync.memory_budget_bytes);
+    let mut present = vec![0u64; spec.partition.keys.len()];
+    let mut max_ts: Option<i64> = None;
+    let mut fields = match std::mem::replace(&mut stored.document, LakeType::Null) {
+        LakeType::Struct { fields } => fields,
+        _ => Vec::new(),
+    };
+    let mut seq = 0u64;
+    while let Some(batch) = cursor.next().await {
+        let batch = batch.map_err(|e| Error::mongo(format!("{name}: reading a batch"), e))?;
+        let docs = batch.doc_slices().map_err(|e| Error::mongo(format!("{name}: reading a batch"), e))?;
+        for raw in docs {
+            let doc = raw.ok().and_then(|r| r.as_document()).ok_or_else(|| Error::Bson {
+                collection: name.clone(),
+                message: "a batch element is not a document".into(),
+            })?;
+            let key = match get_path(doc, &spec.key) {
+                Some(v) => text::render(v),
+                None => {
+                    return Err(Error::collection(
+                        &name,
+                        format!(
+                            "a document has no key field `{}` (collections.csv `key` column); _id: {}",
+                            spec.key,
+                            doc.get("_id").ok().flatten().map(text::render).unwrap_or_default()
+                        ),
+                    ))
+                }
+            };
+            let ts = get_path(doc, &spec.timestamp_column).and_then(timestamp::instant_millis);
+            if let Some(t) = ts {
+                max_ts = Some(max_ts.map_or(t, |m| m.max(t)));
+            }
+            let values = partitioner.values(doc);
+            for (i, v) in values.iter().enumerate() {
+                if v.is_some() {
+                    present[i] += 1;
+                }
+            }
+            observe_document(&mut fields, doc, &hints, &reserved);
+            buffers.push(values, doc.as_bytes(), key, ts, seq)?;
+            seq += 1;
+            ctx.progress.docs_read.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    stats.docs_read = seq;
+    stats.spills = buffers.spills;
+    let document = LakeType::Struct { fields };
+
+    if seq > 0 {
+        let missing: Vec<&str> = spec
+            .partition
+            .keys
+            .iter()
+            .zip(&present)
+            .filter(|(k, n)| **n == 0 && !old_document_has(&old_document, k.path()))
+            .map(|(k, _)| k.path())
+            .collect();
+        if !missing.is_empty() {
+            return Err(Error::collection(&name, format!(
+                "partition field(s) {} exist in none of the {seq} documents read; fix `partition_by` on line {} of collections.csv",
+                missing.iter().map(|m| format!("`{m}`")).collect::<Vec<_>>().join(", "), spec.line
+            )));
+        }
+    }
+
+    // PASS 2: write every touched partition (every partition, when a column's Arrow type changed).
+    let changes = describe_changes(&old_document, &document);
+    let file_ty = Arc::new(file_type(&document, &in_path));
+    let arrow_changed = sarrow::data_type(&file_type(&old_document, &in_path)) != sarrow::data_type(&file_ty);
+    let (mut parts, spill_guard) = buffers.drain();
+    if arrow_changed && !matches!(&old_document, LakeType::Struct { fields } if fields.is_empty()) {
+        let existing = lake.list_partitions(db, coll).await?;
+        for rel in existing {
+            let values = partition_values_of(&rel, &spec);
+            if !parts.iter().any(|(v, _)| partitioner.relative_path(v) == rel) {
+                parts.push((values, Part::default()));
+            }
+        }
+    }
+    let writer = Arc::new(PartitionWriter {
+        ctx: ctx.clone(),
+        spec: spec.clone(),
+        file_ty,
+        hints: hints.clone(),
+        in_path: in_path.clone(),
+    });
+    let results: Vec<(u64, u64, u64)> = futures::stream::iter(parts.into_iter().map(|(values, part)| {
+        let w = writer.clone();
+        let rel = partitioner.relative_path(&values);
+        async move { w.write(rel, part).await }
+    }))
+    .buffer_unordered(ctx.sync.partition_concurrency)
+    .try_collect()
+    .await?;
+    drop(spill_guard);
+    for (rows, dups, replaced) in &results {
+        stats.rows_written += rows;
+        stats.duplicates_dropped += dups;
+        stats.rows_replaced += replaced;
+    }
+    stats.partitions_written = results.len() as u64;
+
+    // Commit: schema, then watermark.
+    if document != old_document {
+        stored.document = document;
+        if !changes.is_empty() {
+            stored.version += 1;
+            stored.history.push(SchemaChange {
+                version: stored.version,
+                run_id: ctx.run_id.clone(),
+                changed_at: text::format_millis(read_started),
+                changes: changes.clone(),
+            });
+        }
+        lake.put(&schema_path, serde_json::to_vec_pretty(&stored).expect("serialisable").into()).await?;
+    }
+    stats.schema_version = stored.version;
+    stats.schema_changes = changes;
+    let new_watermark = match (old_watermark, max_ts.map(|m| m.min(read_started))) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    };
+    stats.new_watermark = new_watermark.map(text::format_millis);
+    state::append(
+        lake,
+        db,
+        coll,
+        StateRow {
+            run_id: ctx.run_id.clone(),
+            started_at: read_started,
+            finished_at: chrono::Utc::now().timestamp_millis(),
+            watermark: new_watermark,
+            rows_read: stats.docs_read,
+            rows_written: stats.rows_written,
+            status: "ok".into(),
+        },
+    )
+    .await?;
+    Ok(stats)
+}
+
+fn old_document_has(doc: &LakeType, path: &str) -> bool {
+    let first = path.split('.').next().unwrap_or(path);
+    matches!(doc, LakeType::Struct { fields } if fields.iter().any(|f| f.source == first))
+}
+
+fn partition_values_of(rel: &str, spec: &CollectionSpec) -> Vec<Option<String>> {
+    let mut values = vec![None; spec.partition.keys.len()];
+    for seg in rel.split('/') {
+        if let Some((k, v)) = seg.split_once('=') {
+            if let Some(i) = spec.partition.keys.iter().position(|p| p.column() == k) {
+                if v != crate::transform::partition::HIVE_NULL {
+                    values[i] = Some(crate::transform::partition::unescape(v));
+                }
+            }
+        }
+    }
+    values
+}
+
+/// Writes one partition: merge, dedup, encode, atomic replace.
+struct PartitionWriter {
+    ctx: Arc<RunContext>,
+    spec: CollectionSpec,
+    file_ty: Arc<LakeType>,
+    hints: Vec<String>,
+    in_path: Vec<String>,
+}
+
+impl PartitionWriter {
+    /// Returns (rows written, fresh duplicates dropped, existing rows replaced).
+    async fn write(&self, rel: String, part: Part) -> Result<(u64, u64, u64)> {
+        let lake = &self.ctx.lake;
+        let (db, coll) = (self.spec.database.as_str(), self.spec.collection.as_str());
+        let target = lake.partition_file(db, coll, &rel);
+        let existing = lake.get_opt(&target).await?;
+        let context = format!("{}.{} partition {rel}", db, coll);
+        let (file_ty, hints, in_path, spec) =
+            (self.file_ty.clone(), self.hints.clone(), self.in_path.clone(), self.spec.clone());
+        let row_group_rows = self.ctx.sync.row_group_rows;
+        let (bytes, counts) = tokio::task::spawn_blocking(move || {
+            build_partition(existing, part, &file_ty, &hints, &in_path, &spec, row_group_rows, &context)
+        })
+        .await
+        .map_err(|e| Error::encode("partition task", e))??;
+        let staging = lake.staging_path(&self.ctx.run_id, db, coll, &rel);
+        lake.replace(&staging, &target, bytes).await?;
+        self.ctx.progress.rows_written.fetch_add(counts.0, std::sync::atomic::Ordering::Relaxed);
+        Ok(counts)
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn build_partition(
+    existing: Option<bytes::Bytes>,
+    part: Part,
+    file_ty: &LakeType,
+    hints: &[String],
+    in_path: &[String],
+    spec: &CollectionSpec,
+    row_group_rows: usize,
+    context: &str,
+) -> Result<(bytes::Bytes, (u64, u64, u64))> {
+    // Rows of the existing file, back as BSON.
+    let mut old_docs: Vec<RawDocumentBuf> = Vec::new();
+    if let Some(b) = existing {
+        let (batches, ty) = parquet::decode(b, context)?;
+        for batch in batches {
+            let s = StructArray::from(batch);
+            for row in 0..s.len() {
+                let doc = match sarrow::to_bson(&s, row, &ty) {
+                    Some(bson::Bson::Document(d)) => d,
+                    _ => bson::Document::new(),
+                };
+                old_docs.push(RawDocumentBuf::try_from(&doc).map_err(|e| Error::encode(context, e))?);
+            }
+        }
+    }
+    let (fresh_bytes, rows) = part.into_bytes()?;
+    let fresh_doc = |i: usize| -> Result<&RawDocument> {
+        let r = &rows[i];
+        RawDocument::from_bytes(&fresh_bytes[r.offset as usize..r.offset as usize + r.len as usize])
+            .map_err(|e| Error::encode(context, e))
+    };
+    let mut candidates = Vec::with_capacity(old_docs.len() + rows.len());
+    for (i, d) in old_docs.iter().enumerate() {
+        let key = get_path(d, &spec.key).map(text::render).unwrap_or_default();
+        let ts = get_path(d, &spec.timestamp_column).and_then(timestamp::instant_millis);
+        candidates.push(Candidate { key, fresh: false, timestamp: ts, seq: i as u64 });
+    }
+    for r in &rows {
+        candidates.push(Candidate { key: r.key.clone(), fresh: true, timestamp: r.timestamp, seq: r.seq });
+    }
+    let winners = latest(&candidates);
+    let fresh_winners = winners.iter().filter(|&&i| i >= old_docs.len()).count() as u64;
+    let dups = rows.len() as u64 - fresh_winners;
+    let replaced = old_docs.len() as u64 - (winners.len() as u64 - fresh_winners);
+
+    let (in_path, hints) = (in_path.to_vec(), hints.to_vec());
+    let prepare: Box<Prepare> = Box::new(move |name: &str, v: RawBsonRef<'_>| {
+        if in_path.iter().any(|p| p == name) {
+            None
+        } else if hints.iter().any(|h| h == name) {
+            Some(timestamp::normalise(v))
+        } else {
+            Some(v)
+        }
+    });
+    let mut batches = Vec::new();
+    let mut builder = ColumnBuilder::new(file_ty);
+    let mut in_batch = 0;
+    for &i in &winners {
+        let doc: &RawDocument = if i < old_docs.len() { &old_docs[i] } else { fresh_doc(i - old_docs.len())? };
+        builder.append_document(doc, prepare.as_ref()).map_err(|m| {
+            Error::collection(
+                format!("{}.{}", spec.database, spec.collection),
+                format!("document {}: {m}", candidates[i].key),
+            )
+        })?;
+        in_batch += 1;
+        if in_batch == 65_536 {
+            batches.push(finish_batch(&mut builder, context)?);
+            in_batch = 0;
+        }
+    }
+    if in_batch > 0 || batches.is_empty() {
+        batches.push(finish_batch(&mut builder, context)?);
+    }
+    let schema = batches[0].schema();
+    let bytes = parquet::encode(schema, &batches, file_ty, row_group_rows, context)?;
+    Ok((bytes, (winners.len() as u64, dups, replaced)))
+}
+
+fn finish_batch(builder: &mut ColumnBuilder, context: &str) -> Result<RecordBatch> {
+    let array = builder.finish();
+    let s = array
+        .as_any()
+        .downcast_ref::<StructArray>()
+        .ok_or_else(|| Error::encode(context, "the document type has no columns"))?;
+    if s.num_columns() == 0 {
+        return Err(Error::encode(context, "every field of the documents is a partition column; nothing to store"));
+    }
+    Ok(RecordBatch::from(s.clone()))
+}

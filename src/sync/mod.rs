@@ -1,0 +1,116 @@
+//! A sync run over every listed collection: collections run concurrently (bounded by `[sync] concurrency`), and
+//! one failing collection is recorded with its cause while the others carry on.
+pub mod buffer;
+pub mod collection;
+
+use crate::config::{Config, SyncConfig};
+use crate::report::{CollectionReport, RunReport, Status};
+use crate::sink::Lake;
+use crate::Result;
+use futures::StreamExt;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Live counters for the progress display.
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub docs_read: AtomicU64,
+    pub rows_written: AtomicU64,
+}
+
+/// What every collection's sync shares.
+pub struct RunContext {
+    pub run_id: String,
+    pub lake: Lake,
+    pub client: mongodb::Client,
+    pub sync: SyncConfig,
+    pub batch_size: u32,
+    /// Ignore watermarks (`--full`).
+    pub full: bool,
+    pub progress: Arc<Progress>,
+}
+
+/// Options from the command line.
+#[derive(Debug, Clone, Default)]
+pub struct SyncOptions {
+    pub full: bool,
+}
+
+/// A new run id: sortable UTC time plus a random suffix (`20250701T020000Z-3f2a`).
+pub fn new_run_id() -> String {
+    format!("{}-{:04x}", chrono::Utc::now().format("%Y%m%dT%H%M%SZ"), rand::random::<u16>())
+}
+
+/// Runs every collection of `config`; never fails as a whole once started (failures are in the report).
+pub async fn run(config: &Config, options: &SyncOptions, progress: Arc<Progress>) -> Result<RunReport> {
+    let env = &config.environment;
+    let lake = Lake::open(&env.lake)?;
+    let client = crate::source::connect(&env.mongodb).await?;
+    let run_id = new_run_id();
+    let started = chrono::Utc::now();
+    let clock = Instant::now();
+    tracing::info!(run_id = %run_id, env = %config.env_name, lake = %lake.url(), collections = config.collections.entries.len(), "Starting sync");
+    let ctx = Arc::new(RunContext {
+        run_id: run_id.clone(),
+        lake: lake.clone(),
+        client,
+        sync: env.sync.clone(),
+        batch_size: env.mongodb.batch_size,
+        full: options.full,
+        progress,
+    });
+
+    let mut reports: Vec<CollectionReport> = config
+        .collections
+        .errors
+        .iter()
+        .map(|e| {
+            CollectionReport::failed(
+                e.name.clone().unwrap_or_else(|| format!("collections.csv line {}", e.line)),
+                format!("{}:{}: {}", config.collections.path.display(), e.line, e.message),
+                0,
+            )
+        })
+        .collect();
+
+    let results: Vec<CollectionReport> = futures::stream::iter(config.collections.entries.iter().cloned().map(|spec| {
+        let ctx = ctx.clone();
+        async move {
+            let name = spec.name();
+            let t = Instant::now();
+            // A task of its own: a panic or error in one collection cannot take the others down.
+            let handle = tokio::spawn(collection::sync_collection(ctx, spec));
+            let outcome = match handle.await {
+                Ok(r) => r.map_err(|e| format!("{e}")),
+                Err(join) => Err(format!("internal error (please report): {join}")),
+            };
+            let ms = t.elapsed().as_millis() as u64;
+            match outcome {
+                Ok(stats) => {
+                    tracing::info!(collection = %name, docs_read = stats.docs_read, rows_written = stats.rows_written, partitions = stats.partitions_written, ms, "Collection synced");
+                    CollectionReport::ok(name, stats, ms)
+                }
+                Err(message) => {
+                    tracing::error!(collection = %name, error = %message, "Collection failed");
+                    CollectionReport::failed(name, message, ms)
+                }
+            }
+        }
+    }))
+    .buffer_unordered(env.sync.concurrency)
+    .collect()
+    .await;
+    reports.extend(results);
+    reports.sort_by(|a, b| (a.status != Status::Failed, &a.name).cmp(&(b.status != Status::Failed, &b.name)));
+
+    let report =
+        RunReport::new(run_id, config.env_name.clone(), lake.url().to_string(), started, clock.elapsed(), reports);
+    if let Err(e) = lake
+        .put(&lake.run_report_path(&report.run_id), serde_json::to_vec_pretty(&report).expect("serialisable").into())
+        .await
+    {
+        tracing::error!(error = %e, "Could not write the run report to the lake");
+    }
+    Ok(report)
+}

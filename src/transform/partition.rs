@@ -1,0 +1,113 @@
+//! Partition values and Hive paths. A partition value is text in the path (`facility_id=BLR01/date=2025-07-02`);
+//! missing, null and empty values go to `__HIVE_DEFAULT_PARTITION__` as Hive and Athena expect, and characters
+//! that Hive escapes are written as `%XX`.
+use super::{get_path, timestamp::instant_millis, timezone::LakeTimeZone};
+use crate::config::{PartitionKey, PartitionSpec};
+use bson::{RawBsonRef, RawDocument};
+
+/// Hive's name for the null partition.
+pub const HIVE_NULL: &str = "__HIVE_DEFAULT_PARTITION__";
+
+/// Computes partition values for documents of one collection.
+#[derive(Debug, Clone)]
+pub struct Partitioner {
+    pub keys: Vec<PartitionKey>,
+    pub tz: LakeTimeZone,
+}
+
+impl Partitioner {
+    pub fn new(spec: &PartitionSpec, tz: LakeTimeZone) -> Self {
+        Partitioner { keys: spec.keys.clone(), tz }
+    }
+
+    /// The partition values of a document, outermost first; None is the null partition.
+    pub fn values(&self, doc: &RawDocument) -> Vec<Option<String>> {
+        self.keys.iter().map(|k| self.value(k, get_path(doc, k.path()))).collect()
+    }
+
+    fn value(&self, key: &PartitionKey, v: Option<RawBsonRef<'_>>) -> Option<String> {
+        let v = v?;
+        match key {
+            PartitionKey::Date { .. } => {
+                instant_millis(v).and_then(|ms| self.tz.date_of(ms)).map(|d| d.format("%Y-%m-%d").to_string())
+            }
+            PartitionKey::Field { .. } => match v {
+                RawBsonRef::Null | RawBsonRef::Undefined => None,
+                other => Some(crate::schema::text::render(other)).filter(|s| !s.is_empty()),
+            },
+        }
+    }
+
+    /// `k1=v1/k2=v2` for these values, escaped.
+    pub fn relative_path(&self, values: &[Option<String>]) -> String {
+        self.keys
+            .iter()
+            .zip(values)
+            .map(|(k, v)| {
+                format!("{}={}", k.column(), v.as_deref().map(escape).unwrap_or_else(|| HIVE_NULL.to_string()))
+            })
+            .collect::<Vec<_>>()
+            .join("/")
+    }
+}
+
+/// Hive's path escaping (`FileUtils.escapePathName`): control characters and `"#%'*/:=?\{[]^` become `%XX`.
+pub fn escape(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        if (c as u32) < 0x20 || c == '\u{7f}' || "\"#%'*/:=?\\{[]^".contains(c) {
+            out.push_str(&format!("%{:02X}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Reverses [`escape`] (used when reading partition directories back).
+pub fn unescape(value: &str) -> String {
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            let hex = |b: u8| (b as char).to_digit(16);
+            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bson::rawdoc;
+
+    #[test]
+    fn values_and_paths() {
+        let spec = PartitionSpec::parse("facility_id/address.city/date(created_at)", "ts").unwrap();
+        let p = Partitioner::new(&spec, LakeTimeZone::parse("Asia/Kolkata").unwrap());
+        let doc = rawdoc! { "facility_id": "BLR/01", "address": { "city": "Pune" }, "created_at": bson::DateTime::from_millis(1_751_394_600_000) };
+        let v = p.values(&doc);
+        assert_eq!(v, vec![Some("BLR/01".into()), Some("Pune".into()), Some("2025-07-02".into())]);
+        assert_eq!(p.relative_path(&v), "facility_id=BLR%2F01/address_city=Pune/date=2025-07-02");
+        let v = p.values(&rawdoc! { "facility_id": 7, "created_at": "2025-07-01T10:00:00Z" });
+        assert_eq!(v, vec![Some("7".into()), None, Some("2025-07-01".into())]);
+        assert_eq!(p.relative_path(&v), "facility_id=7/address_city=__HIVE_DEFAULT_PARTITION__/date=2025-07-01");
+        assert_eq!(p.values(&rawdoc! { "facility_id": "" })[0], None);
+    }
+
+    #[test]
+    fn escape_round_trips() {
+        for s in ["a/b=c", "100%", "plain", "x:y?z"] {
+            assert_eq!(unescape(&escape(s)), s);
+        }
+        assert_eq!(escape("a/b"), "a%2Fb");
+    }
+}
