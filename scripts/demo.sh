@@ -55,7 +55,7 @@ timed "$BIN" sync --env demo
 echo "$(find "$LAKE" -name '*.parquet' | wc -l) parquet files in $LAKE"
 
 step "Mutating 1% of the documents (mongolake mutate)"
-timed "$BIN" mutate --uri "$MONGOLAKE_TEST_MONGO_URI" --db hims --fraction 0.01 --seed 43
+timed "$BIN" mutate --uri "$MONGOLAKE_TEST_MONGO_URI" --db hims --fraction 0.01 --seed 42
 
 step "Second sync: incremental (mongolake sync --env demo)"
 timed "$BIN" sync --env demo

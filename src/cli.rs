@@ -65,7 +65,8 @@ pub enum Command {
         /// Share of documents updated, and of new documents inserted, per collection.
         #[arg(long, default_value_t = 0.01)]
         fraction: f64,
-        #[arg(long, default_value_t = 43)]
+        /// The seed the data was created with (`seed --seed`): document ids are derived from it.
+        #[arg(long, default_value_t = 42)]
         seed: u64,
         #[arg(long, default_value_t = 60)]
         days: u32,

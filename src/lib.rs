@@ -21,6 +21,7 @@
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod fault;
 pub mod generator;
 pub mod report;
 pub mod schema;

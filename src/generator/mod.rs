@@ -213,7 +213,16 @@ pub async fn mutate(
     let mut summary = MutateSummary::default();
     for (k, name) in COLLECTIONS.iter().enumerate() {
         let coll = database.collection::<Document>(name);
-        let existing = coll.count_documents(doc! {}).await?;
+        // The ids are read back (sorted, so the choice is deterministic): they depend on the seeding run's
+        // `end`, which a later round cannot know.
+        let mut ids: Vec<Bson> = Vec::new();
+        let mut cursor = coll.find(doc! {}).projection(doc! { "_id": 1 }).sort(doc! { "_id": 1 }).await?;
+        while cursor.advance().await? {
+            if let Ok(Some(id)) = cursor.current().get("_id") {
+                ids.push(Bson::try_from(id).map_err(|e| mongodb::error::Error::custom(e.to_string()))?);
+            }
+        }
+        let existing = ids.len() as u64;
         let src = &ctx.sources[k];
 
         // Group the chosen documents by the change they get, one update_many per group and batch.
@@ -223,7 +232,7 @@ pub async fn mutate(
             let key = stream_key(options.seed, src.collection_hash, i, SALT_MUTATE);
             if Rng::new(key).unit() < fraction {
                 let v = Rng::new(key ^ now_ms as u64).below(nv);
-                groups[v as usize].push(Bson::ObjectId(src.object_id_at(i, src.meta(i).created_ms)));
+                groups[v as usize].push(ids[i as usize].clone());
             }
         }
         for (v, ids) in groups.into_iter().enumerate() {

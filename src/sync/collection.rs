@@ -212,7 +212,13 @@ pub async fn sync_collection(ctx: Arc<RunContext>, spec: CollectionSpec) -> Resu
     }
 
     // PASS 2: write every touched partition (every partition, when a column's Arrow type changed).
-    let changes = describe_changes(&old_document, &document);
+    let changes = match &old_document {
+        LakeType::Struct { fields } if fields.is_empty() => match &document {
+            LakeType::Struct { fields } if !fields.is_empty() => vec![format!("created with {} columns", fields.len())],
+            _ => Vec::new(),
+        },
+        _ => describe_changes(&old_document, &document),
+    };
     let file_ty = Arc::new(file_type(&document, &in_path));
     let arrow_changed = sarrow::data_type(&file_type(&old_document, &in_path)) != sarrow::data_type(&file_ty);
     let (mut parts, spill_guard) = buffers.drain();
@@ -249,6 +255,7 @@ pub async fn sync_collection(ctx: Arc<RunContext>, spec: CollectionSpec) -> Resu
     stats.partitions_written = results.len() as u64;
 
     // Commit: schema, then watermark.
+    crate::fault::point("before_schema");
     if document != old_document {
         stored.document = document;
         if !changes.is_empty() {
@@ -262,6 +269,7 @@ pub async fn sync_collection(ctx: Arc<RunContext>, spec: CollectionSpec) -> Resu
         }
         lake.put(&schema_path, serde_json::to_vec_pretty(&stored).expect("serialisable").into()).await?;
     }
+    crate::fault::point("before_watermark");
     stats.schema_version = stored.version;
     stats.schema_changes = changes;
     let new_watermark = match (old_watermark, max_ts.map(|m| m.min(read_started))) {
@@ -333,6 +341,7 @@ impl PartitionWriter {
         .map_err(|e| Error::encode("partition task", e))??;
         let staging = lake.staging_path(&self.ctx.run_id, db, coll, &rel);
         lake.replace(&staging, &target, bytes).await?;
+        crate::fault::point("after_partition");
         self.ctx.progress.rows_written.fetch_add(counts.0, std::sync::atomic::Ordering::Relaxed);
         Ok(counts)
     }
