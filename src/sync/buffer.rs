@@ -41,9 +41,12 @@ impl Part {
     }
 }
 
+/// Partition values, outermost first (None: the null partition).
+pub type PartitionValues = Vec<Option<String>>;
+
 /// Buffers keyed by partition values.
 pub struct PartitionBuffers {
-    parts: HashMap<Vec<Option<String>>, Part>,
+    parts: HashMap<PartitionValues, Part>,
     budget: u64,
     in_memory: u64,
     dir: Option<tempfile::TempDir>,
@@ -112,7 +115,7 @@ impl PartitionBuffers {
 
     /// Takes every partition out, sorted by partition values (deterministic write order). The spill directory
     /// lives as long as the returned guard.
-    pub fn drain(&mut self) -> (Vec<(Vec<Option<String>>, Part)>, Option<tempfile::TempDir>) {
+    pub fn drain(&mut self) -> (Vec<(PartitionValues, Part)>, Option<tempfile::TempDir>) {
         let mut v: Vec<_> = self.parts.drain().collect();
         v.sort_by(|a, b| a.0.cmp(&b.0));
         self.in_memory = 0;
