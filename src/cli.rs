@@ -108,7 +108,10 @@ async fn run(command: Command) -> ExitCode {
                 return fatal(e);
             }
             let progress = Arc::new(Progress::default());
-            let report = match crate::sync::run(&config, &SyncOptions { full }, progress).await {
+            let ticker = tokio::spawn(log_progress(progress.clone()));
+            let outcome = crate::sync::run(&config, &SyncOptions { full }, progress).await;
+            ticker.abort();
+            let report = match outcome {
                 Ok(r) => r,
                 Err(e) => return fatal(e),
             };
@@ -160,12 +163,27 @@ async fn run(command: Command) -> ExitCode {
     }
 }
 
-fn fatal(e: crate::Error) -> ExitCode {
-    eprintln!("error: {e}");
-    let mut source = std::error::Error::source(&e);
-    while let Some(s) = source {
-        eprintln!("  caused by: {s}");
-        source = s.source();
+/// Logs totals every 10 seconds while a run is going (long full loads should never look hung).
+async fn log_progress(progress: Arc<Progress>) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let start = std::time::Instant::now();
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(10));
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let read = progress.docs_read.load(Relaxed);
+        let secs = start.elapsed().as_secs_f64();
+        tracing::info!(
+            docs_read = read,
+            rows_written = progress.rows_written.load(Relaxed),
+            docs_per_s = (read as f64 / secs) as u64,
+            "Progress"
+        );
     }
+}
+
+fn fatal(e: crate::Error) -> ExitCode {
+    // Every variant's message already carries its cause, so it is printed once.
+    eprintln!("error: {e}");
     ExitCode::from(2)
 }

@@ -44,6 +44,21 @@ pub async fn connect(cfg: &MongoConfig) -> Result<mongodb::Client> {
     mongodb::Client::with_options(options).map_err(|e| Error::mongo(format!("connecting to {shown}"), e))
 }
 
+/// Checks that the deployment answers (with the configured credentials) before any collection starts, so an
+/// unreachable server is one clear error instead of one timeout per collection.
+pub async fn ping(client: &mongodb::Client, cfg: &MongoConfig) -> Result<()> {
+    let shown = cfg.uri.resolve("[mongodb] uri").map(|u| redact_uri(&u)).unwrap_or_default();
+    client.database("admin").run_command(doc! { "ping": 1 }).await.map(|_| ()).map_err(|e| {
+        Error::mongo(
+            format!(
+                "cannot reach {shown} (waited {}s; check [mongodb] uri, the network and the credentials)",
+                cfg.connect_timeout.as_secs()
+            ),
+            e,
+        )
+    })
+}
+
 /// The filter for documents changed at or after `since_millis`, in every timestamp representation.
 pub fn incremental_filter(field: &str, since_millis: i64) -> Document {
     let date = bson::DateTime::from_millis(since_millis);

@@ -47,6 +47,7 @@ pub async fn run(config: &Config, options: &SyncOptions, progress: Arc<Progress>
     let env = &config.environment;
     let lake = Lake::open(&env.lake)?;
     let client = crate::source::connect(&env.mongodb).await?;
+    crate::source::ping(&client, &env.mongodb).await?;
     let run_id = new_run_id();
     let started = chrono::Utc::now();
     let clock = Instant::now();
