@@ -156,7 +156,9 @@ fn default_concurrency() -> usize {
     4
 }
 fn default_partition_concurrency() -> usize {
-    2
+    // Partition writes are mostly object-store round trips (get, put, copy, delete); encoding runs on blocking
+    // threads, so more in flight than cores pays off on S3.
+    8
 }
 fn default_memory() -> u64 {
     1024

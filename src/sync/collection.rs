@@ -37,7 +37,10 @@ use std::sync::Arc;
 pub struct CollectionStats {
     pub docs_read: u64,
     pub rows_written: u64,
+    /// Rows in the partition files written (a partition file is rewritten whole).
     pub partitions_written: u64,
+    /// Partitions whose merge changed nothing (e.g. documents re-read in the overlap window): left alone.
+    pub partitions_unchanged: u64,
     pub duplicates_dropped: u64,
     pub rows_replaced: u64,
     pub spills: u64,
@@ -238,7 +241,7 @@ pub async fn sync_collection(ctx: Arc<RunContext>, spec: CollectionSpec) -> Resu
         hints: hints.clone(),
         in_path: in_path.clone(),
     });
-    let results: Vec<(u64, u64, u64)> = futures::stream::iter(parts.into_iter().map(|(values, part)| {
+    let results: Vec<PartitionOutcome> = futures::stream::iter(parts.into_iter().map(|(values, part)| {
         let w = writer.clone();
         let rel = partitioner.relative_path(&values);
         async move { w.write(rel, part).await }
@@ -247,12 +250,13 @@ pub async fn sync_collection(ctx: Arc<RunContext>, spec: CollectionSpec) -> Resu
     .try_collect()
     .await?;
     drop(spill_guard);
-    for (rows, dups, replaced) in &results {
-        stats.rows_written += rows;
-        stats.duplicates_dropped += dups;
-        stats.rows_replaced += replaced;
+    for r in results.iter().filter(|r| r.written) {
+        stats.rows_written += r.rows;
+        stats.rows_replaced += r.replaced;
+        stats.partitions_written += 1;
     }
-    stats.partitions_written = results.len() as u64;
+    stats.duplicates_dropped = results.iter().map(|r| r.dups).sum();
+    stats.partitions_unchanged = results.iter().filter(|r| !r.written).count() as u64;
 
     // Commit: schema, then watermark.
     crate::fault::point("before_schema");
@@ -314,6 +318,18 @@ fn partition_values_of(rel: &str, spec: &CollectionSpec) -> Vec<Option<String>> 
     values
 }
 
+/// What writing one partition did.
+struct PartitionOutcome {
+    /// Rows in the partition's file.
+    rows: u64,
+    /// Documents read in this run superseded by a newer one read in this run.
+    dups: u64,
+    /// Rows of the existing file replaced by a document read in this run.
+    replaced: u64,
+    /// False when the merged file was identical to the existing one and left alone.
+    written: bool,
+}
+
 /// Writes one partition: merge, dedup, encode, atomic replace.
 struct PartitionWriter {
     ctx: Arc<RunContext>,
@@ -324,12 +340,12 @@ struct PartitionWriter {
 }
 
 impl PartitionWriter {
-    /// Returns (rows written, fresh duplicates dropped, existing rows replaced).
-    async fn write(&self, rel: String, part: Part) -> Result<(u64, u64, u64)> {
+    async fn write(&self, rel: String, part: Part) -> Result<PartitionOutcome> {
         let lake = &self.ctx.lake;
         let (db, coll) = (self.spec.database.as_str(), self.spec.collection.as_str());
         let target = lake.partition_file(db, coll, &rel);
         let existing = lake.get_opt(&target).await?;
+        let before = existing.clone();
         let context = format!("{}.{} partition {rel}", db, coll);
         let (file_ty, hints, in_path, spec) =
             (self.file_ty.clone(), self.hints.clone(), self.in_path.clone(), self.spec.clone());
@@ -339,11 +355,16 @@ impl PartitionWriter {
         })
         .await
         .map_err(|e| Error::encode("partition task", e))??;
+        // Encoding is deterministic: identical bytes mean the merge changed nothing (documents re-read in the
+        // overlap window), and the file is left alone.
+        if before.as_ref() == Some(&bytes) {
+            return Ok(PartitionOutcome { rows: counts.0, dups: counts.1, replaced: counts.2, written: false });
+        }
         let staging = lake.staging_path(&self.ctx.run_id, db, coll, &rel);
         lake.replace(&staging, &target, bytes).await?;
         crate::fault::point("after_partition");
         self.ctx.progress.rows_written.fetch_add(counts.0, std::sync::atomic::Ordering::Relaxed);
-        Ok(counts)
+        Ok(PartitionOutcome { rows: counts.0, dups: counts.1, replaced: counts.2, written: true })
     }
 }
 
