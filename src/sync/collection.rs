@@ -76,7 +76,14 @@ fn path_fields(spec: &CollectionSpec) -> Vec<String> {
 }
 
 /// Observes a top-level document into the collection type, normalising timestamp fields.
-fn observe_document(fields: &mut Vec<Field>, doc: &RawDocument, hints: &[String], reserved: &[String]) {
+/// `reserved` holds the partition columns, with the top-level field each one moves out of the files (if any):
+/// only that field may use the column's name.
+fn observe_document(
+    fields: &mut Vec<Field>,
+    doc: &RawDocument,
+    hints: &[String],
+    reserved: &[(String, Option<String>)],
+) {
     let mut hint = 0;
     for (name, v) in doc.iter().flatten() {
         let name = name.as_str();
@@ -86,7 +93,8 @@ fn observe_document(fields: &mut Vec<Field>, doc: &RawDocument, hints: &[String]
                 // A new top-level field may not take the name of a partition column it is not the source of.
                 let base = crate::schema::names::sanitize(name);
                 let column = crate::schema::names::unique(&base, |c| {
-                    fields.iter().any(|f| f.column == c) || reserved.iter().any(|r| r == c && r != name)
+                    fields.iter().any(|f| f.column == c)
+                        || reserved.iter().any(|(col, src)| col == c && src.as_deref() != Some(name))
                 });
                 fields.push(Field { source: name.to_string(), column, ty: LakeType::Null });
                 fields.len() - 1
@@ -134,7 +142,12 @@ pub async fn sync_collection(ctx: Arc<RunContext>, spec: CollectionSpec) -> Resu
     // PASS 1: read.
     let hints = timestamp_hints(&spec);
     let in_path = path_fields(&spec);
-    let reserved: Vec<String> = spec.partition.keys.iter().map(|k| k.column().to_string()).collect();
+    let reserved: Vec<(String, Option<String>)> = spec
+        .partition
+        .keys
+        .iter()
+        .map(|k| (k.column().to_string(), in_path.iter().find(|p| *p == k.path()).cloned()))
+        .collect();
     let partitioner = Partitioner::new(&spec.partition, ctx.sync.timezone);
     let filter = match old_watermark {
         Some(w) => crate::source::incremental_filter(&spec.timestamp_column, w - ctx.sync.overlap.num_milliseconds()),
@@ -297,6 +310,34 @@ pub async fn sync_collection(ctx: Arc<RunContext>, spec: CollectionSpec) -> Resu
     )
     .await?;
     Ok(stats)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bson::rawdoc;
+
+    #[test]
+    fn a_field_never_takes_a_partition_columns_name() {
+        let reserved = vec![("date".to_string(), None), ("facility_id".to_string(), Some("facility_id".to_string()))];
+        let mut fields = Vec::new();
+        observe_document(&mut fields, &rawdoc! { "date": "x", "facility_id": "BLR01", "Date": 1 }, &[], &reserved);
+        let cols: Vec<(&str, &str)> = fields.iter().map(|f| (f.source.as_str(), f.column.as_str())).collect();
+        assert_eq!(cols, vec![("date", "date_1"), ("facility_id", "facility_id"), ("Date", "date_2")]);
+    }
+
+    #[test]
+    fn timestamp_fields_are_normalised_whatever_their_representation() {
+        let mut fields = Vec::new();
+        for d in [
+            rawdoc! { "ts": bson::DateTime::from_millis(5) },
+            rawdoc! { "ts": 1_751_394_600_000i64 },
+            rawdoc! { "ts": "2025-07-01T00:00:00Z" },
+        ] {
+            observe_document(&mut fields, &d, &["ts".to_string()], &[]);
+        }
+        assert_eq!(fields[0].ty, LakeType::Timestamp);
+    }
 }
 
 fn old_document_has(doc: &LakeType, path: &str) -> bool {
