@@ -41,6 +41,15 @@ pub enum Command {
         #[arg(long)]
         no_email: bool,
     },
+    /// Print each collection's lake schema: columns with their source fields and types, version and history.
+    Schema {
+        #[arg(long)]
+        env: String,
+        #[arg(long, default_value = ".")]
+        config_dir: PathBuf,
+        /// Only this collection (`db.coll`); default: every listed collection.
+        collection: Option<String>,
+    },
     /// Seed a MongoDB database with realistic, messy hospital data (demo and benchmarks).
     Seed {
         #[arg(long, env = "MONGOLAKE_SEED_URI")]
@@ -128,6 +137,31 @@ async fn run(command: Command) -> ExitCode {
                 }
             }
             ExitCode::from(code)
+        }
+        Command::Schema { env, config_dir, collection } => {
+            let mut config = match Config::load(&config_dir, &env) {
+                Ok(c) => c,
+                Err(e) => return fatal(e),
+            };
+            if let Err(e) = config.restrict_to(&collection.into_iter().collect::<Vec<_>>()) {
+                return fatal(e);
+            }
+            let lake = match crate::sink::Lake::open(&config.environment.lake) {
+                Ok(l) => l,
+                Err(e) => return fatal(e),
+            };
+            for spec in &config.collections.entries {
+                let path = lake.schema_path(&spec.database, &spec.collection);
+                match lake.get_opt(&path).await {
+                    Ok(Some(bytes)) => match serde_json::from_slice::<crate::schema::registry::StoredSchema>(&bytes) {
+                        Ok(s) => println!("{}", s.to_text()),
+                        Err(e) => eprintln!("{}: unreadable schema {}: {e}", spec.name(), lake.display(&path)),
+                    },
+                    Ok(None) => println!("{}: not synced yet (no {})\n", spec.name(), lake.display(&path)),
+                    Err(e) => return fatal(e),
+                }
+            }
+            ExitCode::SUCCESS
         }
         Command::Seed { uri, db, docs, seed, days } => {
             let opts = crate::generator::GenOptions { seed, docs, end: chrono::Utc::now(), days };

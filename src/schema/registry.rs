@@ -71,6 +71,48 @@ fn diff(prefix: &str, old: &LakeType, new: &LakeType, out: &mut Vec<String>) {
     }
 }
 
+impl StoredSchema {
+    /// The human-readable listing printed by `mongolake schema`: version, columns with their source fields and
+    /// types, and the history of changes.
+    pub fn to_text(&self) -> String {
+        let mut out = format!("{}.{}  schema version {}\n", self.database, self.collection, self.version);
+        out.push_str(&format!("  {:<40} {:<32} {}\n", "column", "source field", "type"));
+        let mut rows = Vec::new();
+        list_columns("", "", &self.document, &mut rows);
+        for (col, src, ty) in rows {
+            out.push_str(&format!("  {col:<40} {src:<32} {ty}\n"));
+        }
+        for h in &self.history {
+            out.push_str(&format!("  v{} at {} (run {}):\n", h.version, h.changed_at, h.run_id));
+            for c in &h.changes {
+                out.push_str(&format!("    - {c}\n"));
+            }
+        }
+        out
+    }
+}
+
+fn list_columns(col_prefix: &str, src_prefix: &str, t: &LakeType, out: &mut Vec<(String, String, String)>) {
+    match t {
+        LakeType::Struct { fields } => {
+            for f in fields {
+                let col = if col_prefix.is_empty() { f.column.clone() } else { format!("{col_prefix}.{}", f.column) };
+                let src = if src_prefix.is_empty() { f.source.clone() } else { format!("{src_prefix}.{}", f.source) };
+                match &f.ty {
+                    LakeType::Struct { fields: inner } if !inner.is_empty() => list_columns(&col, &src, &f.ty, out),
+                    LakeType::List { item } if matches!(item.as_ref(), LakeType::Struct { fields } if !fields.is_empty()) =>
+                    {
+                        out.push((col.clone(), src.clone(), "array<struct>".into()));
+                        list_columns(&format!("{col}[]"), &format!("{src}[]"), item, out)
+                    }
+                    other => out.push((col, src, type_name(other))),
+                }
+            }
+        }
+        other => out.push((col_prefix.to_string(), src_prefix.to_string(), type_name(other))),
+    }
+}
+
 /// Short Athena-style type name for messages.
 pub fn type_name(t: &LakeType) -> String {
     match t {

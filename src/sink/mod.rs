@@ -56,6 +56,14 @@ impl Lake {
             }
             "s3" => {
                 let mut b = object_store::aws::AmazonS3Builder::from_env().with_url(url.as_str());
+                // An S3-compatible store has no instance role: without explicit credentials the AWS client would
+                // fall back to the cloud metadata endpoint, which does not exist there. Say so instead.
+                let has_keys = cfg.access_key_id.is_some() || std::env::var_os("AWS_ACCESS_KEY_ID").is_some();
+                if cfg.endpoint.is_some() && !has_keys {
+                    return Err(Error::config("[lake]", None, format!(
+                        "{shown} uses a custom endpoint but no credentials: set access_key_id/secret_access_key = {{ env = ... }} in [lake] or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"
+                    )));
+                }
                 if let Some(ep) = &cfg.endpoint {
                     b = b.with_endpoint(ep).with_virtual_hosted_style_request(false);
                 }
