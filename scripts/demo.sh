@@ -15,7 +15,11 @@ SERVERS_DIR="$ROOT/.demo/servers"
 LAKE=".demo/lake"
 BIN="$ROOT/target/release/mongolake"
 
-step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
+if [ -t 1 ]; then
+  step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
+else
+  step() { printf '\n==> %s\n' "$*"; }
+fi
 die() { printf 'demo: ERROR: %s\n' "$*" >&2; exit 1; }
 
 for f in collections.csv environments/demo.toml; do
@@ -35,7 +39,7 @@ rm -rf "$SERVERS_DIR" "$LAKE"
 trap 'scripts/servers.sh stop "$SERVERS_DIR"' EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
-scripts/servers.sh start "$SERVERS_DIR"
+MONGOLAKE_SERVERS_WATCH_PID=$$ scripts/servers.sh start "$SERVERS_DIR" # stopped even if this script is killed
 # shellcheck disable=SC1091
 . "$SERVERS_DIR/env.sh"
 export MONGOLAKE_DEMO_MONGO_URI="$MONGOLAKE_TEST_MONGO_URI"
@@ -55,7 +59,7 @@ timed "$BIN" sync --env demo
 echo "$(find "$LAKE" -name '*.parquet' | wc -l) parquet files in $LAKE"
 
 step "Mutating 1% of the documents (mongolake mutate)"
-timed "$BIN" mutate --uri "$MONGOLAKE_TEST_MONGO_URI" --db hims --fraction 0.01 --seed 42
+timed "$BIN" mutate --uri "$MONGOLAKE_TEST_MONGO_URI" --db hims --fraction 0.01 --seed 43
 
 step "Second sync: incremental (mongolake sync --env demo)"
 timed "$BIN" sync --env demo

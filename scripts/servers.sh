@@ -10,11 +10,15 @@
 #                                  # writes DIR/env.sh (source it) with the MONGOLAKE_TEST_* variables
 #   scripts/servers.sh stop DIR    # SIGTERM what start started, SIGKILL after 10 s
 # Optional: MONGOLAKE_SERVERS="mongo s3 smtp" (a subset to start only some),
+#           MONGOLAKE_SERVERS_WATCH_PID=PID (a watchdog stops the servers when PID dies, e.g. the
+#             caller's $$, in case it is killed before its trap runs; with MONGOLAKE_SERVERS_WATCH_CLEAN=1
+#             it then also deletes DIR),
 #           MONGOLAKE_SERVER_TIMEOUT=60 (seconds to wait for each server to be ready),
 #           MONGOLAKE_TOOLS (where install-tools.sh put bin/secantusd-rs).
 set -euo pipefail
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+SELF="$SCRIPT_DIR/$(basename "${BASH_SOURCE[0]}")"
 TOOLS="${MONGOLAKE_TOOLS:-$HOME/.cache/mongolake-tools}"
 PYTHON="${PYTHON:-python3}"
 TIMEOUT="${MONGOLAKE_SERVER_TIMEOUT:-60}"
@@ -137,7 +141,7 @@ start_one() {
         mkdir -p "$DIR/mongo"
         local args=(--host "$HOST" --port "$port" --storage-path "$DIR/mongo" --cache-size 1G --log-level WARNING)
         local help
-        help="$(timeout 10 "$SECANTUS" --help 2>&1 </dev/null || true)"
+        help="$(timeout -k 2 10 "$SECANTUS" --help 2>&1 </dev/null || true)"
         if grep -q -- '--oplog-max-entries' <<<"$help"; then
           args+=(--oplog-max-entries 1000000)
         fi
@@ -236,6 +240,12 @@ cmd_start() {
     exit 1
   fi
 
+  if [ -n "${MONGOLAKE_SERVERS_WATCH_PID:-}" ]; then
+    local wpid
+    wpid="$(launch watchdog "$DIR/watchdog.log" "$SELF" __watch "$MONGOLAKE_SERVERS_WATCH_PID" "$DIR")"
+    log "watchdog (pid $wpid) stops the servers if pid $MONGOLAKE_SERVERS_WATCH_PID dies"
+  fi
+
   {
     echo "# written by scripts/servers.sh start $DIR"
     if [ -n "${PORT_mongo:-}" ]; then
@@ -260,11 +270,13 @@ cmd_start() {
 cmd_stop() {
   [ -d "$DIR" ] || { log "nothing to stop: $DIR does not exist"; return 0; }
   local name pid start pids=() names=()
-  for name in mongo s3 smtp; do
+  for name in watchdog mongo s3 smtp; do
     [ -s "$DIR/$name.pid" ] || continue
     pid=""; start=""
     read -r pid start <"$DIR/$name.pid" || true
-    if [ -n "$pid" ] && is_alive "$pid"; then
+    if [ "$pid" = "$$" ]; then
+      : # the watchdog stopping the servers itself
+    elif [ -n "$pid" ] && is_alive "$pid"; then
       if [ -n "$start" ] && [ "$start" != - ] && [ "$(proc_start "$pid" || true)" != "$start" ]; then
         log "$name: pid $pid is no longer ours, not signalling it"
       else
@@ -300,6 +312,25 @@ cmd_stop() {
   return 0
 }
 
+# Internal: the watchdog started by `start` when MONGOLAKE_SERVERS_WATCH_PID is set.
+cmd_watch() {
+  local wpid="$1" wstart
+  wstart="$(proc_start "$wpid" || echo -)"
+  while is_alive "$wpid" && [ "$(proc_start "$wpid" || echo -)" = "$wstart" ]; do
+    sleep 1
+  done
+  log "pid $wpid is gone: stopping the servers of $DIR"
+  cmd_stop
+  if [ "${MONGOLAKE_SERVERS_WATCH_CLEAN:-0}" = 1 ]; then
+    rm -rf "$DIR"
+  fi
+}
+
+if [ "${1:-}" = __watch ] && [ $# -eq 3 ]; then
+  DIR="$3"
+  cmd_watch "$2"
+  exit 0
+fi
 [ $# -eq 2 ] || usage
 DIR="$2"
 case "$1" in

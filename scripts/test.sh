@@ -15,7 +15,7 @@ cd "$ROOT"
 "$ROOT/scripts/install-tools.sh"
 
 SERVERS_DIR="$(mktemp -d "${TMPDIR:-/tmp}/mongolake-test.XXXXXX")"
-# shellcheck disable=SC2317 # called by the EXIT trap
+# shellcheck disable=SC2317 # called by traps
 cleanup() {
   "$ROOT/scripts/servers.sh" stop "$SERVERS_DIR" || true
   if [ "${MONGOLAKE_KEEP_TEST_DIR:-0}" = 1 ]; then
@@ -28,7 +28,9 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-"$ROOT/scripts/servers.sh" start "$SERVERS_DIR"
+# A watchdog stops the servers (and deletes their dir) should this script die without running its traps.
+if [ "${MONGOLAKE_KEEP_TEST_DIR:-0}" = 1 ]; then clean=0; else clean=1; fi
+MONGOLAKE_SERVERS_WATCH_PID=$$ MONGOLAKE_SERVERS_WATCH_CLEAN=$clean "$ROOT/scripts/servers.sh" start "$SERVERS_DIR"
 # shellcheck disable=SC1091
 . "$SERVERS_DIR/env.sh"
 # The independent lake reader the integration tests call.

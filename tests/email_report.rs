@@ -17,7 +17,11 @@ async fn seed(uri: &str, db: &str, n: i64) {
 
 fn config(dir: &Path, db: &str, smtp_port: &str) {
     std::fs::create_dir_all(dir.join("environments")).unwrap();
-    std::fs::write(dir.join("collections.csv"), format!("database,collection,timestamp_column,partition_by\n{db},things,modified_at,\n")).unwrap();
+    std::fs::write(
+        dir.join("collections.csv"),
+        format!("database,collection,timestamp_column,partition_by\n{db},things,modified_at,\n"),
+    )
+    .unwrap();
     std::fs::write(
         dir.join("environments/mail.toml"),
         format!(
@@ -29,7 +33,11 @@ fn config(dir: &Path, db: &str, smtp_port: &str) {
 }
 
 fn sync(dir: &Path) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_mongolake")).args(["sync", "--env", "mail", "--config-dir"]).arg(dir).output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_mongolake"))
+        .args(["sync", "--env", "mail", "--config-dir"])
+        .arg(dir)
+        .output()
+        .unwrap()
 }
 
 #[tokio::test]
@@ -50,7 +58,10 @@ async fn report_is_mailed_as_mime_with_the_runs_numbers() {
         .expect("a message to this test's recipient");
     assert_eq!(entry["subject"], "[mail] mongolake: all 1 synced");
     let raw = std::fs::read_to_string(Path::new(&maildir).join(entry["file"].as_str().unwrap())).unwrap();
-    assert!(raw.contains("multipart/alternative") && raw.contains("text/html") && raw.contains("application/json"), "{raw}");
+    assert!(
+        raw.contains("multipart/alternative") && raw.contains("text/html") && raw.contains("application/json"),
+        "{raw}"
+    );
     assert!(raw.contains(&format!("{db}.things")), "the report names the collection");
     assert!(raw.contains("\"docs_read\": 37"), "the JSON attachment carries the run's numbers");
 }

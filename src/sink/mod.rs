@@ -4,6 +4,7 @@
 //! <lake>/<database>/<collection>/<k1>=<v1>/.../part-0.parquet     one file per partition (the Athena table)
 //! <lake>/_mongolake/state/<database>/<collection>.csv             watermarks, one row per run
 //! <lake>/_mongolake/schema/<database>/<collection>.json           the persisted lake schema
+//! <lake>/_mongolake/index/<database>/<collection>.parquet        key -> partition (to move updated rows)
 //! <lake>/_mongolake/runs/<run-id>.json                            run reports
 //! <lake>/_mongolake/staging/<run-id>/...                          files being written (outside every table)
 //! ```
@@ -121,6 +122,9 @@ impl Lake {
     }
     pub fn schema_path(&self, db: &str, coll: &str) -> Path {
         self.path(&format!("_mongolake/schema/{db}/{coll}.json"))
+    }
+    pub fn index_path(&self, db: &str, coll: &str) -> Path {
+        self.path(&format!("_mongolake/index/{db}/{coll}.parquet"))
     }
     pub fn run_report_path(&self, run_id: &str) -> Path {
         self.path(&format!("_mongolake/runs/{run_id}.json"))

@@ -9,7 +9,9 @@
 //!  5 PASS 2  for each touched partition (and every partition when S's Arrow types changed):
 //!            existing file rows ∪ buffered documents ─► latest per key ─► Arrow(S) ─► Parquet
 //!            write to staging/, then move over <table>/<partition>/part-0.parquet     (atomic for readers)
-//!  6 write schema S (if changed)
+//!            (a key whose newest version moved to another partition is removed from its old one, found
+//!             through the key index)
+//!  6 write key index, then schema S (if changed)
 //!  7 append state row with the new watermark                                     ◄── the commit point
 //! ```
 //! A crash anywhere before 7 leaves the old watermark, so the next run re-reads the same documents (and more)
@@ -30,6 +32,7 @@ use arrow::array::{Array, RecordBatch, StructArray};
 use bson::{RawBsonRef, RawDocument, RawDocumentBuf};
 use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 /// What happened to one collection, for the report.
@@ -43,6 +46,8 @@ pub struct CollectionStats {
     pub partitions_unchanged: u64,
     pub duplicates_dropped: u64,
     pub rows_replaced: u64,
+    /// Rows removed from their old partition because an update moved the document to another one.
+    pub rows_moved: u64,
     pub spills: u64,
     pub full_load: bool,
     pub old_watermark: Option<String>,
@@ -247,7 +252,49 @@ pub async fn sync_collection(ctx: Arc<RunContext>, spec: CollectionSpec) -> Resu
             }
         }
     }
+    // Rows that moved: keep one fresh version per key across partitions, and remove a key from the partition
+    // the index places it in when its newest version now lives elsewhere.
+    let mut index = state::index::load_or_rebuild(lake, &spec).await?;
+    let rels: Vec<String> = parts.iter().map(|(v, _)| partitioner.relative_path(v)).collect();
+    let mut newest: HashMap<String, (Option<i64>, u64, usize)> = HashMap::new();
+    for (pi, (_, part)) in parts.iter().enumerate() {
+        for r in &part.rows {
+            let cand = (r.timestamp, r.seq, pi);
+            match newest.get_mut(&r.key) {
+                Some(best) if (best.0, best.1) >= (cand.0, cand.1) => {}
+                Some(best) => *best = cand,
+                None => {
+                    newest.insert(r.key.clone(), cand);
+                }
+            }
+        }
+    }
+    let mut cross_dups = 0u64;
+    for (pi, (_, part)) in parts.iter_mut().enumerate() {
+        let before = part.rows.len();
+        part.rows.retain(|r| newest.get(&r.key).is_some_and(|w| w.2 == pi));
+        cross_dups += (before - part.rows.len()) as u64;
+    }
+    let mut removals: HashMap<String, HashSet<String>> = HashMap::new();
+    for (key, (_, _, pi)) in &newest {
+        if let Some(old_rel) = index.get(key) {
+            if *old_rel != rels[*pi] {
+                removals.entry(old_rel.clone()).or_default().insert(key.clone());
+            }
+        }
+    }
+    for rel in removals.keys() {
+        if !parts.iter().any(|(v, _)| partitioner.relative_path(v) == *rel) {
+            parts.push((partition_values_of(rel, &spec), Part::default()));
+        }
+    }
+    for (key, (_, _, pi)) in newest {
+        index.insert(key, rels[pi].clone());
+    }
+    let removals = Arc::new(removals);
+
     let writer = Arc::new(PartitionWriter {
+        removals: removals.clone(),
         ctx: ctx.clone(),
         spec: spec.clone(),
         file_ty,
@@ -268,7 +315,11 @@ pub async fn sync_collection(ctx: Arc<RunContext>, spec: CollectionSpec) -> Resu
         stats.rows_replaced += r.replaced;
         stats.partitions_written += 1;
     }
-    stats.duplicates_dropped = results.iter().map(|r| r.dups).sum();
+    stats.duplicates_dropped = cross_dups + results.iter().map(|r| r.dups).sum::<u64>();
+    stats.rows_moved = removals.values().map(|k| k.len() as u64).sum();
+    if stats.docs_read > 0 {
+        state::index::save(lake, &spec, &index).await?;
+    }
     stats.partitions_unchanged = results.iter().filter(|r| !r.written).count() as u64;
 
     // Commit: schema, then watermark.
@@ -312,34 +363,6 @@ pub async fn sync_collection(ctx: Arc<RunContext>, spec: CollectionSpec) -> Resu
     Ok(stats)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use bson::rawdoc;
-
-    #[test]
-    fn a_field_never_takes_a_partition_columns_name() {
-        let reserved = vec![("date".to_string(), None), ("facility_id".to_string(), Some("facility_id".to_string()))];
-        let mut fields = Vec::new();
-        observe_document(&mut fields, &rawdoc! { "date": "x", "facility_id": "BLR01", "Date": 1 }, &[], &reserved);
-        let cols: Vec<(&str, &str)> = fields.iter().map(|f| (f.source.as_str(), f.column.as_str())).collect();
-        assert_eq!(cols, vec![("date", "date_1"), ("facility_id", "facility_id"), ("Date", "date_2")]);
-    }
-
-    #[test]
-    fn timestamp_fields_are_normalised_whatever_their_representation() {
-        let mut fields = Vec::new();
-        for d in [
-            rawdoc! { "ts": bson::DateTime::from_millis(5) },
-            rawdoc! { "ts": 1_751_394_600_000i64 },
-            rawdoc! { "ts": "2025-07-01T00:00:00Z" },
-        ] {
-            observe_document(&mut fields, &d, &["ts".to_string()], &[]);
-        }
-        assert_eq!(fields[0].ty, LakeType::Timestamp);
-    }
-}
-
 fn old_document_has(doc: &LakeType, path: &str) -> bool {
     let first = path.split('.').next().unwrap_or(path);
     matches!(doc, LakeType::Struct { fields } if fields.iter().any(|f| f.source == first))
@@ -373,6 +396,8 @@ struct PartitionOutcome {
 
 /// Writes one partition: merge, dedup, encode, atomic replace.
 struct PartitionWriter {
+    /// Keys to drop from a partition's existing rows (their newest version lives in another partition).
+    removals: Arc<HashMap<String, HashSet<String>>>,
     ctx: Arc<RunContext>,
     spec: CollectionSpec,
     file_ty: Arc<LakeType>,
@@ -391,8 +416,9 @@ impl PartitionWriter {
         let (file_ty, hints, in_path, spec) =
             (self.file_ty.clone(), self.hints.clone(), self.in_path.clone(), self.spec.clone());
         let row_group_rows = self.ctx.sync.row_group_rows;
+        let remove = self.removals.get(&rel).cloned().unwrap_or_default();
         let (bytes, counts) = tokio::task::spawn_blocking(move || {
-            build_partition(existing, part, &file_ty, &hints, &in_path, &spec, row_group_rows, &context)
+            build_partition(existing, part, &remove, &file_ty, &hints, &in_path, &spec, row_group_rows, &context)
         })
         .await
         .map_err(|e| Error::encode("partition task", e))??;
@@ -413,6 +439,7 @@ impl PartitionWriter {
 fn build_partition(
     existing: Option<bytes::Bytes>,
     part: Part,
+    remove: &HashSet<String>,
     file_ty: &LakeType,
     hints: &[String],
     in_path: &[String],
@@ -442,6 +469,7 @@ fn build_partition(
             .map_err(|e| Error::encode(context, e))
     };
     let mut candidates = Vec::with_capacity(old_docs.len() + rows.len());
+    old_docs.retain(|d| !remove.contains(&get_path(d, &spec.key).map(text::render).unwrap_or_default()));
     for (i, d) in old_docs.iter().enumerate() {
         let key = get_path(d, &spec.key).map(text::render).unwrap_or_default();
         let ts = get_path(d, &spec.timestamp_column).and_then(timestamp::instant_millis);
@@ -500,4 +528,32 @@ fn finish_batch(builder: &mut ColumnBuilder, context: &str) -> Result<RecordBatc
         return Err(Error::encode(context, "every field of the documents is a partition column; nothing to store"));
     }
     Ok(RecordBatch::from(s.clone()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bson::rawdoc;
+
+    #[test]
+    fn a_field_never_takes_a_partition_columns_name() {
+        let reserved = vec![("date".to_string(), None), ("facility_id".to_string(), Some("facility_id".to_string()))];
+        let mut fields = Vec::new();
+        observe_document(&mut fields, &rawdoc! { "date": "x", "facility_id": "BLR01", "Date": 1 }, &[], &reserved);
+        let cols: Vec<(&str, &str)> = fields.iter().map(|f| (f.source.as_str(), f.column.as_str())).collect();
+        assert_eq!(cols, vec![("date", "date_1"), ("facility_id", "facility_id"), ("Date", "date_2")]);
+    }
+
+    #[test]
+    fn timestamp_fields_are_normalised_whatever_their_representation() {
+        let mut fields = Vec::new();
+        for d in [
+            rawdoc! { "ts": bson::DateTime::from_millis(5) },
+            rawdoc! { "ts": 1_751_394_600_000i64 },
+            rawdoc! { "ts": "2025-07-01T00:00:00Z" },
+        ] {
+            observe_document(&mut fields, &d, &["ts".to_string()], &[]);
+        }
+        assert_eq!(fields[0].ty, LakeType::Timestamp);
+    }
 }
