@@ -318,7 +318,7 @@ async fn merge_moves_a_document_to_its_new_partition() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_and_s3_lakes_are_identical() {
     let p = Project::new("s3");
-    p.seed(300, 5);
+    p.seed(150, 5);
     p.write_collections(&SEEDED_ROWS);
     let local = p.local_env("local", "Asia/Kolkata");
     let s3 = p.s3_env("cloud", &unique_bucket("s3"), "lake/raw", "Asia/Kolkata");

@@ -18,6 +18,10 @@ pub struct StoredSchema {
     pub document: LakeType,
     #[serde(default)]
     pub history: Vec<SchemaChange>,
+    /// Set (and saved) before a run starts rewriting files for a widened type, cleared when every file matches:
+    /// a run that finds it set after a crash rewrites every partition, so no file keeps the old type.
+    #[serde(default)]
+    pub rewrite_pending: bool,
 }
 
 /// One version bump.
@@ -40,6 +44,7 @@ impl StoredSchema {
             version: 0,
             document: LakeType::empty_struct(),
             history: Vec::new(),
+            rewrite_pending: false,
         }
     }
 }

@@ -243,7 +243,28 @@ pub async fn sync_collection(ctx: Arc<RunContext>, spec: CollectionSpec) -> Resu
     let file_ty = Arc::new(file_type(&document, &in_path));
     let arrow_changed = sarrow::data_type(&file_type(&old_document, &in_path)) != sarrow::data_type(&file_ty);
     let (mut parts, spill_guard) = buffers.drain();
-    if arrow_changed && !matches!(&old_document, LakeType::Struct { fields } if fields.is_empty()) {
+    let widened = arrow_changed && !matches!(&old_document, LakeType::Struct { fields } if fields.is_empty());
+    let schema_dirty = document != old_document || stored.rewrite_pending;
+    // (pass 1 moved the stored document type out; put the widened one back in every case)
+    stored.document = document.clone();
+    if document != old_document {
+        if !changes.is_empty() {
+            stored.version += 1;
+            stored.history.push(SchemaChange {
+                version: stored.version,
+                run_id: ctx.run_id.clone(),
+                changed_at: text::format_millis(read_started),
+                changes: changes.clone(),
+            });
+        }
+    }
+    let rewrite_all = widened || stored.rewrite_pending;
+    if widened {
+        // Write-ahead: the widened schema and the intent to rewrite every file, before the first file changes.
+        stored.rewrite_pending = true;
+        lake.put(&schema_path, serde_json::to_vec_pretty(&stored).expect("serialisable").into()).await?;
+    }
+    if rewrite_all {
         let existing = lake.list_partitions(db, coll).await?;
         for rel in existing {
             let values = partition_values_of(&rel, &spec);
@@ -324,17 +345,8 @@ pub async fn sync_collection(ctx: Arc<RunContext>, spec: CollectionSpec) -> Resu
 
     // Commit: schema, then watermark.
     crate::fault::point("before_schema");
-    if document != old_document {
-        stored.document = document;
-        if !changes.is_empty() {
-            stored.version += 1;
-            stored.history.push(SchemaChange {
-                version: stored.version,
-                run_id: ctx.run_id.clone(),
-                changed_at: text::format_millis(read_started),
-                changes: changes.clone(),
-            });
-        }
+    if schema_dirty || widened {
+        stored.rewrite_pending = false;
         lake.put(&schema_path, serde_json::to_vec_pretty(&stored).expect("serialisable").into()).await?;
     }
     crate::fault::point("before_watermark");
