@@ -247,16 +247,14 @@ pub async fn sync_collection(ctx: Arc<RunContext>, spec: CollectionSpec) -> Resu
     let schema_dirty = document != old_document || stored.rewrite_pending;
     // (pass 1 moved the stored document type out; put the widened one back in every case)
     stored.document = document.clone();
-    if document != old_document {
-        if !changes.is_empty() {
-            stored.version += 1;
-            stored.history.push(SchemaChange {
-                version: stored.version,
-                run_id: ctx.run_id.clone(),
-                changed_at: text::format_millis(read_started),
-                changes: changes.clone(),
-            });
-        }
+    if document != old_document && !changes.is_empty() {
+        stored.version += 1;
+        stored.history.push(SchemaChange {
+            version: stored.version,
+            run_id: ctx.run_id.clone(),
+            changed_at: text::format_millis(read_started),
+            changes: changes.clone(),
+        });
     }
     let rewrite_all = widened || stored.rewrite_pending;
     if widened {
