@@ -30,6 +30,8 @@ pub struct Lake {
     store: Arc<dyn ObjectStore>,
     root: Path,
     url: String,
+    /// The lake's directory when it is on local disk.
+    local_dir: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for Lake {
@@ -53,7 +55,7 @@ impl Lake {
                     .map_err(|e| Error::io(format!("creating lake directory {}", dir.display()), e))?;
                 let store = object_store::local::LocalFileSystem::new_with_prefix(&dir)
                     .map_err(|e| Error::store(format!("opening {shown}"), e))?;
-                Ok(Lake { store: Arc::new(store), root: Path::default(), url: shown })
+                Ok(Lake { store: Arc::new(store), root: Path::default(), url: shown, local_dir: Some(dir) })
             }
             "s3" => {
                 let mut b = object_store::aws::AmazonS3Builder::from_env().with_url(url.as_str());
@@ -83,7 +85,7 @@ impl Lake {
                 let store = b.build().map_err(|e| Error::store(format!("opening {shown}"), e))?;
                 let root =
                     Path::parse(url.path()).map_err(|e| Error::config("[lake]", None, format!("url {shown}: {e}")))?;
-                Ok(Lake { store: Arc::new(store), root, url: shown })
+                Ok(Lake { store: Arc::new(store), root, url: shown, local_dir: None })
             }
             other => Err(Error::config("[lake]", None, format!("unsupported scheme {other}"))),
         }
@@ -91,7 +93,7 @@ impl Lake {
 
     /// A lake over any store (used by tests with the in-memory store).
     pub fn from_store(store: Arc<dyn ObjectStore>, root: Path, url: &str) -> Lake {
-        Lake { store, root, url: url.into() }
+        Lake { store, root, url: url.into(), local_dir: None }
     }
 
     pub fn url(&self) -> &str {
@@ -199,6 +201,18 @@ impl Lake {
     pub async fn clean_staging(&self, db: &str, coll: &str) -> Result<usize> {
         let staging = self.path("_mongolake/staging");
         let mut n = 0;
+        // On local disk an interrupted write leaves `part-0.parquet#N` temporaries that listing does not show.
+        if let Some(dir) = &self.local_dir {
+            let base = dir.join("_mongolake/staging");
+            for run in std::fs::read_dir(&base).into_iter().flatten().flatten() {
+                let target = run.path().join(db).join(coll);
+                if target.exists() {
+                    std::fs::remove_dir_all(&target)
+                        .map_err(|e| Error::io(format!("removing {}", target.display()), e))?;
+                    n += 1;
+                }
+            }
+        }
         for p in self.list(&staging).await? {
             let rel = p.as_ref().strip_prefix(staging.as_ref()).unwrap_or("").trim_start_matches('/');
             let mut parts = rel.splitn(4, '/');
