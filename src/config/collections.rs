@@ -130,6 +130,19 @@ impl CollectionSpec {
     pub fn name(&self) -> String {
         format!("{}.{}", self.database, self.collection)
     }
+
+    /// Top-level fields that live in the partition path instead of the files (`facility_id` of
+    /// `partition_by = facility_id/...`). Nested paths and `date(...)` keys stay in the files too.
+    pub fn path_fields(&self) -> Vec<String> {
+        self.partition
+            .keys
+            .iter()
+            .filter_map(|k| match k {
+                PartitionKey::Field { path, .. } if !path.contains('.') => Some(path.clone()),
+                _ => None,
+            })
+            .collect()
+    }
 }
 
 /// A row that could not be used: reported, its collection skipped.

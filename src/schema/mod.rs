@@ -10,3 +10,14 @@ pub mod registry;
 pub mod text;
 
 pub use lattice::{Field, LakeType};
+
+/// The type written to files: the document type without the top-level fields that live in the partition path
+/// (see [`crate::config::CollectionSpec::path_fields`]). The Athena table's data columns are exactly these.
+pub fn file_type(document: &LakeType, path_fields: &[String]) -> LakeType {
+    match document {
+        LakeType::Struct { fields } => {
+            LakeType::Struct { fields: fields.iter().filter(|f| !path_fields.contains(&f.source)).cloned().collect() }
+        }
+        other => other.clone(),
+    }
+}

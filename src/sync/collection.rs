@@ -21,7 +21,7 @@ use super::RunContext;
 use crate::config::{CollectionSpec, PartitionKey};
 use crate::schema::arrow::{ColumnBuilder, Prepare};
 use crate::schema::registry::{describe_changes, SchemaChange, StoredSchema};
-use crate::schema::{arrow as sarrow, text, Field, LakeType};
+use crate::schema::{arrow as sarrow, file_type, text, Field, LakeType};
 use crate::sink::parquet;
 use crate::state::{self, StateRow};
 use crate::transform::dedup::{latest, Candidate};
@@ -68,18 +68,6 @@ fn timestamp_hints(spec: &CollectionSpec) -> Vec<String> {
     hints
 }
 
-/// Top-level fields that live in the partition path instead of the files.
-fn path_fields(spec: &CollectionSpec) -> Vec<String> {
-    spec.partition
-        .keys
-        .iter()
-        .filter_map(|k| match k {
-            PartitionKey::Field { path, .. } if !path.contains('.') => Some(path.clone()),
-            _ => None,
-        })
-        .collect()
-}
-
 /// Observes a top-level document into the collection type, normalising timestamp fields.
 /// `reserved` holds the partition columns, with the top-level field each one moves out of the files (if any):
 /// only that field may use the column's name.
@@ -111,16 +99,6 @@ fn observe_document(
     }
 }
 
-/// The type written to files: the document type without the fields that live in the path.
-fn file_type(document: &LakeType, path_fields: &[String]) -> LakeType {
-    match document {
-        LakeType::Struct { fields } => {
-            LakeType::Struct { fields: fields.iter().filter(|f| !path_fields.contains(&f.source)).cloned().collect() }
-        }
-        other => other.clone(),
-    }
-}
-
 pub async fn sync_collection(ctx: Arc<RunContext>, spec: CollectionSpec) -> Result<CollectionStats> {
     let name = spec.name();
     let lake = &ctx.lake;
@@ -146,7 +124,7 @@ pub async fn sync_collection(ctx: Arc<RunContext>, spec: CollectionSpec) -> Resu
 
     // PASS 1: read.
     let hints = timestamp_hints(&spec);
-    let in_path = path_fields(&spec);
+    let in_path = spec.path_fields();
     let reserved: Vec<(String, Option<String>)> = spec
         .partition
         .keys
