@@ -128,6 +128,15 @@ impl RunReport {
             for ch in &c.stats.schema_changes {
                 out.push_str(&format!("    schema v{}: {ch}\n", c.stats.schema_version));
             }
+            if c.stats.values_rejected + c.stats.documents_rejected > 0 {
+                out.push_str(&format!(
+                    "    REJECTED: {} values (stored as null), {} whole documents: see {}/_mongolake/rejects/{}/\n",
+                    c.stats.values_rejected,
+                    c.stats.documents_rejected,
+                    self.lake.trim_end_matches('/'),
+                    c.name.replacen('.', "/", 1)
+                ));
+            }
         }
         out
     }

@@ -118,15 +118,21 @@ impl ColumnBuilder {
         }
     }
 
-    /// Appends one value. An error means the value does not fit the column type, which inference should have
-    /// prevented; the caller reports it with the document's key.
-    pub fn append(&mut self, value: Option<RawBsonRef<'_>>) -> Result<(), String> {
+    /// Appends one value. A value the column cannot hold (a date beyond year 9999, or a type inference should
+    /// have widened for) becomes null here and is pushed to `rejects` with its path and the reason, so the
+    /// document still lands and the value is kept in the rejects area. An error means the BSON itself is
+    /// unreadable; the read pass checks every document first, so that is a bug, reported with the document's key.
+    pub fn append(&mut self, value: Option<RawBsonRef<'_>>, rejects: &mut Vec<ValueReject>) -> Result<(), String> {
         let value = match value {
             None | Some(RawBsonRef::Null) | Some(RawBsonRef::Undefined) => {
                 self.append_null();
                 return Ok(());
             }
             Some(v) => v,
+        };
+        let mut reject = |builder: &mut ColumnBuilder, reason: String| {
+            builder.append_null();
+            rejects.push(ValueReject { path: String::new(), reason, value: super::text::to_canonical_json(value) });
         };
         match self {
             ColumnBuilder::Text(b) => match value {
@@ -135,12 +141,12 @@ impl ColumnBuilder {
             },
             ColumnBuilder::Bool(b) => match value {
                 RawBsonRef::Boolean(v) => b.append_value(v),
-                other => return Err(mismatch("bool", other)),
+                other => reject(self, mismatch("bool", other)),
             },
             ColumnBuilder::Int(b) => match value {
                 RawBsonRef::Int32(v) => b.append_value(v as i64),
                 RawBsonRef::Int64(v) => b.append_value(v),
-                other => return Err(mismatch("int64", other)),
+                other => reject(self, mismatch("int64", other)),
             },
             ColumnBuilder::Float(b) => match value {
                 RawBsonRef::Double(v) => b.append_value(v),
@@ -148,9 +154,9 @@ impl ColumnBuilder {
                 RawBsonRef::Int64(v) => b.append_value(v as f64),
                 RawBsonRef::Decimal128(d) => match d.to_string().parse::<f64>() {
                     Ok(v) => b.append_value(v),
-                    Err(_) => return Err(mismatch("double", value)),
+                    Err(_) => reject(self, mismatch("double", value)),
                 },
-                other => return Err(mismatch("double", other)),
+                other => reject(self, mismatch("double", other)),
             },
             ColumnBuilder::Decimal { builder, scale, .. } => {
                 let unscaled = match value {
@@ -161,33 +167,48 @@ impl ColumnBuilder {
                 };
                 match unscaled {
                     Some(v) => builder.append_value(v),
-                    None => return Err(mismatch("decimal", value)),
+                    None => reject(self, mismatch("decimal", value)),
                 }
             }
             ColumnBuilder::Binary(b) => match value {
                 RawBsonRef::Binary(v) => b.append_value(v.bytes),
-                other => return Err(mismatch("binary", other)),
+                other => reject(self, mismatch("binary", other)),
             },
             ColumnBuilder::Timestamp(b) => match value {
-                RawBsonRef::DateTime(d) => b.append_value(d.timestamp_millis()),
-                other => return Err(mismatch("timestamp", other)),
+                RawBsonRef::DateTime(d) if crate::transform::timestamp::in_lake_range(d.timestamp_millis()) => {
+                    b.append_value(d.timestamp_millis())
+                }
+                RawBsonRef::DateTime(_) => reject(
+                    self,
+                    "date outside 0001-01-01..9999-12-31, which Athena and Spark cannot read as a timestamp".into(),
+                ),
+                other => reject(self, mismatch("timestamp", other)),
             },
-            ColumnBuilder::Struct { .. } => self.append_struct(value, &|_, v| Some(v))?,
+            ColumnBuilder::Struct { .. } => match value {
+                RawBsonRef::Document(_) | RawBsonRef::Timestamp(_) | RawBsonRef::RegularExpression(_) => {
+                    self.append_struct(value, &|_, v| Some(v), rejects)?
+                }
+                other => reject(self, mismatch("struct", other)),
+            },
             ColumnBuilder::List { offsets, nulls, item, .. } => {
                 let before = item_len(offsets);
+                let first_reject = rejects.len();
                 let mut n = 0i32;
                 match value {
                     RawBsonRef::Array(arr) => {
                         for v in arr {
                             let v = v.map_err(|e| format!("unreadable array element: {e}"))?;
-                            item.append(Some(v))?;
+                            item.append(Some(v), rejects)?;
                             n += 1;
                         }
                     }
                     single => {
-                        item.append(Some(single))?;
+                        item.append(Some(single), rejects)?;
                         n = 1;
                     }
+                }
+                for r in &mut rejects[first_reject..] {
+                    r.path = join_path("[]", &r.path);
                 }
                 offsets.push(before + n);
                 nulls.append_non_null();
@@ -198,25 +219,44 @@ impl ColumnBuilder {
 
     /// Appends a top-level document: `prepare` may drop a field (returns None: partition columns live in the
     /// path) or replace its value (timestamp normalisation) before it reaches its column.
-    pub fn append_document(&mut self, doc: &bson::RawDocument, prepare: &Prepare) -> Result<(), String> {
-        self.append_struct(RawBsonRef::Document(doc), prepare)
+    pub fn append_document(
+        &mut self,
+        doc: &bson::RawDocument,
+        prepare: &Prepare,
+        rejects: &mut Vec<ValueReject>,
+    ) -> Result<(), String> {
+        self.append_struct(RawBsonRef::Document(doc), prepare, rejects)
     }
 
-    fn append_struct(&mut self, value: RawBsonRef<'_>, prepare: &Prepare) -> Result<(), String> {
+    fn append_struct(
+        &mut self,
+        value: RawBsonRef<'_>,
+        prepare: &Prepare,
+        rejects: &mut Vec<ValueReject>,
+    ) -> Result<(), String> {
         let ColumnBuilder::Struct { sources, children, nulls, seen, .. } = self else { unreachable!() };
         seen.iter_mut().for_each(|s| *s = false);
         let mut put = |name: &str, v: RawBsonRef<'_>, hint: usize| -> Result<usize, String> {
-            let Some(i) = sources
+            let found = sources
                 .get(hint)
                 .filter(|s| *s == name)
                 .map(|_| hint)
-                .or_else(|| sources.iter().position(|s| s == name))
-            else {
-                return Err(format!("field `{name}` is not in the schema"));
+                .or_else(|| sources.iter().position(|s| s == name));
+            let Some(i) = found else {
+                rejects.push(ValueReject {
+                    path: name.to_string(),
+                    reason: "the field is not in the collection's schema (please report: inference missed it)".into(),
+                    value: super::text::to_canonical_json(v),
+                });
+                return Ok(hint);
             };
             if !seen[i] {
                 seen[i] = true;
-                children[i].append(Some(v))?;
+                let first_reject = rejects.len();
+                children[i].append(Some(v), rejects)?;
+                for r in &mut rejects[first_reject..] {
+                    r.path = join_path(name, &r.path);
+                }
             } // a repeated field name in one document: the first occurrence wins
             Ok(i + 1)
         };
@@ -238,7 +278,7 @@ impl ColumnBuilder {
                 put("pattern", RawBsonRef::String(r.pattern.as_str()), 0)?;
                 put("options", RawBsonRef::String(r.options.as_str()), 1)?;
             }
-            other => return Err(mismatch("struct", other)),
+            other => unreachable!("append_struct called with {:?}", other.element_type()),
         }
         for (i, s) in seen.iter().enumerate() {
             if !s {
@@ -279,6 +319,25 @@ impl ColumnBuilder {
                 Arc::new(ListArray::new(field.clone(), offsets, values, nulls.finish()))
             }
         }
+    }
+}
+
+/// A value that could not be stored in its column (it is null there): the dotted path below the document
+/// (`[]` marks an array element), why, and the value as relaxed Extended JSON so nothing is lost.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ValueReject {
+    pub path: String,
+    pub reason: String,
+    pub value: String,
+}
+
+fn join_path(parent: &str, child: &str) -> String {
+    if child.is_empty() {
+        parent.to_string()
+    } else if child.starts_with('[') {
+        format!("{parent}{child}")
+    } else {
+        format!("{parent}.{child}")
     }
 }
 
@@ -347,9 +406,11 @@ mod tests {
 
     fn build(t: &LakeType, values: &[bson::RawDocumentBuf]) -> ArrayRef {
         let mut b = ColumnBuilder::new(t);
+        let mut rejects = Vec::new();
         for d in values {
-            b.append(d.get("x").unwrap()).unwrap();
+            b.append(d.get("x").unwrap(), &mut rejects).unwrap();
         }
+        assert_eq!(rejects, vec![]);
         b.finish()
     }
 
@@ -363,7 +424,7 @@ mod tests {
         ];
         let mut t = LakeType::empty_struct();
         for d in &docs {
-            t.observe(RawBsonRef::Document(d));
+            t.observe(RawBsonRef::Document(d)).unwrap();
         }
         let LakeType::Struct { fields } = &t else { panic!() };
         let x = &fields[0].ty;
@@ -381,8 +442,27 @@ mod tests {
     }
 
     #[test]
-    fn wrong_type_is_an_error_not_a_null() {
-        let mut b = ColumnBuilder::new(&LakeType::Int { digits: 3 });
-        assert!(b.append(Some(RawBsonRef::String("x"))).unwrap_err().contains("int64"));
+    fn a_value_that_does_not_fit_is_rejected_with_its_path_not_silently_nulled() {
+        let mut t = LakeType::empty_struct();
+        let ok = rawdoc! { "v": [{ "when": bson::DateTime::from_millis(0), "n": 1 }] };
+        t.observe(RawBsonRef::Document(&ok)).unwrap();
+        let mut b = ColumnBuilder::new(&t);
+        let mut rejects = Vec::new();
+        let far = bson::DateTime::from_millis(300_000_000_000_000);
+        let bad = rawdoc! { "v": [{ "when": far, "n": "x" }, { "n": 2 }] };
+        b.append_document(&ok, &|_, v| Some(v), &mut rejects).unwrap();
+        b.append_document(&bad, &|_, v| Some(v), &mut rejects).unwrap();
+        assert_eq!(rejects.len(), 2, "{rejects:?}");
+        assert_eq!(rejects[0].path, "v[].when");
+        assert!(rejects[0].reason.contains("9999"), "{}", rejects[0].reason);
+        assert!(rejects[0].value.contains("300000000000000"), "{}", rejects[0].value);
+        assert_eq!(rejects[1].path, "v[].n");
+        assert!(rejects[1].reason.contains("int64"));
+        let arr = b.finish();
+        assert_eq!(arr.len(), 2);
+        let back = to_bson(arr.as_ref(), 1, &t).unwrap();
+        let v = back.as_document().unwrap().get_array("v").unwrap();
+        assert_eq!(v.len(), 2, "the document keeps both elements: {back}");
+        assert_eq!(v[1].as_document().unwrap().get_i64("n").unwrap(), 2);
     }
 }

@@ -123,7 +123,9 @@ impl LakeType {
     }
 
     /// Widens `self` to hold `value` (a value of a document being read), without building a temporary type.
-    pub fn observe(&mut self, value: RawBsonRef<'_>) {
+    /// An error means the BSON is unreadable (a truncated element, invalid UTF-8): the caller rejects the whole
+    /// document. The type may already have widened for the readable part; that only ever adds room.
+    pub fn observe(&mut self, value: RawBsonRef<'_>) -> Result<(), String> {
         match value {
             RawBsonRef::Document(doc) => {
                 if matches!(self, LakeType::Null) {
@@ -132,17 +134,21 @@ impl LakeType {
                 match self {
                     LakeType::Struct { fields } => {
                         let mut hint = 0;
-                        for (name, v) in doc.iter().flatten() {
+                        for el in doc.iter() {
+                            let (name, v) = el.map_err(|e| format!("unreadable BSON: {e}"))?;
                             let i = find_field(fields, name.as_str(), hint).unwrap_or_else(|| {
                                 push_field(fields, name.as_str(), None);
                                 fields.len() - 1
                             });
                             hint = i + 1;
-                            fields[i].ty.observe(v);
+                            fields[i].ty.observe(v)?;
                         }
                     }
-                    LakeType::List { item } => item.observe(value),
-                    _ => self.join(&LakeType::empty_struct()),
+                    LakeType::List { item } => item.observe(value)?,
+                    _ => {
+                        check_readable(value)?;
+                        self.join(&LakeType::empty_struct())
+                    }
                 }
             }
             RawBsonRef::Array(arr) => {
@@ -152,8 +158,8 @@ impl LakeType {
                     *self = list;
                 }
                 if let LakeType::List { item } = self {
-                    for v in arr.into_iter().flatten() {
-                        item.observe(v);
+                    for v in arr.into_iter() {
+                        item.observe(v.map_err(|e| format!("unreadable BSON: {e}"))?)?;
                     }
                 }
             }
@@ -166,11 +172,24 @@ impl LakeType {
                 }
             }
         }
+        Ok(())
     }
 
     /// True when no value has told us anything yet (Null, or a struct of such).
     pub fn is_unknown(&self) -> bool {
         matches!(self, LakeType::Null)
+    }
+}
+
+/// Walks a value whose type is already string (so its members need no observing) to find unreadable BSON.
+pub fn check_readable(value: RawBsonRef<'_>) -> Result<(), String> {
+    let walk = |v: Result<RawBsonRef<'_>, bson::error::Error>| {
+        v.map_err(|e| format!("unreadable BSON: {e}")).and_then(check_readable)
+    };
+    match value {
+        RawBsonRef::Document(d) => d.iter().try_for_each(|el| walk(el.map(|(_, v)| v))),
+        RawBsonRef::Array(a) => a.into_iter().try_for_each(walk),
+        _ => Ok(()),
     }
 }
 
@@ -277,7 +296,7 @@ mod tests {
 
     fn of(doc: bson::RawDocumentBuf) -> LakeType {
         let mut t = LakeType::empty_struct();
-        t.observe(RawBsonRef::Document(&doc));
+        t.observe(RawBsonRef::Document(&doc)).unwrap();
         t
     }
     fn field<'a>(t: &'a LakeType, name: &str) -> &'a LakeType {
@@ -288,7 +307,7 @@ mod tests {
         let mut t = LakeType::empty_struct();
         for v in values {
             let raw = bson::RawDocumentBuf::try_from(&doc! { "x": v }).unwrap();
-            t.observe(RawBsonRef::Document(&raw));
+            t.observe(RawBsonRef::Document(&raw)).unwrap();
         }
         field(&t, "x").clone()
     }

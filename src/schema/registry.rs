@@ -70,7 +70,12 @@ fn diff(prefix: &str, old: &LakeType, new: &LakeType, out: &mut Vec<String>) {
         }
         (LakeType::List { item: a }, LakeType::List { item: b }) => diff(&format!("{prefix}[]"), a, b, out),
         (a, b) if super::arrow::data_type(a) != super::arrow::data_type(b) => {
-            out.push(format!("column {prefix}: {} -> {}", type_name(a), type_name(b)))
+            let fallback = if matches!(b, LakeType::String) {
+                " (no lossless common type: values kept as text, documents and arrays as relaxed Extended JSON)"
+            } else {
+                ""
+            };
+            out.push(format!("column {prefix}: {} -> {}{fallback}", type_name(a), type_name(b)))
         }
         _ => {}
     }
@@ -148,14 +153,15 @@ mod tests {
     #[test]
     fn changes_are_described_and_serialisation_round_trips() {
         let mut old = LakeType::empty_struct();
-        old.observe(RawBsonRef::Document(&rawdoc! { "age": 42, "v": { "a": 1 } }));
+        old.observe(RawBsonRef::Document(&rawdoc! { "age": 42, "v": { "a": 1 } })).unwrap();
         let mut new = old.clone();
-        new.observe(RawBsonRef::Document(&rawdoc! { "age": "42 years", "v": { "b": 1.5 }, "Patient Name": "x" }));
+        new.observe(RawBsonRef::Document(&rawdoc! { "age": "42 years", "v": { "b": 1.5 }, "Patient Name": "x" }))
+            .unwrap();
         let changes = describe_changes(&old, &new);
         assert_eq!(
             changes,
             vec![
-                "column age: bigint -> string",
+                "column age: bigint -> string (no lossless common type: values kept as text, documents and arrays as relaxed Extended JSON)",
                 "new column v.b: double (from field `b`)",
                 "new column patient_name: string (from field `Patient Name`)"
             ]

@@ -67,7 +67,29 @@ pub fn render(value: RawBsonRef<'_>) -> String {
 /// Relaxed Extended JSON of a value (documents and arrays), compact.
 pub fn to_json(value: RawBsonRef<'_>) -> String {
     match bson::Bson::try_from(value) {
-        Ok(b) => b.into_relaxed_extjson().to_string(),
+        Ok(b) => relaxed(b).to_string(),
+        Err(e) => format!("\"<unreadable BSON: {e}>\""),
+    }
+}
+
+/// Relaxed Extended JSON, except that dates after year 9999 keep their exact milliseconds (`$numberLong`, as the
+/// Extended JSON spec asks): the bson crate would print them clamped to 9999-12-31, losing the value.
+fn relaxed(b: bson::Bson) -> serde_json::Value {
+    match b {
+        bson::Bson::DateTime(d) if d.timestamp_millis() > crate::transform::timestamp::MAX_LAKE_MILLIS => {
+            serde_json::json!({ "$date": { "$numberLong": d.timestamp_millis().to_string() } })
+        }
+        bson::Bson::Document(doc) => serde_json::Value::Object(doc.into_iter().map(|(k, v)| (k, relaxed(v))).collect()),
+        bson::Bson::Array(a) => serde_json::Value::Array(a.into_iter().map(relaxed).collect()),
+        other => other.into_relaxed_extjson(),
+    }
+}
+
+/// Canonical Extended JSON of a value: type-exact and lossless (dates as `$numberLong` milliseconds, so even a
+/// date beyond year 9999 is kept exactly). Used for the rejects area.
+pub fn to_canonical_json(value: RawBsonRef<'_>) -> String {
+    match bson::Bson::try_from(value) {
+        Ok(b) => b.into_canonical_extjson().to_string(),
         Err(e) => format!("\"<unreadable BSON: {e}>\""),
     }
 }
@@ -89,5 +111,14 @@ mod tests {
         assert_eq!(get("t"), "2025-07-01T18:30:00.000Z");
         assert_eq!(format_f64(f64::NEG_INFINITY), "-Infinity");
         assert_eq!(format_uuid(&[0xab; 16]), "abababab-abab-abab-abab-abababababab");
+    }
+
+    #[test]
+    fn far_dates_keep_their_exact_value_in_json() {
+        let d = rawdoc! { "a": [bson::DateTime::from_millis(300_000_000_000_000), bson::DateTime::from_millis(-1)] };
+        assert_eq!(
+            to_json(d.get("a").unwrap().unwrap()),
+            r#"[{"$date":{"$numberLong":"300000000000000"}},{"$date":{"$numberLong":"-1"}}]"#
+        );
     }
 }

@@ -128,6 +128,12 @@ impl Lake {
     pub fn index_path(&self, db: &str, coll: &str) -> Path {
         self.path(&format!("_mongolake/index/{db}/{coll}.parquet"))
     }
+    pub fn rejects_dir(&self, db: &str, coll: &str) -> Path {
+        self.path(&format!("_mongolake/rejects/{db}/{coll}"))
+    }
+    pub fn rejects_path(&self, db: &str, coll: &str, run_id: &str) -> Path {
+        self.path(&format!("_mongolake/rejects/{db}/{coll}/{run_id}.jsonl"))
+    }
     pub fn run_report_path(&self, run_id: &str) -> Path {
         self.path(&format!("_mongolake/runs/{run_id}.json"))
     }
@@ -196,6 +202,15 @@ impl Lake {
         Ok(out)
     }
 
+    /// Removes this run's staging directories of a collection once its files are in place (local disk keeps the
+    /// emptied directories after a rename; object stores have no directories).
+    pub async fn finish_staging(&self, db: &str, coll: &str) -> Result<()> {
+        if self.local_dir.is_some() {
+            self.clean_staging(db, coll).await?;
+        }
+        Ok(())
+    }
+
     /// Removes what a crashed earlier run left under `staging/` for this collection (never visible to Athena,
     /// but it should not accumulate).
     pub async fn clean_staging(&self, db: &str, coll: &str) -> Result<usize> {
@@ -207,10 +222,14 @@ impl Lake {
             for run in std::fs::read_dir(&base).into_iter().flatten().flatten() {
                 let target = run.path().join(db).join(coll);
                 if target.exists() {
+                    // Directories emptied by completed renames are removed silently; only files count.
+                    n += count_files(&target);
                     std::fs::remove_dir_all(&target)
                         .map_err(|e| Error::io(format!("removing {}", target.display()), e))?;
-                    n += 1;
                 }
+                // Prune the run's now-empty directories (fails harmlessly while another collection uses them).
+                let _ = std::fs::remove_dir(run.path().join(db));
+                let _ = std::fs::remove_dir(run.path());
             }
         }
         for p in self.list(&staging).await? {
@@ -224,4 +243,13 @@ impl Lake {
         }
         Ok(n)
     }
+}
+
+fn count_files(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| if e.path().is_dir() { count_files(&e.path()) } else { 1 })
+        .sum()
 }

@@ -17,19 +17,17 @@
 //! A crash anywhere before 7 leaves the old watermark, so the next run re-reads the same documents (and more)
 //! and, because merging is idempotent (a re-read document replaces its own earlier copy), lands in the same lake.
 use super::buffer::{Part, PartitionBuffers};
+use super::partition::{PartitionOutcome, PartitionWriter};
+use super::rejects::{self, Reject};
 use super::RunContext;
 use crate::config::{CollectionSpec, PartitionKey};
-use crate::schema::arrow::{ColumnBuilder, Prepare};
 use crate::schema::registry::{describe_changes, SchemaChange, StoredSchema};
 use crate::schema::{arrow as sarrow, file_type, text, Field, LakeType};
-use crate::sink::parquet;
 use crate::state::{self, StateRow};
-use crate::transform::dedup::{latest, Candidate};
 use crate::transform::partition::Partitioner;
 use crate::transform::{get_path, timestamp};
 use crate::{Error, Result};
-use arrow::array::{Array, RecordBatch, StructArray};
-use bson::{RawBsonRef, RawDocument, RawDocumentBuf};
+use bson::RawDocument;
 use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
@@ -54,6 +52,10 @@ pub struct CollectionStats {
     pub new_watermark: Option<String>,
     pub schema_version: u64,
     pub schema_changes: Vec<String>,
+    /// Values stored as null because their column cannot hold them (kept in the rejects area).
+    pub values_rejected: u64,
+    /// Documents that could not be decoded at all (kept, as raw BSON, in the rejects area).
+    pub documents_rejected: u64,
 }
 
 /// Fields whose values are normalised to timestamps (the timestamp column and `date(...)` partition sources).
@@ -76,9 +78,10 @@ fn observe_document(
     doc: &RawDocument,
     hints: &[String],
     reserved: &[(String, Option<String>)],
-) {
+) -> std::result::Result<(), String> {
     let mut hint = 0;
-    for (name, v) in doc.iter().flatten() {
+    for el in doc.iter() {
+        let (name, v) = el.map_err(|e| format!("unreadable BSON: {e}"))?;
         let name = name.as_str();
         let i = match crate::schema::lattice::find_field(fields, name, hint) {
             Some(i) => i,
@@ -95,8 +98,9 @@ fn observe_document(
         };
         hint = i + 1;
         let v = if hints.iter().any(|h| h == name) { timestamp::normalise(v) } else { v };
-        fields[i].ty.observe(v);
+        fields[i].ty.observe(v)?;
     }
+    Ok(())
 }
 
 pub async fn sync_collection(ctx: Arc<RunContext>, spec: CollectionSpec) -> Result<CollectionStats> {
@@ -110,6 +114,12 @@ pub async fn sync_collection(ctx: Arc<RunContext>, spec: CollectionSpec) -> Resu
         tracing::warn!(collection = %name, cleaned, "Removed staging objects left by an interrupted run");
     }
     let state = state::load(lake, db, coll).await?;
+    let committed = state.rows.iter().map(|r| r.run_id.clone()).collect();
+    let stale = rejects::clean_uncommitted(lake, db, coll, &committed).await?;
+    if stale > 0 {
+        tracing::info!(collection = %name, files = stale, "Removed rejects of runs that did not commit (this run re-reads them)");
+    }
+    let mut rejected: Vec<Reject> = Vec::new();
     let old_watermark = if ctx.full { None } else { state.watermark() };
     stats.full_load = old_watermark.is_none();
     stats.old_watermark = state.watermark().map(text::format_millis);
@@ -160,6 +170,15 @@ pub async fn sync_collection(ctx: Arc<RunContext>, spec: CollectionSpec) -> Resu
                 collection: name.clone(),
                 message: "a batch element is not a document".into(),
             })?;
+            seq += 1;
+            ctx.progress.docs_read.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            // Read the whole document once (inferring its type); unreadable BSON is rejected, not fatal.
+            if let Err(reason) = observe_document(&mut fields, doc, &hints, &reserved) {
+                let key = get_path(doc, &spec.key).map(text::render);
+                tracing::warn!(collection = %name, key = key.as_deref().unwrap_or("?"), %reason, "Document rejected");
+                rejected.push(Reject::document(key.as_deref().unwrap_or(""), reason, doc.as_bytes()));
+                continue;
+            }
             let key = match get_path(doc, &spec.key) {
                 Some(v) => text::render(v),
                 None => {
@@ -183,10 +202,7 @@ pub async fn sync_collection(ctx: Arc<RunContext>, spec: CollectionSpec) -> Resu
                     present[i] += 1;
                 }
             }
-            observe_document(&mut fields, doc, &hints, &reserved);
             buffers.push(values, doc.as_bytes(), key, ts, seq)?;
-            seq += 1;
-            ctx.progress.docs_read.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
     }
     stats.docs_read = seq;
@@ -307,6 +323,7 @@ pub async fn sync_collection(ctx: Arc<RunContext>, spec: CollectionSpec) -> Resu
     .try_collect()
     .await?;
     drop(spill_guard);
+    lake.finish_staging(db, coll).await?;
     for r in results.iter().filter(|r| r.written) {
         stats.rows_written += r.rows;
         stats.rows_replaced += r.replaced;
@@ -318,6 +335,19 @@ pub async fn sync_collection(ctx: Arc<RunContext>, spec: CollectionSpec) -> Resu
         state::index::save(lake, &spec, &index).await?;
     }
     stats.partitions_unchanged = results.iter().filter(|r| !r.written).count() as u64;
+    rejected.extend(results.into_iter().flat_map(|r| r.rejects));
+    stats.documents_rejected = rejected.iter().filter(|r| r.is_document()).count() as u64;
+    stats.values_rejected = rejected.len() as u64 - stats.documents_rejected;
+    if !rejected.is_empty() {
+        tracing::warn!(
+            collection = %name,
+            values = stats.values_rejected,
+            documents = stats.documents_rejected,
+            file = %lake.display(&lake.rejects_path(db, coll, &ctx.run_id)),
+            "Some values could not be stored; they are kept in the rejects area"
+        );
+    }
+    rejects::write(lake, db, coll, &ctx.run_id, &rejected).await?;
 
     // Commit: schema, then watermark.
     crate::fault::point("before_schema");
@@ -370,154 +400,6 @@ fn partition_values_of(rel: &str, spec: &CollectionSpec) -> Vec<Option<String>> 
     values
 }
 
-/// What writing one partition did.
-struct PartitionOutcome {
-    /// Rows in the partition's file.
-    rows: u64,
-    /// Documents read in this run superseded by a newer one read in this run.
-    dups: u64,
-    /// Rows of the existing file replaced by a document read in this run.
-    replaced: u64,
-    /// False when the merged file was identical to the existing one and left alone.
-    written: bool,
-}
-
-/// Writes one partition: merge, dedup, encode, atomic replace.
-struct PartitionWriter {
-    /// Keys to drop from a partition's existing rows (their newest version lives in another partition).
-    removals: Arc<HashMap<String, HashSet<String>>>,
-    ctx: Arc<RunContext>,
-    spec: CollectionSpec,
-    file_ty: Arc<LakeType>,
-    hints: Vec<String>,
-    in_path: Vec<String>,
-}
-
-impl PartitionWriter {
-    async fn write(&self, rel: String, part: Part) -> Result<PartitionOutcome> {
-        let lake = &self.ctx.lake;
-        let (db, coll) = (self.spec.database.as_str(), self.spec.collection.as_str());
-        let target = lake.partition_file(db, coll, &rel);
-        let existing = lake.get_opt(&target).await?;
-        let before = existing.clone();
-        let context = format!("{}.{} partition {rel}", db, coll);
-        let (file_ty, hints, in_path, spec) =
-            (self.file_ty.clone(), self.hints.clone(), self.in_path.clone(), self.spec.clone());
-        let row_group_rows = self.ctx.sync.row_group_rows;
-        let remove = self.removals.get(&rel).cloned().unwrap_or_default();
-        let (bytes, counts) = tokio::task::spawn_blocking(move || {
-            build_partition(existing, part, &remove, &file_ty, &hints, &in_path, &spec, row_group_rows, &context)
-        })
-        .await
-        .map_err(|e| Error::encode("partition task", e))??;
-        // Encoding is deterministic: identical bytes mean the merge changed nothing (documents re-read in the
-        // overlap window), and the file is left alone.
-        if before.as_ref() == Some(&bytes) {
-            return Ok(PartitionOutcome { rows: counts.0, dups: counts.1, replaced: counts.2, written: false });
-        }
-        let staging = lake.staging_path(&self.ctx.run_id, db, coll, &rel);
-        lake.replace(&staging, &target, bytes).await?;
-        crate::fault::point("after_partition");
-        self.ctx.progress.rows_written.fetch_add(counts.0, std::sync::atomic::Ordering::Relaxed);
-        Ok(PartitionOutcome { rows: counts.0, dups: counts.1, replaced: counts.2, written: true })
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn build_partition(
-    existing: Option<bytes::Bytes>,
-    part: Part,
-    remove: &HashSet<String>,
-    file_ty: &LakeType,
-    hints: &[String],
-    in_path: &[String],
-    spec: &CollectionSpec,
-    row_group_rows: usize,
-    context: &str,
-) -> Result<(bytes::Bytes, (u64, u64, u64))> {
-    // Rows of the existing file, back as BSON.
-    let mut old_docs: Vec<RawDocumentBuf> = Vec::new();
-    if let Some(b) = existing {
-        let (batches, ty) = parquet::decode(b, context)?;
-        for batch in batches {
-            let s = StructArray::from(batch);
-            for row in 0..s.len() {
-                let doc = match sarrow::to_bson(&s, row, &ty) {
-                    Some(bson::Bson::Document(d)) => d,
-                    _ => bson::Document::new(),
-                };
-                old_docs.push(RawDocumentBuf::try_from(&doc).map_err(|e| Error::encode(context, e))?);
-            }
-        }
-    }
-    let (fresh_bytes, rows) = part.into_bytes()?;
-    let fresh_doc = |i: usize| -> Result<&RawDocument> {
-        let r = &rows[i];
-        RawDocument::from_bytes(&fresh_bytes[r.offset as usize..r.offset as usize + r.len as usize])
-            .map_err(|e| Error::encode(context, e))
-    };
-    let mut candidates = Vec::with_capacity(old_docs.len() + rows.len());
-    old_docs.retain(|d| !remove.contains(&get_path(d, &spec.key).map(text::render).unwrap_or_default()));
-    for (i, d) in old_docs.iter().enumerate() {
-        let key = get_path(d, &spec.key).map(text::render).unwrap_or_default();
-        let ts = get_path(d, &spec.timestamp_column).and_then(timestamp::instant_millis);
-        candidates.push(Candidate { key, fresh: false, timestamp: ts, seq: i as u64 });
-    }
-    for r in &rows {
-        candidates.push(Candidate { key: r.key.clone(), fresh: true, timestamp: r.timestamp, seq: r.seq });
-    }
-    let winners = latest(&candidates);
-    let fresh_winners = winners.iter().filter(|&&i| i >= old_docs.len()).count() as u64;
-    let dups = rows.len() as u64 - fresh_winners;
-    let replaced = old_docs.len() as u64 - (winners.len() as u64 - fresh_winners);
-
-    let (in_path, hints) = (in_path.to_vec(), hints.to_vec());
-    let prepare: Box<Prepare> = Box::new(move |name: &str, v: RawBsonRef<'_>| {
-        if in_path.iter().any(|p| p == name) {
-            None
-        } else if hints.iter().any(|h| h == name) {
-            Some(timestamp::normalise(v))
-        } else {
-            Some(v)
-        }
-    });
-    let mut batches = Vec::new();
-    let mut builder = ColumnBuilder::new(file_ty);
-    let mut in_batch = 0;
-    for &i in &winners {
-        let doc: &RawDocument = if i < old_docs.len() { &old_docs[i] } else { fresh_doc(i - old_docs.len())? };
-        builder.append_document(doc, prepare.as_ref()).map_err(|m| {
-            Error::collection(
-                format!("{}.{}", spec.database, spec.collection),
-                format!("document {}: {m}", candidates[i].key),
-            )
-        })?;
-        in_batch += 1;
-        if in_batch == 65_536 {
-            batches.push(finish_batch(&mut builder, context)?);
-            in_batch = 0;
-        }
-    }
-    if in_batch > 0 || batches.is_empty() {
-        batches.push(finish_batch(&mut builder, context)?);
-    }
-    let schema = batches[0].schema();
-    let bytes = parquet::encode(schema, &batches, file_ty, row_group_rows, context)?;
-    Ok((bytes, (winners.len() as u64, dups, replaced)))
-}
-
-fn finish_batch(builder: &mut ColumnBuilder, context: &str) -> Result<RecordBatch> {
-    let array = builder.finish();
-    let s = array
-        .as_any()
-        .downcast_ref::<StructArray>()
-        .ok_or_else(|| Error::encode(context, "the document type has no columns"))?;
-    if s.num_columns() == 0 {
-        return Err(Error::encode(context, "every field of the documents is a partition column; nothing to store"));
-    }
-    Ok(RecordBatch::from(s.clone()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -527,9 +409,43 @@ mod tests {
     fn a_field_never_takes_a_partition_columns_name() {
         let reserved = vec![("date".to_string(), None), ("facility_id".to_string(), Some("facility_id".to_string()))];
         let mut fields = Vec::new();
-        observe_document(&mut fields, &rawdoc! { "date": "x", "facility_id": "BLR01", "Date": 1 }, &[], &reserved);
+        observe_document(&mut fields, &rawdoc! { "date": "x", "facility_id": "BLR01", "Date": 1 }, &[], &reserved)
+            .unwrap();
         let cols: Vec<(&str, &str)> = fields.iter().map(|f| (f.source.as_str(), f.column.as_str())).collect();
         assert_eq!(cols, vec![("date", "date_1"), ("facility_id", "facility_id"), ("Date", "date_2")]);
+    }
+
+    #[test]
+    fn undecodable_bson_is_an_error_for_the_whole_document_not_a_panic() {
+        // {_id: 2, s: "\xff"}: framed correctly, but the string is not UTF-8.
+        let mut body = vec![0x10];
+        body.extend_from_slice(b"_id\0");
+        body.extend_from_slice(&2i32.to_le_bytes());
+        body.extend_from_slice(&[0x02, b's', 0]);
+        body.extend_from_slice(&2i32.to_le_bytes());
+        body.extend_from_slice(&[0xff, 0x00]);
+        let mut bytes = ((body.len() + 5) as i32).to_le_bytes().to_vec();
+        bytes.extend_from_slice(&body);
+        bytes.push(0);
+        for nested in [false, true] {
+            let bytes = if nested {
+                // The same document one level down: {d: {...}}.
+                let mut outer = vec![0x03, b'd', 0];
+                outer.extend_from_slice(&bytes);
+                let mut b = ((outer.len() + 5) as i32).to_le_bytes().to_vec();
+                b.extend_from_slice(&outer);
+                b.push(0);
+                b
+            } else {
+                bytes.clone()
+            };
+            let doc = RawDocument::from_bytes(&bytes).expect("framing is valid");
+            let mut fields = Vec::new();
+            let err = observe_document(&mut fields, doc, &[], &[]).unwrap_err();
+            assert!(err.contains("unreadable BSON"), "{err}");
+            let r = Reject::document("2", err, doc.as_bytes());
+            assert!(r.is_document() && r.raw_bson_base64.is_some());
+        }
     }
 
     #[test]
@@ -540,7 +456,7 @@ mod tests {
             rawdoc! { "ts": 1_751_394_600_000i64 },
             rawdoc! { "ts": "2025-07-01T00:00:00Z" },
         ] {
-            observe_document(&mut fields, &d, &["ts".to_string()], &[]);
+            observe_document(&mut fields, &d, &["ts".to_string()], &[]).unwrap();
         }
         assert_eq!(fields[0].ty, LakeType::Timestamp);
     }

@@ -2,6 +2,8 @@
 //! one failing collection is recorded with its cause while the others carry on.
 pub mod buffer;
 pub mod collection;
+pub mod partition;
+pub mod rejects;
 
 use crate::config::{Config, SyncConfig};
 use crate::report::{CollectionReport, RunReport, Status};

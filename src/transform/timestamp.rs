@@ -3,6 +3,17 @@
 use bson::RawBsonRef;
 
 /// Epoch milliseconds of a timestamp-like value, or None when it is not one.
+/// 0001-01-01T00:00:00Z: the earliest instant the lake stores as a timestamp.
+pub const MIN_LAKE_MILLIS: i64 = -62_135_596_800_000;
+/// 9999-12-31T23:59:59.999Z: the latest. BSON dates reach ±292 million years, but Athena (Trino), Spark and
+/// Hive read timestamps only within years 1-9999 (Spark overflows converting far dates to microseconds).
+pub const MAX_LAKE_MILLIS: i64 = 253_402_300_799_999;
+
+/// True for instants the lake can store as a timestamp; others are rejected (kept in the rejects area).
+pub fn in_lake_range(ms: i64) -> bool {
+    (MIN_LAKE_MILLIS..=MAX_LAKE_MILLIS).contains(&ms)
+}
+
 pub fn instant_millis(value: RawBsonRef<'_>) -> Option<i64> {
     match value {
         RawBsonRef::DateTime(d) => Some(d.timestamp_millis()),

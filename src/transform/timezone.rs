@@ -29,6 +29,10 @@ impl LakeTimeZone {
 
     /// The calendar date of an instant (epoch milliseconds) in this zone.
     pub fn date_of(&self, millis: i64) -> Option<NaiveDate> {
+        // Dates the lake cannot store as timestamps go to the null partition rather than a `+20000-01-01` folder.
+        if !super::timestamp::in_lake_range(millis) {
+            return None;
+        }
         let utc = chrono::DateTime::from_timestamp_millis(millis)?;
         Some(match self {
             LakeTimeZone::Iana(tz) => tz.from_utc_datetime(&utc.naive_utc()).date_naive(),

@@ -1,0 +1,185 @@
+//! Writing one partition (pass 2 of the commit protocol in [`super::collection`]): read the existing file back
+//! as BSON, merge it with the documents buffered for this partition, keep the latest version per key, encode
+//! to Arrow and Parquet on a blocking thread, and replace the file atomically (staging, then rename).
+//!
+//! Encoding is deterministic, so a merge that changes nothing yields identical bytes and the file is left alone:
+//! a rerun with no changes rewrites nothing.
+use super::buffer::Part;
+use super::rejects::Reject;
+use super::RunContext;
+use crate::config::CollectionSpec;
+use crate::schema::arrow::{self as sarrow, ColumnBuilder, Prepare};
+use crate::schema::{text, LakeType};
+use crate::sink::parquet;
+use crate::transform::dedup::{latest, Candidate};
+use crate::transform::{get_path, timestamp};
+use crate::{Error, Result};
+use arrow::array::{Array, RecordBatch, StructArray};
+use bson::{RawBsonRef, RawDocument, RawDocumentBuf};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+/// What writing one partition did.
+pub struct PartitionOutcome {
+    /// Rows in the partition's file.
+    pub rows: u64,
+    /// Documents read in this run superseded by a newer one read in this run.
+    pub dups: u64,
+    /// Rows of the existing file replaced by a document read in this run.
+    pub replaced: u64,
+    /// False when the merged file was identical to the existing one and left alone.
+    pub written: bool,
+    /// Values of this run's documents that their columns could not hold (null in the file, kept here).
+    pub rejects: Vec<Reject>,
+}
+
+/// Writes one partition: merge, dedup, encode, atomic replace.
+pub struct PartitionWriter {
+    /// Keys to drop from a partition's existing rows (their newest version lives in another partition).
+    pub removals: Arc<HashMap<String, HashSet<String>>>,
+    pub ctx: Arc<RunContext>,
+    pub spec: CollectionSpec,
+    pub file_ty: Arc<LakeType>,
+    pub hints: Vec<String>,
+    pub in_path: Vec<String>,
+}
+
+impl PartitionWriter {
+    pub async fn write(&self, rel: String, part: Part) -> Result<PartitionOutcome> {
+        let lake = &self.ctx.lake;
+        let (db, coll) = (self.spec.database.as_str(), self.spec.collection.as_str());
+        let target = lake.partition_file(db, coll, &rel);
+        let existing = lake.get_opt(&target).await?;
+        let before = existing.clone();
+        let context = format!("{}.{} partition {rel}", db, coll);
+        let (file_ty, hints, in_path, spec) =
+            (self.file_ty.clone(), self.hints.clone(), self.in_path.clone(), self.spec.clone());
+        let row_group_rows = self.ctx.sync.row_group_rows;
+        let remove = self.removals.get(&rel).cloned().unwrap_or_default();
+        let built = tokio::task::spawn_blocking(move || {
+            build_partition(existing, part, &remove, &file_ty, &hints, &in_path, &spec, row_group_rows, &context)
+        })
+        .await
+        .map_err(|e| Error::encode("partition task", e))??;
+        // Encoding is deterministic: identical bytes mean the merge changed nothing (documents re-read in the
+        // overlap window), and the file is left alone.
+        let Built { bytes, rows, dups, replaced, rejects } = built;
+        if before.as_ref() == Some(&bytes) {
+            return Ok(PartitionOutcome { rows, dups, replaced, written: false, rejects });
+        }
+        let staging = lake.staging_path(&self.ctx.run_id, db, coll, &rel);
+        lake.replace(&staging, &target, bytes).await?;
+        crate::fault::point("after_partition");
+        self.ctx.progress.rows_written.fetch_add(rows, std::sync::atomic::Ordering::Relaxed);
+        Ok(PartitionOutcome { rows, dups, replaced, written: true, rejects })
+    }
+}
+
+/// A partition's encoded file and what merging it did.
+struct Built {
+    bytes: bytes::Bytes,
+    rows: u64,
+    dups: u64,
+    replaced: u64,
+    rejects: Vec<Reject>,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn build_partition(
+    existing: Option<bytes::Bytes>,
+    part: Part,
+    remove: &HashSet<String>,
+    file_ty: &LakeType,
+    hints: &[String],
+    in_path: &[String],
+    spec: &CollectionSpec,
+    row_group_rows: usize,
+    context: &str,
+) -> Result<Built> {
+    // Rows of the existing file, back as BSON.
+    let mut old_docs: Vec<RawDocumentBuf> = Vec::new();
+    if let Some(b) = existing {
+        let (batches, ty) = parquet::decode(b, context)?;
+        for batch in batches {
+            let s = StructArray::from(batch);
+            for row in 0..s.len() {
+                let doc = match sarrow::to_bson(&s, row, &ty) {
+                    Some(bson::Bson::Document(d)) => d,
+                    _ => bson::Document::new(),
+                };
+                old_docs.push(RawDocumentBuf::try_from(&doc).map_err(|e| Error::encode(context, e))?);
+            }
+        }
+    }
+    let (fresh_bytes, rows) = part.into_bytes()?;
+    let fresh_doc = |i: usize| -> Result<&RawDocument> {
+        let r = &rows[i];
+        RawDocument::from_bytes(&fresh_bytes[r.offset as usize..r.offset as usize + r.len as usize])
+            .map_err(|e| Error::encode(context, e))
+    };
+    let mut candidates = Vec::with_capacity(old_docs.len() + rows.len());
+    old_docs.retain(|d| !remove.contains(&get_path(d, &spec.key).map(text::render).unwrap_or_default()));
+    for (i, d) in old_docs.iter().enumerate() {
+        let key = get_path(d, &spec.key).map(text::render).unwrap_or_default();
+        let ts = get_path(d, &spec.timestamp_column).and_then(timestamp::instant_millis);
+        candidates.push(Candidate { key, fresh: false, timestamp: ts, seq: i as u64 });
+    }
+    for r in &rows {
+        candidates.push(Candidate { key: r.key.clone(), fresh: true, timestamp: r.timestamp, seq: r.seq });
+    }
+    let winners = latest(&candidates);
+    let fresh_winners = winners.iter().filter(|&&i| i >= old_docs.len()).count() as u64;
+    let dups = rows.len() as u64 - fresh_winners;
+    let replaced = old_docs.len() as u64 - (winners.len() as u64 - fresh_winners);
+
+    let (in_path, hints) = (in_path.to_vec(), hints.to_vec());
+    let prepare: Box<Prepare> = Box::new(move |name: &str, v: RawBsonRef<'_>| {
+        if in_path.iter().any(|p| p == name) {
+            None
+        } else if hints.iter().any(|h| h == name) {
+            Some(timestamp::normalise(v))
+        } else {
+            Some(v)
+        }
+    });
+    let mut batches = Vec::new();
+    let mut builder = ColumnBuilder::new(file_ty);
+    let (mut value_rejects, mut rejects) = (Vec::new(), Vec::new());
+    let mut in_batch = 0;
+    for &i in &winners {
+        let doc: &RawDocument = if i < old_docs.len() { &old_docs[i] } else { fresh_doc(i - old_docs.len())? };
+        let first_reject = value_rejects.len();
+        builder.append_document(doc, prepare.as_ref(), &mut value_rejects).map_err(|m| {
+            Error::collection(
+                format!("{}.{}", spec.database, spec.collection),
+                format!("document {}: {m}", candidates[i].key),
+            )
+        })?;
+        for r in value_rejects.drain(first_reject..) {
+            rejects.push(Reject::value(&candidates[i].key, r));
+        }
+        in_batch += 1;
+        if in_batch == 65_536 {
+            batches.push(finish_batch(&mut builder, context)?);
+            in_batch = 0;
+        }
+    }
+    if in_batch > 0 || batches.is_empty() {
+        batches.push(finish_batch(&mut builder, context)?);
+    }
+    let schema = batches[0].schema();
+    let bytes = parquet::encode(schema, &batches, file_ty, row_group_rows, context)?;
+    Ok(Built { bytes, rows: winners.len() as u64, dups, replaced, rejects })
+}
+
+fn finish_batch(builder: &mut ColumnBuilder, context: &str) -> Result<RecordBatch> {
+    let array = builder.finish();
+    let s = array
+        .as_any()
+        .downcast_ref::<StructArray>()
+        .ok_or_else(|| Error::encode(context, "the document type has no columns"))?;
+    if s.num_columns() == 0 {
+        return Err(Error::encode(context, "every field of the documents is a partition column; nothing to store"));
+    }
+    Ok(RecordBatch::from(s.clone()))
+}
