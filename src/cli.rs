@@ -22,7 +22,7 @@ pub struct Cli {
 pub enum Command {
     /// Sync the listed collections into the lake (incremental from each collection's watermark).
     #[command(
-        after_help = "Examples:\n  mongolake sync --env env1\n  mongolake sync --env env1 --config-dir /etc/mongolake --only hims.visits,hims.bills\n  mongolake sync --env env1 --full\n\nExit codes: 0 all collections synced, 1 some failed (the others synced), 2 nothing could start."
+        after_help = "Examples:\n  mongolake sync --env env1\n  mongolake sync --env env1 --config-dir /etc/mongolake --only hims.visits,hims.bills\n  mongolake sync --env env1 --full\n  mongolake sync --env env1 --reconcile   (also remove rows of documents deleted in MongoDB)\n\nExit codes: 0 all collections synced, 1 some failed (the others synced), 2 nothing could start."
     )]
     Sync {
         /// Environment name: reads <config-dir>/environments/<env>.toml.
@@ -37,6 +37,14 @@ pub enum Command {
         /// Ignore watermarks and reload every collection from scratch (existing rows are merged, not duplicated).
         #[arg(long)]
         full: bool,
+        /// Also compare key sets with MongoDB: remove rows of deleted documents, fetch documents the timestamp
+        /// query cannot see (no timestamp field, written late). Reads every key once; schedule it with
+        /// `[sync] reconcile_every_days` or run it weekly.
+        #[arg(long)]
+        reconcile: bool,
+        /// Wait up to this many seconds for a collection another run is syncing (its lease), then skip it.
+        #[arg(long, default_value_t = 0, value_name = "SECONDS")]
+        lease_wait: u64,
         /// Do not send the email report.
         #[arg(long)]
         no_email: bool,
@@ -49,6 +57,35 @@ pub enum Command {
         config_dir: PathBuf,
         /// Only this collection (`db.coll`); default: every listed collection.
         collection: Option<String>,
+    },
+    /// Print each collection's Athena table definition (or Glue TableInput) from the schema stored in the lake.
+    ///
+    /// A CREATE EXTERNAL TABLE with partition projection (or the JSON `aws glue create-table` takes), from the
+    /// schema and partitions stored in the lake. Needs no MongoDB.
+    #[command(
+        after_help = "The same text is kept next to each schema in the lake (`_mongolake/schema/<db>/<coll>.athena.sql` and `.glue.json`), rewritten by a sync only when it changes. Column types are exactly those of the Parquet files; date(...) partitions are projected from the earliest date in the lake, field partitions list the values seen (or are `injected` past [catalog] enum_max_values). A changed schema is applied with DROP TABLE, then the new CREATE: the table is EXTERNAL, dropping it deletes no data.\n\n\
+Examples:\n  \
+mongolake ddl --env env1 > tables.sql                      # every listed collection, Athena SQL\n  \
+mongolake ddl --env env1 hims.visits                       # one collection\n  \
+mongolake ddl --env env1 hims.visits --format glue > visits.json\n  \
+aws glue create-table --database-name hims --table-input file://visits.json\n\n\
+Names: the table is the collection name (lower case, [a-z0-9_]) with [catalog] table_prefix, in [catalog] database \
+(default: the MongoDB database name). Exit codes: 0 printed (collections not synced yet are noted), 1 a stored \
+schema is unreadable, 2 bad config or lake."
+    )]
+    Ddl {
+        /// Environment name: reads <config-dir>/environments/<env>.toml.
+        #[arg(long)]
+        env: String,
+        /// Directory holding collections.csv and environments/.
+        #[arg(long, default_value = ".")]
+        config_dir: PathBuf,
+        /// Only this collection (`db.coll`); default: every listed collection.
+        collection: Option<String>,
+        /// `athena`: SQL statements (collections not synced yet appear as `--` comments); `glue`: one Glue
+        /// TableInput JSON object per collection (notes go to stderr).
+        #[arg(long, default_value = "athena", value_parser = ["athena", "glue"])]
+        format: String,
     },
     /// Seed a MongoDB database with realistic, messy hospital data (demo and benchmarks).
     Seed {
@@ -108,7 +145,7 @@ pub fn main() -> ExitCode {
 
 async fn run(command: Command) -> ExitCode {
     match command {
-        Command::Sync { env, config_dir, only, full, no_email } => {
+        Command::Sync { env, config_dir, only, full, reconcile, lease_wait, no_email } => {
             let mut config = match Config::load(&config_dir, &env) {
                 Ok(c) => c,
                 Err(e) => return fatal(e),
@@ -118,7 +155,12 @@ async fn run(command: Command) -> ExitCode {
             }
             let progress = Arc::new(Progress::default());
             let ticker = tokio::spawn(log_progress(progress.clone()));
-            let outcome = crate::sync::run(&config, &SyncOptions { full }, progress).await;
+            let outcome = crate::sync::run(
+                &config,
+                &SyncOptions { full, reconcile, lease_wait: std::time::Duration::from_secs(lease_wait) },
+                progress,
+            )
+            .await;
             ticker.abort();
             let report = match outcome {
                 Ok(r) => r,
@@ -163,6 +205,7 @@ async fn run(command: Command) -> ExitCode {
             }
             ExitCode::SUCCESS
         }
+        Command::Ddl { env, config_dir, collection, format } => run_ddl(&config_dir, &env, collection, &format).await,
         Command::Seed { uri, db, docs, seed, days } => {
             let opts = crate::generator::GenOptions { seed, docs, end: chrono::Utc::now(), days };
             let client = match mongodb::Client::with_uri_str(&uri).await {
@@ -195,6 +238,54 @@ async fn run(command: Command) -> ExitCode {
             }
         }
     }
+}
+
+/// `mongolake ddl`: the table definition of each listed collection, from its schema stored in the lake.
+async fn run_ddl(config_dir: &std::path::Path, env: &str, collection: Option<String>, format: &str) -> ExitCode {
+    let mut config = match Config::load(config_dir, env) {
+        Ok(c) => c,
+        Err(e) => return fatal(e),
+    };
+    if let Err(e) = config.restrict_to(&collection.into_iter().collect::<Vec<_>>()) {
+        return fatal(e);
+    }
+    let lake = match crate::sink::Lake::open(&config.environment.lake) {
+        Ok(l) => l,
+        Err(e) => return fatal(e),
+    };
+    let glue = format == "glue";
+    let mut code = ExitCode::SUCCESS;
+    for spec in &config.collections.entries {
+        let path = lake.schema_path(&spec.database, &spec.collection);
+        let note = |text: String| if glue { eprintln!("{text}") } else { println!("-- {text}\n") };
+        let schema = match lake.get_opt(&path).await {
+            Ok(Some(bytes)) => match serde_json::from_slice::<crate::schema::registry::StoredSchema>(&bytes) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("error: {}: unreadable schema {}: {e}", spec.name(), lake.display(&path));
+                    code = ExitCode::from(1);
+                    continue;
+                }
+            },
+            Ok(None) => {
+                note(format!("{}: not synced yet (no {}), no table to define", spec.name(), lake.display(&path)));
+                continue;
+            }
+            Err(e) => return fatal(e),
+        };
+        let def = match crate::catalog::describe(&lake, spec, &schema, &config.environment.catalog).await {
+            Ok(d) => d,
+            Err(e) => return fatal(e),
+        };
+        if def.columns.is_empty() {
+            note(format!("{}: no columns yet (no document synced), no table to define", spec.name()));
+        } else if glue {
+            print!("{}", def.to_glue_json());
+        } else {
+            println!("{}", def.to_athena_sql());
+        }
+    }
+    code
 }
 
 /// Logs totals every 10 seconds while a run is going (long full loads should never look hung).

@@ -2,8 +2,13 @@
 //! destructors, no cleanup) the n-th time (default 1st) it reaches the named point. Unset in production, where
 //! each check is one relaxed atomic load after the first.
 //!
-//! Points: `after_partition` (a partition file was moved into place), `before_schema` (all partitions written,
-//! schema not yet saved), `before_watermark` (schema saved, state row not yet appended).
+//! Points: `after_batch` (a raw batch was read and buffered), `staged` (a partition's new file is in staging,
+//! not yet moved into place), `after_partition` (a partition file was moved into place), `before_schema` (all
+//! partitions and the key index written, schema not yet saved), `before_watermark` (schema saved, state row not
+//! yet appended).
+//!
+//! `MONGOLAKE_DELAY=<point>:<ms>` sleeps at a point instead (tests of concurrent runs use `after_lease` to hold
+//! a collection's lease long enough for the other run to find it held).
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
@@ -27,6 +32,22 @@ pub fn point(point: &str) {
         if name == point && HITS.fetch_add(1, Ordering::SeqCst) + 1 == *n {
             eprintln!("MONGOLAKE_FAULT: aborting at `{point}` (hit {n})");
             std::process::abort();
+        }
+    }
+}
+
+static DELAY: OnceLock<Option<(String, u64)>> = OnceLock::new();
+
+/// Sleeps at `point` when `MONGOLAKE_DELAY=<point>:<ms>` names it.
+pub async fn delay(point: &str) {
+    let spec = DELAY.get_or_init(|| {
+        let v = std::env::var("MONGOLAKE_DELAY").ok()?;
+        let (name, ms) = v.split_once(':')?;
+        Some((name.to_string(), ms.parse().ok()?))
+    });
+    if let Some((name, ms)) = spec {
+        if name == point {
+            tokio::time::sleep(std::time::Duration::from_millis(*ms)).await;
         }
     }
 }

@@ -18,6 +18,7 @@
 //! ```
 //!
 //! Modules are split by responsibility; see each module's docs for the invariants it keeps.
+pub mod catalog;
 pub mod cli;
 pub mod config;
 pub mod error;

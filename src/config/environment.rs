@@ -1,4 +1,5 @@
-//! `environments/<name>.toml`: where MongoDB and the lake are, the time zone, the email recipients.
+//! `environments/<name>.toml`: where MongoDB and the lake are, the time zone, the email recipients, and how the
+//! Athena/Glue table definitions are named (`[catalog]`).
 //!
 //! Secrets (passwords, keys) are only ever references, `{ env = "VAR" }` or `{ file = "/run/secrets/x" }`; a
 //! literal secret is refused with an explanation, and so is a password embedded in the MongoDB URI. Unknown keys
@@ -72,6 +73,8 @@ struct RawEnvironment {
     #[serde(default)]
     sync: RawSync,
     email: Option<RawEmail>,
+    #[serde(default)]
+    catalog: RawCatalog,
 }
 
 #[derive(Debug, Deserialize)]
@@ -114,6 +117,15 @@ struct RawSync {
     memory_budget_mb: u64,
     #[serde(default = "default_row_group")]
     row_group_rows: usize,
+    /// Reconcile (compare key sets, remove deleted documents) when the last one is this many days old.
+    #[serde(default)]
+    reconcile_every_days: Option<u32>,
+    #[serde(default = "default_lease")]
+    lease_seconds: u64,
+}
+
+fn default_lease() -> u64 {
+    600
 }
 
 impl Default for RawSync {
@@ -140,6 +152,27 @@ struct RawEmail {
     only_on_failure: bool,
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCatalog {
+    database: Option<String>,
+    #[serde(default)]
+    table_prefix: String,
+    #[serde(default = "default_enum_max_values")]
+    enum_max_values: usize,
+}
+
+impl Default for RawCatalog {
+    fn default() -> Self {
+        toml::from_str("").expect("defaults")
+    }
+}
+
+fn default_enum_max_values() -> usize {
+    // Athena's advice is "a few dozen"; the real limit is the table's metadata size in Glue (about 1 MB gzipped),
+    // which 1000 short values stay far below.
+    1000
+}
 fn default_batch_size() -> u32 {
     10_000
 }
@@ -212,6 +245,12 @@ pub struct SyncConfig {
     /// Raw documents buffered in memory per collection before spilling to local disk.
     pub memory_budget_bytes: u64,
     pub row_group_rows: usize,
+    /// Reconcile automatically when the collection's last reconcile is at least this many days old
+    /// (None: only with `--reconcile`).
+    pub reconcile_every_days: Option<u32>,
+    /// How long a collection's lease lasts without renewal; a run renews it every third of this. A crashed
+    /// holder on another machine blocks the collection at most this long.
+    pub lease: std::time::Duration,
 }
 
 /// SMTP transport security.
@@ -237,6 +276,25 @@ pub struct EmailConfig {
     pub only_on_failure: bool,
 }
 
+/// `[catalog]`, validated: how the Athena/Glue table definitions mongolake writes next to each collection's
+/// schema (see [`crate::catalog`]) are named and projected. Optional; every key has a default.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CatalogConfig {
+    /// Athena/Glue database of every table; None: the collection's MongoDB database name, sanitised.
+    pub database: Option<String>,
+    /// Prepended to the sanitised collection name (`raw_` gives `raw_patients`); empty by default.
+    pub table_prefix: String,
+    /// A field partition key with more distinct values than this (or a value Athena's `enum` projection cannot
+    /// list) is projected as `injected` instead of `enum`.
+    pub enum_max_values: usize,
+}
+
+impl Default for CatalogConfig {
+    fn default() -> Self {
+        CatalogConfig { database: None, table_prefix: String::new(), enum_max_values: default_enum_max_values() }
+    }
+}
+
 /// One environment, validated.
 #[derive(Debug, Clone)]
 pub struct Environment {
@@ -245,6 +303,7 @@ pub struct Environment {
     pub lake: LakeConfig,
     pub sync: SyncConfig,
     pub email: Option<EmailConfig>,
+    pub catalog: CatalogConfig,
 }
 
 impl Environment {
@@ -321,6 +380,8 @@ impl Environment {
             partition_concurrency: raw.sync.partition_concurrency,
             memory_budget_bytes: raw.sync.memory_budget_mb.max(16) * 1024 * 1024,
             row_group_rows: raw.sync.row_group_rows.max(1024),
+            reconcile_every_days: raw.sync.reconcile_every_days,
+            lease: std::time::Duration::from_secs(raw.sync.lease_seconds.max(10)),
         };
 
         let email = match raw.email {
@@ -350,8 +411,33 @@ impl Environment {
                 })
             }
         };
-        Ok(Environment { path: path.to_path_buf(), mongodb, lake, sync, email })
+        let catalog = validate_catalog(raw.catalog).map_err(err)?;
+        Ok(Environment { path: path.to_path_buf(), mongodb, lake, sync, email, catalog })
     }
+}
+
+/// Athena (and Glue) names are lower-case `[a-z0-9_]`; a name is refused rather than silently changed, so the
+/// table an analyst queries is the one the config names.
+fn validate_catalog(raw: RawCatalog) -> std::result::Result<CatalogConfig, String> {
+    use crate::schema::names::sanitize;
+    if let Some(db) = &raw.database {
+        if db.is_empty() || sanitize(db) != *db {
+            return Err(format!(
+                "[catalog] database `{db}` is not a valid Athena name (lower-case a-z, 0-9, _); try `{}`",
+                sanitize(db)
+            ));
+        }
+    }
+    let prefix = &raw.table_prefix;
+    if !prefix.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        || prefix.starts_with(|c: char| c.is_ascii_digit())
+    {
+        return Err(format!(
+            "[catalog] table_prefix `{prefix}` may only hold lower-case a-z, 0-9 and _ (not first); try `{}_`",
+            sanitize(prefix)
+        ));
+    }
+    Ok(CatalogConfig { database: raw.database, table_prefix: raw.table_prefix, enum_max_values: raw.enum_max_values })
 }
 
 fn uri_has_password(uri: &str) -> bool {
@@ -414,6 +500,25 @@ mod tests {
     fn bad_timezone_and_scheme() {
         assert!(parse(&OK.replace("Asia/Kolkata", "Mars/Olympus")).unwrap_err().to_string().contains("Mars/Olympus"));
         assert!(parse(&OK.replace("url = \"lake\"", "url = \"gs://b\"")).unwrap_err().to_string().contains("gs"));
+    }
+
+    #[test]
+    fn catalog_section_defaults_and_validation() {
+        assert_eq!(parse(OK).unwrap().catalog, CatalogConfig::default());
+        assert_eq!(CatalogConfig::default().enum_max_values, 1000);
+        let env =
+            parse(&format!("{OK}[catalog]\ndatabase = \"lake_raw\"\ntable_prefix = \"raw_\"\nenum_max_values = 5\n"))
+                .unwrap();
+        assert_eq!(
+            env.catalog,
+            CatalogConfig { database: Some("lake_raw".into()), table_prefix: "raw_".into(), enum_max_values: 5 }
+        );
+        let e = parse(&format!("{OK}[catalog]\ndatabse = \"x\"\n")).unwrap_err().to_string();
+        assert!(e.contains("databse") && e.contains("env1.toml:"), "{e}");
+        let e = parse(&format!("{OK}[catalog]\ndatabase = \"Lake-Raw\"\n")).unwrap_err().to_string();
+        assert!(e.contains("lake_raw"), "{e}");
+        let e = parse(&format!("{OK}[catalog]\ntable_prefix = \"Raw-\"\n")).unwrap_err().to_string();
+        assert!(e.contains("table_prefix"), "{e}");
     }
 
     #[test]

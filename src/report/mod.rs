@@ -10,6 +10,8 @@ use serde::Serialize;
 pub enum Status {
     Ok,
     Failed,
+    /// Another run held the collection's lease (it is syncing it); not an error.
+    Skipped,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -25,6 +27,15 @@ pub struct CollectionReport {
 impl CollectionReport {
     pub fn ok(name: String, stats: CollectionStats, duration_ms: u64) -> Self {
         CollectionReport { name, status: Status::Ok, error: None, duration_ms, stats }
+    }
+    pub fn skipped(name: String, reason: String) -> Self {
+        CollectionReport {
+            name,
+            status: Status::Skipped,
+            error: Some(reason),
+            duration_ms: 0,
+            stats: CollectionStats::default(),
+        }
     }
     pub fn failed(name: String, error: String, duration_ms: u64) -> Self {
         CollectionReport {
@@ -46,6 +57,8 @@ pub struct RunReport {
     pub duration_ms: u64,
     pub collections_total: usize,
     pub collections_failed: usize,
+    #[serde(default)]
+    pub collections_skipped: usize,
     pub docs_read: u64,
     pub rows_written: u64,
     pub collections: Vec<CollectionReport>,
@@ -68,6 +81,7 @@ impl RunReport {
             duration_ms: took.as_millis() as u64,
             collections_total: collections.len(),
             collections_failed: collections.iter().filter(|c| c.status == Status::Failed).count(),
+            collections_skipped: collections.iter().filter(|c| c.status == Status::Skipped).count(),
             docs_read: collections.iter().map(|c| c.stats.docs_read).sum(),
             rows_written: collections.iter().map(|c| c.stats.rows_written).sum(),
             collections,
@@ -75,18 +89,21 @@ impl RunReport {
     }
 
     /// `[env1] mongolake: 148/150 collections synced, 2 FAILED` or `[env1] mongolake: all 150 synced`.
+    /// With skipped collections (held by a concurrent run): `[env1] mongolake: 3/5 collections synced, 2 skipped`.
     pub fn subject(&self) -> String {
-        if self.collections_failed == 0 {
+        let synced = self.collections_total - self.collections_failed - self.collections_skipped;
+        let mut s = if self.collections_failed == 0 && self.collections_skipped == 0 {
             format!("[{}] mongolake: all {} synced", self.environment, self.collections_total)
         } else {
-            format!(
-                "[{}] mongolake: {}/{} collections synced, {} FAILED",
-                self.environment,
-                self.collections_total - self.collections_failed,
-                self.collections_total,
-                self.collections_failed
-            )
+            format!("[{}] mongolake: {synced}/{} collections synced", self.environment, self.collections_total)
+        };
+        if self.collections_failed > 0 {
+            s.push_str(&format!(", {} FAILED", self.collections_failed));
         }
+        if self.collections_skipped > 0 {
+            s.push_str(&format!(", {} skipped (held by another run)", self.collections_skipped));
+        }
+        s
     }
 
     /// The plain-text report (terminal and email).
@@ -109,6 +126,7 @@ impl RunReport {
             let status = match c.status {
                 Status::Ok => "ok",
                 Status::Failed => "FAILED",
+                Status::Skipped => "skipped",
             };
             out.push_str(&format!(
                 "{:<32} {:>7} {:>10} {:>10} {:>6} {:>6} {:>8.1}  {} -> {}\n",
@@ -123,10 +141,23 @@ impl RunReport {
                 c.stats.new_watermark.as_deref().unwrap_or("-")
             ));
             if let Some(e) = &c.error {
-                out.push_str(&format!("    error: {e}\n"));
+                let label = if c.status == Status::Skipped { "skipped" } else { "error" };
+                out.push_str(&format!("    {label}: {e}\n"));
             }
             for ch in &c.stats.schema_changes {
                 out.push_str(&format!("    schema v{}: {ch}\n", c.stats.schema_version));
+            }
+            if c.stats.table_definition_changed {
+                out.push_str(&format!(
+                    "    table definition changed: re-apply _mongolake/schema/{}.athena.sql (or .glue.json)\n",
+                    c.name.replacen('.', "/", 1)
+                ));
+            }
+            if c.stats.reconciled {
+                out.push_str(&format!(
+                    "    reconciled with MongoDB: deleted {} rows of deleted documents, fetched {} documents the timestamp query missed\n",
+                    c.stats.rows_deleted, c.stats.docs_fetched
+                ));
             }
             if c.stats.values_rejected + c.stats.documents_rejected > 0 {
                 out.push_str(&format!(

@@ -5,12 +5,14 @@
 //! <lake>/_mongolake/state/<database>/<collection>.csv             watermarks, one row per run
 //! <lake>/_mongolake/schema/<database>/<collection>.json           the persisted lake schema
 //! <lake>/_mongolake/index/<database>/<collection>.parquet        key -> partition (to move updated rows)
+//! <lake>/_mongolake/leases/<database>/<collection>.json           which run holds the collection (S3)
 //! <lake>/_mongolake/runs/<run-id>.json                            run reports
 //! <lake>/_mongolake/staging/<run-id>/...                          files being written (outside every table)
 //! ```
 //! A partition file is replaced atomically: the new file is written in full under `staging/` and then moved over
 //! the old one (S3: a server-side copy, atomic for readers; local disk: `rename(2)`). A reader listing a partition
 //! at any moment sees exactly one complete file.
+pub mod conditional;
 pub mod parquet;
 
 use crate::config::LakeConfig;
@@ -53,8 +55,11 @@ impl Lake {
                     .map_err(|_| Error::config("[lake]", None, format!("url {shown} is not a local path")))?;
                 std::fs::create_dir_all(&dir)
                     .map_err(|e| Error::io(format!("creating lake directory {}", dir.display()), e))?;
+                // Automatic cleanup: deleting a partition's last file also removes its now-empty folders, as on
+                // S3, so a deleted partition does not linger as an empty directory for Spark or Hive to list.
                 let store = object_store::local::LocalFileSystem::new_with_prefix(&dir)
-                    .map_err(|e| Error::store(format!("opening {shown}"), e))?;
+                    .map_err(|e| Error::store(format!("opening {shown}"), e))?
+                    .with_automatic_cleanup(true);
                 Ok(Lake { store: Arc::new(store), root: Path::default(), url: shown, local_dir: Some(dir) })
             }
             "s3" => {
@@ -134,6 +139,9 @@ impl Lake {
     pub fn rejects_path(&self, db: &str, coll: &str, run_id: &str) -> Path {
         self.path(&format!("_mongolake/rejects/{db}/{coll}/{run_id}.jsonl"))
     }
+    pub fn lease_path(&self, db: &str, coll: &str) -> Path {
+        self.path(&format!("_mongolake/leases/{db}/{coll}.json"))
+    }
     pub fn run_report_path(&self, run_id: &str) -> Path {
         self.path(&format!("_mongolake/runs/{run_id}.json"))
     }
@@ -168,6 +176,7 @@ impl Lake {
     /// Writes `bytes` to `staging`, then moves it over `target` (see the module docs).
     pub async fn replace(&self, staging: &Path, target: &Path, bytes: Bytes) -> Result<()> {
         self.put(staging, bytes.into()).await?;
+        crate::fault::point("staged");
         self.store
             .rename(staging, target)
             .await

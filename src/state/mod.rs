@@ -1,22 +1,24 @@
 //! Watermarks: `<lake>/_mongolake/state/<db>/<coll>.csv`, one row per run of the collection.
 //!
 //! ```text
-//! run_id,started_at,finished_at,watermark,rows_read,rows_written,status
-//! 20250701T020000Z-3f2a,2025-07-01T02:00:00.000Z,2025-07-01T02:00:09.412Z,2025-07-01T01:59:58.120Z,1200,1188,ok
+//! run_id,started_at,finished_at,watermark,rows_read,rows_written,status,mode,rows_deleted
+//! 20250701T020000Z-3f2a,2025-07-01T02:00:00.000Z,2025-07-01T02:00:09.412Z,2025-07-01T01:59:58.120Z,1200,1188,ok,incremental,0
 //! ```
+//! (`mode` and `rows_deleted` were added with reconcile; files without them read as `incremental`, 0.)
 //! The watermark is the newest document timestamp safely written, capped at the moment the run started reading
 //! (so a document stamped in the future cannot make later runs skip real changes). The next run reads from the
 //! newest `ok` row's watermark minus the overlap. Readers look columns up by header name and ignore columns they
 //! do not know, so a newer mongolake can add columns and an older file stays readable.
 pub mod index;
+pub mod lease;
 
 use crate::schema::text::format_millis;
 use crate::sink::Lake;
 use crate::transform::timestamp::parse_iso;
 use crate::{Error, Result};
 
-pub const HEADER: [&str; 7] =
-    ["run_id", "started_at", "finished_at", "watermark", "rows_read", "rows_written", "status"];
+pub const HEADER: [&str; 9] =
+    ["run_id", "started_at", "finished_at", "watermark", "rows_read", "rows_written", "status", "mode", "rows_deleted"];
 
 /// One row of the state file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,6 +30,10 @@ pub struct StateRow {
     pub rows_read: u64,
     pub rows_written: u64,
     pub status: String,
+    /// `incremental`, `full` or `reconcile` (a reconcile run also compared key sets and removed deletions).
+    pub mode: String,
+    /// Rows removed because their documents no longer exist in MongoDB (reconcile runs).
+    pub rows_deleted: u64,
 }
 
 /// The parsed state file.
@@ -40,6 +46,11 @@ impl StateFile {
     /// The watermark of the newest successful run.
     pub fn watermark(&self) -> Option<i64> {
         self.rows.iter().rev().find(|r| r.status == "ok").and_then(|r| r.watermark)
+    }
+
+    /// When the last successful reconcile finished (epoch ms).
+    pub fn last_reconcile(&self) -> Option<i64> {
+        self.rows.iter().rev().find(|r| r.status == "ok" && r.mode == "reconcile").map(|r| r.finished_at)
     }
 
     pub fn parse(text: &str, location: &str) -> Result<StateFile> {
@@ -71,6 +82,11 @@ impl StateFile {
                 rows_read: get(col("rows_read")).parse().unwrap_or(0),
                 rows_written: get(col("rows_written")).parse().unwrap_or(0),
                 status: get(Some(status)).to_string(),
+                mode: match get(col("mode")) {
+                    "" => "incremental".to_string(),
+                    m => m.to_string(),
+                },
+                rows_deleted: get(col("rows_deleted")).parse().unwrap_or(0),
             });
         }
         Ok(StateFile { rows })
@@ -88,6 +104,8 @@ impl StateFile {
                 r.rows_read.to_string(),
                 r.rows_written.to_string(),
                 r.status.clone(),
+                r.mode.clone(),
+                r.rows_deleted.to_string(),
             ])
             .expect("in-memory write");
         }
@@ -133,6 +151,8 @@ mod tests {
             rows_read: 3,
             rows_written: 2,
             status: status.into(),
+            mode: "reconcile".into(),
+            rows_deleted: 4,
         };
         let s =
             StateFile { rows: vec![row("a", Some(5000), "ok"), row("b", Some(9000), "failed"), row("c", None, "ok")] };
@@ -146,6 +166,11 @@ mod tests {
         let text = "status,watermark,run_id,extra_future_column\nok,2025-07-01T00:00:00.000Z,r1,zzz\n";
         assert_eq!(StateFile::parse(text, "t").unwrap().watermark(), Some(1_751_328_000_000));
         assert!(StateFile::parse("a,b\n1,2\n", "t").is_err());
+        // What issue 2's mongolake wrote: no mode, no rows_deleted.
+        let v1 = "run_id,started_at,finished_at,watermark,rows_read,rows_written,status\n\
+                  r1,2025-07-01T00:00:00.000Z,2025-07-01T00:00:01.000Z,2025-07-01T00:00:00.000Z,5,5,ok\n";
+        let f = StateFile::parse(v1, "t").unwrap();
+        assert_eq!((f.rows[0].mode.as_str(), f.rows[0].rows_deleted, f.last_reconcile()), ("incremental", 0, None));
         assert!(StateFile::parse("run_id,watermark,status\nr,notatime,ok\n", "t")
             .unwrap_err()
             .to_string()

@@ -105,6 +105,11 @@ impl PartitionBuffers {
         Ok(())
     }
 
+    /// Every key buffered so far.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.parts.values().flat_map(|p| p.rows.iter().map(|r| r.key.as_str()))
+    }
+
     pub fn len(&self) -> usize {
         self.parts.len()
     }

@@ -3,11 +3,14 @@
 pub mod buffer;
 pub mod collection;
 pub mod partition;
+pub mod read;
+pub mod reconcile;
 pub mod rejects;
 
 use crate::config::{Config, SyncConfig};
 use crate::report::{CollectionReport, RunReport, Status};
 use crate::sink::Lake;
+use crate::state::lease;
 use crate::Result;
 use futures::StreamExt;
 use std::sync::atomic::AtomicU64;
@@ -30,6 +33,10 @@ pub struct RunContext {
     pub batch_size: u32,
     /// Ignore watermarks (`--full`).
     pub full: bool,
+    /// Compare key sets with MongoDB and remove deleted documents (`--reconcile`).
+    pub reconcile: bool,
+    /// Names and projection limits for the table definitions written next to each schema.
+    pub catalog: crate::config::CatalogConfig,
     pub progress: Arc<Progress>,
 }
 
@@ -37,6 +44,9 @@ pub struct RunContext {
 #[derive(Debug, Clone, Default)]
 pub struct SyncOptions {
     pub full: bool,
+    pub reconcile: bool,
+    /// How long to wait for a collection's lease held by another run before skipping it.
+    pub lease_wait: std::time::Duration,
 }
 
 /// A new run id: sortable UTC time plus a random suffix (`20250701T020000Z-3f2a`).
@@ -61,6 +71,8 @@ pub async fn run(config: &Config, options: &SyncOptions, progress: Arc<Progress>
         sync: env.sync.clone(),
         batch_size: env.mongodb.batch_size,
         full: options.full,
+        reconcile: options.reconcile,
+        catalog: env.catalog.clone(),
         progress,
     });
 
@@ -77,17 +89,30 @@ pub async fn run(config: &Config, options: &SyncOptions, progress: Arc<Progress>
         })
         .collect();
 
+    let lease_wait = options.lease_wait;
     let results: Vec<CollectionReport> = futures::stream::iter(config.collections.entries.iter().cloned().map(|spec| {
         let ctx = ctx.clone();
         async move {
             let name = spec.name();
             let t = Instant::now();
+            let (db, coll) = (spec.database.clone(), spec.collection.clone());
+            let lease = match lease::acquire(&ctx.lake, &db, &coll, &ctx.run_id, ctx.sync.lease, lease_wait).await {
+                Ok(lease::Acquired::Held(l)) => l,
+                Ok(lease::Acquired::Busy(holder)) => {
+                    let by = holder.map(|h| h.to_string()).unwrap_or_else(|| "another run".into());
+                    tracing::warn!(collection = %name, holder = %by, "Skipped: another run holds the collection's lease");
+                    return CollectionReport::skipped(name, format!("another run holds the collection: {by}"));
+                }
+                Err(e) => return CollectionReport::failed(name, format!("taking the collection's lease: {e}"), 0),
+            };
+            crate::fault::delay("after_lease").await;
             // A task of its own: a panic or error in one collection cannot take the others down.
-            let handle = tokio::spawn(collection::sync_collection(ctx, spec));
+            let handle = tokio::spawn(collection::sync_collection(ctx, spec, lease.lost_flag()));
             let outcome = match handle.await {
                 Ok(r) => r.map_err(|e| format!("{e}")),
                 Err(join) => Err(format!("internal error (please report): {join}")),
             };
+            lease.release().await;
             let ms = t.elapsed().as_millis() as u64;
             match outcome {
                 Ok(stats) => {

@@ -42,6 +42,8 @@ pub struct PartitionWriter {
     pub file_ty: Arc<LakeType>,
     pub hints: Vec<String>,
     pub in_path: Vec<String>,
+    /// Raised when this run lost the collection's lease: stop before touching another file.
+    pub lease_lost: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl PartitionWriter {
@@ -64,8 +66,22 @@ impl PartitionWriter {
         // Encoding is deterministic: identical bytes mean the merge changed nothing (documents re-read in the
         // overlap window), and the file is left alone.
         let Built { bytes, rows, dups, replaced, rejects } = built;
+        if rows == 0 {
+            // Every row left (deleted documents, or all moved elsewhere): the partition goes, file and folder.
+            if before.is_some() {
+                lake.delete(&target).await?;
+                crate::fault::point("after_partition");
+            }
+            return Ok(PartitionOutcome { rows, dups, replaced, written: before.is_some(), rejects });
+        }
         if before.as_ref() == Some(&bytes) {
             return Ok(PartitionOutcome { rows, dups, replaced, written: false, rejects });
+        }
+        if self.lease_lost.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(Error::collection(
+                format!("{db}.{coll}"),
+                "lease lost to another run; stopped before rewriting another partition",
+            ));
         }
         let staging = lake.staging_path(&self.ctx.run_id, db, coll, &rel);
         lake.replace(&staging, &target, bytes).await?;

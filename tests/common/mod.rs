@@ -300,6 +300,37 @@ pub fn create_bucket(bucket: &str) {
     assert!(out.status.success() && code.starts_with('2'), "PUT {url} answered {code:?}: {out:?}");
 }
 
+/// The test S3 server's bucket through object_store (credentials from scripts/servers.sh's env.sh).
+#[allow(dead_code)]
+pub fn s3_store(bucket: &str) -> object_store::aws::AmazonS3 {
+    object_store::aws::AmazonS3Builder::from_env()
+        .with_endpoint(s3_endpoint())
+        .with_allow_http(true)
+        .with_region("us-east-1")
+        .with_bucket_name(bucket)
+        .with_virtual_hosted_style_request(false)
+        .build()
+        .expect("S3 store for tests")
+}
+
+/// Writes an object on the test S3 server.
+#[allow(dead_code)]
+pub async fn s3_put(bucket: &str, key: &str, body: &[u8]) {
+    use object_store::ObjectStoreExt;
+    s3_store(bucket).put(&key.into(), body.to_vec().into()).await.unwrap_or_else(|e| panic!("PUT {key}: {e}"));
+}
+
+/// Reads an object from the test S3 server; None when it does not exist.
+#[allow(dead_code)]
+pub async fn s3_get(bucket: &str, key: &str) -> Option<Vec<u8>> {
+    use object_store::ObjectStoreExt;
+    match s3_store(bucket).get(&key.into()).await {
+        Ok(r) => Some(r.bytes().await.expect("body").to_vec()),
+        Err(object_store::Error::NotFound { .. }) => None,
+        Err(e) => panic!("GET {key}: {e}"),
+    }
+}
+
 /// A bucket name of this test only (S3 names: lower case, digits and `-`).
 pub fn unique_bucket(name: &str) -> String {
     format!("t-{}-{:08x}", name.replace('_', "-"), rand::random::<u32>())
@@ -409,8 +440,10 @@ pub fn state_rows(lake: &str, db: &str, coll: &str) -> (Vec<String>, Vec<BTreeMa
     (header, rows)
 }
 
-pub const STATE_HEADER: [&str; 7] =
-    ["run_id", "started_at", "finished_at", "watermark", "rows_read", "rows_written", "status"];
+/// The state file's header. Its first seven columns are what issue 2's mongolake wrote (a public contract:
+/// columns are only ever appended).
+pub const STATE_HEADER: [&str; 9] =
+    ["run_id", "started_at", "finished_at", "watermark", "rows_read", "rows_written", "status", "mode", "rows_deleted"];
 
 /// The watermark of the newest state row, in epoch milliseconds.
 pub fn watermark(lake: &str, db: &str, coll: &str) -> i64 {

@@ -1,0 +1,234 @@
+//! Pass 1 of the commit protocol (see [`super::collection`]): stream raw BSON batches, and for each document
+//! infer its type into the collection's schema, compute its key, timestamp and partition, and buffer its raw
+//! bytes per partition. Reconcile feeds the documents it fetches by key through the same [`ReadPass::ingest`].
+use super::buffer::PartitionBuffers;
+use super::rejects::Reject;
+use super::RunContext;
+use crate::config::{CollectionSpec, PartitionKey};
+use crate::schema::{text, Field, LakeType};
+use crate::transform::partition::Partitioner;
+use crate::transform::{get_path, timestamp};
+use crate::{Error, Result};
+use bson::RawDocument;
+use futures::StreamExt;
+use std::sync::Arc;
+
+/// What pass 1 accumulates for one collection.
+pub struct ReadPass {
+    pub name: String,
+    pub spec: CollectionSpec,
+    /// The collection's top-level fields, widened by every document read.
+    pub fields: Vec<Field>,
+    pub buffers: PartitionBuffers,
+    /// Per partition key, how many documents had a value (a key present in none is a configuration error).
+    pub present: Vec<u64>,
+    /// The greatest timestamp read (for the watermark).
+    pub max_ts: Option<i64>,
+    /// Documents read (also their read order, which breaks timestamp ties: the one read last wins).
+    pub seq: u64,
+    pub rejected: Vec<Reject>,
+    /// Fields normalised to timestamps whatever their representation.
+    pub hints: Vec<String>,
+    reserved: Vec<(String, Option<String>)>,
+    pub partitioner: Partitioner,
+    ctx: Arc<RunContext>,
+}
+
+impl ReadPass {
+    pub fn new(spec: &CollectionSpec, fields: Vec<Field>, ctx: &Arc<RunContext>) -> ReadPass {
+        let in_path = spec.path_fields();
+        let reserved = spec
+            .partition
+            .keys
+            .iter()
+            .map(|k| (k.column().to_string(), in_path.iter().find(|p| *p == k.path()).cloned()))
+            .collect();
+        ReadPass {
+            name: spec.name(),
+            spec: spec.clone(),
+            fields,
+            buffers: PartitionBuffers::new(ctx.sync.memory_budget_bytes),
+            present: vec![0; spec.partition.keys.len()],
+            max_ts: None,
+            seq: 0,
+            rejected: Vec::new(),
+            hints: timestamp_hints(spec),
+            reserved,
+            partitioner: Partitioner::new(&spec.partition, ctx.sync.timezone),
+            ctx: ctx.clone(),
+        }
+    }
+
+    pub fn ctx(&self) -> &RunContext {
+        &self.ctx
+    }
+
+    /// Reads every document matching `filter` as raw batches.
+    pub async fn read(&mut self, filter: bson::Document) -> Result<()> {
+        let (db, coll) = (self.spec.database.clone(), self.spec.collection.clone());
+        let collection = self.ctx.client.database(&db).collection::<bson::Document>(&coll);
+        let mut cursor = collection
+            .find(filter)
+            .batch_size(self.ctx.batch_size)
+            .batch()
+            .await
+            .map_err(|e| Error::mongo(format!("{}: find", self.name), e))?;
+        while let Some(batch) = cursor.next().await {
+            let batch = batch.map_err(|e| Error::mongo(format!("{}: reading a batch", self.name), e))?;
+            let docs = batch.doc_slices().map_err(|e| Error::mongo(format!("{}: reading a batch", self.name), e))?;
+            for raw in docs {
+                let doc = raw.ok().and_then(|r| r.as_document()).ok_or_else(|| Error::Bson {
+                    collection: self.name.clone(),
+                    message: "a batch element is not a document".into(),
+                })?;
+                self.ingest(doc)?;
+            }
+            crate::fault::point("after_batch");
+        }
+        Ok(())
+    }
+
+    /// Takes one document into the pass.
+    pub fn ingest(&mut self, doc: &RawDocument) -> Result<()> {
+        self.seq += 1;
+        self.ctx.progress.docs_read.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // Read the whole document once (inferring its type); unreadable BSON is rejected, not fatal.
+        if let Err(reason) = observe_document(&mut self.fields, doc, &self.hints, &self.reserved) {
+            let key = get_path(doc, &self.spec.key).map(text::render);
+            tracing::warn!(collection = %self.name, key = key.as_deref().unwrap_or("?"), %reason, "Document rejected");
+            self.rejected.push(Reject::document(key.as_deref().unwrap_or(""), reason, doc.as_bytes()));
+            return Ok(());
+        }
+        let key = match get_path(doc, &self.spec.key) {
+            Some(v) => text::render(v),
+            None => {
+                return Err(Error::collection(
+                    &self.name,
+                    format!(
+                        "a document has no key field `{}` (collections.csv `key` column); _id: {}",
+                        self.spec.key,
+                        doc.get("_id").ok().flatten().map(text::render).unwrap_or_default()
+                    ),
+                ))
+            }
+        };
+        let ts = get_path(doc, &self.spec.timestamp_column).and_then(timestamp::instant_millis);
+        if let Some(t) = ts {
+            self.max_ts = Some(self.max_ts.map_or(t, |m| m.max(t)));
+        }
+        let values = self.partitioner.values(doc);
+        for (i, v) in values.iter().enumerate() {
+            if v.is_some() {
+                self.present[i] += 1;
+            }
+        }
+        self.buffers.push(values, doc.as_bytes(), key, ts, self.seq)
+    }
+}
+
+/// Fields whose values are normalised to timestamps (the timestamp column and `date(...)` partition sources).
+pub fn timestamp_hints(spec: &CollectionSpec) -> Vec<String> {
+    let mut hints = vec![spec.timestamp_column.clone()];
+    for k in &spec.partition.keys {
+        if let PartitionKey::Date { path, .. } = k {
+            hints.push(path.clone());
+        }
+    }
+    hints.retain(|h| !h.contains('.'));
+    hints
+}
+
+/// Observes a top-level document into the collection type, normalising timestamp fields.
+/// `reserved` holds the partition columns, with the top-level field each one moves out of the files (if any):
+/// only that field may use the column's name.
+pub fn observe_document(
+    fields: &mut Vec<Field>,
+    doc: &RawDocument,
+    hints: &[String],
+    reserved: &[(String, Option<String>)],
+) -> std::result::Result<(), String> {
+    let mut hint = 0;
+    for el in doc.iter() {
+        let (name, v) = el.map_err(|e| format!("unreadable BSON: {e}"))?;
+        let name = name.as_str();
+        let i = match crate::schema::lattice::find_field(fields, name, hint) {
+            Some(i) => i,
+            None => {
+                // A new top-level field may not take the name of a partition column it is not the source of.
+                let base = crate::schema::names::sanitize(name);
+                let column = crate::schema::names::unique(&base, |c| {
+                    fields.iter().any(|f| f.column == c)
+                        || reserved.iter().any(|(col, src)| col == c && src.as_deref() != Some(name))
+                });
+                fields.push(Field { source: name.to_string(), column, ty: LakeType::Null });
+                fields.len() - 1
+            }
+        };
+        hint = i + 1;
+        let v = if hints.iter().any(|h| h == name) { timestamp::normalise(v) } else { v };
+        fields[i].ty.observe(v)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bson::rawdoc;
+
+    #[test]
+    fn a_field_never_takes_a_partition_columns_name() {
+        let reserved = vec![("date".to_string(), None), ("facility_id".to_string(), Some("facility_id".to_string()))];
+        let mut fields = Vec::new();
+        observe_document(&mut fields, &rawdoc! { "date": "x", "facility_id": "BLR01", "Date": 1 }, &[], &reserved)
+            .unwrap();
+        let cols: Vec<(&str, &str)> = fields.iter().map(|f| (f.source.as_str(), f.column.as_str())).collect();
+        assert_eq!(cols, vec![("date", "date_1"), ("facility_id", "facility_id"), ("Date", "date_2")]);
+    }
+
+    #[test]
+    fn undecodable_bson_is_an_error_for_the_whole_document_not_a_panic() {
+        // {_id: 2, s: "\xff"}: framed correctly, but the string is not UTF-8.
+        let mut body = vec![0x10];
+        body.extend_from_slice(b"_id\0");
+        body.extend_from_slice(&2i32.to_le_bytes());
+        body.extend_from_slice(&[0x02, b's', 0]);
+        body.extend_from_slice(&2i32.to_le_bytes());
+        body.extend_from_slice(&[0xff, 0x00]);
+        let mut bytes = ((body.len() + 5) as i32).to_le_bytes().to_vec();
+        bytes.extend_from_slice(&body);
+        bytes.push(0);
+        for nested in [false, true] {
+            let bytes = if nested {
+                // The same document one level down: {d: {...}}.
+                let mut outer = vec![0x03, b'd', 0];
+                outer.extend_from_slice(&bytes);
+                let mut b = ((outer.len() + 5) as i32).to_le_bytes().to_vec();
+                b.extend_from_slice(&outer);
+                b.push(0);
+                b
+            } else {
+                bytes.clone()
+            };
+            let doc = RawDocument::from_bytes(&bytes).expect("framing is valid");
+            let mut fields = Vec::new();
+            let err = observe_document(&mut fields, doc, &[], &[]).unwrap_err();
+            assert!(err.contains("unreadable BSON"), "{err}");
+            let r = Reject::document("2", err, doc.as_bytes());
+            assert!(r.is_document() && r.raw_bson_base64.is_some());
+        }
+    }
+
+    #[test]
+    fn timestamp_fields_are_normalised_whatever_their_representation() {
+        let mut fields = Vec::new();
+        for d in [
+            rawdoc! { "ts": bson::DateTime::from_millis(5) },
+            rawdoc! { "ts": 1_751_394_600_000i64 },
+            rawdoc! { "ts": "2025-07-01T00:00:00Z" },
+        ] {
+            observe_document(&mut fields, &d, &["ts".to_string()], &[]).unwrap();
+        }
+        assert_eq!(fields[0].ty, LakeType::Timestamp);
+    }
+}

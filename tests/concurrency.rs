@@ -1,0 +1,137 @@
+//! Two runs of the same environment at once: collection leases keep them from interleaving, and the lake ends
+//! exactly as after one run. Needs the servers of scripts/test.sh.
+mod common;
+
+use common::*;
+use serde_json::json;
+use std::path::Path;
+
+/// Starts two syncs of `env` together and returns both outcomes.
+fn two_at_once(p: &Project, env: &str, extra: &[&str]) -> (Run, Run) {
+    let dir = p.path().to_str().unwrap().to_string();
+    let args: Vec<String> = ["sync", "--env", env, "--config-dir", &dir, "--no-email"]
+        .iter()
+        .map(|s| s.to_string())
+        .chain(extra.iter().map(|s| s.to_string()))
+        .collect();
+    // Each run holds a collection's lease for at least 1.5 s, so the two runs surely overlap.
+    let hold = [("MONGOLAKE_DELAY", "after_lease:1500")];
+    std::thread::scope(|s| {
+        let a = s.spawn(|| run_binary(&args.iter().map(String::as_str).collect::<Vec<_>>(), p.path(), &hold));
+        let b = s.spawn(|| run_binary(&args.iter().map(String::as_str).collect::<Vec<_>>(), p.path(), &hold));
+        (a.join().unwrap(), b.join().unwrap())
+    })
+}
+
+/// Every collection synced by at least one run. Without waiting, a run that finds a collection's lease held
+/// skips it naming the holder (at least one must have: both runs hold every lease they get for 1.5 s); a
+/// collection may still be synced by both, one after the other, when the first released it before the second
+/// reached it. With `--lease-wait` both runs sync every collection, in turn.
+fn assert_each_collection_synced(a: &Run, b: &Run, db: &str, waited: bool) {
+    let mut skipped_total = 0;
+    for c in ["patients", "visits", "bills", "lab_results", "pharmacy_stock"] {
+        let name = format!("{db}.{c}");
+        let line = |r: &Run| r.stdout.lines().find(|l| l.starts_with(&name)).map(str::to_string).unwrap_or_default();
+        let (la, lb) = (line(a), line(b));
+        let oks = [&la, &lb].iter().filter(|l| l.split_whitespace().nth(1) == Some("ok")).count();
+        skipped_total += [&la, &lb].iter().filter(|l| l.split_whitespace().nth(1) == Some("skipped")).count();
+        if waited {
+            assert_eq!(oks, 2, "{name}: both runs sync it, one after the other:\n{la}\n{lb}");
+        } else {
+            assert!(oks >= 1, "{name}: some run syncs it:\n{la}\n{lb}");
+        }
+    }
+    if !waited {
+        assert!(skipped_total >= 1, "two overlapping runs contended for no lease:\n{}\n{}", a.stdout, b.stdout);
+        let all = format!("{}{}", a.stdout, b.stdout);
+        assert!(all.contains("skipped: another run holds the collection: run "), "the holder is named:\n{all}");
+    }
+}
+
+async fn concurrent_runs_leave_an_exact_lake(name: &str, s3: bool) {
+    let p = Project::new(name);
+    p.seed(1500, 31);
+    p.write_collections(&[
+        "{db},patients,modified_at,date(created_at),",
+        "{db},visits,modified_at,facility_id/date(created_at),",
+        "{db},bills,modified_at,facility_id/date(created_at),",
+        "{db},lab_results,modified_at,date(created_at),",
+        "{db},pharmacy_stock,modified_at,facility_id,",
+    ]);
+    let reference = p.local_env("single", "Asia/Kolkata");
+    p.sync("single", &[]).assert_ok();
+    let lake = if s3 {
+        let bucket = unique_bucket(name);
+        p.s3_env("dev", &bucket, "lake", "Asia/Kolkata")
+    } else {
+        p.local_env("dev", "Asia/Kolkata")
+    };
+    let (a, b) = two_at_once(&p, "dev", &[]);
+    a.assert_ok();
+    b.assert_ok();
+    assert_each_collection_synced(&a, &b, &p.db, false);
+    assert_same_lake(&dump(&reference), &dump(&lake), "two concurrent runs vs one run");
+
+    // With --lease-wait the second run waits for each collection and then syncs it (reading nothing new).
+    p.mutate(0.02, 31);
+    p.sync("single", &[]).assert_ok();
+    let (a, b) = two_at_once(&p, "dev", &["--lease-wait", "120"]);
+    a.assert_ok();
+    b.assert_ok();
+    assert_each_collection_synced(&a, &b, &p.db, true);
+    assert_same_lake(&dump(&reference), &dump(&lake), "two waiting runs vs one run");
+    if !s3 {
+        let leases = files_under(&Path::new(&lake).join("_mongolake/leases"));
+        assert!(leases.iter().all(|f| f.extension().is_some_and(|e| e == "lock")), "{leases:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_concurrent_runs_on_a_local_lake() {
+    concurrent_runs_leave_an_exact_lake("conc_local", false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_concurrent_runs_on_an_s3_lake() {
+    concurrent_runs_leave_an_exact_lake("conc_s3", true).await;
+}
+
+/// S3 leases: a live holder's lease blocks (and is named), an expired one or one whose process on this host is
+/// gone is taken over at once, and a finished run leaves no lease behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_leases_expire_and_dead_holders_are_taken_over() {
+    let p = Project::new("lease_s3");
+    p.seed(50, 5);
+    p.write_collections(&["{db},patients,modified_at,date(created_at),"]);
+    let bucket = unique_bucket("lease_s3");
+    let url = p.s3_env("dev", &bucket, "lake", "UTC");
+    let key = format!("lake/_mongolake/leases/{}/patients.json", p.db);
+    let host = hostname::get().unwrap().to_string_lossy().into_owned();
+    let future = now_millis() + 3_600_000;
+    let lease = |host: &str, pid: u32, expires: i64| {
+        json!({"run_id": "20250101T000000Z-beef", "host": host, "pid": pid,
+               "acquired_at": "2025-01-01T00:00:00.000Z", "expires_at": expires})
+        .to_string()
+    };
+
+    s3_put(&bucket, &key, lease("another-host", 1, future).as_bytes()).await;
+    let run = p.sync("dev", &[]);
+    run.assert_ok();
+    assert!(
+        run.stdout.contains("skipped: another run holds the collection: run 20250101T000000Z-beef (host another-host"),
+        "{}",
+        run.describe()
+    );
+    assert!(run.stdout.contains("0/1 collections synced, 1 skipped"), "{}", run.stdout);
+
+    s3_put(&bucket, &key, lease("another-host", 1, now_millis() - 1000).as_bytes()).await;
+    p.sync("dev", &[]).assert_ok();
+    assert!(!p.sync("dev", &[]).stdout.contains("skipped"));
+
+    s3_put(&bucket, &key, lease(&host, 4_000_000, future).as_bytes()).await; // this host, a dead pid
+    let run = p.sync("dev", &[]);
+    run.assert_ok();
+    assert!(!run.stdout.contains("skipped"), "{}", run.describe());
+    assert!(s3_get(&bucket, &key).await.is_none(), "the finished run removed its lease");
+    assert!(url.ends_with("/lake"));
+}
