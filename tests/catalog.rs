@@ -9,54 +9,6 @@ use common::*;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-
-/// `mongolake ddl --env ENV --config-dir DIR ARGS...`
-fn ddl(p: &Project, env: &str, args: &[&str]) -> Run {
-    let dir = p.path().to_str().expect("utf-8 path").to_string();
-    let mut all = vec!["ddl", "--env", env, "--config-dir", dir.as_str()];
-    all.extend_from_slice(args);
-    run_binary(&all, p.path(), &[])
-}
-
-/// Writes `text` to `<project>/<name>` and returns the path.
-fn save(p: &Project, name: &str, text: &str) -> PathBuf {
-    let path = p.path().join(name);
-    std::fs::write(&path, text).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
-    path
-}
-
-/// Runs spark_check.py; returns (passed, stdout, stderr).
-fn spark_check(lake: &str, ddl_files: &[&Path], extra: &[&str]) -> (bool, String, String) {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/spark_check.py");
-    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
-    let probe = Command::new(&python).args(["-c", "import pyspark"]).output();
-    assert!(
-        probe.as_ref().is_ok_and(|o| o.status.success()),
-        "{python} cannot import pyspark (and Java 17 must be on PATH): run scripts/install-tools.sh; {probe:?}"
-    );
-    let mut cmd = Command::new(&python);
-    cmd.arg(&script).arg("--lake").arg(lake).args(ddl_files).args(extra);
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {python} spark_check.py: {e}"));
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-/// Row counts per table (`db.table`) as Spark read them; panics with Spark's errors when the check failed.
-fn spark_rows(lake: &str, ddl_files: &[&Path]) -> BTreeMap<String, u64> {
-    let (ok, out, err) = spark_check(lake, ddl_files, &[]);
-    assert!(ok, "Spark could not read the lake through the DDL:\n{err}");
-    let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("spark_check printed no JSON ({e}): {out}"));
-    v["tables"]
-        .as_object()
-        .expect("tables")
-        .iter()
-        .map(|(k, t)| (k.clone(), t["rows"].as_u64().expect("rows")))
-        .collect()
-}
 
 /// The `CREATE` statement of one table in `ddl` output (from its comment block to the `;`).
 fn statement<'a>(sql: &'a str, table: &str) -> &'a str {

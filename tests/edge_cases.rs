@@ -140,6 +140,13 @@ async fn awkward_values_land_exactly_or_are_rejected_with_their_id() {
         t["partitions"].as_array().unwrap().iter().map(|p| p.as_str().unwrap().to_string()).collect();
     assert!(parts.contains(&"date=__HIVE_DEFAULT_PARTITION__".to_string()), "{parts:?}");
 
+    // Spark reads every row through the generated Athena DDL (types exactly as declared).
+    let sql = ddl(&p, "dev", &[&format!("{}.edge", p.db)]);
+    sql.assert_ok();
+    let file = save(&p, "edge.sql", &sql.stdout);
+    let counts = spark_rows(&lake, &[file.as_path()]);
+    assert_eq!(counts.values().copied().collect::<Vec<u64>>(), vec![3], "{counts:?}\n{}", sql.stdout);
+
     // The schema maps every odd source name to its column.
     let schema = run_binary(&["schema", "--env", "dev", &format!("{}.edge", p.db)], p.path(), &[]);
     schema.assert_ok();
