@@ -14,6 +14,7 @@ log() { printf '[install-tools] %s\n' "$*" >&2; }
 
 need_apt=()
 command -v cmake >/dev/null 2>&1 || need_apt+=(cmake)
+command -v openssl >/dev/null 2>&1 || need_apt+=(openssl) # test certificates (scripts/servers.sh)
 # Spark 4 runs on Java 17 or newer.
 java_major="$(java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -n 1)"
 [ "${java_major:-0}" -ge 17 ] 2>/dev/null || need_apt+=(openjdk-17-jre-headless)

@@ -3,6 +3,10 @@
 #   mongo : secantusd-rs (MongoDB wire protocol)   port MONGOLAKE_MONGO_PORT (default 27217)
 #   s3    : moto_server (S3 API)                    port MONGOLAKE_S3_PORT    (default 5000)
 #   smtp  : scripts/smtp_capture.py (aiosmtpd)      port MONGOLAKE_SMTP_PORT  (default 2525)
+#   mongosecure : secantusd-rs with --auth (SCRAM-SHA-256) and TLS, for the security tests
+#                                                   port MONGOLAKE_SECURE_MONGO_PORT (default 27218)
+# A test CA (DIR/tls/ca.pem) and a certificate it signs for 127.0.0.1/localhost (cert.pem, key.pem) are made for
+# the TLS servers.
 # A busy port is skipped for the next free one.
 #
 # Usage:
@@ -22,7 +26,7 @@ SELF="$SCRIPT_DIR/$(basename "${BASH_SOURCE[0]}")"
 TOOLS="${MONGOLAKE_TOOLS:-$HOME/.cache/mongolake-tools}"
 PYTHON="${PYTHON:-python3}"
 TIMEOUT="${MONGOLAKE_SERVER_TIMEOUT:-60}"
-SERVERS="${MONGOLAKE_SERVERS:-mongo s3 smtp}"
+SERVERS="${MONGOLAKE_SERVERS:-mongo mongosecure s3 smtp}"
 HOST=127.0.0.1
 
 log() { printf '[servers] %s\n' "$*" >&2; }
@@ -153,6 +157,14 @@ start_one() {
         pid="$(launch mongo "$logf" "$SECANTUS" "${args[@]}")"
         rc=0; wait_ready mongo "$pid" "$logf" log_has "$logf" 'listening on' || rc=$?
         ;;
+      mongosecure)
+        mkdir -p "$DIR/mongosecure"
+        : >"$DIR/secantusd-secure.toml"
+        pid="$(launch mongosecure "$logf" "$SECANTUS" --host "$HOST" --port "$port" --storage-path "$DIR/mongosecure" \
+          --cache-size 256M --log-level WARNING --config "$DIR/secantusd-secure.toml" --auth \
+          --tls-cert-file "$DIR/tls/cert.pem" --tls-key-file "$DIR/tls/key.pem")"
+        rc=0; wait_ready mongosecure "$pid" "$logf" log_has "$logf" 'listening on' || rc=$?
+        ;;
       s3)
         pid="$(launch s3 "$logf" "${MOTO[@]}" -H "$HOST" -p "$port")"
         rc=0; wait_ready s3 "$pid" "$logf" http_answers "$port" || rc=$?
@@ -192,7 +204,7 @@ cmd_start() {
   mkdir -p "$DIR"
   DIR="$(cd "$DIR" && pwd)"
   local name
-  for name in mongo s3 smtp; do
+  for name in mongo mongosecure s3 smtp; do
     if [ -s "$DIR/$name.pid" ]; then
       local pid
       read -r pid _ <"$DIR/$name.pid" || true
@@ -204,7 +216,20 @@ cmd_start() {
   done
 
   command -v curl >/dev/null 2>&1 || die "curl is required"
-  if [[ " $SERVERS " == *" mongo "* ]]; then
+  if [ ! -s "$DIR/tls/cert.pem" ]; then
+    command -v openssl >/dev/null 2>&1 || die "openssl is required (apt-get install openssl)"
+    mkdir -p "$DIR/tls"
+    # A test CA and a server certificate it signs: rustls refuses a self-signed CA certificate as a server's
+    # (CaUsedAsEndEntity) and insists on a subjectAltName.
+    printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth,clientAuth\n' >"$DIR/tls/leaf.ext"
+    { openssl req -x509 -newkey rsa:2048 -nodes -keyout "$DIR/tls/ca.key" -out "$DIR/tls/ca.pem" -days 3650 \
+        -subj /CN=mongolake-test-ca &&
+      openssl req -newkey rsa:2048 -nodes -keyout "$DIR/tls/key.pem" -out "$DIR/tls/server.csr" -subj /CN=localhost &&
+      openssl x509 -req -in "$DIR/tls/server.csr" -CA "$DIR/tls/ca.pem" -CAkey "$DIR/tls/ca.key" -CAcreateserial \
+        -out "$DIR/tls/cert.pem" -days 3650 -extfile "$DIR/tls/leaf.ext"; } >/dev/null 2>&1 \
+      || die "openssl could not make the test certificates"
+  fi
+  if [[ " $SERVERS " == *" mongo"* ]]; then
     if [ -x "$TOOLS/bin/secantusd-rs" ]; then
       SECANTUS="$TOOLS/bin/secantusd-rs"
     elif command -v secantusd-rs >/dev/null 2>&1; then
@@ -230,9 +255,10 @@ cmd_start() {
   for name in $SERVERS; do
     case "$name" in
       mongo) start_one mongo "${MONGOLAKE_MONGO_PORT:-27217}" || { ok=0; break; } ;;
+      mongosecure) start_one mongosecure "${MONGOLAKE_SECURE_MONGO_PORT:-27218}" || { ok=0; break; } ;;
       s3) start_one s3 "${MONGOLAKE_S3_PORT:-5000}" || { ok=0; break; } ;;
       smtp) start_one smtp "${MONGOLAKE_SMTP_PORT:-2525}" || { ok=0; break; } ;;
-      *) log "unknown server '$name' in MONGOLAKE_SERVERS (known: mongo s3 smtp)"; ok=0; break ;;
+      *) log "unknown server '$name' in MONGOLAKE_SERVERS (known: mongo mongosecure s3 smtp)"; ok=0; break ;;
     esac
   done
   if [ "$ok" != 1 ]; then
@@ -251,6 +277,15 @@ cmd_start() {
     if [ -n "${PORT_mongo:-}" ]; then
       printf 'export MONGOLAKE_TEST_MONGO_URI=%s\n' "$(shq "mongodb://$HOST:$PORT_mongo/?directConnection=true")"
     fi
+    if [ -n "${PORT_mongosecure:-}" ]; then
+      # Users are created by the tests (the first through the localhost exception) with this admin password.
+      printf 'export MONGOLAKE_TEST_SECURE_MONGO_HOST=%s\n' "$(shq "$HOST:$PORT_mongosecure")"
+      printf 'export MONGOLAKE_TEST_SECURE_MONGO_ADMIN_PASSWORD=%s\n' "$(shq "test-admin-not-a-secret")"
+    fi
+    # The CA that signed the servers' certificate (DIR/tls/cert.pem, key DIR/tls/key.pem).
+    printf 'export MONGOLAKE_TEST_TLS_CA=%s\n' "$(shq "$DIR/tls/ca.pem")"
+    printf 'export MONGOLAKE_TEST_TLS_CERT=%s\n' "$(shq "$DIR/tls/cert.pem")"
+    printf 'export MONGOLAKE_TEST_TLS_KEY=%s\n' "$(shq "$DIR/tls/key.pem")"
     if [ -n "${PORT_s3:-}" ]; then
       printf 'export MONGOLAKE_TEST_S3_ENDPOINT=%s\n' "$(shq "http://$HOST:$PORT_s3")"
     fi
@@ -270,7 +305,7 @@ cmd_start() {
 cmd_stop() {
   [ -d "$DIR" ] || { log "nothing to stop: $DIR does not exist"; return 0; }
   local name pid start pids=() names=()
-  for name in watchdog mongo s3 smtp; do
+  for name in watchdog mongo mongosecure s3 smtp; do
     [ -s "$DIR/$name.pid" ] || continue
     pid=""; start=""
     read -r pid start <"$DIR/$name.pid" || true

@@ -24,6 +24,7 @@ pub mod config;
 pub mod error;
 pub mod fault;
 pub mod generator;
+pub mod mask;
 pub mod report;
 pub mod schema;
 pub mod sink;

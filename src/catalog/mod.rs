@@ -325,6 +325,7 @@ pub(crate) mod tests {
             timestamp_column: "modified_at".into(),
             partition: PartitionSpec::parse(partition_by, "modified_at").unwrap(),
             key: "_id".into(),
+            mask: Default::default(),
             line: 2,
         }
     }

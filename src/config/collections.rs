@@ -121,6 +121,8 @@ pub struct CollectionSpec {
     pub partition: PartitionSpec,
     /// The field that identifies a document across versions (default `_id`).
     pub key: String,
+    /// Masking rules applied to every document as it is read (the optional `mask` column).
+    pub mask: crate::mask::MaskRules,
     /// 1-based line in collections.csv, for messages.
     pub line: usize,
 }
@@ -163,7 +165,7 @@ pub struct CollectionsFile {
 }
 
 const REQUIRED: [&str; 4] = ["database", "collection", "timestamp_column", "partition_by"];
-const OPTIONAL: [&str; 1] = ["key"];
+const OPTIONAL: [&str; 2] = ["key", "mask"];
 
 impl CollectionsFile {
     pub fn load(path: &Path) -> Result<CollectionsFile> {
@@ -309,7 +311,8 @@ fn parse_row(
     let partition = PartitionSpec::parse(&get("partition_by"), &timestamp_column).map_err(fail)?;
     let key = get("key");
     let key = if key.is_empty() { "_id".to_string() } else { key };
-    Ok(CollectionSpec { database, collection, timestamp_column, partition, key, line })
+    let mask = crate::mask::MaskRules::parse(&get("mask"), &key, &timestamp_column).map_err(fail)?;
+    Ok(CollectionSpec { database, collection, timestamp_column, partition, key, mask, line })
 }
 
 #[cfg(test)]

@@ -75,6 +75,17 @@ struct RawEnvironment {
     email: Option<RawEmail>,
     #[serde(default)]
     catalog: RawCatalog,
+    #[serde(default)]
+    masking: MaskingConfig,
+}
+
+/// `[masking]`: secrets of the masking rules in collections.csv's `mask` column (see [`crate::mask`]).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct MaskingConfig {
+    /// The HMAC-SHA-256 key of `hash` rules (at least 16 characters): one key per environment, so hashed ids
+    /// join across collections; rotating it changes every hash.
+    pub hmac_key: Option<SecretRef>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -88,6 +99,9 @@ struct RawMongo {
     batch_size: u32,
     #[serde(default = "default_timeout")]
     connect_timeout_seconds: u64,
+    tls: Option<bool>,
+    tls_ca_file: Option<PathBuf>,
+    tls_certificate_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -218,6 +232,12 @@ pub struct MongoConfig {
     pub auth_source: Option<String>,
     pub batch_size: u32,
     pub connect_timeout: std::time::Duration,
+    /// TLS to MongoDB: None leaves it to the URI (`tls=true`, `mongodb+srv://` implies it).
+    pub tls: Option<bool>,
+    /// PEM CA bundle to verify the server with, instead of the system roots (a private CA).
+    pub tls_ca_file: Option<PathBuf>,
+    /// PEM file with the client certificate and its key (X.509 client authentication / mTLS).
+    pub tls_certificate_key_file: Option<PathBuf>,
 }
 
 /// `[lake]`, validated. `url` is absolute: `s3://bucket/prefix` or `file:///dir` (a plain path is resolved
@@ -304,6 +324,7 @@ pub struct Environment {
     pub sync: SyncConfig,
     pub email: Option<EmailConfig>,
     pub catalog: CatalogConfig,
+    pub masking: MaskingConfig,
 }
 
 impl Environment {
@@ -352,7 +373,17 @@ impl Environment {
             auth_source: raw.mongodb.auth_source,
             batch_size: raw.mongodb.batch_size.max(1),
             connect_timeout: std::time::Duration::from_secs(raw.mongodb.connect_timeout_seconds.max(1)),
+            tls: raw.mongodb.tls,
+            tls_ca_file: raw.mongodb.tls_ca_file.map(|p| config_dir.join(p)),
+            tls_certificate_key_file: raw.mongodb.tls_certificate_key_file.map(|p| config_dir.join(p)),
         };
+        for (key, file) in
+            [("tls_ca_file", &mongodb.tls_ca_file), ("tls_certificate_key_file", &mongodb.tls_certificate_key_file)]
+        {
+            if let Some(f) = file.as_ref().filter(|f| !f.is_file()) {
+                return Err(err(format!("[mongodb] {key}: {} is not a readable file", f.display())));
+            }
+        }
 
         let lake_url = resolve_lake_url(&raw.lake.url, config_dir).map_err(err)?;
         let lake = LakeConfig {
@@ -412,7 +443,7 @@ impl Environment {
             }
         };
         let catalog = validate_catalog(raw.catalog).map_err(err)?;
-        Ok(Environment { path: path.to_path_buf(), mongodb, lake, sync, email, catalog })
+        Ok(Environment { path: path.to_path_buf(), mongodb, lake, sync, email, catalog, masking: raw.masking })
     }
 }
 

@@ -8,7 +8,9 @@ pub mod collections;
 pub mod environment;
 
 pub use collections::{CollectionSpec, CollectionsFile, PartitionKey, PartitionSpec};
-pub use environment::{CatalogConfig, EmailConfig, Environment, LakeConfig, MongoConfig, SecretRef, SyncConfig};
+pub use environment::{
+    CatalogConfig, EmailConfig, Environment, LakeConfig, MaskingConfig, MongoConfig, SecretRef, SyncConfig,
+};
 
 use crate::{Error, Result};
 use std::path::{Path, PathBuf};

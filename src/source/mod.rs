@@ -8,7 +8,7 @@
 use crate::config::MongoConfig;
 use crate::{Error, Result};
 use bson::{doc, Document};
-use mongodb::options::{ClientOptions, Credential};
+use mongodb::options::{ClientOptions, Credential, Tls, TlsOptions};
 
 /// Replaces the password of a URI (if any) with `***` for logs and errors.
 pub fn redact_uri(uri: &str) -> String {
@@ -33,6 +33,23 @@ pub async fn connect(cfg: &MongoConfig) -> Result<mongodb::Client> {
     options.app_name = Some("mongolake".into());
     options.connect_timeout = Some(cfg.connect_timeout);
     options.server_selection_timeout = Some(cfg.connect_timeout);
+    // TOML TLS settings refine what the URI says; a CA file or client certificate implies TLS.
+    let wants_tls = cfg.tls.unwrap_or(false) || cfg.tls_ca_file.is_some() || cfg.tls_certificate_key_file.is_some();
+    if cfg.tls == Some(false) {
+        options.tls = Some(Tls::Disabled);
+    } else if wants_tls {
+        let mut tls = match options.tls.take() {
+            Some(Tls::Enabled(t)) => t,
+            _ => TlsOptions::default(),
+        };
+        if cfg.tls_ca_file.is_some() {
+            tls.ca_file_path = cfg.tls_ca_file.clone();
+        }
+        if cfg.tls_certificate_key_file.is_some() {
+            tls.cert_key_file_path = cfg.tls_certificate_key_file.clone();
+        }
+        options.tls = Some(Tls::Enabled(tls));
+    }
     if let Some(user) = &cfg.username {
         let mut cred = Credential::builder().username(user.resolve("[mongodb] username")?).build();
         if let Some(p) = &cfg.password {

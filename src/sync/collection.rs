@@ -70,6 +70,8 @@ pub struct CollectionStats {
     pub docs_fetched: u64,
     /// The Athena/Glue table definition stored next to the schema changed: re-apply it.
     pub table_definition_changed: bool,
+    /// Values masked per rule (collections.csv `mask`).
+    pub masked: crate::mask::MaskCounts,
 }
 
 /// Syncs one collection. `lease_lost` is raised if this run's lease on the collection was taken over; the
@@ -112,7 +114,7 @@ pub async fn sync_collection(
         LakeType::Struct { fields } => fields,
         _ => Vec::new(),
     };
-    let mut pass = ReadPass::new(&spec, fields, &ctx);
+    let mut pass = ReadPass::new(&spec, fields, &ctx)?;
     let filter = match old_watermark {
         Some(w) => crate::source::incremental_filter(&spec.timestamp_column, w - ctx.sync.overlap.num_milliseconds()),
         None => bson::Document::new(),
@@ -133,7 +135,8 @@ pub async fn sync_collection(
     } else {
         HashSet::new()
     };
-    let ReadPass { fields, mut buffers, present, max_ts, seq, mut rejected, hints, partitioner, .. } = pass;
+    let ReadPass { fields, mut buffers, present, max_ts, seq, mut rejected, hints, partitioner, masked, .. } = pass;
+    stats.masked = masked;
     stats.docs_read = seq;
     stats.spills = buffers.spills;
     let document = LakeType::Struct { fields };

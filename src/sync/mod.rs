@@ -37,6 +37,8 @@ pub struct RunContext {
     pub reconcile: bool,
     /// Names and projection limits for the table definitions written next to each schema.
     pub catalog: crate::config::CatalogConfig,
+    /// Secrets of the masking rules.
+    pub masking: crate::config::MaskingConfig,
     pub progress: Arc<Progress>,
 }
 
@@ -73,6 +75,7 @@ pub async fn run(config: &Config, options: &SyncOptions, progress: Arc<Progress>
         full: options.full,
         reconcile: options.reconcile,
         catalog: env.catalog.clone(),
+        masking: env.masking.clone(),
         progress,
     });
 

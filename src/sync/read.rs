@@ -31,11 +31,41 @@ pub struct ReadPass {
     pub hints: Vec<String>,
     reserved: Vec<(String, Option<String>)>,
     pub partitioner: Partitioner,
+    /// Masking rules (split paths) and the HMAC key, when the collection has rules.
+    mask: Option<(Vec<Vec<String>>, Option<Vec<u8>>)>,
+    /// Values masked per rule.
+    pub masked: crate::mask::MaskCounts,
     ctx: Arc<RunContext>,
 }
 
 impl ReadPass {
-    pub fn new(spec: &CollectionSpec, fields: Vec<Field>, ctx: &Arc<RunContext>) -> ReadPass {
+    /// Fails when the collection has `hash` rules and the environment's HMAC key cannot be resolved: such a
+    /// collection must not read a single document unmasked.
+    pub fn new(spec: &CollectionSpec, fields: Vec<Field>, ctx: &Arc<RunContext>) -> Result<ReadPass> {
+        let mask = if spec.mask.is_empty() {
+            None
+        } else {
+            let key = if spec.mask.needs_hmac_key() {
+                let secret = ctx.masking.hmac_key.as_ref().ok_or_else(|| {
+                    Error::collection(
+                        spec.name(),
+                        format!(
+                            "collections.csv line {} uses `hash` masking, but the environment has no [masking] \
+                             hmac_key; add `[masking] hmac_key = {{ env = \"MONGOLAKE_HMAC_KEY\" }}` and set it",
+                            spec.line
+                        ),
+                    )
+                })?;
+                let k = secret.resolve("masking.hmac_key")?;
+                if k.len() < 16 {
+                    return Err(Error::collection(spec.name(), "[masking] hmac_key must be at least 16 characters"));
+                }
+                Some(k.into_bytes())
+            } else {
+                None
+            };
+            Some((crate::mask::apply::split_paths(&spec.mask), key))
+        };
         let in_path = spec.path_fields();
         let reserved = spec
             .partition
@@ -43,7 +73,7 @@ impl ReadPass {
             .iter()
             .map(|k| (k.column().to_string(), in_path.iter().find(|p| *p == k.path()).cloned()))
             .collect();
-        ReadPass {
+        Ok(ReadPass {
             name: spec.name(),
             spec: spec.clone(),
             fields,
@@ -55,8 +85,10 @@ impl ReadPass {
             hints: timestamp_hints(spec),
             reserved,
             partitioner: Partitioner::new(&spec.partition, ctx.sync.timezone),
+            mask,
+            masked: Default::default(),
             ctx: ctx.clone(),
-        }
+        })
     }
 
     pub fn ctx(&self) -> &RunContext {
@@ -92,6 +124,33 @@ impl ReadPass {
     pub fn ingest(&mut self, doc: &RawDocument) -> Result<()> {
         self.seq += 1;
         self.ctx.progress.docs_read.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // Masking first: nothing below (type inference, buffers and spill files, rejects, logs) sees the
+        // unmasked document.
+        let masked;
+        let doc = match &self.mask {
+            None => doc,
+            Some((paths, key)) => {
+                match crate::mask::apply(doc, &self.spec.mask, paths, key.as_deref(), &mut self.masked) {
+                    Ok(m) => {
+                        masked = m;
+                        &masked
+                    }
+                    Err(reason) => {
+                        // Unreadable: its raw bytes are withheld, since they could not be masked.
+                        let key = get_path(doc, &self.spec.key).map(text::render);
+                        tracing::warn!(collection = %self.name, key = key.as_deref().unwrap_or("?"), %reason, "Document rejected");
+                        self.rejected.push(Reject {
+                            key: key.unwrap_or_default(),
+                            path: String::new(),
+                            reason: format!("{reason} (raw bytes withheld: the collection has masking rules)"),
+                            value: None,
+                            raw_bson_base64: None,
+                        });
+                        return Ok(());
+                    }
+                }
+            }
+        };
         // Read the whole document once (inferring its type); unreadable BSON is rejected, not fatal.
         if let Err(reason) = observe_document(&mut self.fields, doc, &self.hints, &self.reserved) {
             let key = get_path(doc, &self.spec.key).map(text::render);
