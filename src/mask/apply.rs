@@ -114,7 +114,10 @@ fn mask_value(
         return Ok(Some(RawBson::Null)); // nothing to hide
     }
     Ok(match action {
-        MaskAction::Keep => Some(RawBson::try_from(v).map_err(unreadable)?),
+        MaskAction::Keep => {
+            crate::schema::lattice::check_readable(v)?;
+            Some(RawBson::from(v))
+        }
         MaskAction::Drop => {
             counts.dropped += 1;
             None

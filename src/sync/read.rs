@@ -13,6 +13,9 @@ use bson::RawDocument;
 use futures::StreamExt;
 use std::sync::Arc;
 
+/// A collection's masking rules as split paths, and the HMAC key of its `hash` rules.
+type Masking = (Vec<Vec<String>>, Option<Vec<u8>>);
+
 /// What pass 1 accumulates for one collection.
 pub struct ReadPass {
     pub name: String,
@@ -32,7 +35,7 @@ pub struct ReadPass {
     reserved: Vec<(String, Option<String>)>,
     pub partitioner: Partitioner,
     /// Masking rules (split paths) and the HMAC key, when the collection has rules.
-    mask: Option<(Vec<Vec<String>>, Option<Vec<u8>>)>,
+    mask: Option<Masking>,
     /// Values masked per rule.
     pub masked: crate::mask::MaskCounts,
     ctx: Arc<RunContext>,
