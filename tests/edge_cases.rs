@@ -215,3 +215,26 @@ async fn a_document_with_ten_thousand_fields() {
     assert_eq!(by_id["2"]["field_9999"], json!("text now"));
     assert!(by_id["2"]["field_5000"].is_null());
 }
+
+/// A document near MongoDB's 16 MB limit (one 15.5 MB string, plus a nested array of 100,000 numbers) syncs
+/// intact next to small ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_document_near_the_16_mb_limit() {
+    let p = Project::new("huge");
+    let client = client().await;
+    let big = "ज्वर-fever ".repeat(15_500_000 / "ज्वर-fever ".len());
+    let numbers: Vec<i32> = (0..100_000).collect();
+    let docs = vec![
+        doc! { "_id": 1, "modified_at": day("2025-07-01"), "text": &big, "numbers": numbers },
+        doc! { "_id": 2, "modified_at": day("2025-07-01"), "text": "small" },
+    ];
+    coll(&client, &p.db, "huge").insert_many(docs).await.unwrap();
+    p.write_collections(&["{db},huge,modified_at,,"]);
+    let lake = p.local_env("dev", "UTC");
+    p.sync("dev", &[]).assert_ok();
+    let dump = dump(&lake);
+    let by_id = rows_by_id(table(&dump, &p.db, "huge"));
+    assert_eq!(by_id["1"]["text"].as_str().unwrap(), big);
+    assert_eq!(by_id["1"]["numbers"].as_array().unwrap().len(), 100_000);
+    assert_eq!(by_id["2"]["text"], json!("small"));
+}

@@ -98,6 +98,21 @@ impl ColumnBuilder {
         }
     }
 
+    /// The builder of whole documents (a file's rows): always a struct, even before any field is known, so
+    /// [`ColumnBuilder::append_document`] works on documents with no fields at all (`{}`).
+    pub fn for_document(t: &LakeType) -> ColumnBuilder {
+        match t {
+            LakeType::Struct { fields } if fields.is_empty() => ColumnBuilder::Struct {
+                sources: Vec::new(),
+                children: Vec::new(),
+                fields: Fields::empty(),
+                nulls: NullBufferBuilder::new(0),
+                seen: Vec::new(),
+            },
+            other => ColumnBuilder::new(other),
+        }
+    }
+
     pub fn append_null(&mut self) {
         match self {
             ColumnBuilder::Text(b) => b.append_null(),
@@ -234,7 +249,9 @@ impl ColumnBuilder {
         prepare: &Prepare,
         rejects: &mut Vec<ValueReject>,
     ) -> Result<(), String> {
-        let ColumnBuilder::Struct { sources, children, nulls, seen, .. } = self else { unreachable!() };
+        let ColumnBuilder::Struct { sources, children, nulls, seen, .. } = self else {
+            return Err("a document was given to a column that is not a struct (please report)".into());
+        };
         seen.iter_mut().for_each(|s| *s = false);
         let mut put = |name: &str, v: RawBsonRef<'_>, hint: usize| -> Result<usize, String> {
             let found = sources
@@ -278,7 +295,7 @@ impl ColumnBuilder {
                 put("pattern", RawBsonRef::String(r.pattern.as_str()), 0)?;
                 put("options", RawBsonRef::String(r.options.as_str()), 1)?;
             }
-            other => unreachable!("append_struct called with {:?}", other.element_type()),
+            other => return Err(mismatch("struct", other)),
         }
         for (i, s) in seen.iter().enumerate() {
             if !s {

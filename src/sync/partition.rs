@@ -159,7 +159,7 @@ fn build_partition(
         }
     });
     let mut batches = Vec::new();
-    let mut builder = ColumnBuilder::new(file_ty);
+    let mut builder = ColumnBuilder::for_document(file_ty);
     let (mut value_rejects, mut rejects) = (Vec::new(), Vec::new());
     let mut in_batch = 0;
     for &i in &winners {
