@@ -9,6 +9,7 @@
 set -euo pipefail
 TOOLS="${MONGOLAKE_TOOLS:-$HOME/.cache/mongolake-tools}"
 SECANTUS_VERSION="0.5.3-beta.196"
+CARGO_DENY_VERSION="0.20.2"
 mkdir -p "$TOOLS"
 log() { printf '[install-tools] %s\n' "$*" >&2; }
 
@@ -23,6 +24,11 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+if [ ! -x "$TOOLS/bin/cargo-deny" ]; then
+  log "building cargo-deny $CARGO_DENY_VERSION into $TOOLS (about 3 minutes, once)"
+  cargo install cargo-deny --version "$CARGO_DENY_VERSION" --locked --root "$TOOLS"
 fi
 
 if [ ! -x "$TOOLS/bin/secantusd-rs" ]; then

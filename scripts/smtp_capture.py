@@ -68,7 +68,8 @@ async def main():
         def authenticator(server, session, envelope, mechanism, data):
             ok = isinstance(data, LoginPassword) and data.login.decode() == a.auth_user \
                 and data.password.decode() == password
-            return AuthResult(success=ok, auth_data=data.login if ok else None)
+            # handled=False: aiosmtpd itself answers 535 on failure (otherwise the client waits forever).
+            return AuthResult(success=ok, handled=False, auth_data=data.login if ok else None)
 
         auth = {"authenticator": authenticator, "auth_required": True}
 

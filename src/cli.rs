@@ -2,7 +2,8 @@
 //! and maps the outcome to the exit code: 0 every collection synced, 1 any collection failed (or the report
 //! could not be mailed), 2 nothing could start.
 use crate::config::Config;
-use crate::sync::{Progress, SyncOptions};
+use crate::progress::Board;
+use crate::sync::SyncOptions;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -34,6 +35,11 @@ pub enum Command {
         /// Only these collections (`db.coll`, comma-separated).
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
+        /// Sync only this worker's share of the collections: K of N workers, K from 0 (a Kubernetes Indexed Job
+        /// passes `--shard $JOB_COMPLETION_INDEX/N`). Every collection belongs to exactly one K; leases keep two
+        /// workers off one collection anyway.
+        #[arg(long, value_name = "K/N", value_parser = crate::config::Shard::parse)]
+        shard: Option<crate::config::Shard>,
         /// Ignore watermarks and reload every collection from scratch (existing rows are merged, not duplicated).
         #[arg(long)]
         full: bool,
@@ -48,6 +54,43 @@ pub enum Command {
         /// Do not send the email report.
         #[arg(long)]
         no_email: bool,
+        /// Read from MongoDB and show, per collection, what would be read, which partitions would be rewritten
+        /// and whether the schema would widen; write nothing to the lake (no lease, no state, no run report)
+        /// and send no email.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Print each collection's sync status from the lake: last successful run, watermark, lag, rows, last error.
+    #[command(after_help = "Reads only the lake (state files, key indexes, the newest run reports); needs no MongoDB.
+
+Examples:
+  mongolake status --env env1
+  mongolake status --env env1 --json | jq '.[] | select(.lag_seconds > 90000)'
+
+Exit codes: 0 printed and every collection's last run succeeded, 1 some collection's last run failed, 2 bad config or unreadable lake.")]
+    Status {
+        #[arg(long)]
+        env: String,
+        #[arg(long, default_value = ".")]
+        config_dir: PathBuf,
+        /// One JSON array (one object per collection) instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check everything tonight's sync needs: config, secrets, MongoDB and each collection's index, the lake, SMTP.
+    #[command(
+        after_help = "One line per check: `ok`, `warn` (works, should be fixed) or `FAIL` (the run would fail), with how to fix it. Writes only a probe object to the lake (deleted again) and sends no mail.
+
+Example:
+  mongolake check --env env1
+
+Exit codes: 0 no FAIL (warnings allowed), 1 some check failed, 2 the configuration cannot be loaded."
+    )]
+    Check {
+        #[arg(long)]
+        env: String,
+        #[arg(long, default_value = ".")]
+        config_dir: PathBuf,
     },
     /// Print each collection's lake schema: columns with their source fields and types, version and history.
     Schema {
@@ -122,7 +165,8 @@ schema is unreadable, 2 bad config or lake."
 fn init_logging(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("MONGOLAKE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Through the progress display's writer: log lines go above the bars instead of through them.
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(crate::progress::LogWriter);
     if format == "json" {
         builder.json().init();
     } else {
@@ -133,6 +177,8 @@ fn init_logging(format: &str) {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.log_format);
+    use std::io::IsTerminal;
+    let terminal = cli.log_format == "text" && std::io::stderr().is_terminal();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -140,12 +186,27 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    runtime.block_on(run(cli.command))
+    runtime.block_on(run(cli.command, terminal))
 }
 
-async fn run(command: Command) -> ExitCode {
+async fn run(command: Command, terminal: bool) -> ExitCode {
     match command {
-        Command::Sync { env, config_dir, only, full, reconcile, lease_wait, no_email } => {
+        Command::Status { env, config_dir, json } => run_status(&config_dir, &env, json).await,
+        Command::Check { env, config_dir } => {
+            let config = match Config::load(&config_dir, &env) {
+                Ok(c) => c,
+                Err(e) => {
+                    println!("FAIL  {:<36} {e}", "config");
+                    return ExitCode::from(2);
+                }
+            };
+            let lines = crate::ops::check::run(&config).await;
+            let fails = lines.iter().filter(|l| l.level == crate::ops::check::Level::Fail).count();
+            let warns = lines.iter().filter(|l| l.level == crate::ops::check::Level::Warn).count();
+            println!("\n{} checks: {} FAIL, {warns} warn", lines.len(), fails);
+            ExitCode::from(if fails > 0 { 1 } else { 0 })
+        }
+        Command::Sync { env, config_dir, only, shard, full, reconcile, lease_wait, no_email, dry_run } => {
             let mut config = match Config::load(&config_dir, &env) {
                 Ok(c) => c,
                 Err(e) => return fatal(e),
@@ -153,22 +214,24 @@ async fn run(command: Command) -> ExitCode {
             if let Err(e) = config.restrict_to(&only) {
                 return fatal(e);
             }
-            let progress = Arc::new(Progress::default());
-            let ticker = tokio::spawn(log_progress(progress.clone()));
-            let outcome = crate::sync::run(
-                &config,
-                &SyncOptions { full, reconcile, lease_wait: std::time::Duration::from_secs(lease_wait) },
-                progress,
-            )
-            .await;
+            if let Some(shard) = shard {
+                config.restrict_to_shard(shard);
+                tracing::info!(shard = %format!("{}/{}", shard.index, shard.count), collections = config.collections.entries.len(), "This worker's share");
+            }
+            let board = Arc::new(Board::default());
+            let ticker = tokio::spawn(crate::progress::display(board.clone(), terminal));
+            let options =
+                SyncOptions { full, reconcile, dry_run, lease_wait: std::time::Duration::from_secs(lease_wait) };
+            let outcome = crate::sync::run(&config, &options, board).await;
             ticker.abort();
+            let _ = ticker.await;
             let report = match outcome {
                 Ok(r) => r,
                 Err(e) => return fatal(e),
             };
             println!("{}", report.to_text());
             let mut code = if report.collections_failed > 0 { 1 } else { 0 };
-            if let (Some(email), false) = (&config.environment.email, no_email) {
+            if let (Some(email), false) = (&config.environment.email, no_email || dry_run) {
                 match crate::report::email::send(email, &report).await {
                     Ok(true) => tracing::info!(to = ?email.to, "Report emailed"),
                     Ok(false) => {}
@@ -288,23 +351,22 @@ async fn run_ddl(config_dir: &std::path::Path, env: &str, collection: Option<Str
     code
 }
 
-/// Logs totals every 10 seconds while a run is going (long full loads should never look hung).
-async fn log_progress(progress: Arc<Progress>) {
-    use std::sync::atomic::Ordering::Relaxed;
-    let start = std::time::Instant::now();
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(10));
-    tick.tick().await;
-    loop {
-        tick.tick().await;
-        let read = progress.docs_read.load(Relaxed);
-        let secs = start.elapsed().as_secs_f64();
-        tracing::info!(
-            docs_read = read,
-            rows_written = progress.rows_written.load(Relaxed),
-            docs_per_s = (read as f64 / secs) as u64,
-            "Progress"
-        );
+/// `mongolake status`: see [`crate::ops::status`].
+async fn run_status(config_dir: &std::path::Path, env: &str, json: bool) -> ExitCode {
+    let config = match Config::load(config_dir, env) {
+        Ok(c) => c,
+        Err(e) => return fatal(e),
+    };
+    let rows = match crate::ops::status::collect(&config).await {
+        Ok(r) => r,
+        Err(e) => return fatal(e),
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows).expect("serialisable"));
+    } else {
+        print!("{}", crate::ops::status::to_text(&rows));
     }
+    ExitCode::from(if rows.iter().any(|r| r.last_run_status == "failed") { 1 } else { 0 })
 }
 
 fn fatal(e: crate::Error) -> ExitCode {

@@ -25,6 +25,8 @@ pub mod error;
 pub mod fault;
 pub mod generator;
 pub mod mask;
+pub mod ops;
+pub mod progress;
 pub mod report;
 pub mod schema;
 pub mod sink;

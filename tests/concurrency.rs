@@ -135,3 +135,44 @@ async fn s3_leases_expire_and_dead_holders_are_taken_over() {
     assert!(s3_get(&bucket, &key).await.is_none(), "the finished run removed its lease");
     assert!(url.ends_with("/lake"));
 }
+
+/// `--shard K/N`: three workers sharing one lake, started together, end with the same lake as one run, each
+/// collection synced by exactly one of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_shards_equal_one_run() {
+    let p = Project::new("shards");
+    p.seed(400, 17);
+    p.write_collections(&[
+        "{db},patients,modified_at,date(created_at),",
+        "{db},visits,modified_at,facility_id/date(created_at),",
+        "{db},bills,modified_at,facility_id/date(created_at),",
+        "{db},lab_results,modified_at,date(created_at),",
+        "{db},pharmacy_stock,modified_at,facility_id,",
+    ]);
+    let reference = p.local_env("single", "Asia/Kolkata");
+    p.sync("single", &[]).assert_ok();
+    let lake = p.local_env("dev", "Asia/Kolkata");
+    let runs: Vec<Run> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..3)
+            .map(|k| {
+                let shard = format!("{k}/3");
+                let p = &p;
+                s.spawn(move || p.sync("dev", &["--shard", &shard]))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut synced = 0;
+    for r in &runs {
+        r.assert_ok();
+        synced +=
+            r.stdout.lines().filter(|l| l.starts_with(&p.db) && l.split_whitespace().nth(1) == Some("ok")).count();
+    }
+    assert_eq!(
+        synced,
+        5,
+        "each collection synced by exactly one worker:\n{}",
+        runs.iter().map(|r| r.stdout.as_str()).collect::<String>()
+    );
+    assert_same_lake(&dump(&reference), &dump(&lake), "three shards vs one run");
+}

@@ -136,6 +136,49 @@ struct RawSync {
     reconcile_every_days: Option<u32>,
     #[serde(default = "default_lease")]
     lease_seconds: u64,
+    /// Full loads read this many `_id` ranges with concurrent cursors.
+    #[serde(default = "default_read_ranges")]
+    read_ranges: usize,
+    /// Attempts per collection when it fails with a transient error (1: no retry).
+    #[serde(default = "default_retry_attempts")]
+    retry_attempts: u32,
+    /// First pause before a retry; doubled per attempt, with jitter, capped at `retry_max_backoff_seconds`.
+    #[serde(default = "default_retry_backoff_ms")]
+    retry_backoff_ms: u64,
+    #[serde(default = "default_retry_max_backoff")]
+    retry_max_backoff_seconds: u64,
+    /// One S3 request may take this long (object_store's client timeout).
+    #[serde(default = "default_store_timeout")]
+    store_timeout_seconds: u64,
+    #[serde(default = "default_store_connect_timeout")]
+    store_connect_timeout_seconds: u64,
+    /// Retries of one S3 request inside object_store (5xx, SlowDown, connection errors) before the error reaches
+    /// the collection-level retry.
+    #[serde(default = "default_store_retries")]
+    store_retries: usize,
+}
+
+fn default_retry_attempts() -> u32 {
+    3
+}
+fn default_retry_backoff_ms() -> u64 {
+    2_000
+}
+fn default_retry_max_backoff() -> u64 {
+    60
+}
+fn default_store_timeout() -> u64 {
+    120
+}
+fn default_store_connect_timeout() -> u64 {
+    10
+}
+fn default_store_retries() -> usize {
+    5
+}
+
+fn default_read_ranges() -> usize {
+    1
 }
 
 fn default_lease() -> u64 {
@@ -164,6 +207,18 @@ struct RawEmail {
     enabled: bool,
     #[serde(default)]
     only_on_failure: bool,
+    /// Attach the run report as JSON (`<run-id>.json`).
+    #[serde(default = "yes")]
+    attach_json: bool,
+    /// PEM CA bundle to verify the SMTP server with instead of the system roots (a private CA); not a secret.
+    tls_ca_file: Option<PathBuf>,
+    /// Seconds one SMTP command may take; the whole send is bounded by four times this.
+    #[serde(default = "default_email_timeout")]
+    timeout_seconds: u64,
+}
+
+fn default_email_timeout() -> u64 {
+    30
 }
 
 #[derive(Debug, Deserialize)]
@@ -271,6 +326,38 @@ pub struct SyncConfig {
     /// How long a collection's lease lasts without renewal; a run renews it every third of this. A crashed
     /// holder on another machine blocks the collection at most this long.
     pub lease: std::time::Duration,
+    /// Full loads read this many `_id` ranges with concurrent cursors (`$bucketAuto`); 1 reads one cursor.
+    pub read_ranges: usize,
+    /// How a collection that failed with a transient error is retried (see [`crate::sync`]).
+    pub retry: RetryPolicy,
+    /// Timeouts and request retries of the S3 client (see [`crate::sink::Lake::open_tuned`]).
+    pub store: StoreTuning,
+}
+
+/// `[sync] retry_*`: attempts per collection and the backoff between them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    pub attempts: u32,
+    pub backoff: std::time::Duration,
+    pub max_backoff: std::time::Duration,
+}
+
+/// `[sync] store_*`: the S3 client's timeouts and its own per-request retries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreTuning {
+    pub timeout: std::time::Duration,
+    pub connect_timeout: std::time::Duration,
+    pub retries: usize,
+}
+
+impl Default for StoreTuning {
+    fn default() -> Self {
+        StoreTuning {
+            timeout: std::time::Duration::from_secs(default_store_timeout()),
+            connect_timeout: std::time::Duration::from_secs(default_store_connect_timeout()),
+            retries: default_store_retries(),
+        }
+    }
 }
 
 /// SMTP transport security.
@@ -294,6 +381,10 @@ pub struct EmailConfig {
     pub tls: SmtpTls,
     pub enabled: bool,
     pub only_on_failure: bool,
+    pub attach_json: bool,
+    /// A private CA the SMTP server's certificate is checked against (in addition to the system roots).
+    pub tls_ca_file: Option<PathBuf>,
+    pub timeout: std::time::Duration,
 }
 
 /// `[catalog]`, validated: how the Athena/Glue table definitions mongolake writes next to each collection's
@@ -413,6 +504,17 @@ impl Environment {
             row_group_rows: raw.sync.row_group_rows.max(1024),
             reconcile_every_days: raw.sync.reconcile_every_days,
             lease: std::time::Duration::from_secs(raw.sync.lease_seconds.max(10)),
+            read_ranges: raw.sync.read_ranges.clamp(1, 64),
+            retry: RetryPolicy {
+                attempts: raw.sync.retry_attempts.max(1),
+                backoff: std::time::Duration::from_millis(raw.sync.retry_backoff_ms),
+                max_backoff: std::time::Duration::from_secs(raw.sync.retry_max_backoff_seconds.max(1)),
+            },
+            store: StoreTuning {
+                timeout: std::time::Duration::from_secs(raw.sync.store_timeout_seconds.max(1)),
+                connect_timeout: std::time::Duration::from_secs(raw.sync.store_connect_timeout_seconds.max(1)),
+                retries: raw.sync.store_retries,
+            },
         };
 
         let email = match raw.email {
@@ -426,6 +528,15 @@ impl Environment {
                         return Err(err(format!("[email] tls = `{other}`: use \"starttls\", \"tls\" or \"none\"")))
                     }
                 };
+                let tls_ca_file = e.tls_ca_file.map(|p| config_dir.join(p));
+                if let Some(f) = tls_ca_file.as_ref().filter(|f| !f.is_file()) {
+                    return Err(err(format!("[email] tls_ca_file: {} is not a readable file", f.display())));
+                }
+                if tls_ca_file.is_some() && tls == SmtpTls::None {
+                    return Err(err(
+                        "[email] tls_ca_file is set but tls = \"none\"; use \"starttls\" or \"tls\"".into()
+                    ));
+                }
                 if e.to.is_empty() {
                     return Err(err("[email] `to` is empty; list at least one recipient".into()));
                 }
@@ -439,6 +550,9 @@ impl Environment {
                     tls,
                     enabled: e.enabled,
                     only_on_failure: e.only_on_failure,
+                    attach_json: e.attach_json,
+                    tls_ca_file,
+                    timeout: std::time::Duration::from_secs(e.timeout_seconds.max(1)),
                 })
             }
         };

@@ -51,4 +51,68 @@ impl Config {
         self.collections.entries.retain(|e| only.iter().any(|o| *o == e.name()));
         Ok(())
     }
+
+    /// Keeps this worker's share of the collections for `--shard K/N` (K in 0..N, as Kubernetes' Indexed Job
+    /// `JOB_COMPLETION_INDEX`): a collection belongs to worker `fnv1a("db.coll") mod N`. Deterministic across
+    /// runs and machines, independent of the order in collections.csv; rows that failed to parse stay with
+    /// worker 0 so their errors are reported exactly once. Leases still keep two workers off one collection.
+    pub fn restrict_to_shard(&mut self, shard: Shard) {
+        self.collections.entries.retain(|e| shard.owns(&e.name()));
+        if shard.index != 0 {
+            self.collections.errors.clear();
+        }
+    }
+}
+
+/// `--shard K/N`: this worker is K of N (0-based).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub index: u32,
+    pub count: u32,
+}
+
+impl Shard {
+    pub fn parse(text: &str) -> std::result::Result<Shard, String> {
+        let (k, n) = text.split_once('/').ok_or_else(|| format!("--shard `{text}`: write K/N, e.g. 0/4"))?;
+        let (index, count): (u32, u32) = match (k.trim().parse(), n.trim().parse()) {
+            (Ok(k), Ok(n)) if n >= 1 && k < n => (k, n),
+            _ => {
+                return Err(format!("--shard `{text}`: K/N with 0 <= K < N (K is 0-based, like JOB_COMPLETION_INDEX)"))
+            }
+        };
+        Ok(Shard { index, count })
+    }
+
+    /// True when the collection `db.coll` is this worker's.
+    pub fn owns(&self, name: &str) -> bool {
+        // FNV-1a: stable across Rust versions and platforms, unlike the std hasher.
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in name.bytes() {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        (h % self.count as u64) as u32 == self.index
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_split_collections_exactly_once() {
+        assert_eq!(Shard::parse("1/3"), Ok(Shard { index: 1, count: 3 }));
+        for bad in ["3/3", "1", "a/2", "0/0"] {
+            assert!(Shard::parse(bad).is_err(), "{bad}");
+        }
+        let names: Vec<String> = (0..200).map(|i| format!("hims.coll_{i}")).collect();
+        let shards: Vec<Shard> = (0..4).map(|k| Shard { index: k, count: 4 }).collect();
+        for n in &names {
+            assert_eq!(shards.iter().filter(|s| s.owns(n)).count(), 1, "{n}");
+        }
+        for s in &shards {
+            let mine = names.iter().filter(|n| s.owns(n)).count();
+            assert!((25..=75).contains(&mine), "shard {s:?} got {mine} of 200");
+        }
+    }
 }

@@ -1,11 +1,16 @@
 //! The run report: what each collection did, written to `<lake>/_mongolake/runs/<run-id>.json`, printed at the
 //! end of a run and emailed to the operators.
+//!
+//! The JSON is a public contract read by `mongolake status` and by operators' scripts: fields are added, never
+//! renamed or removed. Rendering (plain text and HTML) lives in [`render`], the likely fixes in [`fix`].
 pub mod email;
+pub mod fix;
+pub mod render;
 
 use crate::sync::collection::CollectionStats;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     Ok,
@@ -19,6 +24,20 @@ pub struct CollectionReport {
     pub name: String,
     pub status: Status,
     pub error: Option<String>,
+    /// Deeper causes of `error`, outermost first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub error_chain: Vec<String>,
+    /// What the operator should most likely do about `error`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fix: Option<String>,
+    /// Whether the (last) error was transient (network, stepdown, S3 503): a rerun may well succeed.
+    #[serde(default)]
+    pub transient: bool,
+    /// Passes made over the collection (more than 1 when a transient error was retried).
+    pub attempts: u32,
+    /// The transient errors that were retried, in order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub retried_errors: Vec<String>,
     pub duration_ms: u64,
     #[serde(flatten)]
     pub stats: CollectionStats,
@@ -26,24 +45,50 @@ pub struct CollectionReport {
 
 impl CollectionReport {
     pub fn ok(name: String, stats: CollectionStats, duration_ms: u64) -> Self {
-        CollectionReport { name, status: Status::Ok, error: None, duration_ms, stats }
-    }
-    pub fn skipped(name: String, reason: String) -> Self {
         CollectionReport {
             name,
-            status: Status::Skipped,
-            error: Some(reason),
-            duration_ms: 0,
-            stats: CollectionStats::default(),
+            status: Status::Ok,
+            error: None,
+            error_chain: Vec::new(),
+            fix: None,
+            transient: false,
+            attempts: 1,
+            retried_errors: Vec::new(),
+            duration_ms,
+            stats,
         }
     }
+    pub fn skipped(name: String, reason: String) -> Self {
+        CollectionReport { status: Status::Skipped, error: Some(reason), ..Self::ok(name, Default::default(), 0) }
+    }
+    /// A failure known only as text (a bad collections.csv row).
     pub fn failed(name: String, error: String, duration_ms: u64) -> Self {
+        let fix = fix::for_message(&error);
         CollectionReport {
-            name,
             status: Status::Failed,
             error: Some(error),
-            duration_ms,
-            stats: CollectionStats::default(),
+            fix,
+            ..Self::ok(name, Default::default(), duration_ms)
+        }
+    }
+    /// A failure with its error: the chain, whether it was transient, and the likely fix.
+    pub fn failed_with(name: String, error: &crate::Error, duration_ms: u64) -> Self {
+        CollectionReport {
+            status: Status::Failed,
+            error: Some(error.to_string()),
+            error_chain: error.chain(),
+            fix: fix::for_error(error),
+            transient: error.is_transient(),
+            ..Self::ok(name, Default::default(), duration_ms)
+        }
+    }
+
+    /// Documents read per second of the collection's duration.
+    pub fn docs_per_second(&self) -> f64 {
+        if self.duration_ms == 0 {
+            0.0
+        } else {
+            self.stats.docs_read as f64 * 1000.0 / self.duration_ms as f64
         }
     }
 }
@@ -57,10 +102,17 @@ pub struct RunReport {
     pub duration_ms: u64,
     pub collections_total: usize,
     pub collections_failed: usize,
-    #[serde(default)]
     pub collections_skipped: usize,
     pub docs_read: u64,
     pub rows_written: u64,
+    /// Totals over the collections (added with the richer report).
+    pub partitions_written: u64,
+    pub duplicates_dropped: u64,
+    pub values_rejected: u64,
+    pub rows_deleted: u64,
+    /// `sync --dry-run`: nothing was written; `planned_partitions` say what would have been.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub dry_run: bool,
     pub collections: Vec<CollectionReport>,
 }
 
@@ -73,6 +125,7 @@ impl RunReport {
         took: std::time::Duration,
         collections: Vec<CollectionReport>,
     ) -> Self {
+        let sum = |f: fn(&CollectionReport) -> u64| collections.iter().map(f).sum::<u64>();
         RunReport {
             run_id,
             environment,
@@ -82,8 +135,13 @@ impl RunReport {
             collections_total: collections.len(),
             collections_failed: collections.iter().filter(|c| c.status == Status::Failed).count(),
             collections_skipped: collections.iter().filter(|c| c.status == Status::Skipped).count(),
-            docs_read: collections.iter().map(|c| c.stats.docs_read).sum(),
-            rows_written: collections.iter().map(|c| c.stats.rows_written).sum(),
+            docs_read: sum(|c| c.stats.docs_read),
+            rows_written: sum(|c| c.stats.rows_written),
+            partitions_written: sum(|c| c.stats.partitions_written),
+            duplicates_dropped: sum(|c| c.stats.duplicates_dropped),
+            values_rejected: sum(|c| c.stats.values_rejected + c.stats.documents_rejected),
+            rows_deleted: sum(|c| c.stats.rows_deleted),
+            dry_run: false,
             collections,
         }
     }
@@ -103,72 +161,19 @@ impl RunReport {
         if self.collections_skipped > 0 {
             s.push_str(&format!(", {} skipped (held by another run)", self.collections_skipped));
         }
+        if self.dry_run {
+            s.push_str(" (dry run: nothing written)");
+        }
         s
     }
 
     /// The plain-text report (terminal and email).
     pub fn to_text(&self) -> String {
-        let mut out = format!(
-            "{}\nrun {} | lake {} | started {} | {:.1}s | {} documents read, {} rows written\n\n",
-            self.subject(),
-            self.run_id,
-            self.lake,
-            self.started_at,
-            self.duration_ms as f64 / 1000.0,
-            self.docs_read,
-            self.rows_written
-        );
-        out.push_str(&format!(
-            "{:<32} {:>7} {:>10} {:>10} {:>6} {:>6} {:>8}  {}\n",
-            "collection", "status", "read", "written", "parts", "dups", "seconds", "watermark (old -> new)"
-        ));
-        for c in &self.collections {
-            let status = match c.status {
-                Status::Ok => "ok",
-                Status::Failed => "FAILED",
-                Status::Skipped => "skipped",
-            };
-            out.push_str(&format!(
-                "{:<32} {:>7} {:>10} {:>10} {:>6} {:>6} {:>8.1}  {} -> {}\n",
-                c.name,
-                status,
-                c.stats.docs_read,
-                c.stats.rows_written,
-                c.stats.partitions_written,
-                c.stats.duplicates_dropped,
-                c.duration_ms as f64 / 1000.0,
-                c.stats.old_watermark.as_deref().unwrap_or("-"),
-                c.stats.new_watermark.as_deref().unwrap_or("-")
-            ));
-            if let Some(e) = &c.error {
-                let label = if c.status == Status::Skipped { "skipped" } else { "error" };
-                out.push_str(&format!("    {label}: {e}\n"));
-            }
-            for ch in &c.stats.schema_changes {
-                out.push_str(&format!("    schema v{}: {ch}\n", c.stats.schema_version));
-            }
-            if c.stats.table_definition_changed {
-                out.push_str(&format!(
-                    "    table definition changed: re-apply _mongolake/schema/{}.athena.sql (or .glue.json)\n",
-                    c.name.replacen('.', "/", 1)
-                ));
-            }
-            if c.stats.reconciled {
-                out.push_str(&format!(
-                    "    reconciled with MongoDB: deleted {} rows of deleted documents, fetched {} documents the timestamp query missed\n",
-                    c.stats.rows_deleted, c.stats.docs_fetched
-                ));
-            }
-            if c.stats.values_rejected + c.stats.documents_rejected > 0 {
-                out.push_str(&format!(
-                    "    REJECTED: {} values (stored as null), {} whole documents: see {}/_mongolake/rejects/{}/\n",
-                    c.stats.values_rejected,
-                    c.stats.documents_rejected,
-                    self.lake.trim_end_matches('/'),
-                    c.name.replacen('.', "/", 1)
-                ));
-            }
-        }
-        out
+        render::text(self)
+    }
+
+    /// The HTML report (email).
+    pub fn to_html(&self) -> String {
+        render::html(self)
     }
 }

@@ -15,6 +15,7 @@
 pub mod conditional;
 pub mod parquet;
 
+use crate::config::environment::StoreTuning;
 use crate::config::LakeConfig;
 use crate::{Error, Result};
 use bytes::Bytes;
@@ -43,9 +44,18 @@ impl std::fmt::Debug for Lake {
 }
 
 impl Lake {
+    /// Opens the lake named by `[lake]` with the default S3 client timeouts and retries.
+    pub fn open(cfg: &LakeConfig) -> Result<Lake> {
+        Self::open_tuned(cfg, &StoreTuning::default())
+    }
+
     /// Opens the lake named by `[lake]`. S3 credentials come from `access_key_id`/`secret_access_key` when
     /// given, else from the usual AWS environment (variables, profile, instance role).
-    pub fn open(cfg: &LakeConfig) -> Result<Lake> {
+    ///
+    /// `tuning` bounds every S3 request (`[sync] store_timeout_seconds`, `store_connect_timeout_seconds`) and
+    /// sets how often object_store itself retries one request (5xx, SlowDown, connection errors, with
+    /// exponential backoff and jitter) before the error reaches the collection-level retry in [`crate::sync`].
+    pub fn open_tuned(cfg: &LakeConfig, tuning: &StoreTuning) -> Result<Lake> {
         let url = cfg.url.clone();
         let shown = url.to_string();
         match url.scheme() {
@@ -78,9 +88,18 @@ impl Lake {
                 if let Some(r) = &cfg.region {
                     b = b.with_region(r);
                 }
+                let mut client = object_store::ClientOptions::new()
+                    .with_timeout(tuning.timeout)
+                    .with_connect_timeout(tuning.connect_timeout);
                 if cfg.allow_http {
-                    b = b.with_allow_http(true);
+                    client = client.with_allow_http(true);
                 }
+                b = b.with_client_options(client).with_retry(object_store::RetryConfig {
+                    backoff: object_store::BackoffConfig::default(),
+                    max_retries: tuning.retries,
+                    // Long enough for `retries` backoffs; a stuck request is bounded by the timeout above.
+                    retry_timeout: tuning.timeout.max(std::time::Duration::from_secs(30)),
+                });
                 if let Some(k) = &cfg.access_key_id {
                     b = b.with_access_key_id(k.resolve("[lake] access_key_id")?);
                 }

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! run_id,started_at,finished_at,watermark,rows_read,rows_written,status,mode,rows_deleted
-//! 20250701T020000Z-3f2a,2025-07-01T02:00:00.000Z,2025-07-01T02:00:09.412Z,2025-07-01T01:59:58.120Z,1200,1188,ok,incremental,0
+//! 20250701T020000123Z-3f2a,2025-07-01T02:00:00.000Z,2025-07-01T02:00:09.412Z,2025-07-01T01:59:58.120Z,1200,1188,ok,incremental,0
 //! ```
 //! (`mode` and `rows_deleted` were added with reconcile; files without them read as `incremental`, 0.)
 //! The watermark is the newest document timestamp safely written, capped at the moment the run started reading

@@ -19,6 +19,9 @@
 //!  9 append state row with the new watermark                                     ◄── the commit point
 //! 10 release the lease
 //! ```
+//! `sync --dry-run` runs 2-5 (reads only: no lease, no cleaning, no spill outside the local temp dir), lists what
+//! 6 would rewrite and whether 5 would widen the schema, and returns before the first write.
+//!
 //! A crash anywhere (✝ marks the `MONGOLAKE_FAULT` points the tests kill at) before 9 leaves the old watermark,
 //! so the next run re-reads the same documents (and more) and, because merging is idempotent (a re-read document
 //! replaces its own earlier copy), lands in the same lake. Readers never see a partial file: staging is outside
@@ -72,6 +75,15 @@ pub struct CollectionStats {
     pub table_definition_changed: bool,
     /// Values masked per rule (collections.csv `mask`).
     pub masked: crate::mask::MaskCounts,
+    /// `sync --dry-run`: the partitions (relative to the table) that would be rewritten.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub planned_partitions: Vec<String>,
+    /// `sync --dry-run`: the documents read would change the stored schema ...
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub schema_would_change: bool,
+    /// ... and widen a column's file type, which rewrites every partition.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub schema_would_widen: bool,
 }
 
 /// Syncs one collection. `lease_lost` is raised if this run's lease on the collection was taken over; the
@@ -86,18 +98,31 @@ pub async fn sync_collection(
     let (db, coll) = (spec.database.as_str(), spec.collection.as_str());
     let mut stats = CollectionStats::default();
 
-    let cleaned = lake.clean_staging(db, coll).await?;
-    if cleaned > 0 {
-        tracing::warn!(collection = %name, cleaned, "Removed staging objects left by an interrupted run");
+    let progress = ctx.progress.clone();
+    progress.set_phase(crate::progress::Phase::Reading);
+    if !ctx.dry_run {
+        let cleaned = lake.clean_staging(db, coll).await?;
+        if cleaned > 0 {
+            tracing::warn!(collection = %name, cleaned, "Removed staging objects left by an interrupted run");
+        }
     }
     let state = state::load(lake, db, coll).await?;
-    let committed = state.rows.iter().map(|r| r.run_id.clone()).collect();
-    let stale = rejects::clean_uncommitted(lake, db, coll, &committed).await?;
-    if stale > 0 {
-        tracing::info!(collection = %name, files = stale, "Removed rejects of runs that did not commit (this run re-reads them)");
+    if !ctx.dry_run {
+        let committed = state.rows.iter().map(|r| r.run_id.clone()).collect();
+        let stale = rejects::clean_uncommitted(lake, db, coll, &committed).await?;
+        if stale > 0 {
+            tracing::info!(collection = %name, files = stale, "Removed rejects of runs that did not commit (this run re-reads them)");
+        }
     }
     let old_watermark = if ctx.full { None } else { state.watermark() };
     stats.full_load = old_watermark.is_none();
+    if stats.full_load {
+        // For the progress bar's ETA only: an estimate from collection metadata, never a scan.
+        let c = ctx.client.database(db).collection::<bson::Document>(coll);
+        if let Ok(n) = c.estimated_document_count().await {
+            progress.expected.store(n, Ordering::Relaxed);
+        }
+    }
     stats.old_watermark = state.watermark().map(text::format_millis);
 
     let schema_path = lake.schema_path(db, coll);
@@ -120,7 +145,14 @@ pub async fn sync_collection(
         None => bson::Document::new(),
     };
     let read_started = chrono::Utc::now().timestamp_millis();
-    pass.read(filter).await?;
+    if old_watermark.is_none() && ctx.sync.read_ranges > 1 && spec.key == "_id" {
+        // A full load: several cursors over `_id` ranges (see ReadPass::id_ranges).
+        let ranges = pass.id_ranges(ctx.sync.read_ranges).await?;
+        tracing::debug!(collection = %name, ranges = ranges.len(), "Full load in _id ranges");
+        pass.read_all(ranges).await?;
+    } else {
+        pass.read(filter).await?;
+    }
     // The key index: where each key's row lives (to move rows between partitions, and to find deletions).
     let mut index = state::index::load_or_rebuild(lake, &spec).await?;
     let reconcile_due = ctx.reconcile
@@ -183,7 +215,7 @@ pub async fn sync_collection(
         });
     }
     let rewrite_all = widened || stored.rewrite_pending;
-    if widened {
+    if widened && !ctx.dry_run {
         // Write-ahead: the widened schema and the intent to rewrite every file, before the first file changes.
         stored.rewrite_pending = true;
         lake.put(&schema_path, serde_json::to_vec_pretty(&stored).expect("serialisable").into()).await?;
@@ -247,6 +279,24 @@ pub async fn sync_collection(
     for (key, (_, _, pi)) in newest {
         index.insert(key, rels[pi].clone());
     }
+    if ctx.dry_run {
+        let mut planned: Vec<String> = parts.iter().map(|(v, _)| partitioner.relative_path(v)).collect();
+        planned.sort();
+        planned.dedup();
+        stats.planned_partitions = planned;
+        stats.schema_would_change = document != old_document && !changes.is_empty();
+        stats.schema_would_widen = widened;
+        stats.schema_changes = changes;
+        stats.schema_version = stored.version;
+        let would = match (old_watermark, max_ts.map(|m| m.min(read_started))) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+        stats.new_watermark = would.map(text::format_millis);
+        tracing::info!(collection = %name, docs_read = stats.docs_read, partitions = stats.planned_partitions.len(), widen = widened, "Dry run: nothing written");
+        return Ok(stats);
+    }
+    progress.set_phase(crate::progress::Phase::Writing);
     let removals = Arc::new(removals);
 
     let writer = Arc::new(PartitionWriter {

@@ -100,26 +100,107 @@ impl ReadPass {
 
     /// Reads every document matching `filter` as raw batches.
     pub async fn read(&mut self, filter: bson::Document) -> Result<()> {
-        let (db, coll) = (self.spec.database.clone(), self.spec.collection.clone());
-        let collection = self.ctx.client.database(&db).collection::<bson::Document>(&coll);
-        let mut cursor = collection
-            .find(filter)
-            .batch_size(self.ctx.batch_size)
-            .batch()
-            .await
-            .map_err(|e| Error::mongo(format!("{}: find", self.name), e))?;
-        while let Some(batch) = cursor.next().await {
-            let batch = batch.map_err(|e| Error::mongo(format!("{}: reading a batch", self.name), e))?;
-            let docs = batch.doc_slices().map_err(|e| Error::mongo(format!("{}: reading a batch", self.name), e))?;
-            for raw in docs {
-                let doc = raw.ok().and_then(|r| r.as_document()).ok_or_else(|| Error::Bson {
-                    collection: self.name.clone(),
-                    message: "a batch element is not a document".into(),
-                })?;
-                self.ingest(doc)?;
-            }
-            crate::fault::point("after_batch");
+        self.read_all(vec![filter]).await
+    }
+
+    /// Reads every document matching any of `filters` (disjoint `_id` ranges), each with its own cursor.
+    ///
+    /// Each cursor runs in a task of its own and hands its raw batches over through a small channel, so the
+    /// next `getMore` is in flight while this task decodes the last batch: the cursor never waits on decoding,
+    /// and decoding only waits when the server is slower. Documents of one key are always in one range, so the
+    /// read order that breaks timestamp ties for a key is preserved.
+    pub async fn read_all(&mut self, filters: Vec<bson::Document>) -> Result<()> {
+        let collection =
+            self.ctx.client.database(&self.spec.database).collection::<bson::Document>(&self.spec.collection);
+        let (tx, mut rx) = tokio::sync::mpsc::channel(2 * filters.len().max(1));
+        let mut readers = Vec::new();
+        for filter in filters {
+            let (tx, collection, name) = (tx.clone(), collection.clone(), self.name.clone());
+            let batch_size = self.ctx.batch_size;
+            readers.push(tokio::spawn(async move {
+                let mut cursor = match collection.find(filter).batch_size(batch_size).batch().await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        let _ = tx.send(Err(Error::mongo(format!("{name}: find"), e))).await;
+                        return;
+                    }
+                };
+                while let Some(batch) = cursor.next().await {
+                    let batch = batch.map_err(|e| Error::mongo(format!("{name}: reading a batch"), e));
+                    let failed = batch.is_err();
+                    // A closed channel means the consumer stopped (an error): stop reading.
+                    if tx.send(batch).await.is_err() || failed {
+                        return;
+                    }
+                }
+            }));
         }
+        drop(tx);
+        let mut outcome = Ok(());
+        while let Some(batch) = rx.recv().await {
+            let name = self.name.clone();
+            let ingested = batch.and_then(|b| {
+                let docs = b.doc_slices().map_err(|e| Error::mongo(format!("{name}: reading a batch"), e))?;
+                self.ingest_batch(docs)
+            });
+            if let Err(e) = ingested {
+                outcome = Err(e);
+                break;
+            }
+        }
+        drop(rx);
+        for r in readers {
+            r.await.map_err(|e| Error::collection(&self.name, format!("a reader task failed: {e}")))?;
+        }
+        outcome
+    }
+
+    /// Splits the collection into up to `k` `_id` ranges of about equal size (`$bucketAuto`; `splitVector` is
+    /// not always available), as filters for [`ReadPass::read_all`]. Together they match every document exactly
+    /// once: the first is "not >= b1", which also holds every `_id` of another BSON type (MongoDB compares types
+    /// in separate brackets), the others are `[b_i, b_i+1)` and `>= b_last` within b's type. When the bounds do not
+    /// all share one type, or the collection is small, one filter (no split) is returned.
+    pub async fn id_ranges(&self, k: usize) -> Result<Vec<bson::Document>> {
+        let whole = vec![bson::Document::new()];
+        if k <= 1 {
+            return Ok(whole);
+        }
+        let collection =
+            self.ctx.client.database(&self.spec.database).collection::<bson::Document>(&self.spec.collection);
+        let pipeline = vec![bson::doc! { "$bucketAuto": { "groupBy": "$_id", "buckets": k as i64 } }];
+        let mut cursor = collection
+            .aggregate(pipeline)
+            .await
+            .map_err(|e| Error::mongo(format!("{}: $bucketAuto on _id", self.name), e))?;
+        let mut mins = Vec::new();
+        while let Some(b) = cursor.next().await {
+            let b = b.map_err(|e| Error::mongo(format!("{}: $bucketAuto on _id", self.name), e))?;
+            if let Some(min) = b.get_document("_id").ok().and_then(|d| d.get("min")).cloned() {
+                mins.push(min);
+            }
+        }
+        let bounds: Vec<bson::Bson> = mins.into_iter().skip(1).collect();
+        let same_type = bounds.windows(2).all(|w| w[0].element_type() == w[1].element_type());
+        if bounds.is_empty() || !same_type {
+            return Ok(whole);
+        }
+        let mut filters = vec![bson::doc! { "_id": { "$not": { "$gte": bounds[0].clone() } } }];
+        for w in bounds.windows(2) {
+            filters.push(bson::doc! { "_id": { "$gte": w[0].clone(), "$lt": w[1].clone() } });
+        }
+        filters.push(bson::doc! { "_id": { "$gte": bounds[bounds.len() - 1].clone() } });
+        Ok(filters)
+    }
+
+    fn ingest_batch(&mut self, docs: &bson::RawArray) -> Result<()> {
+        for raw in docs {
+            let doc = raw.ok().and_then(|r| r.as_document()).ok_or_else(|| Error::Bson {
+                collection: self.name.clone(),
+                message: "a batch element is not a document".into(),
+            })?;
+            self.ingest(doc)?;
+        }
+        crate::fault::point("after_batch");
         Ok(())
     }
 

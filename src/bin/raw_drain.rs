@@ -1,0 +1,124 @@
+//! `raw_drain`: the benchmark's baseline (issue 6). Reads every document of the given collections as raw BSON
+//! batches (`find({}).batch()`, zero-copy `doc_slices()`), counts documents and bytes and discards them: the
+//! fastest a client can take the data off the server, which is what mongolake's full load is compared with.
+//!
+//! ```text
+//! raw_drain --uri mongodb://127.0.0.1:27700/?directConnection=true --db hims [--ranges 4] patients visits ...
+//! ```
+//! Collections (and, with `--ranges K`, the K `_id` ranges of each) are read concurrently, one cursor each.
+//! Prints one JSON line: `{"docs":..,"bytes":..,"seconds":..,"ranges":K,"collections":{name:{docs,bytes}}}`.
+//! `seconds` covers the reading only (after connecting and splitting into ranges).
+
+use anyhow::{bail, Context, Result};
+use bson::{doc, Bson, Document};
+use clap::Parser;
+use futures::StreamExt;
+use std::time::Instant;
+
+#[derive(Parser, Debug)]
+#[command(about = "Drain collections as raw BSON batches and discard them (benchmark baseline)")]
+struct Args {
+    /// MongoDB connection string.
+    #[arg(long)]
+    uri: String,
+    /// Database holding the collections.
+    #[arg(long)]
+    db: String,
+    /// Split each collection into this many `_id` ranges ($bucketAuto) read by concurrent cursors.
+    #[arg(long, default_value_t = 1)]
+    ranges: usize,
+    /// Documents per batch asked of the server (mongolake's default `[mongodb] batch_size`).
+    #[arg(long, default_value_t = 10_000)]
+    batch_size: u32,
+    /// Collections to drain.
+    #[arg(required = true)]
+    collections: Vec<String>,
+}
+
+/// The `_id` range filters of a collection: `k` about equal ranges covering every document exactly once.
+/// The first is `{_id: {$not: {$gte: b1}}}`, which also holds every `_id` of another BSON type; then
+/// `[b_i, b_i+1)`, and `>= b_k`. One empty filter (no split) when `k <= 1`, the collection is too small,
+/// or the bounds do not share one BSON type.
+async fn id_ranges(coll: &mongodb::Collection<Document>, k: usize) -> Result<Vec<Document>> {
+    let whole = vec![Document::new()];
+    if k <= 1 {
+        return Ok(whole);
+    }
+    let pipeline = vec![doc! { "$bucketAuto": { "groupBy": "$_id", "buckets": k as i64 } }];
+    let mut cursor = coll.aggregate(pipeline).await.context("$bucketAuto on _id")?;
+    let mut mins = Vec::new();
+    while let Some(bucket) = cursor.next().await {
+        let bucket = bucket.context("$bucketAuto on _id")?;
+        if let Some(min) = bucket.get_document("_id").ok().and_then(|d| d.get("min")).cloned() {
+            mins.push(min);
+        }
+    }
+    let bounds: Vec<Bson> = mins.into_iter().skip(1).collect();
+    if bounds.is_empty() || !bounds.windows(2).all(|w| w[0].element_type() == w[1].element_type()) {
+        return Ok(whole);
+    }
+    let mut filters = vec![doc! { "_id": { "$not": { "$gte": bounds[0].clone() } } }];
+    for w in bounds.windows(2) {
+        filters.push(doc! { "_id": { "$gte": w[0].clone(), "$lt": w[1].clone() } });
+    }
+    filters.push(doc! { "_id": { "$gte": bounds[bounds.len() - 1].clone() } });
+    Ok(filters)
+}
+
+/// Drains one cursor: returns (documents, bytes of BSON).
+async fn drain(coll: mongodb::Collection<Document>, filter: Document, batch_size: u32) -> Result<(u64, u64)> {
+    let mut cursor = coll.find(filter).batch_size(batch_size).batch().await.context("find")?;
+    let (mut docs, mut bytes) = (0u64, 0u64);
+    while let Some(batch) = cursor.next().await {
+        let batch = batch.context("reading a batch")?;
+        for raw in batch.doc_slices().context("batch documents")? {
+            let raw = raw.context("batch element")?;
+            let Some(d) = raw.as_document() else { bail!("a batch element is not a document") };
+            docs += 1;
+            bytes += d.as_bytes().len() as u64;
+        }
+    }
+    Ok((docs, bytes))
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let client = mongodb::Client::with_uri_str(&args.uri).await.context("connecting")?;
+    let db = client.database(&args.db);
+    db.run_command(doc! { "ping": 1 }).await.context("ping")?;
+
+    // Split first (not timed), then start every cursor together.
+    let mut jobs = Vec::new();
+    for name in &args.collections {
+        let coll = db.collection::<Document>(name);
+        for filter in id_ranges(&coll, args.ranges).await.with_context(|| format!("{name}: ranges"))? {
+            jobs.push((name.clone(), coll.clone(), filter));
+        }
+    }
+    let start = Instant::now();
+    let handles: Vec<_> = jobs
+        .into_iter()
+        .map(|(name, coll, filter)| {
+            let batch_size = args.batch_size;
+            (name, tokio::spawn(async move { drain(coll, filter, batch_size).await }))
+        })
+        .collect();
+    let mut per: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
+    for (name, handle) in handles {
+        let (d, b) = handle.await.context("a reader task failed")?.with_context(|| format!("{name}: drain"))?;
+        let e = per.entry(name).or_default();
+        e.0 += d;
+        e.1 += b;
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    let (docs, bytes) = per.values().fold((0, 0), |a, v| (a.0 + v.0, a.1 + v.1));
+    let collections: serde_json::Map<String, serde_json::Value> =
+        per.into_iter().map(|(n, (d, b))| (n, serde_json::json!({ "docs": d, "bytes": b }))).collect();
+    let out = serde_json::json!({
+        "docs": docs, "bytes": bytes, "seconds": seconds, "ranges": args.ranges, "collections": collections,
+    });
+    println!("{out}");
+    client.shutdown().await;
+    Ok(())
+}
