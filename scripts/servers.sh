@@ -3,7 +3,7 @@
 #   mongo : secantusd-rs (MongoDB wire protocol)   port MONGOLAKE_MONGO_PORT (default 27217)
 #   s3    : moto_server (S3 API)                    port MONGOLAKE_S3_PORT    (default 5000)
 #   smtp  : scripts/smtp_capture.py (aiosmtpd)      port MONGOLAKE_SMTP_PORT  (default 2525)
-#   mongosecure : secantusd-rs with --auth (SCRAM-SHA-256) and TLS, for the security tests
+#   mongosecure : secantusd-rs with --auth (SCRAM-SHA-256) and mutual TLS, for the security tests
 #                                                   port MONGOLAKE_SECURE_MONGO_PORT (default 27218)
 # A test CA (DIR/tls/ca.pem) and a certificate it signs for 127.0.0.1/localhost (cert.pem, key.pem) are made for
 # the TLS servers.
@@ -162,7 +162,8 @@ start_one() {
         : >"$DIR/secantusd-secure.toml"
         pid="$(launch mongosecure "$logf" "$SECANTUS" --host "$HOST" --port "$port" --storage-path "$DIR/mongosecure" \
           --cache-size 256M --log-level WARNING --config "$DIR/secantusd-secure.toml" --auth \
-          --tls-cert-file "$DIR/tls/cert.pem" --tls-key-file "$DIR/tls/key.pem")"
+          --tls-cert-file "$DIR/tls/cert.pem" --tls-key-file "$DIR/tls/key.pem" \
+          --tls-ca-file "$DIR/tls/ca.pem" --tls-require-client-cert)"
         rc=0; wait_ready mongosecure "$pid" "$logf" log_has "$logf" 'listening on' || rc=$?
         ;;
       s3)
@@ -226,7 +227,11 @@ cmd_start() {
         -subj /CN=mongolake-test-ca &&
       openssl req -newkey rsa:2048 -nodes -keyout "$DIR/tls/key.pem" -out "$DIR/tls/server.csr" -subj /CN=localhost &&
       openssl x509 -req -in "$DIR/tls/server.csr" -CA "$DIR/tls/ca.pem" -CAkey "$DIR/tls/ca.key" -CAcreateserial \
-        -out "$DIR/tls/cert.pem" -days 3650 -extfile "$DIR/tls/leaf.ext"; } >/dev/null 2>&1 \
+        -out "$DIR/tls/cert.pem" -days 3650 -extfile "$DIR/tls/leaf.ext" &&
+      openssl req -newkey rsa:2048 -nodes -keyout "$DIR/tls/client.key" -out "$DIR/tls/client.csr" -subj /CN=mongolake &&
+      openssl x509 -req -in "$DIR/tls/client.csr" -CA "$DIR/tls/ca.pem" -CAkey "$DIR/tls/ca.key" -CAcreateserial \
+        -out "$DIR/tls/client.crt" -days 3650 -extfile "$DIR/tls/leaf.ext" &&
+      cat "$DIR/tls/client.crt" "$DIR/tls/client.key" >"$DIR/tls/client.pem"; } >/dev/null 2>&1 \
       || die "openssl could not make the test certificates"
   fi
   if [[ " $SERVERS " == *" mongo"* ]]; then
@@ -286,6 +291,8 @@ cmd_start() {
     printf 'export MONGOLAKE_TEST_TLS_CA=%s\n' "$(shq "$DIR/tls/ca.pem")"
     printf 'export MONGOLAKE_TEST_TLS_CERT=%s\n' "$(shq "$DIR/tls/cert.pem")"
     printf 'export MONGOLAKE_TEST_TLS_KEY=%s\n' "$(shq "$DIR/tls/key.pem")"
+    # A client certificate (with its key) the CA signed: mongosecure requires one (mutual TLS).
+    printf 'export MONGOLAKE_TEST_TLS_CLIENT_PEM=%s\n' "$(shq "$DIR/tls/client.pem")"
     if [ -n "${PORT_s3:-}" ]; then
       printf 'export MONGOLAKE_TEST_S3_ENDPOINT=%s\n' "$(shq "http://$HOST:$PORT_s3")"
     fi

@@ -275,7 +275,10 @@ async fn run(command: Command, terminal: bool) -> ExitCode {
                 Ok(c) => c,
                 Err(e) => return fatal(crate::Error::mongo(crate::source::redact_uri(&uri), e)),
             };
-            match crate::generator::seed(&client, &db, &opts).await {
+            let outcome = crate::generator::seed(&client, &db, &opts).await;
+            // Shut the driver down inside the runtime (see sync::run): dropping it at exit can panic.
+            client.shutdown().immediate(true).await;
+            match outcome {
                 Ok(counts) => {
                     for (c, n) in counts {
                         println!("seeded {db}.{c}: {n} documents");
@@ -292,7 +295,9 @@ async fn run(command: Command, terminal: bool) -> ExitCode {
                 Ok(c) => c,
                 Err(e) => return fatal(crate::Error::mongo(crate::source::redact_uri(&uri), e)),
             };
-            match crate::generator::mutate(&client, &db, &opts, fraction, now).await {
+            let outcome = crate::generator::mutate(&client, &db, &opts, fraction, now).await;
+            client.shutdown().immediate(true).await;
+            match outcome {
                 Ok(s) => {
                     println!("mutated {db}: {} updated, {} inserted", s.updated, s.inserted);
                     ExitCode::SUCCESS

@@ -131,21 +131,29 @@ async fn secure_admin() -> mongodb::Client {
     let host = std::env::var("MONGOLAKE_TEST_SECURE_MONGO_HOST").expect("run under scripts/test.sh (secure server)");
     let ca = std::env::var("MONGOLAKE_TEST_TLS_CA").unwrap();
     let pw = std::env::var("MONGOLAKE_TEST_SECURE_MONGO_ADMIN_PASSWORD").unwrap();
-    let tls = format!("directConnection=true&tls=true&tlsCAFile={ca}&serverSelectionTimeoutMS=5000");
+    let client_pem = std::env::var("MONGOLAKE_TEST_TLS_CLIENT_PEM").unwrap();
+    let tls = format!(
+        "directConnection=true&tls=true&tlsCAFile={ca}&tlsCertificateKeyFile={client_pem}&serverSelectionTimeoutMS=5000"
+    );
     let anon = mongodb::Client::with_uri_str(format!("mongodb://{host}/?{tls}")).await.unwrap();
     // Fails harmlessly once an admin exists (another test created it).
     let _ = anon.database("admin").run_command(doc! { "createUser": "admin", "pwd": &pw, "roles": ["root"] }).await;
     mongodb::Client::with_uri_str(format!("mongodb://admin:{pw}@{host}/?{tls}&authSource=admin")).await.unwrap()
 }
 
-fn secure_env(p: &Project, name: &str, with_ca: bool) -> String {
+/// An environment on the secure server: TLS trusting the test CA (`with_ca`) and presenting the client
+/// certificate (`with_client_cert`).
+fn secure_env(p: &Project, name: &str, with_ca: bool, with_client_cert: bool) -> String {
     let host = std::env::var("MONGOLAKE_TEST_SECURE_MONGO_HOST").unwrap();
     let lake = p.path().join(format!("lake-{name}")).to_str().unwrap().to_string();
-    let ca = if with_ca {
-        format!("tls_ca_file = \"{}\"\n", std::env::var("MONGOLAKE_TEST_TLS_CA").unwrap())
-    } else {
-        "tls = true\n".to_string()
-    };
+    let mut ca = "tls = true\n".to_string();
+    if with_ca {
+        ca.push_str(&format!("tls_ca_file = \"{}\"\n", std::env::var("MONGOLAKE_TEST_TLS_CA").unwrap()));
+    }
+    if with_client_cert {
+        let pem = std::env::var("MONGOLAKE_TEST_TLS_CLIENT_PEM").unwrap();
+        ca.push_str(&format!("tls_certificate_key_file = \"{pem}\"\n"));
+    }
     p.write_env(
         name,
         &format!(
@@ -157,8 +165,9 @@ fn secure_env(p: &Project, name: &str, with_ca: bool) -> String {
     lake
 }
 
-/// The documented least privilege: a user with only the `read` role on the database, over TLS verified with a
-/// private CA, syncs; a wrong password, and a server certificate nobody vouches for, fail clearly.
+/// The documented least privilege: a user with only the `read` role on the database, over mutual TLS (the server
+/// verified with a private CA, mongolake presenting a client certificate), syncs; a wrong password, a missing
+/// client certificate and a server certificate nobody vouches for fail clearly.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_only_scram_user_over_tls_is_enough() {
     let admin = secure_admin().await;
@@ -174,15 +183,16 @@ async fn a_read_only_scram_user_over_tls_is_enough() {
     admin.database(&p.db).collection::<Document>("notes").insert_many(docs).await.unwrap();
     p.write_collections(&["{db},notes,modified_at,,"]);
 
-    let lake = secure_env(&p, "sec", true);
+    let lake = secure_env(&p, "sec", true, true);
     let creds = [("TEST_MONGO_USER", user.as_str()), ("TEST_MONGO_PASSWORD", password)];
     p.sync_with("sec", &[], &creds).assert_ok();
     assert_eq!(rows(table(&dump(&lake), &p.db, "notes")).len(), 50);
     // The same user cannot write: the role really is read-only.
     let ca = std::env::var("MONGOLAKE_TEST_TLS_CA").unwrap();
     let host = std::env::var("MONGOLAKE_TEST_SECURE_MONGO_HOST").unwrap();
+    let pem = std::env::var("MONGOLAKE_TEST_TLS_CLIENT_PEM").unwrap();
     let reader = mongodb::Client::with_uri_str(format!(
-        "mongodb://{user}:{password}@{host}/?directConnection=true&tls=true&tlsCAFile={ca}&authSource=admin"
+        "mongodb://{user}:{password}@{host}/?directConnection=true&tls=true&tlsCAFile={ca}&tlsCertificateKeyFile={pem}&authSource=admin"
     ))
     .await
     .unwrap();
@@ -195,7 +205,13 @@ async fn a_read_only_scram_user_over_tls_is_enough() {
     assert!(wrong.text().to_lowercase().contains("auth"), "the failure names authentication: {}", wrong.describe());
     assert!(!wrong.text().contains("not-the-password"), "the password was echoed");
 
-    secure_env(&p, "untrusted", false);
+    // The server requires a client certificate (mutual TLS): without it, no connection.
+    secure_env(&p, "nocert", true, false);
+    let nocert = p.sync_with("nocert", &[], &creds);
+    nocert.assert_code(2);
+    assert!(!nocert.text().contains(password), "the password was echoed");
+
+    secure_env(&p, "untrusted", false, true);
     let untrusted = p.sync_with("untrusted", &[], &creds);
     untrusted.assert_code(2);
     assert!(

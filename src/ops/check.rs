@@ -122,7 +122,14 @@ async fn check_mongo(config: &Config, out: &mut Out) {
         Ok(c) => c,
         Err(e) => return out.push(Level::Fail, "mongodb", format!("{e}; fix [mongodb] uri / credentials")),
     };
-    if let Err(e) = crate::source::ping(&client, m).await {
+    check_mongo_with(&client, config, out).await;
+    // Inside the runtime, not at exit (see sync::run).
+    client.shutdown().immediate(true).await;
+}
+
+async fn check_mongo_with(client: &mongodb::Client, config: &Config, out: &mut Out) {
+    let m = &config.environment.mongodb;
+    if let Err(e) = crate::source::ping(client, m).await {
         let fix = crate::report::fix::for_error(&e).map(|f| format!("; fix: {f}")).unwrap_or_default();
         return out.push(Level::Fail, "mongodb", format!("{e}{fix}"));
     }
