@@ -255,9 +255,18 @@ impl Lake {
                     std::fs::remove_dir_all(&target)
                         .map_err(|e| Error::io(format!("removing {}", target.display()), e))?;
                 }
-                // Prune the run's now-empty directories (fails harmlessly while another collection uses them).
-                let _ = std::fs::remove_dir(run.path().join(db));
-                let _ = std::fs::remove_dir(run.path());
+                // Prune a run's empty directories only once it is a day old: pruning a live run's `<run>/<db>`
+                // would race with another collection (or process) creating its folders under it.
+                let old = run
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|age| age > std::time::Duration::from_secs(86_400));
+                if old {
+                    let _ = std::fs::remove_dir(run.path().join(db));
+                    let _ = std::fs::remove_dir(run.path());
+                }
             }
         }
         for p in self.list(&staging).await? {

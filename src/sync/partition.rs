@@ -112,10 +112,14 @@ fn build_partition(
     row_group_rows: usize,
     context: &str,
 ) -> Result<Built> {
-    // Rows of the existing file, back as BSON.
+    // Rows of the existing file: merged at the Arrow level when the file already has the collection's type (the
+    // common incremental case), else back as BSON and rebuilt under the new type (a widening).
     let mut old_docs: Vec<RawDocumentBuf> = Vec::new();
     if let Some(b) = existing {
         let (batches, ty) = parquet::decode(b, context)?;
+        if &ty == file_ty && arrow_mergeable(&batches, file_ty, &spec.key) {
+            return merge_arrow(&batches, part, remove, file_ty, hints, in_path, spec, row_group_rows, context);
+        }
         for batch in batches {
             let s = StructArray::from(batch);
             for row in 0..s.len() {
@@ -148,16 +152,7 @@ fn build_partition(
     let dups = rows.len() as u64 - fresh_winners;
     let replaced = old_docs.len() as u64 - (winners.len() as u64 - fresh_winners);
 
-    let (in_path, hints) = (in_path.to_vec(), hints.to_vec());
-    let prepare: Box<Prepare> = Box::new(move |name: &str, v: RawBsonRef<'_>| {
-        if in_path.iter().any(|p| p == name) {
-            None
-        } else if hints.iter().any(|h| h == name) {
-            Some(timestamp::normalise(v))
-        } else {
-            Some(v)
-        }
-    });
+    let prepare = prepare_fn(hints, in_path);
     let mut batches = Vec::new();
     let mut builder = ColumnBuilder::for_document(file_ty);
     let (mut value_rejects, mut rejects) = (Vec::new(), Vec::new());
@@ -186,6 +181,120 @@ fn build_partition(
     let schema = batches[0].schema();
     let bytes = parquet::encode(schema, &batches, file_ty, row_group_rows, context)?;
     Ok(Built { bytes, rows: winners.len() as u64, dups, replaced, rejects })
+}
+
+/// The incremental merge without a BSON round trip: the existing rows stay Arrow. Rows whose key a document
+/// of this run replaces (a fresh document always wins) or that moved away are filtered out, the fresh winners
+/// are built from BSON, and the union is sorted by key text, exactly the order and values the BSON path gives,
+/// so an unchanged merge still yields identical bytes.
+#[allow(clippy::too_many_arguments)]
+fn merge_arrow(
+    old: &[RecordBatch],
+    part: Part,
+    remove: &HashSet<String>,
+    file_ty: &LakeType,
+    hints: &[String],
+    in_path: &[String],
+    spec: &CollectionSpec,
+    row_group_rows: usize,
+    context: &str,
+) -> Result<Built> {
+    use arrow::array::{BooleanArray, StringArray};
+    let LakeType::Struct { fields } = file_ty else { unreachable!("a file type is a struct") };
+    let key_col = fields.iter().position(|f| f.source == spec.key);
+    let enc = |e: arrow::error::ArrowError| Error::encode(context, e);
+    // Fresh winners among this run's documents (one per key, sorted by key).
+    let (fresh_bytes, rows) = part.into_bytes()?;
+    let candidates: Vec<Candidate> = rows
+        .iter()
+        .map(|r| Candidate { key: r.key.clone(), fresh: true, timestamp: r.timestamp, seq: r.seq })
+        .collect();
+    let winners = latest(&candidates);
+    let fresh_keys: HashSet<&str> = winners.iter().map(|&i| candidates[i].key.as_str()).collect();
+    let prepare = prepare_fn(hints, in_path);
+    let mut builder = ColumnBuilder::for_document(file_ty);
+    let (mut value_rejects, mut rejects) = (Vec::new(), Vec::new());
+    for &i in &winners {
+        let r = &rows[i];
+        let doc = RawDocument::from_bytes(&fresh_bytes[r.offset as usize..r.offset as usize + r.len as usize])
+            .map_err(|e| Error::encode(context, e))?;
+        builder.append_document(doc, prepare.as_ref(), &mut value_rejects).map_err(|m| {
+            Error::collection(format!("{}.{}", spec.database, spec.collection), format!("document {}: {m}", r.key))
+        })?;
+        for v in value_rejects.drain(..) {
+            rejects.push(Reject::value(&r.key, v));
+        }
+    }
+    let fresh = finish_batch(&mut builder, context)?;
+    // Old rows: keep those no fresh document replaces and that did not move away.
+    let mut kept_batches = Vec::with_capacity(old.len());
+    let mut keys: Vec<String> = Vec::new();
+    let mut replaced = 0u64;
+    for batch in old {
+        let batch = RecordBatch::try_new(fresh.schema(), batch.columns().to_vec()).map_err(enc)?;
+        let mut keep = Vec::with_capacity(batch.num_rows());
+        for row in 0..batch.num_rows() {
+            let key = match key_col {
+                Some(c) => sarrow::to_bson(batch.column(c).as_ref(), row, &fields[c].ty)
+                    .and_then(|b| bson::RawBson::try_from(b).ok())
+                    .map(|raw| text::render(raw.as_raw_bson_ref()))
+                    .unwrap_or_default(),
+                None => String::new(),
+            };
+            let replaced_here = fresh_keys.contains(key.as_str());
+            let stays = !replaced_here && !remove.contains(&key);
+            if replaced_here && !remove.contains(&key) {
+                replaced += 1;
+            }
+            if stays {
+                keys.push(key);
+            }
+            keep.push(stays);
+        }
+        kept_batches.push(arrow::compute::filter_record_batch(&batch, &BooleanArray::from(keep)).map_err(enc)?);
+    }
+    let kept_rows = keys.len() as u64;
+    keys.extend(winners.iter().map(|&i| candidates[i].key.clone()));
+    kept_batches.push(fresh);
+    let all = arrow::compute::concat_batches(&kept_batches[0].schema(), &kept_batches).map_err(enc)?;
+    let order = arrow::compute::sort_to_indices(&StringArray::from(keys), None, None).map_err(enc)?;
+    let sorted = arrow::compute::take_record_batch(&all, &order).map_err(enc)?;
+    let bytes = parquet::encode(sorted.schema(), &[sorted], file_ty, row_group_rows, context)?;
+    Ok(Built {
+        bytes,
+        rows: kept_rows + winners.len() as u64,
+        dups: rows.len() as u64 - winners.len() as u64,
+        replaced,
+        rejects,
+    })
+}
+
+/// The Arrow merge needs the key as a top-level column, and the file's Arrow types exactly those the builders
+/// produce for the collection's type (they are, unless a file was written by a different version).
+fn arrow_mergeable(old: &[RecordBatch], file_ty: &LakeType, key: &str) -> bool {
+    let LakeType::Struct { fields } = file_ty else { return false };
+    if !fields.iter().any(|f| f.source == key) {
+        return false;
+    }
+    let want = sarrow::struct_fields(fields);
+    old.iter().all(|b| {
+        let got = b.schema();
+        got.fields().len() == want.len()
+            && got.fields().iter().zip(want.iter()).all(|(g, w)| g.name() == w.name() && g.data_type() == w.data_type())
+    })
+}
+
+fn prepare_fn(hints: &[String], in_path: &[String]) -> Box<Prepare> {
+    let (in_path, hints) = (in_path.to_vec(), hints.to_vec());
+    Box::new(move |name: &str, v: RawBsonRef<'_>| {
+        if in_path.iter().any(|p| p == name) {
+            None
+        } else if hints.iter().any(|h| h == name) {
+            Some(timestamp::normalise(v))
+        } else {
+            Some(v)
+        }
+    })
 }
 
 fn finish_batch(builder: &mut ColumnBuilder, context: &str) -> Result<RecordBatch> {
