@@ -6,6 +6,15 @@ use common::*;
 use serde_json::json;
 use std::path::Path;
 
+/// The five seeded hospital collections, partitioned as in the repository's collections.csv.
+const HOSPITAL: [&str; 5] = [
+    "{db},patients,modified_at,date(created_at),",
+    "{db},visits,modified_at,facility_id/date(created_at),",
+    "{db},bills,modified_at,facility_id/date(created_at),",
+    "{db},lab_results,modified_at,date(created_at),",
+    "{db},pharmacy_stock,modified_at,facility_id,",
+];
+
 /// Starts two syncs of `env` together and returns both outcomes.
 fn two_at_once(p: &Project, env: &str, extra: &[&str]) -> (Run, Run) {
     let dir = p.path().to_str().unwrap().to_string();
@@ -51,13 +60,7 @@ fn assert_each_collection_synced(a: &Run, b: &Run, db: &str, waited: bool) {
 async fn concurrent_runs_leave_an_exact_lake(name: &str, s3: bool) {
     let p = Project::new(name);
     p.seed(1500, 31);
-    p.write_collections(&[
-        "{db},patients,modified_at,date(created_at),",
-        "{db},visits,modified_at,facility_id/date(created_at),",
-        "{db},bills,modified_at,facility_id/date(created_at),",
-        "{db},lab_results,modified_at,date(created_at),",
-        "{db},pharmacy_stock,modified_at,facility_id,",
-    ]);
+    p.write_collections(&HOSPITAL);
     let reference = p.local_env("single", "Asia/Kolkata");
     p.sync("single", &[]).assert_ok();
     let lake = if s3 {
@@ -142,13 +145,7 @@ async fn s3_leases_expire_and_dead_holders_are_taken_over() {
 async fn three_shards_equal_one_run() {
     let p = Project::new("shards");
     p.seed(400, 17);
-    p.write_collections(&[
-        "{db},patients,modified_at,date(created_at),",
-        "{db},visits,modified_at,facility_id/date(created_at),",
-        "{db},bills,modified_at,facility_id/date(created_at),",
-        "{db},lab_results,modified_at,date(created_at),",
-        "{db},pharmacy_stock,modified_at,facility_id,",
-    ]);
+    p.write_collections(&HOSPITAL);
     let reference = p.local_env("single", "Asia/Kolkata");
     p.sync("single", &[]).assert_ok();
     let lake = p.local_env("dev", "Asia/Kolkata");

@@ -59,7 +59,16 @@ impl PartitionWriter {
         let row_group_rows = self.ctx.sync.row_group_rows;
         let remove = self.removals.get(&rel).cloned().unwrap_or_default();
         let built = tokio::task::spawn_blocking(move || {
-            build_partition(existing, part, &remove, &file_ty, &hints, &in_path, &spec, row_group_rows, &context)
+            let job = Job {
+                remove: &remove,
+                file_ty: &file_ty,
+                hints: &hints,
+                in_path: &in_path,
+                spec: &spec,
+                row_group_rows,
+                context: &context,
+            };
+            build_partition(existing, part, &job)
         })
         .await
         .map_err(|e| Error::encode("partition task", e))??;
@@ -100,25 +109,28 @@ struct Built {
     rejects: Vec<Reject>,
 }
 
-#[allow(clippy::too_many_arguments)]
-fn build_partition(
-    existing: Option<bytes::Bytes>,
-    part: Part,
-    remove: &HashSet<String>,
-    file_ty: &LakeType,
-    hints: &[String],
-    in_path: &[String],
-    spec: &CollectionSpec,
+/// What encoding one partition needs besides its rows.
+#[derive(Clone, Copy)]
+struct Job<'a> {
+    /// Keys to drop from the existing rows (their newest version lives in another partition, or was deleted).
+    remove: &'a HashSet<String>,
+    file_ty: &'a LakeType,
+    hints: &'a [String],
+    in_path: &'a [String],
+    spec: &'a CollectionSpec,
     row_group_rows: usize,
-    context: &str,
-) -> Result<Built> {
+    context: &'a str,
+}
+
+fn build_partition(existing: Option<bytes::Bytes>, part: Part, job: &Job<'_>) -> Result<Built> {
+    let Job { remove, file_ty, hints, in_path, spec, row_group_rows, context } = *job;
     // Rows of the existing file: merged at the Arrow level when the file already has the collection's type (the
     // common incremental case), else back as BSON and rebuilt under the new type (a widening).
     let mut old_docs: Vec<RawDocumentBuf> = Vec::new();
     if let Some(b) = existing {
         let (batches, ty) = parquet::decode(b, context)?;
         if &ty == file_ty && arrow_mergeable(&batches, file_ty, &spec.key) {
-            return merge_arrow(&batches, part, remove, file_ty, hints, in_path, spec, row_group_rows, context);
+            return merge_arrow(&batches, part, job);
         }
         for batch in batches {
             let s = StructArray::from(batch);
@@ -187,18 +199,8 @@ fn build_partition(
 /// of this run replaces (a fresh document always wins) or that moved away are filtered out, the fresh winners
 /// are built from BSON, and the union is sorted by key text, exactly the order and values the BSON path gives,
 /// so an unchanged merge still yields identical bytes.
-#[allow(clippy::too_many_arguments)]
-fn merge_arrow(
-    old: &[RecordBatch],
-    part: Part,
-    remove: &HashSet<String>,
-    file_ty: &LakeType,
-    hints: &[String],
-    in_path: &[String],
-    spec: &CollectionSpec,
-    row_group_rows: usize,
-    context: &str,
-) -> Result<Built> {
+fn merge_arrow(old: &[RecordBatch], part: Part, job: &Job<'_>) -> Result<Built> {
+    let Job { remove, file_ty, hints, in_path, spec, row_group_rows, context } = *job;
     use arrow::array::{BooleanArray, StringArray};
     let LakeType::Struct { fields } = file_ty else { unreachable!("a file type is a struct") };
     let key_col = fields.iter().position(|f| f.source == spec.key);
