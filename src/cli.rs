@@ -244,25 +244,19 @@ async fn run(command: Command, terminal: bool) -> ExitCode {
             ExitCode::from(code)
         }
         Command::Schema { env, config_dir, collection } => {
-            let mut config = match Config::load(&config_dir, &env) {
+            let (config, lake) = match config_and_lake(&config_dir, &env, collection) {
                 Ok(c) => c,
                 Err(e) => return fatal(e),
             };
-            if let Err(e) = config.restrict_to(&collection.into_iter().collect::<Vec<_>>()) {
-                return fatal(e);
-            }
-            let lake = match crate::sink::Lake::open(&config.environment.lake) {
-                Ok(l) => l,
-                Err(e) => return fatal(e),
-            };
             for spec in &config.collections.entries {
-                let path = lake.schema_path(&spec.database, &spec.collection);
-                match lake.get_opt(&path).await {
-                    Ok(Some(bytes)) => match serde_json::from_slice::<crate::schema::registry::StoredSchema>(&bytes) {
-                        Ok(s) => println!("{}", s.to_text()),
-                        Err(e) => eprintln!("{}: unreadable schema {}: {e}", spec.name(), lake.display(&path)),
-                    },
-                    Ok(None) => println!("{}: not synced yet (no {})\n", spec.name(), lake.display(&path)),
+                match crate::schema::registry::load(&lake, &spec.database, &spec.collection).await {
+                    Ok(Some(s)) => println!("{}", s.to_text()),
+                    Ok(None) => println!(
+                        "{}: not synced yet (no {})\n",
+                        spec.name(),
+                        lake.display(&lake.schema_path(&spec.database, &spec.collection))
+                    ),
+                    Err(e @ crate::Error::Encode { .. }) => eprintln!("{}: unreadable {e}", spec.name()),
                     Err(e) => return fatal(e),
                 }
             }
@@ -308,17 +302,22 @@ async fn run(command: Command, terminal: bool) -> ExitCode {
     }
 }
 
+/// The configuration restricted to one collection (or all listed), and the lake: what `schema` and `ddl` read.
+fn config_and_lake(
+    config_dir: &std::path::Path,
+    env: &str,
+    collection: Option<String>,
+) -> crate::Result<(Config, crate::sink::Lake)> {
+    let mut config = Config::load(config_dir, env)?;
+    config.restrict_to(&collection.into_iter().collect::<Vec<_>>())?;
+    let lake = crate::sink::Lake::open(&config.environment.lake)?;
+    Ok((config, lake))
+}
+
 /// `mongolake ddl`: the table definition of each listed collection, from its schema stored in the lake.
 async fn run_ddl(config_dir: &std::path::Path, env: &str, collection: Option<String>, format: &str) -> ExitCode {
-    let mut config = match Config::load(config_dir, env) {
+    let (config, lake) = match config_and_lake(config_dir, env, collection) {
         Ok(c) => c,
-        Err(e) => return fatal(e),
-    };
-    if let Err(e) = config.restrict_to(&collection.into_iter().collect::<Vec<_>>()) {
-        return fatal(e);
-    }
-    let lake = match crate::sink::Lake::open(&config.environment.lake) {
-        Ok(l) => l,
         Err(e) => return fatal(e),
     };
     let glue = format == "glue";
@@ -326,15 +325,13 @@ async fn run_ddl(config_dir: &std::path::Path, env: &str, collection: Option<Str
     for spec in &config.collections.entries {
         let path = lake.schema_path(&spec.database, &spec.collection);
         let note = |text: String| if glue { eprintln!("{text}") } else { println!("-- {text}\n") };
-        let schema = match lake.get_opt(&path).await {
-            Ok(Some(bytes)) => match serde_json::from_slice::<crate::schema::registry::StoredSchema>(&bytes) {
-                Ok(s) => s,
-                Err(e) => {
-                    eprintln!("error: {}: unreadable schema {}: {e}", spec.name(), lake.display(&path));
-                    code = ExitCode::from(1);
-                    continue;
-                }
-            },
+        let schema = match crate::schema::registry::load(&lake, &spec.database, &spec.collection).await {
+            Ok(Some(s)) => s,
+            Err(e @ crate::Error::Encode { .. }) => {
+                eprintln!("error: {}: unreadable {e}", spec.name());
+                code = ExitCode::from(1);
+                continue;
+            }
             Ok(None) => {
                 note(format!("{}: not synced yet (no {}), no table to define", spec.name(), lake.display(&path)));
                 continue;

@@ -35,6 +35,18 @@ pub struct SchemaChange {
 
 pub const FORMAT: u32 = 1;
 
+/// Reads a collection's stored schema: None before its first sync; an unreadable file is an
+/// [`crate::Error::Encode`] naming it (a failed read of the lake is a store error).
+pub async fn load(lake: &crate::sink::Lake, db: &str, coll: &str) -> crate::Result<Option<StoredSchema>> {
+    let path = lake.schema_path(db, coll);
+    match lake.get_opt(&path).await? {
+        None => Ok(None),
+        Some(b) => serde_json::from_slice(&b)
+            .map(Some)
+            .map_err(|e| crate::Error::encode(format!("schema {}", lake.display(&path)), e)),
+    }
+}
+
 impl StoredSchema {
     pub fn new(database: &str, collection: &str) -> Self {
         StoredSchema {

@@ -126,11 +126,8 @@ pub async fn sync_collection(
     stats.old_watermark = state.watermark().map(text::format_millis);
 
     let schema_path = lake.schema_path(db, coll);
-    let mut stored = match lake.get_opt(&schema_path).await? {
-        Some(b) => serde_json::from_slice::<StoredSchema>(&b)
-            .map_err(|e| Error::encode(format!("schema {}", lake.display(&schema_path)), e))?,
-        None => StoredSchema::new(db, coll),
-    };
+    let mut stored =
+        crate::schema::registry::load(lake, db, coll).await?.unwrap_or_else(|| StoredSchema::new(db, coll));
     let old_document = stored.document.clone();
 
     // PASS 1: read.
