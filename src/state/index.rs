@@ -8,14 +8,14 @@
 use crate::config::CollectionSpec;
 use crate::schema::{arrow as sarrow, text, LakeType};
 use crate::sink::{parquet, Lake};
-use crate::{Error, Result};
+use crate::{Error, FastMap, Result};
 use arrow::array::{Array, AsArray, RecordBatch, StringArray, StructArray};
 use arrow::datatypes::{DataType, Field, Schema};
-use std::collections::HashMap;
 use std::sync::Arc;
 
-/// key -> partition path relative to the table (`facility_id=BLR01/date=2025-07-02`).
-pub type KeyIndex = HashMap<String, String>;
+/// key -> partition path relative to the table (`facility_id=BLR01/date=2025-07-02`). The paths are shared:
+/// a million keys point at a few hundred partitions.
+pub type KeyIndex = FastMap<String, Arc<str>>;
 
 pub async fn load_or_rebuild(lake: &Lake, spec: &CollectionSpec) -> Result<KeyIndex> {
     let path = lake.index_path(&spec.database, &spec.collection);
@@ -27,8 +27,9 @@ pub async fn load_or_rebuild(lake: &Lake, spec: &CollectionSpec) -> Result<KeyIn
             }
         }
     }
-    let mut index = KeyIndex::new();
+    let mut index = KeyIndex::default();
     for rel in lake.list_partitions(&spec.database, &spec.collection).await? {
+        let shared: Arc<str> = Arc::from(rel.as_str());
         let file = lake.partition_file(&spec.database, &spec.collection, &rel);
         let Some(bytes) = lake.get_opt(&file).await? else { continue };
         let context = lake.display(&file);
@@ -42,7 +43,7 @@ pub async fn load_or_rebuild(lake: &Lake, spec: &CollectionSpec) -> Result<KeyIn
             for row in 0..array.len() {
                 if let Some(v) = sarrow::to_bson(array.as_ref(), row, &fields[col].ty) {
                     let raw = bson::RawBson::try_from(v).map_err(|e| Error::encode("index rebuild", e))?;
-                    index.insert(text::render(raw.as_raw_bson_ref()), rel.clone());
+                    index.insert(text::render(raw.as_raw_bson_ref()), shared.clone());
                 }
             }
         }
@@ -51,10 +52,10 @@ pub async fn load_or_rebuild(lake: &Lake, spec: &CollectionSpec) -> Result<KeyIn
 }
 
 pub async fn save(lake: &Lake, spec: &CollectionSpec, index: &KeyIndex) -> Result<()> {
-    let mut entries: Vec<(&String, &String)> = index.iter().collect();
-    entries.sort();
+    let mut entries: Vec<(&String, &Arc<str>)> = index.iter().collect();
+    entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
     let keys = StringArray::from_iter_values(entries.iter().map(|(k, _)| k.as_str()));
-    let parts = StringArray::from_iter_values(entries.iter().map(|(_, p)| p.as_str()));
+    let parts = StringArray::from_iter_values(entries.iter().map(|(_, p)| &***p));
     let schema = Arc::new(Schema::new(vec![
         Field::new("key", DataType::Utf8, false),
         Field::new("partition", DataType::Utf8, false),
@@ -67,12 +68,22 @@ pub async fn save(lake: &Lake, spec: &CollectionSpec, index: &KeyIndex) -> Resul
 
 fn decode(bytes: bytes::Bytes) -> Result<KeyIndex> {
     let (batches, _) = parquet::decode(bytes, "key index")?;
-    let mut index = KeyIndex::new();
+    let mut index = KeyIndex::default();
+    let mut shared: FastMap<String, Arc<str>> = FastMap::default();
     for b in batches {
         let s = StructArray::from(b);
         let (keys, parts) = (s.column(0).as_string::<i32>(), s.column(1).as_string::<i32>());
+        index.reserve(s.len());
         for i in 0..s.len() {
-            index.insert(keys.value(i).to_string(), parts.value(i).to_string());
+            let part = match shared.get(parts.value(i)) {
+                Some(p) => p.clone(),
+                None => {
+                    let p: Arc<str> = Arc::from(parts.value(i));
+                    shared.insert(parts.value(i).to_string(), p.clone());
+                    p
+                }
+            };
+            index.insert(keys.value(i).to_string(), part);
         }
     }
     Ok(index)

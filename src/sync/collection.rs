@@ -35,6 +35,7 @@ use crate::config::CollectionSpec;
 use crate::schema::registry::{describe_changes, SchemaChange, StoredSchema};
 use crate::schema::{arrow as sarrow, file_type, text, LakeType};
 use crate::state::{self, StateRow};
+use crate::FastMap;
 use crate::{Error, Result};
 use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
@@ -234,37 +235,55 @@ pub async fn sync_collection(
     }
     // Rows that moved: keep one fresh version per key across partitions, and remove a key from the partition
     // the index places it in when its newest version now lives elsewhere.
-    let rels: Vec<String> = parts.iter().map(|(v, _)| partitioner.relative_path(v)).collect();
-    let mut newest: HashMap<String, (Option<i64>, u64, usize)> = HashMap::new();
+    let rels: Vec<Arc<str>> = parts.iter().map(|(v, _)| Arc::from(partitioner.relative_path(v))).collect();
+    let total_rows: usize = parts.iter().map(|(_, p)| p.rows.len()).sum();
+    let mut newest: FastMap<&str, (Option<i64>, u64, usize)> = FastMap::default();
+    newest.reserve(total_rows);
     for (pi, (_, part)) in parts.iter().enumerate() {
         for r in &part.rows {
             let cand = (r.timestamp, r.seq, pi);
-            match newest.get_mut(&r.key) {
+            match newest.get_mut(r.key.as_str()) {
                 Some(best) if (best.0, best.1) >= (cand.0, cand.1) => {}
                 Some(best) => *best = cand,
                 None => {
-                    newest.insert(r.key.clone(), cand);
+                    newest.insert(r.key.as_str(), cand);
                 }
             }
         }
     }
-    let mut cross_dups = 0u64;
-    for (pi, (_, part)) in parts.iter_mut().enumerate() {
-        let before = part.rows.len();
-        part.rows.retain(|r| newest.get(&r.key).is_some_and(|w| w.2 == pi));
-        cross_dups += (before - part.rows.len()) as u64;
-    }
     let mut removals: HashMap<String, HashSet<String>> = HashMap::new();
-    for (key, (_, _, pi)) in &newest {
-        if let Some(old_rel) = index.get(key) {
-            if *old_rel != rels[*pi] {
-                removals.entry(old_rel.clone()).or_default().insert(key.clone());
+    for (key, &(_, _, pi)) in &newest {
+        match index.get_mut(*key) {
+            Some(old_rel) if *old_rel != rels[pi] => {
+                removals.entry(old_rel.to_string()).or_default().insert(key.to_string());
+                *old_rel = rels[pi].clone();
             }
+            Some(_) => {}
+            None => {
+                index.insert(key.to_string(), rels[pi].clone());
+            }
+        }
+    }
+    // A key read in two partitions (updated between two batches of the cursor): only its newest copy stays.
+    // Usually every key is read once and there is nothing to drop.
+    let mut cross_dups = 0u64;
+    if newest.len() < total_rows {
+        let keep: Vec<Vec<bool>> = parts
+            .iter()
+            .enumerate()
+            .map(|(pi, (_, part))| part.rows.iter().map(|r| newest[r.key.as_str()].2 == pi).collect())
+            .collect();
+        drop(newest);
+        for ((_, part), keep) in parts.iter_mut().zip(keep) {
+            let before = part.rows.len();
+            let mut k = keep.into_iter();
+            part.rows.retain(|_| k.next().unwrap_or(true));
+            cross_dups += (before - part.rows.len()) as u64;
         }
     }
     for key in &deleted {
         if let Some(old_rel) = index.remove(key) {
-            removals.entry(old_rel).or_default().insert(key.clone());
+            removals.entry(old_rel.to_string()).or_default().insert(key.clone());
             stats.rows_deleted += 1;
         }
     }
@@ -272,9 +291,6 @@ pub async fn sync_collection(
         if !parts.iter().any(|(v, _)| partitioner.relative_path(v) == *rel) {
             parts.push((partition_values_of(rel, &spec), Part::default()));
         }
-    }
-    for (key, (_, _, pi)) in newest {
-        index.insert(key, rels[pi].clone());
     }
     if ctx.dry_run {
         let mut planned: Vec<String> = parts.iter().map(|(v, _)| partitioner.relative_path(v)).collect();

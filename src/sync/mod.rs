@@ -50,6 +50,9 @@ pub struct RunContext {
     /// Secrets of the masking rules.
     pub masking: crate::config::MaskingConfig,
     pub progress: Arc<Progress>,
+    /// Partition encodes (CPU-bound, on blocking threads) running at once, across all collections: one per core.
+    /// More only adds working sets (builders, pages, output) that compete for the same cores and memory.
+    pub encode_slots: Arc<tokio::sync::Semaphore>,
 }
 
 /// Options from the command line.
@@ -98,6 +101,9 @@ pub async fn run(config: &Config, options: &SyncOptions, board: Arc<Board>) -> R
         catalog: env.catalog.clone(),
         masking: env.masking.clone(),
         progress: Arc::new(Progress::default()),
+        encode_slots: Arc::new(tokio::sync::Semaphore::new(
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+        )),
     };
 
     let mut reports: Vec<CollectionReport> = config

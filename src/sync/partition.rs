@@ -4,7 +4,7 @@
 //!
 //! Encoding is deterministic, so a merge that changes nothing yields identical bytes and the file is left alone:
 //! a rerun with no changes rewrites nothing.
-use super::buffer::Part;
+use super::buffer::{Part, PartBytes, RowMeta};
 use super::rejects::Reject;
 use super::RunContext;
 use crate::config::CollectionSpec;
@@ -58,7 +58,9 @@ impl PartitionWriter {
             (self.file_ty.clone(), self.hints.clone(), self.in_path.clone(), self.spec.clone());
         let row_group_rows = self.ctx.sync.row_group_rows;
         let remove = self.removals.get(&rel).cloned().unwrap_or_default();
+        let slot = self.ctx.encode_slots.clone().acquire_owned().await.expect("never closed");
         let built = tokio::task::spawn_blocking(move || {
+            let _slot = slot;
             let job = Job {
                 remove: &remove,
                 file_ty: &file_ty,
@@ -144,11 +146,7 @@ fn build_partition(existing: Option<bytes::Bytes>, part: Part, job: &Job<'_>) ->
         }
     }
     let (fresh_bytes, rows) = part.into_bytes()?;
-    let fresh_doc = |i: usize| -> Result<&RawDocument> {
-        let r = &rows[i];
-        RawDocument::from_bytes(&fresh_bytes[r.offset as usize..r.offset as usize + r.len as usize])
-            .map_err(|e| Error::encode(context, e))
-    };
+    let fresh_doc = |i: usize| -> Result<&RawDocument> { buffered_doc(&fresh_bytes, &rows[i], context) };
     let mut candidates = Vec::with_capacity(old_docs.len() + rows.len());
     old_docs.retain(|d| !remove.contains(&get_path(d, &spec.key).map(text::render).unwrap_or_default()));
     for (i, d) in old_docs.iter().enumerate() {
@@ -212,14 +210,13 @@ fn merge_arrow(old: &[RecordBatch], part: Part, job: &Job<'_>) -> Result<Built> 
         .map(|r| Candidate { key: r.key.clone(), fresh: true, timestamp: r.timestamp, seq: r.seq })
         .collect();
     let winners = latest(&candidates);
-    let fresh_keys: HashSet<&str> = winners.iter().map(|&i| candidates[i].key.as_str()).collect();
+    let fresh_keys: crate::FastSet<&str> = winners.iter().map(|&i| candidates[i].key.as_str()).collect();
     let prepare = prepare_fn(hints, in_path);
     let mut builder = ColumnBuilder::for_document(file_ty);
     let (mut value_rejects, mut rejects) = (Vec::new(), Vec::new());
     for &i in &winners {
         let r = &rows[i];
-        let doc = RawDocument::from_bytes(&fresh_bytes[r.offset as usize..r.offset as usize + r.len as usize])
-            .map_err(|e| Error::encode(context, e))?;
+        let doc = buffered_doc(&fresh_bytes, r, context)?;
         builder.append_document(doc, prepare.as_ref(), &mut value_rejects).map_err(|m| {
             Error::collection(format!("{}.{}", spec.database, spec.collection), format!("document {}: {m}", r.key))
         })?;
@@ -284,6 +281,11 @@ fn arrow_mergeable(old: &[RecordBatch], file_ty: &LakeType, key: &str) -> bool {
         got.fields().len() == want.len()
             && got.fields().iter().zip(want.iter()).all(|(g, w)| g.name() == w.name() && g.data_type() == w.data_type())
     })
+}
+
+fn buffered_doc<'a>(bytes: &'a PartBytes, row: &RowMeta, context: &str) -> Result<&'a RawDocument> {
+    let raw = bytes.doc(row).ok_or_else(|| Error::encode(context, "a buffered row points outside its partition"))?;
+    RawDocument::from_bytes(raw).map_err(|e| Error::encode(context, e))
 }
 
 fn prepare_fn(hints: &[String], in_path: &[String]) -> Box<Prepare> {

@@ -9,7 +9,7 @@ use crate::schema::{text, Field, LakeType};
 use crate::transform::partition::Partitioner;
 use crate::transform::{get_path, timestamp};
 use crate::{Error, Result};
-use bson::RawDocument;
+use bson::{RawBsonRef, RawDocument};
 use futures::StreamExt;
 use std::sync::Arc;
 
@@ -36,6 +36,8 @@ pub struct ReadPass {
     pub partitioner: Partitioner,
     /// Masking rules (split paths) and the HMAC key, when the collection has rules.
     mask: Option<Masking>,
+    /// The top-level fields ingest needs besides the type, picked up during the same scan.
+    capture: Capture,
     /// Values masked per rule.
     pub masked: crate::mask::MaskCounts,
     ctx: Arc<RunContext>,
@@ -90,6 +92,7 @@ impl ReadPass {
             partitioner: Partitioner::new(&spec.partition, ctx.sync.timezone),
             mask,
             masked: Default::default(),
+            capture: Capture::new(spec),
             ctx: ctx.clone(),
         })
     }
@@ -235,14 +238,22 @@ impl ReadPass {
                 }
             }
         };
-        // Read the whole document once (inferring its type); unreadable BSON is rejected, not fatal.
-        if let Err(reason) = observe_document(&mut self.fields, doc, &self.hints, &self.reserved) {
+        // Read the whole document once (inferring its type, and picking up the top-level key, timestamp and
+        // partition fields on the way); unreadable BSON is rejected, not fatal.
+        let mut got = [None; MAX_CAPTURE];
+        let scanned =
+            observe_scan(&mut self.fields, doc, &self.hints, &self.reserved, Some((&mut self.capture, &mut got)));
+        if let Err(reason) = scanned {
             let key = get_path(doc, &self.spec.key).map(text::render);
             tracing::warn!(collection = %self.name, key = key.as_deref().unwrap_or("?"), %reason, "Document rejected");
             self.rejected.push(Reject::document(key.as_deref().unwrap_or(""), reason, doc.as_bytes()));
             return Ok(());
         }
-        let key = match get_path(doc, &self.spec.key) {
+        let field = |slot: Option<usize>, path: &str| match slot {
+            Some(s) => got[s],
+            None => get_path(doc, path),
+        };
+        let key = match field(self.capture.key, &self.spec.key) {
             Some(v) => text::render(v),
             None => {
                 return Err(Error::collection(
@@ -255,11 +266,12 @@ impl ReadPass {
                 ))
             }
         };
-        let ts = get_path(doc, &self.spec.timestamp_column).and_then(timestamp::instant_millis);
+        let ts = field(self.capture.timestamp, &self.spec.timestamp_column).and_then(timestamp::instant_millis);
         if let Some(t) = ts {
             self.max_ts = Some(self.max_ts.map_or(t, |m| m.max(t)));
         }
-        let values = self.partitioner.values(doc);
+        let slots = &self.capture.partition;
+        let values = self.partitioner.values_from(|i, path| field(slots[i], path));
         for (i, v) in values.iter().enumerate() {
             if v.is_some() {
                 self.present[i] += 1;
@@ -290,6 +302,59 @@ pub fn observe_document(
     hints: &[String],
     reserved: &[(String, Option<String>)],
 ) -> std::result::Result<(), String> {
+    observe_scan(fields, doc, hints, reserved, None)
+}
+
+/// At most this many top-level fields are captured: the key, the timestamp and three partition fields.
+const MAX_CAPTURE: usize = 5;
+
+/// Which top-level fields [`ReadPass::ingest`] reads besides the type (key, timestamp, top-level partition
+/// fields), so they come out of the one scan that infers the type instead of a lookup each (a lookup walks the
+/// document from its start). Dotted paths are looked up as before.
+struct Capture {
+    /// Distinct top-level field names; a slot is an index into this.
+    names: Vec<String>,
+    key: Option<usize>,
+    timestamp: Option<usize>,
+    /// Per partition key, in `spec.partition.keys` order.
+    partition: Vec<Option<usize>>,
+    /// Per top-level field of the collection type (same index), its slot: computed once per field, so the scan
+    /// compares no names.
+    slot_of_field: Vec<Option<usize>>,
+}
+
+impl Capture {
+    fn new(spec: &CollectionSpec) -> Capture {
+        let mut names: Vec<String> = Vec::new();
+        let mut slot = |path: &str| -> Option<usize> {
+            if path.contains('.') {
+                return None;
+            }
+            match names.iter().position(|n| n == path) {
+                Some(i) => Some(i),
+                None => {
+                    names.push(path.to_string());
+                    Some(names.len() - 1)
+                }
+            }
+        };
+        let key = slot(&spec.key);
+        let timestamp = slot(&spec.timestamp_column);
+        let partition = spec.partition.keys.iter().map(|k| slot(k.path())).collect();
+        debug_assert!(names.len() <= MAX_CAPTURE);
+        Capture { names, key, timestamp, partition, slot_of_field: Vec::new() }
+    }
+}
+
+/// [`observe_document`], also capturing the fields `capture` names into `got` (first occurrence wins, as a
+/// lookup would).
+fn observe_scan<'a>(
+    fields: &mut Vec<Field>,
+    doc: &'a RawDocument,
+    hints: &[String],
+    reserved: &[(String, Option<String>)],
+    mut capture: Option<(&mut Capture, &mut [Option<RawBsonRef<'a>>; MAX_CAPTURE])>,
+) -> std::result::Result<(), String> {
     let mut hint = 0;
     for el in doc.iter() {
         let (name, v) = el.map_err(|e| format!("unreadable BSON: {e}"))?;
@@ -308,6 +373,16 @@ pub fn observe_document(
             }
         };
         hint = i + 1;
+        if let Some((c, got)) = capture.as_mut() {
+            while c.slot_of_field.len() < fields.len() {
+                let source = &fields[c.slot_of_field.len()].source;
+                let slot = c.names.iter().position(|n| n == source);
+                c.slot_of_field.push(slot);
+            }
+            if let Some(s) = c.slot_of_field[i] {
+                got[s].get_or_insert(v);
+            }
+        }
         let v = if hints.iter().any(|h| h == name) { timestamp::normalise(v) } else { v };
         fields[i].ty.observe(v)?;
     }

@@ -5,7 +5,6 @@
 //! writer's clock put an older timestamp on it. Among documents read in this run, the greatest timestamp wins,
 //! then the one read last (a document returned twice by a cursor was updated in between). The outcome depends
 //! only on the candidates, never on hash order, and rows are emitted sorted by key so files are reproducible.
-use std::collections::HashMap;
 
 /// One version of a row.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,7 +25,8 @@ impl Candidate {
 
 /// Indices of the winning candidates, sorted by key.
 pub fn latest(candidates: &[Candidate]) -> Vec<usize> {
-    let mut best: HashMap<&str, usize> = HashMap::with_capacity(candidates.len());
+    let mut best: crate::FastMap<&str, usize> = crate::FastMap::default();
+    best.reserve(candidates.len());
     for (i, c) in candidates.iter().enumerate() {
         best.entry(c.key.as_str())
             .and_modify(|b| {

@@ -4,6 +4,7 @@
 use super::{get_path, timestamp::instant_millis, timezone::LakeTimeZone};
 use crate::config::{PartitionKey, PartitionSpec};
 use bson::{RawBsonRef, RawDocument};
+use chrono::Datelike;
 
 /// Hive's name for the null partition.
 pub const HIVE_NULL: &str = "__HIVE_DEFAULT_PARTITION__";
@@ -22,14 +23,23 @@ impl Partitioner {
 
     /// The partition values of a document, outermost first; None is the null partition.
     pub fn values(&self, doc: &RawDocument) -> Vec<Option<String>> {
-        self.keys.iter().map(|k| self.value(k, get_path(doc, k.path()))).collect()
+        self.values_from(|_, path| get_path(doc, path))
+    }
+
+    /// The partition values, with each key's raw value given by `field(key index, path)` (pass 1 has the
+    /// top-level ones at hand from its scan).
+    pub fn values_from<'a>(&self, field: impl Fn(usize, &str) -> Option<RawBsonRef<'a>>) -> Vec<Option<String>> {
+        self.keys.iter().enumerate().map(|(i, k)| self.value(k, field(i, k.path()))).collect()
     }
 
     fn value(&self, key: &PartitionKey, v: Option<RawBsonRef<'_>>) -> Option<String> {
         let v = v?;
         match key {
             PartitionKey::Date { .. } => {
-                instant_millis(v).and_then(|ms| self.tz.date_of(ms)).map(|d| d.format("%Y-%m-%d").to_string())
+                // date_of only gives years 1-9999, so this is `%Y-%m-%d` without chrono's format machinery.
+                instant_millis(v)
+                    .and_then(|ms| self.tz.date_of(ms))
+                    .map(|d| format!("{:04}-{:02}-{:02}", d.year(), d.month(), d.day()))
             }
             PartitionKey::Field { .. } => match v {
                 RawBsonRef::Null | RawBsonRef::Undefined => None,
