@@ -93,6 +93,14 @@ impl CollectionReport {
     }
 }
 
+/// The process's peak resident set size so far (`VmHWM` in /proc/self/status; None off Linux).
+pub fn peak_memory_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct RunReport {
     pub run_id: String,
@@ -110,6 +118,12 @@ pub struct RunReport {
     pub duplicates_dropped: u64,
     pub values_rejected: u64,
     pub rows_deleted: u64,
+    /// The process's peak resident memory (Linux `VmHWM`), against `[sync] memory_budget_mb`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peak_memory_mb: Option<u64>,
+    pub memory_budget_mb: u64,
+    /// Times a collection spilled its buffered documents to local disk to stay within the budget.
+    pub spills: u64,
     /// `sync --dry-run`: nothing was written; `planned_partitions` say what would have been.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub dry_run: bool,
@@ -141,6 +155,9 @@ impl RunReport {
             duplicates_dropped: sum(|c| c.stats.duplicates_dropped),
             values_rejected: sum(|c| c.stats.values_rejected + c.stats.documents_rejected),
             rows_deleted: sum(|c| c.stats.rows_deleted),
+            peak_memory_mb: peak_memory_bytes().map(|b| b.div_ceil(1024 * 1024)),
+            memory_budget_mb: 0,
+            spills: sum(|c| c.stats.spills),
             dry_run: false,
             collections,
         }

@@ -20,9 +20,16 @@ fn totals(r: &RunReport) -> String {
     // "skipped" only when there are: scripts grep the report for it.
     let skipped =
         if r.collections_skipped > 0 { format!(", {} skipped", r.collections_skipped) } else { String::new() };
+    let memory = match r.peak_memory_mb {
+        Some(peak) => {
+            let spills = if r.spills > 0 { format!(", {} spills to disk", r.spills) } else { String::new() };
+            format!(" | peak memory {peak} MB (budget {} MB{spills})", r.memory_budget_mb)
+        }
+        None => String::new(),
+    };
     format!(
         "{} collections: {ok} ok, {} failed{skipped} | {} documents read | {} rows written | {} partitions \
-         written | {} duplicates dropped | {} values rejected | {} rows deleted",
+         written | {} duplicates dropped | {} values rejected | {} rows deleted{memory}",
         r.collections_total,
         r.collections_failed,
         r.docs_read,

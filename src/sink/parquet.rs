@@ -24,22 +24,45 @@ pub fn encode(
     row_group_rows: usize,
     context: &str,
 ) -> Result<Bytes> {
-    let props = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("valid level")))
-        .set_max_row_group_row_count(Some(row_group_rows))
-        .set_key_value_metadata(Some(vec![KeyValue::new(
-            LAKE_TYPE_KEY.to_string(),
-            serde_json::to_string(lake_type).expect("serialisable"),
-        )]))
-        .set_created_by(format!("mongolake {}", env!("CARGO_PKG_VERSION")))
-        .build();
-    let mut out = Vec::new();
-    let mut w = ArrowWriter::try_new(&mut out, schema, Some(props)).map_err(|e| Error::encode(context, e))?;
+    let mut e = Encoder::new(schema, lake_type, row_group_rows, context)?;
     for b in batches {
-        w.write(b).map_err(|e| Error::encode(context, e))?;
+        e.write(b)?;
     }
-    w.close().map_err(|e| Error::encode(context, e))?;
-    Ok(Bytes::from(out))
+    e.finish()
+}
+
+/// A Parquet file being encoded batch by batch, so a partition's rows never need to be in Arrow all at once
+/// (only the row group being encoded, as compressed pages, is held).
+pub struct Encoder {
+    writer: ArrowWriter<Vec<u8>>,
+    context: String,
+}
+
+impl Encoder {
+    pub fn new(schema: SchemaRef, lake_type: &LakeType, row_group_rows: usize, context: &str) -> Result<Encoder> {
+        let props = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("valid level")))
+            .set_max_row_group_row_count(Some(row_group_rows))
+            .set_key_value_metadata(Some(vec![KeyValue::new(
+                LAKE_TYPE_KEY.to_string(),
+                serde_json::to_string(lake_type).expect("serialisable"),
+            )]))
+            .set_created_by(format!("mongolake {}", env!("CARGO_PKG_VERSION")))
+            .build();
+        let writer = ArrowWriter::try_new(Vec::new(), schema, Some(props)).map_err(|e| Error::encode(context, e))?;
+        Ok(Encoder { writer, context: context.to_string() })
+    }
+
+    /// Appends rows. The same rows give the same bytes however they are split into batches, as long as every
+    /// batch but the last has a multiple of 1024 rows (the writer's mini-batch, where it decides page breaks).
+    pub fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        self.writer.write(batch).map_err(|e| Error::encode(&self.context, e))
+    }
+
+    pub fn finish(self) -> Result<Bytes> {
+        let out = self.writer.into_inner().map_err(|e| Error::encode(&self.context, e))?;
+        Ok(Bytes::from(out))
+    }
 }
 
 /// Reads a whole file: its batches and the lake type it was written with.

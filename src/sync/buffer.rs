@@ -6,9 +6,66 @@
 //! appended to its own spill file on local disk and the memory is released; the write pass reads a partition's
 //! spill file back in one piece. Memory is thus bounded by the budget plus one partition's data at write time,
 //! not by the collection size.
+//!
+//! The budget is the run's, shared by every collection syncing at once ([`MemoryBudget`]): buffered bytes count
+//! from the moment they are buffered until their partition is written, and the collection that pushes the total
+//! past the cap spills its own buffers.
 use crate::{Error, FastMap, Result};
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// Buffered document bytes of the whole run against their cap (half of `[sync] memory_budget_mb`; the other
+/// half is for batches in flight, encoding and per-document metadata).
+#[derive(Debug)]
+pub struct MemoryBudget {
+    cap: u64,
+    used: AtomicU64,
+}
+
+impl MemoryBudget {
+    pub fn new(cap: u64) -> Arc<MemoryBudget> {
+        Arc::new(MemoryBudget { cap, used: AtomicU64::new(0) })
+    }
+
+    /// Bytes buffered now, across collections.
+    pub fn used(&self) -> u64 {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    fn over(&self) -> bool {
+        self.used() > self.cap
+    }
+}
+
+/// Bytes a partition holds against the budget, given back when it is dropped (written, or the run failed).
+#[derive(Debug, Default)]
+struct Charge {
+    budget: Option<Arc<MemoryBudget>>,
+    bytes: u64,
+}
+
+impl Charge {
+    fn add(&mut self, budget: &Arc<MemoryBudget>, n: u64) {
+        budget.used.fetch_add(n, Ordering::Relaxed);
+        self.budget.get_or_insert_with(|| budget.clone());
+        self.bytes += n;
+    }
+
+    fn release(&mut self) {
+        if let Some(b) = &self.budget {
+            b.used.fetch_sub(self.bytes, Ordering::Relaxed);
+        }
+        self.bytes = 0;
+    }
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
 
 /// Where one buffered document sits, and what dedup needs to know about it.
 #[derive(Debug, Clone)]
@@ -32,6 +89,7 @@ pub struct Part {
     in_memory: u64,
     spilled: u64,
     spill: Option<PathBuf>,
+    charge: Charge,
     pub rows: Vec<RowMeta>,
 }
 
@@ -52,34 +110,47 @@ impl Part {
         offset
     }
 
-    /// The partition's raw bytes, read back from its spill file if it has one.
+    /// The partition's raw bytes: its chunks in memory, and its spill file (if any) opened for reading.
     pub fn into_bytes(self) -> Result<(PartBytes, Vec<RowMeta>)> {
-        let spilled = match &self.spill {
-            Some(p) => std::fs::read(p).map_err(|e| Error::io(format!("reading spill file {}", p.display()), e))?,
-            None => Vec::new(),
+        let spill = match &self.spill {
+            Some(p) => Some((
+                std::fs::File::open(p).map_err(|e| Error::io(format!("opening spill file {}", p.display()), e))?,
+                p.clone(),
+            )),
+            None => None,
         };
-        debug_assert_eq!(spilled.len() as u64, self.spilled);
-        Ok((PartBytes { spilled, chunks: self.chunks }, self.rows))
+        Ok((PartBytes { spill, spilled: self.spilled, chunks: self.chunks, _charge: self.charge }, self.rows))
     }
 }
 
 /// A partition's buffered bytes for the write pass: [`PartBytes::doc`] finds a row's document.
 pub struct PartBytes {
-    spilled: Vec<u8>,
+    /// Spilled documents are read one at a time (from the page cache, as a rule), so a partition of any size
+    /// costs one document's memory here.
+    spill: Option<(std::fs::File, PathBuf)>,
+    spilled: u64,
     chunks: Vec<(u64, Vec<u8>)>,
+    /// The chunks count against the budget until this is dropped.
+    _charge: Charge,
 }
 
 impl PartBytes {
-    /// The raw bytes of `row` (None only if the row does not belong to this partition: a bug).
-    pub fn doc(&self, row: &RowMeta) -> Option<&[u8]> {
+    /// The raw bytes of `row`: borrowed from memory, or read from the spill file into `scratch`.
+    pub fn doc<'a>(&'a self, row: &RowMeta, scratch: &'a mut Vec<u8>) -> Result<&'a [u8]> {
         let (start, len) = (row.offset, row.len as usize);
-        if start < self.spilled.len() as u64 {
-            return self.spilled.get(start as usize..start as usize + len);
+        let outside =
+            || Error::io("reading a buffered document", std::io::Error::other("offset outside its partition"));
+        if start < self.spilled {
+            let (file, path) = self.spill.as_ref().ok_or_else(outside)?;
+            scratch.resize(len, 0);
+            std::os::unix::fs::FileExt::read_exact_at(file, scratch, start)
+                .map_err(|e| Error::io(format!("reading spill file {}", path.display()), e))?;
+            return Ok(scratch);
         }
-        let i = self.chunks.partition_point(|(first, _)| *first <= start).checked_sub(1)?;
+        let i = self.chunks.partition_point(|(first, _)| *first <= start).checked_sub(1).ok_or_else(outside)?;
         let (first, chunk) = &self.chunks[i];
         let at = (start - first) as usize;
-        chunk.get(at..at + len)
+        chunk.get(at..at + len).ok_or_else(outside)
     }
 }
 
@@ -89,14 +160,15 @@ pub type PartitionValues = Vec<Option<String>>;
 /// Buffers keyed by partition values.
 pub struct PartitionBuffers {
     parts: FastMap<PartitionValues, Part>,
-    budget: u64,
+    budget: Arc<MemoryBudget>,
+    /// This collection's bytes in memory.
     in_memory: u64,
     dir: Option<tempfile::TempDir>,
     pub spills: u64,
 }
 
 impl PartitionBuffers {
-    pub fn new(budget: u64) -> Self {
+    pub fn new(budget: Arc<MemoryBudget>) -> Self {
         PartitionBuffers { parts: FastMap::default(), budget, in_memory: 0, dir: None, spills: 0 }
     }
 
@@ -110,9 +182,12 @@ impl PartitionBuffers {
     ) -> Result<()> {
         let part = self.parts.entry(partition).or_default();
         let offset = part.push(raw);
+        part.charge.add(&self.budget, raw.len() as u64);
         part.rows.push(RowMeta { offset, len: raw.len() as u32, key, timestamp, seq });
         self.in_memory += raw.len() as u64;
-        if self.in_memory > self.budget {
+        // Over the run's cap: spill, once this collection holds a share worth a round of file appends (the rest
+        // may be other collections' partitions waiting to be written, which cannot spill).
+        if self.budget.over() && self.in_memory >= (self.budget.cap / 8).max(1) {
             self.spill()?;
         }
         Ok(())
@@ -143,6 +218,7 @@ impl PartitionBuffers {
             part.spilled += part.in_memory;
             part.in_memory = 0;
             part.chunks = Vec::new();
+            part.charge.release();
         }
         self.in_memory = 0;
         self.spills += 1;
@@ -178,39 +254,64 @@ mod tests {
 
     #[test]
     fn chunks_hold_whole_documents_of_any_size() {
-        let mut b = PartitionBuffers::new(u64::MAX);
+        let mut b = PartitionBuffers::new(MemoryBudget::new(u64::MAX));
         let sizes = [10usize, CHUNK - 5, 7, 3 * CHUNK, 1, CHUNK, 2];
         for (i, n) in sizes.iter().enumerate() {
             b.push(vec![None], &vec![i as u8; *n], format!("k{i}"), None, i as u64).unwrap();
         }
         let (parts, _guard) = b.drain();
         let (bytes, rows) = parts.into_iter().next().unwrap().1.into_bytes().unwrap();
+        let mut scratch = Vec::new();
         for (i, r) in rows.iter().enumerate() {
-            let doc = bytes.doc(r).unwrap();
+            let doc = bytes.doc(r, &mut scratch).unwrap();
             assert_eq!(doc.len(), sizes[i]);
             assert!(doc.iter().all(|b| *b == i as u8), "document {i}");
         }
     }
 
     #[test]
+    fn a_collection_spills_when_the_run_is_over_its_cap() {
+        // Another collection's partitions, waiting to be written, hold most of the run's cap.
+        let budget = MemoryBudget::new(1000);
+        let mut other = PartitionBuffers::new(budget.clone());
+        other.push(vec![None], &[0; 900], "o".into(), None, 0).unwrap();
+        let (waiting, _g) = other.drain();
+        let mut b = PartitionBuffers::new(budget.clone());
+        for i in 0..30u64 {
+            b.push(vec![None], &[1; 10], format!("k{i}"), None, i).unwrap();
+        }
+        assert!(b.spills > 0, "the pushing collection spilled");
+        assert!(budget.used() <= 1000 + 125 + 10, "{}", budget.used());
+        drop(waiting);
+        let (parts, _guard) = b.drain();
+        let (bytes, rows) = parts.into_iter().next().unwrap().1.into_bytes().unwrap();
+        assert_eq!(rows.len(), 30);
+        assert!(rows.iter().all(|r| bytes.doc(r, &mut Vec::new()).unwrap() == [1u8; 10]));
+    }
+
+    #[test]
     fn spills_and_reads_back_in_order() {
-        let mut b = PartitionBuffers::new(10);
+        let budget = MemoryBudget::new(30);
+        let mut b = PartitionBuffers::new(budget.clone());
         for i in 0..20u8 {
             let p = vec![Some(format!("{}", i % 2))];
             b.push(p, &[i, i, i, i], format!("k{i}"), None, i as u64).unwrap();
         }
         assert!(b.spills > 0);
+        assert!(budget.used() <= 30 + 4, "spilled bytes are given back: {}", budget.used());
         let (parts, _guard) = b.drain();
         assert_eq!(parts.len(), 2);
         for (p, part) in parts {
             let parity: u8 = p[0].as_deref().unwrap().parse().unwrap();
             let (bytes, rows) = part.into_bytes().unwrap();
             assert_eq!(rows.len(), 10);
+            let mut scratch = Vec::new();
             for r in rows {
-                let slice = bytes.doc(&r).unwrap();
+                let slice = bytes.doc(&r, &mut scratch).unwrap();
                 assert_eq!(slice[0] % 2, parity);
                 assert_eq!(format!("k{}", slice[0]), r.key);
             }
         }
+        assert_eq!(budget.used(), 0, "written partitions give their bytes back");
     }
 }

@@ -53,6 +53,8 @@ pub struct RunContext {
     /// Partition encodes (CPU-bound, on blocking threads) running at once, across all collections: one per core.
     /// More only adds working sets (builders, pages, output) that compete for the same cores and memory.
     pub encode_slots: Arc<tokio::sync::Semaphore>,
+    /// Buffered document bytes of every collection against half of `[sync] memory_budget_mb`.
+    pub memory: Arc<buffer::MemoryBudget>,
 }
 
 /// Options from the command line.
@@ -104,6 +106,7 @@ pub async fn run(config: &Config, options: &SyncOptions, board: Arc<Board>) -> R
         encode_slots: Arc::new(tokio::sync::Semaphore::new(
             std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
         )),
+        memory: buffer::MemoryBudget::new(env.sync.memory_budget_bytes / 2),
     };
 
     let mut reports: Vec<CollectionReport> = config
@@ -134,6 +137,14 @@ pub async fn run(config: &Config, options: &SyncOptions, board: Arc<Board>) -> R
     let mut report =
         RunReport::new(run_id, config.env_name.clone(), lake.url().to_string(), started, clock.elapsed(), reports);
     report.dry_run = options.dry_run;
+    report.memory_budget_mb = env.sync.memory_budget_bytes / (1024 * 1024);
+    if let Some(peak) = report.peak_memory_mb.filter(|p| *p > report.memory_budget_mb) {
+        tracing::warn!(
+            peak_mb = peak,
+            budget_mb = report.memory_budget_mb,
+            "Peak memory passed [sync] memory_budget_mb: lower [mongodb] batch_size or [sync] concurrency, or raise the budget"
+        );
+    }
     if !options.dry_run {
         if let Err(e) = lake
             .put(

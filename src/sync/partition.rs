@@ -124,6 +124,12 @@ struct Job<'a> {
     context: &'a str,
 }
 
+/// Rows per Arrow batch handed to the encoder: bounds the Arrow held for one partition, and is a multiple of the
+/// writer's 1024-row mini-batch so the file's bytes do not depend on it (see [`parquet::Encoder::write`]).
+const ENCODE_BATCH_ROWS: usize = 8192;
+/// ... or fewer rows (still a multiple of 1024) once their documents pass this many bytes (large documents).
+const ENCODE_BATCH_BYTES: usize = 4 << 20;
+
 fn build_partition(existing: Option<bytes::Bytes>, part: Part, job: &Job<'_>) -> Result<Built> {
     let Job { remove, file_ty, hints, in_path, spec, row_group_rows, context } = *job;
     // Rows of the existing file: merged at the Arrow level when the file already has the collection's type (the
@@ -146,7 +152,7 @@ fn build_partition(existing: Option<bytes::Bytes>, part: Part, job: &Job<'_>) ->
         }
     }
     let (fresh_bytes, rows) = part.into_bytes()?;
-    let fresh_doc = |i: usize| -> Result<&RawDocument> { buffered_doc(&fresh_bytes, &rows[i], context) };
+    let mut scratch = Vec::new();
     let mut candidates = Vec::with_capacity(old_docs.len() + rows.len());
     old_docs.retain(|d| !remove.contains(&get_path(d, &spec.key).map(text::render).unwrap_or_default()));
     for (i, d) in old_docs.iter().enumerate() {
@@ -163,12 +169,23 @@ fn build_partition(existing: Option<bytes::Bytes>, part: Part, job: &Job<'_>) ->
     let replaced = old_docs.len() as u64 - (winners.len() as u64 - fresh_winners);
 
     let prepare = prepare_fn(hints, in_path);
-    let mut batches = Vec::new();
+    let mut encoder: Option<parquet::Encoder> = None;
+    let mut flush = |builder: &mut ColumnBuilder| -> Result<()> {
+        let batch = finish_batch(builder, context)?;
+        if encoder.is_none() {
+            encoder = Some(parquet::Encoder::new(batch.schema(), file_ty, row_group_rows, context)?);
+        }
+        encoder.as_mut().expect("just created").write(&batch)
+    };
     let mut builder = ColumnBuilder::for_document(file_ty);
     let (mut value_rejects, mut rejects) = (Vec::new(), Vec::new());
-    let mut in_batch = 0;
+    let (mut in_batch, mut batch_bytes) = (0, 0);
     for &i in &winners {
-        let doc: &RawDocument = if i < old_docs.len() { &old_docs[i] } else { fresh_doc(i - old_docs.len())? };
+        let doc: &RawDocument = if i < old_docs.len() {
+            &old_docs[i]
+        } else {
+            buffered_doc(&fresh_bytes, &rows[i - old_docs.len()], &mut scratch, context)?
+        };
         let first_reject = value_rejects.len();
         builder.append_document(doc, prepare.as_ref(), &mut value_rejects).map_err(|m| {
             Error::collection(
@@ -180,16 +197,16 @@ fn build_partition(existing: Option<bytes::Bytes>, part: Part, job: &Job<'_>) ->
             rejects.push(Reject::value(&candidates[i].key, r));
         }
         in_batch += 1;
-        if in_batch == 65_536 {
-            batches.push(finish_batch(&mut builder, context)?);
-            in_batch = 0;
+        batch_bytes += doc.as_bytes().len();
+        if in_batch == ENCODE_BATCH_ROWS || (in_batch % 1024 == 0 && batch_bytes >= ENCODE_BATCH_BYTES) {
+            flush(&mut builder)?;
+            (in_batch, batch_bytes) = (0, 0);
         }
     }
-    if in_batch > 0 || batches.is_empty() {
-        batches.push(finish_batch(&mut builder, context)?);
+    if in_batch > 0 || winners.is_empty() {
+        flush(&mut builder)?;
     }
-    let schema = batches[0].schema();
-    let bytes = parquet::encode(schema, &batches, file_ty, row_group_rows, context)?;
+    let bytes = encoder.expect("at least one batch").finish()?;
     Ok(Built { bytes, rows: winners.len() as u64, dups, replaced, rejects })
 }
 
@@ -211,12 +228,13 @@ fn merge_arrow(old: &[RecordBatch], part: Part, job: &Job<'_>) -> Result<Built> 
         .collect();
     let winners = latest(&candidates);
     let fresh_keys: crate::FastSet<&str> = winners.iter().map(|&i| candidates[i].key.as_str()).collect();
+    let mut scratch = Vec::new();
     let prepare = prepare_fn(hints, in_path);
     let mut builder = ColumnBuilder::for_document(file_ty);
     let (mut value_rejects, mut rejects) = (Vec::new(), Vec::new());
     for &i in &winners {
         let r = &rows[i];
-        let doc = buffered_doc(&fresh_bytes, r, context)?;
+        let doc = buffered_doc(&fresh_bytes, r, &mut scratch, context)?;
         builder.append_document(doc, prepare.as_ref(), &mut value_rejects).map_err(|m| {
             Error::collection(format!("{}.{}", spec.database, spec.collection), format!("document {}: {m}", r.key))
         })?;
@@ -283,9 +301,13 @@ fn arrow_mergeable(old: &[RecordBatch], file_ty: &LakeType, key: &str) -> bool {
     })
 }
 
-fn buffered_doc<'a>(bytes: &'a PartBytes, row: &RowMeta, context: &str) -> Result<&'a RawDocument> {
-    let raw = bytes.doc(row).ok_or_else(|| Error::encode(context, "a buffered row points outside its partition"))?;
-    RawDocument::from_bytes(raw).map_err(|e| Error::encode(context, e))
+fn buffered_doc<'a>(
+    bytes: &'a PartBytes,
+    row: &RowMeta,
+    scratch: &'a mut Vec<u8>,
+    context: &str,
+) -> Result<&'a RawDocument> {
+    RawDocument::from_bytes(bytes.doc(row, scratch)?).map_err(|e| Error::encode(context, e))
 }
 
 fn prepare_fn(hints: &[String], in_path: &[String]) -> Box<Prepare> {

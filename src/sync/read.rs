@@ -82,7 +82,7 @@ impl ReadPass {
             name: spec.name(),
             spec: spec.clone(),
             fields,
-            buffers: PartitionBuffers::new(ctx.sync.memory_budget_bytes),
+            buffers: PartitionBuffers::new(ctx.memory.clone()),
             present: vec![0; spec.partition.keys.len()],
             max_ts: None,
             seq: 0,
