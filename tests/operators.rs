@@ -329,3 +329,30 @@ async fn a_transient_s3_outage_is_retried_with_backoff_and_the_run_completes() {
     let state = s3_get(&bucket, &format!("lake/_mongolake/state/{}/things.csv", p.db)).await.expect("state file");
     assert_eq!(String::from_utf8(state).unwrap().lines().count(), 2, "one committed run");
 }
+
+/// An incremental run whose query no index serves says so, with the command that creates the index; once the
+/// index exists the note goes. (A full load reads everything anyway and does not ask.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_incremental_run_without_a_timestamp_index_says_how_to_create_one() {
+    let p = Project::new("noindex");
+    insert(&p.db, "visits", 0, 50).await;
+    p.write_collections(&["{db},visits,modified_at,date(created_at),"]);
+    let lake = p.local_env("env1", "UTC");
+    let note = "no index starts with the timestamp column";
+    let full = p.sync("env1", &[]);
+    full.assert_ok();
+    assert!(!full.stdout.contains(note), "a full load does not ask: {}", full.stdout);
+    let incremental = p.sync("env1", &[]);
+    incremental.assert_ok();
+    let hint = format!("db.getSiblingDB(\"{}\").getCollection(\"visits\").createIndex({{\"modified_at\": 1}})", p.db);
+    assert!(incremental.stdout.contains(note) && incremental.stdout.contains(&hint), "{}", incremental.stdout);
+    let report = run_reports(&lake).into_iter().last().expect("a run report");
+    assert_eq!(entry(&report, &format!("{}.visits", p.db))["missing_index"], Value::String(hint));
+
+    let client = client().await;
+    let index = mongodb::IndexModel::builder().keys(bson::doc! { "modified_at": 1 }).build();
+    coll(&client, &p.db, "visits").create_index(index).await.expect("create index");
+    let indexed = p.sync("env1", &[]);
+    indexed.assert_ok();
+    assert!(!indexed.stdout.contains(note), "the index serves the query: {}", indexed.stdout);
+}

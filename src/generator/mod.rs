@@ -128,6 +128,8 @@ pub async fn seed(
     for (k, name) in COLLECTIONS.iter().enumerate() {
         let coll = database.collection::<Document>(name);
         let n = insert_range(&coll, k, 0..options.docs, &ctx, None).await?;
+        // As a hospital system would have it: the incremental query's field is indexed.
+        coll.create_index(mongodb::IndexModel::builder().keys(bson::doc! { "modified_at": 1 }).build()).await?;
         out.push((name.to_string(), n));
     }
     Ok(out)

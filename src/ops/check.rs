@@ -10,7 +10,6 @@ use crate::config::environment::ValueOrRef;
 use crate::config::{Config, SecretRef};
 use crate::sink::Lake;
 use bson::doc;
-use futures::TryStreamExt;
 
 /// How a check came out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -164,28 +163,18 @@ async fn check_mongo_with(client: &mongodb::Client, config: &Config, out: &mut O
             continue;
         }
         let coll = db.collection::<bson::Document>(&spec.collection);
-        let indexes: Vec<mongodb::IndexModel> = match coll.list_indexes().await {
-            Ok(c) => c.try_collect().await.unwrap_or_default(),
-            Err(e) => {
-                out.push(Level::Warn, what, format!("cannot list indexes: {e}"));
-                continue;
-            }
-        };
         let ts = spec.timestamp_column.as_str();
-        match indexes.iter().find(|i| i.keys.keys().next().map(String::as_str) == Some(ts)) {
-            Some(i) => {
-                let name = i.options.as_ref().and_then(|o| o.name.clone()).unwrap_or_else(|| "?".into());
-                out.push(Level::Ok, what, format!("exists; index `{name}` serves the `{ts}` query"))
-            }
-            None => out.push(
+        match crate::source::timestamp_index(&coll, ts).await {
+            Ok(Some(name)) => out.push(Level::Ok, what, format!("exists; index `{name}` serves the `{ts}` query")),
+            Ok(None) => out.push(
                 Level::Warn,
                 what,
                 format!(
-                    "no index starts with `{ts}`: every incremental run scans the whole collection; create one: \
-                     db.getSiblingDB(\"{}\").getCollection(\"{}\").createIndex({{\"{ts}\": 1}})",
-                    spec.database, spec.collection
+                    "no index starts with `{ts}`: every incremental run scans the whole collection; create one: {}",
+                    crate::source::create_index_hint(&spec.database, &spec.collection, ts)
                 ),
             ),
+            Err(e) => out.push(Level::Warn, what, format!("cannot list indexes: {e}")),
         }
     }
 }

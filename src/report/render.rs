@@ -62,6 +62,11 @@ fn notes(r: &RunReport, c: &CollectionReport) -> Vec<String> {
             c.name.replacen('.', "/", 1)
         ));
     }
+    if let Some(create) = &s.missing_index {
+        out.push(format!(
+            "no index starts with the timestamp column: incremental runs scan the whole collection; create one: {create}"
+        ));
+    }
     if s.reconciled {
         out.push(format!(
             "reconciled with MongoDB: deleted {} rows of deleted documents, fetched {} documents the timestamp query missed",

@@ -91,6 +91,22 @@ pub fn incremental_filter(field: &str, since_millis: i64) -> Document {
     }
 }
 
+/// The name of an index whose first key is `ts` (the incremental query's field), None when there is none:
+/// without one every incremental run scans the whole collection.
+pub async fn timestamp_index(coll: &mongodb::Collection<Document>, ts: &str) -> mongodb::error::Result<Option<String>> {
+    use futures::TryStreamExt;
+    let indexes: Vec<mongodb::IndexModel> = coll.list_indexes().await?.try_collect().await?;
+    Ok(indexes
+        .iter()
+        .find(|i| i.keys.keys().next().map(String::as_str) == Some(ts))
+        .map(|i| i.options.as_ref().and_then(|o| o.name.clone()).unwrap_or_else(|| "?".into())))
+}
+
+/// The shell command that creates the index [`timestamp_index`] looks for.
+pub fn create_index_hint(db: &str, coll: &str, ts: &str) -> String {
+    format!("db.getSiblingDB(\"{db}\").getCollection(\"{coll}\").createIndex({{\"{ts}\": 1}})")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

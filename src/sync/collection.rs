@@ -76,6 +76,10 @@ pub struct CollectionStats {
     pub table_definition_changed: bool,
     /// Values masked per rule (collections.csv `mask`).
     pub masked: crate::mask::MaskCounts,
+    /// No index starts with the timestamp column (incremental runs scan the whole collection): the command that
+    /// creates one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub missing_index: Option<String>,
     /// `sync --dry-run`: the partitions (relative to the table) that would be rewritten.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub planned_partitions: Vec<String>,
@@ -142,6 +146,19 @@ pub async fn sync_collection(
         Some(w) => crate::source::incremental_filter(&spec.timestamp_column, w - ctx.sync.overlap.num_milliseconds()),
         None => bson::Document::new(),
     };
+    if old_watermark.is_some() {
+        // The incremental query only grows with the changes when an index serves it.
+        let c = ctx.client.database(db).collection::<bson::Document>(coll);
+        match crate::source::timestamp_index(&c, &spec.timestamp_column).await {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                let hint = crate::source::create_index_hint(db, coll, &spec.timestamp_column);
+                tracing::warn!(collection = %name, create = %hint, "No index starts with the timestamp column: this incremental run scans the whole collection");
+                stats.missing_index = Some(hint);
+            }
+            Err(e) => tracing::debug!(collection = %name, error = %e, "Could not list indexes"),
+        }
+    }
     let read_started = chrono::Utc::now().timestamp_millis();
     if old_watermark.is_none() && ctx.sync.read_ranges > 1 && spec.key == "_id" {
         // A full load: several cursors over `_id` ranges (see ReadPass::id_ranges).
