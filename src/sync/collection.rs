@@ -269,6 +269,7 @@ pub async fn sync_collection(
         }
     }
     let mut removals: HashMap<String, HashSet<String>> = HashMap::new();
+    index.reserve(newest.len());
     for (key, &(_, _, pi)) in &newest {
         match index.get_mut(*key) {
             Some(old_rel) if *old_rel != rels[pi] => {
