@@ -8,7 +8,9 @@ For each size (total documents over the generator's five collections):
      with `read_ranges = R` (fresh lake each time); then the PyMongoArrow full sync (fresh lake),
   4. `mongolake mutate --fraction F`, then K incremental rounds for mongolake and for PyMongoArrow, each from a
      copy of its own full-loaded lake,
-  5. stops the server.
+  5. `mongolake mutate --fraction F --recent R` (the changes among the newest documents, as a hospital's day
+     looks), then K incremental rounds for each, from a copy of its lake after step 4,
+  6. stops the server.
 Every step is a child process: wall time from start to exit, peak RSS from wait4's ru_maxrss. Prints a markdown
 report (medians, ratios, docs/s, MB/s, peak RSS, machine, exact command) and writes it to
 bench/results/<date>-<docs>.md. Needs only the standard library; PyMongoArrow runs under `--python`.
@@ -188,6 +190,12 @@ def docs_read(mongolake_report: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
+def partitions_written(mongolake_report: str) -> int | None:
+    """`N partitions written` from mongolake's run report."""
+    m = re.search(r"(\d+) partitions written", mongolake_report)
+    return int(m.group(1)) if m else None
+
+
 def bench_size(total: int, args, work: Path, bin_dir: Path) -> dict:
     """Runs every step for one size; returns the steps and facts for the report."""
     per = max(1, total // 5)
@@ -240,11 +248,36 @@ def bench_size(total: int, args, work: Path, bin_dir: Path) -> dict:
                           what=f"rep {rep}: PyMongoArrow incremental")
             pma_incr.runs.append(run)
             pma_incr.docs = json.loads(run.stdout)["docs"]
+        # A second round as a hospital's day looks: the same share changed, but among the newest documents
+        # (`mutate --recent`), so only the last days' partitions are touched. Each tool starts from its lake
+        # after the first incremental round.
+        recent = args.recent
+        mut_recent = measure([mongolake, "mutate", "--uri", uri, "--db", DB, "--fraction", str(args.fraction),
+                              "--recent", str(recent), "--seed", "42"], what="mutate --recent")
+        shutil.copytree(work / "lake-ml-incr", fresh(work / "lake-ml-incr1"))
+        shutil.copytree(work / "lake-pma-incr", fresh(work / "lake-pma-incr1"))
+        label = f"({args.fraction:.0%} changed among the newest {recent:.0%})"
+        ml_recent = Step(f"mongolake incremental {label}")
+        pma_recent = Step(f"PyMongoArrow incremental {label}")
+        touched = None
+        for rep in range(1, args.reps + 1):
+            shutil.copytree(work / "lake-ml-incr1", fresh(work / "lake-ml-incr"))
+            run = measure([mongolake, "sync", "--env", "bench", "--config-dir", str(incr_cfg), "--no-email"],
+                          env=env, what=f"rep {rep}: mongolake incremental, recent changes")
+            ml_recent.runs.append(run)
+            ml_recent.docs = docs_read(run.stdout)
+            touched = partitions_written(run.stdout)
+            shutil.copytree(work / "lake-pma-incr1", fresh(work / "lake-pma-incr"))
+            run = measure([*pma, "--lake", str(work / "lake-pma-incr"), "--incremental"],
+                          what=f"rep {rep}: PyMongoArrow incremental, recent changes")
+            pma_recent.runs.append(run)
+            pma_recent.docs = json.loads(run.stdout)["docs"]
         files = sum(1 for _ in (work / "lake-ml-full" / DB).rglob("*.parquet"))
         pma_files = sum(1 for _ in (work / "lake-pma-full" / DB).rglob("*.parquet"))
         return {"total": total, "per": per, "seed": seed, "raw": raw, "full": full, "pma_full": pma_full,
                 "ml_incr": ml_incr, "pma_incr": pma_incr, "bytes": raw_json["bytes"], "mutate": mut.stdout.strip(),
-                "files": files, "pma_files": pma_files}
+                "files": files, "pma_files": pma_files, "ml_recent": ml_recent, "pma_recent": pma_recent,
+                "mutate_recent": mut_recent.stdout.strip(), "touched_recent": touched}
     finally:
         servers.stop()
         for p in work.glob("lake-*"):
@@ -287,6 +320,12 @@ def size_report(res: dict, ranges: list[int]) -> list[str]:
         row(pma_full, f"**{pma_vs_ml:.1f}x mongolake** (target >= 10x)"),
         row(ml_incr, f"{ml_incr.median / full.median:.2f}x mongolake full load", rate=False),
         row(pma_incr, f"{pma_incr.median / ml_incr.median:.1f}x mongolake incremental", rate=False),
+        row(res["ml_recent"], f"{res['ml_recent'].median / full.median:.2f}x mongolake full load; "
+            f"{res['touched_recent']} partitions rewritten", rate=False),
+        row(res["pma_recent"], f"{res['pma_recent'].median / res['ml_recent'].median:.1f}x mongolake", rate=False),
+        "",
+        f"Second mutation (`--recent {res['ml_recent'].label.split('newest ')[1].rstrip(')')}`): "
+        f"{res['mutate_recent']}.",
         "",
         f"Targets: full load within 1.5x of the raw drain: **{'met' if ml_vs_raw <= 1.5 else 'NOT met'}**; "
         f"PyMongoArrow at least 10x slower: **{'met' if pma_vs_ml >= 10 else 'NOT met'}**.",
@@ -329,15 +368,16 @@ def report(results: list[dict], args, command: str, versions: str, started: str)
             "Scaling with size:",
             "",
             "| docs | raw drain s | mongolake full s | ml / raw | ml peak RSS MB | PyMongoArrow s | pma / ml | "
-            "pma peak RSS MB | ml incr s | pma incr s |",
-            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "pma peak RSS MB | ml incr s | pma incr s | ml incr recent s | pma incr recent s |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for r in results:
             raw, full, pf = r["raw"][b], r["full"][b], r["pma_full"]
             lines.append(
                 f"| {r['total']:,} | {fmt_s(raw.median)} | {fmt_s(full.median)} | {full.median / raw.median:.2f}x | "
                 f"{full.peak_rss:,.0f} | {fmt_s(pf.median)} | {pf.median / full.median:.1f}x | {pf.peak_rss:,.0f} | "
-                f"{fmt_s(r['ml_incr'].median)} | {fmt_s(r['pma_incr'].median)} |")
+                f"{fmt_s(r['ml_incr'].median)} | {fmt_s(r['pma_incr'].median)} | "
+                f"{fmt_s(r['ml_recent'].median)} | {fmt_s(r['pma_recent'].median)} |")
         lines.append("")
     return "\n".join(lines)
 
@@ -360,6 +400,8 @@ def main() -> int:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--ranges", type=int_list, default=[1, 2, 4], help="parallel _id ranges to measure")
     ap.add_argument("--fraction", type=float, default=0.01, help="share of documents mutated before incremental")
+    ap.add_argument("--recent", type=float, default=0.02,
+                    help="second incremental round: the changes fall among this newest share (mutate --recent)")
     ap.add_argument("--python", default=sys.executable, help="Python with pymongoarrow")
     ap.add_argument("--pma-parallelism", default="off", choices=["off", "threads", "processes"],
                     help="PyMongoArrow's batch decoding parallelism (its default: off)")

@@ -159,6 +159,11 @@ schema is unreadable, 2 bad config or lake."
         seed: u64,
         #[arg(long, default_value_t = 60)]
         days: u32,
+        /// Change only the newest documents, as a hospital's day does: updates fall among the newest RECENT share
+        /// of each collection (e.g. 0.02) and new documents are created now, so few partitions are touched.
+        /// Default: updates anywhere, new documents over the whole date range.
+        #[arg(long, value_name = "RECENT")]
+        recent: Option<f64>,
     },
 }
 
@@ -282,14 +287,14 @@ async fn run(command: Command, terminal: bool) -> ExitCode {
                 Err(e) => fatal(crate::Error::mongo("seeding", e)),
             }
         }
-        Command::Mutate { uri, db, fraction, seed, days } => {
+        Command::Mutate { uri, db, fraction, seed, days, recent } => {
             let now = chrono::Utc::now();
             let opts = crate::generator::GenOptions { seed, docs: 0, end: now, days };
             let client = match mongodb::Client::with_uri_str(&uri).await {
                 Ok(c) => c,
                 Err(e) => return fatal(crate::Error::mongo(crate::source::redact_uri(&uri), e)),
             };
-            let outcome = crate::generator::mutate(&client, &db, &opts, fraction, now).await;
+            let outcome = crate::generator::mutate(&client, &db, &opts, fraction, recent, now).await;
             client.shutdown().immediate(true).await;
             match outcome {
                 Ok(s) => {

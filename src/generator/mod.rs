@@ -80,14 +80,23 @@ pub fn document(collection: &str, i: u64, options: &GenOptions) -> bson::Documen
     hospital::build(collection_index(collection), i, &Ctx::new(options))
 }
 
-/// Builds and inserts documents `range` of collection number `k`; `now_ms` (mutation rounds) overrides
-/// `modified_at` (and caps `created_at`). Unordered `insert_many` in batches of [`BATCH`].
+/// `created_at` of the documents a mutation round inserts.
+#[derive(Clone, Copy, PartialEq)]
+enum Created {
+    /// As generated (over the whole date range), but not after `now`.
+    CappedAtNow,
+    /// `now`: new records of the day.
+    Now,
+}
+
+/// Builds and inserts documents `range` of collection number `k`; `now` (mutation rounds) overrides
+/// `modified_at` (and `created_at` as [`Created`] says). Unordered `insert_many` in batches of [`BATCH`].
 async fn insert_range(
     coll: &Collection<Document>,
     k: usize,
     range: std::ops::Range<u64>,
     ctx: &Ctx,
-    now_ms: Option<i64>,
+    now: Option<(i64, Created)>,
 ) -> mongodb::error::Result<u64> {
     let mut inserted = 0;
     let mut start = range.start;
@@ -96,8 +105,8 @@ async fn insert_range(
         let batch: Vec<Document> = (start..stop)
             .map(|i| {
                 let mut d = hospital::build(k, i, ctx);
-                if let Some(now_ms) = now_ms {
-                    if ctx.sources[k].meta(i).created_ms > now_ms {
+                if let Some((now_ms, created)) = now {
+                    if created == Created::Now || ctx.sources[k].meta(i).created_ms > now_ms {
                         d.insert("created_at", DateTime::from_millis(now_ms));
                     }
                     d.insert("modified_at", DateTime::from_millis(now_ms));
@@ -127,9 +136,11 @@ pub async fn seed(
     let mut out = Vec::with_capacity(COLLECTIONS.len());
     for (k, name) in COLLECTIONS.iter().enumerate() {
         let coll = database.collection::<Document>(name);
-        let n = insert_range(&coll, k, 0..options.docs, &ctx, None).await?;
-        // As a hospital system would have it: the incremental query's field is indexed.
+        // As a hospital system would have it: the incremental query's field is indexed. Created first and
+        // kept up by the inserts: building it afterwards on a million documents never finished on
+        // secantusd-rs 0.5.3-beta.196 ("create_index retrying on write conflicts" for minutes).
         coll.create_index(mongodb::IndexModel::builder().keys(bson::doc! { "modified_at": 1 }).build()).await?;
+        let n = insert_range(&coll, k, 0..options.docs, &ctx, None).await?;
         out.push((name.to_string(), n));
     }
     Ok(out)
@@ -201,11 +212,16 @@ fn fmix_policy(now_ms: i64, v: u64) -> String {
 /// on `options.seed`, `collection` and `i`; the new values also depend on `now`, so successive rounds keep
 /// changing them. `now` should not be earlier than `options.end` (else an updated `modified_at` could precede
 /// `created_at`; inserted documents have `created_at` capped at `now`). `updated` counts modified documents.
+///
+/// `recent = Some(r)`: the updates fall among the newest `r` share of the documents (by `_id`, which follows
+/// creation time), still about `fraction` of the collection, and inserted documents are created at `now`: the
+/// round touches the last few days' partitions only.
 pub async fn mutate(
     client: &mongodb::Client,
     db: &str,
     options: &GenOptions,
     fraction: f64,
+    recent: Option<f64>,
     now: chrono::DateTime<chrono::Utc>,
 ) -> mongodb::error::Result<MutateSummary> {
     let ctx = Ctx::new(options);
@@ -230,9 +246,14 @@ pub async fn mutate(
         // Group the chosen documents by the change they get, one update_many per group and batch.
         let nv = variants(k);
         let mut groups: Vec<Vec<Bson>> = vec![Vec::new(); nv as usize];
-        for i in 0..existing {
+        // With `recent`, the same number of updates among the newest documents (ids sorted: newest last).
+        let (first, chance) = match recent.filter(|r| *r > 0.0 && *r < 1.0) {
+            Some(r) => (existing - (existing as f64 * r).ceil() as u64, (fraction / r).min(1.0)),
+            None => (0, fraction),
+        };
+        for i in first..existing {
             let key = stream_key(options.seed, src.collection_hash, i, SALT_MUTATE);
-            if Rng::new(key).unit() < fraction {
+            if Rng::new(key).unit() < chance {
                 let v = Rng::new(key ^ now_ms as u64).below(nv);
                 groups[v as usize].push(ids[i as usize].clone());
             }
@@ -246,7 +267,8 @@ pub async fn mutate(
         }
 
         let new = (existing as f64 * fraction).round() as u64;
-        summary.inserted += insert_range(&coll, k, existing..existing + new, &ctx, Some(now_ms)).await?;
+        let created = if recent.is_some() { Created::Now } else { Created::CappedAtNow };
+        summary.inserted += insert_range(&coll, k, existing..existing + new, &ctx, Some((now_ms, created))).await?;
     }
     Ok(summary)
 }

@@ -332,6 +332,8 @@ impl Capture {
             }
             match names.iter().position(|n| n == path) {
                 Some(i) => Some(i),
+                // (more fields than slots: the rest are looked up)
+                None if names.len() == MAX_CAPTURE => None,
                 None => {
                     names.push(path.to_string());
                     Some(names.len() - 1)
@@ -341,7 +343,6 @@ impl Capture {
         let key = slot(&spec.key);
         let timestamp = slot(&spec.timestamp_column);
         let partition = spec.partition.keys.iter().map(|k| slot(k.path())).collect();
-        debug_assert!(names.len() <= MAX_CAPTURE);
         Capture { names, key, timestamp, partition, slot_of_field: Vec::new() }
     }
 }
