@@ -16,17 +16,50 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-/// Buffered document bytes of the whole run against their cap (half of `[sync] memory_budget_mb`; the other
-/// half is for batches in flight, encoding and per-document metadata).
+/// The run's memory budget (`[sync] memory_budget_mb`), shared by every collection syncing at once.
+///
+/// Half of it caps the buffered document bytes (past it, the pushing collection spills). The other half is
+/// for what cannot spill: the per-document metadata (key, timestamp, place in the buffers: about
+/// [`METADATA_BYTES_PER_DOC`] per document of a full load) and the key index. A collection reserves its share
+/// of that half from its estimated size before it reads ([`MemoryBudget::reserve`]); when the share is not
+/// free it waits for other collections to finish, so several million-document collections take turns instead
+/// of holding their metadata at once. A collection alone always runs, whatever its size.
 #[derive(Debug)]
 pub struct MemoryBudget {
     cap: u64,
     used: AtomicU64,
+    /// The metadata half, in KiB permits.
+    metadata: Arc<tokio::sync::Semaphore>,
+    metadata_kib: u32,
 }
 
+/// Bytes of memory a full load holds per document besides its raw bytes, measured: the row's place, key and
+/// timestamp (about 100 B), the cross-partition dedup map (about 60 B) and the key index entry (about 90 B).
+pub const METADATA_BYTES_PER_DOC: u64 = 256;
+
 impl MemoryBudget {
-    pub fn new(cap: u64) -> Arc<MemoryBudget> {
-        Arc::new(MemoryBudget { cap, used: AtomicU64::new(0) })
+    /// A budget of `total` bytes: half for buffered documents, half for metadata.
+    pub fn new(total: u64) -> Arc<MemoryBudget> {
+        let metadata_kib = (total / 2 / 1024).clamp(1, u64::from(u32::MAX >> 3)) as u32;
+        Arc::new(MemoryBudget {
+            cap: total / 2,
+            used: AtomicU64::new(0),
+            metadata: Arc::new(tokio::sync::Semaphore::new(metadata_kib as usize)),
+            metadata_kib,
+        })
+    }
+
+    /// Reserves `bytes` of the metadata half, waiting while other collections hold it; a request larger than
+    /// the whole half waits for all of it (the collection then runs alone). Given back when dropped.
+    pub async fn reserve(&self, bytes: u64) -> tokio::sync::OwnedSemaphorePermit {
+        let kib = bytes.div_ceil(1024).clamp(1, u64::from(self.metadata_kib)) as u32;
+        self.metadata.clone().acquire_many_owned(kib).await.expect("the semaphore is never closed")
+    }
+
+    /// Whether a reservation of `bytes` would have to wait now.
+    pub fn would_wait(&self, bytes: u64) -> bool {
+        let kib = bytes.div_ceil(1024).clamp(1, u64::from(self.metadata_kib)) as usize;
+        self.metadata.available_permits() < kib
     }
 
     /// Bytes buffered now, across collections.
@@ -272,7 +305,7 @@ mod tests {
     #[test]
     fn a_collection_spills_when_the_run_is_over_its_cap() {
         // Another collection's partitions, waiting to be written, hold most of the run's cap.
-        let budget = MemoryBudget::new(1000);
+        let budget = MemoryBudget::new(2000);
         let mut other = PartitionBuffers::new(budget.clone());
         other.push(vec![None], &[0; 900], "o".into(), None, 0).unwrap();
         let (waiting, _g) = other.drain();
@@ -291,7 +324,7 @@ mod tests {
 
     #[test]
     fn spills_and_reads_back_in_order() {
-        let budget = MemoryBudget::new(30);
+        let budget = MemoryBudget::new(60);
         let mut b = PartitionBuffers::new(budget.clone());
         for i in 0..20u8 {
             let p = vec![Some(format!("{}", i % 2))];

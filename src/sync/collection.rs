@@ -121,13 +121,19 @@ pub async fn sync_collection(
     }
     let old_watermark = if ctx.full { None } else { state.watermark() };
     stats.full_load = old_watermark.is_none();
+    // An estimate from collection metadata, never a scan: the progress bar's ETA (full loads), and this
+    // collection's share of the memory budget's metadata half (a full load holds metadata for every document;
+    // an incremental run holds the key index, about a third of that).
+    let estimate = ctx.client.database(db).collection::<bson::Document>(coll).estimated_document_count().await.ok();
     if stats.full_load {
-        // For the progress bar's ETA only: an estimate from collection metadata, never a scan.
-        let c = ctx.client.database(db).collection::<bson::Document>(coll);
-        if let Ok(n) = c.estimated_document_count().await {
-            progress.expected.store(n, Ordering::Relaxed);
-        }
+        progress.expected.store(estimate.unwrap_or(0), Ordering::Relaxed);
     }
+    let per_doc = crate::sync::buffer::METADATA_BYTES_PER_DOC / if stats.full_load { 1 } else { 3 };
+    let share = estimate.unwrap_or(0) * per_doc;
+    if ctx.memory.would_wait(share) {
+        tracing::info!(collection = %name, share_mb = share >> 20, "Waiting for other collections to free the memory budget");
+    }
+    let _memory = ctx.memory.reserve(share).await;
     stats.old_watermark = state.watermark().map(text::format_millis);
 
     let schema_path = lake.schema_path(db, coll);

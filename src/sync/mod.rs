@@ -53,7 +53,7 @@ pub struct RunContext {
     /// Partition encodes (CPU-bound, on blocking threads) running at once, across all collections: one per core.
     /// More only adds working sets (builders, pages, output) that compete for the same cores and memory.
     pub encode_slots: Arc<tokio::sync::Semaphore>,
-    /// Buffered document bytes of every collection against half of `[sync] memory_budget_mb`.
+    /// `[sync] memory_budget_mb`, shared by every collection: buffered documents and per-document metadata.
     pub memory: Arc<buffer::MemoryBudget>,
 }
 
@@ -106,7 +106,7 @@ pub async fn run(config: &Config, options: &SyncOptions, board: Arc<Board>) -> R
         encode_slots: Arc::new(tokio::sync::Semaphore::new(
             std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
         )),
-        memory: buffer::MemoryBudget::new(env.sync.memory_budget_bytes / 2),
+        memory: buffer::MemoryBudget::new(env.sync.memory_budget_bytes),
     };
 
     let mut reports: Vec<CollectionReport> = config
