@@ -235,19 +235,24 @@ def bench_size(total: int, args, work: Path, bin_dir: Path) -> dict:
         mut = measure([mongolake, "mutate", "--uri", uri, "--db", DB, "--fraction", str(args.fraction),
                        "--seed", "42"], what="mutate")
         incr_cfg = write_config(work / "cfg-ml-incr", work / "lake-ml-incr", args.ranges[0], args.collections)
-        ml_incr = Step(f"mongolake incremental ({args.fraction:.0%} changed)")
-        pma_incr = Step(f"PyMongoArrow incremental ({args.fraction:.0%} changed)")
-        for rep in range(1, args.reps + 1):
-            shutil.copytree(work / "lake-ml-full", fresh(work / "lake-ml-incr"))
-            run = measure([mongolake, "sync", "--env", "bench", "--config-dir", str(incr_cfg), "--no-email"],
-                          env=env, what=f"rep {rep}: mongolake incremental")
-            ml_incr.runs.append(run)
-            ml_incr.docs = docs_read(run.stdout)
-            shutil.copytree(work / "lake-pma-full", fresh(work / "lake-pma-incr"))
-            run = measure([*pma, "--lake", str(work / "lake-pma-incr"), "--incremental"],
-                          what=f"rep {rep}: PyMongoArrow incremental")
-            pma_incr.runs.append(run)
-            pma_incr.docs = json.loads(run.stdout)["docs"]
+
+        def incremental_round(label: str, ml_base: str, pma_base: str) -> tuple[Step, Step, int | None]:
+            """K incremental runs of each tool, each from a fresh copy of its base lake (left in lake-*-incr)."""
+            ml, pm, touched = Step(f"mongolake incremental {label}"), Step(f"PyMongoArrow incremental {label}"), None
+            for rep in range(1, args.reps + 1):
+                shutil.copytree(work / ml_base, fresh(work / "lake-ml-incr"))
+                run = measure([mongolake, "sync", "--env", "bench", "--config-dir", str(incr_cfg), "--no-email"],
+                              env=env, what=f"rep {rep}: mongolake incremental {label}")
+                ml.runs.append(run)
+                ml.docs, touched = docs_read(run.stdout), partitions_written(run.stdout)
+                shutil.copytree(work / pma_base, fresh(work / "lake-pma-incr"))
+                run = measure([*pma, "--lake", str(work / "lake-pma-incr"), "--incremental"],
+                              what=f"rep {rep}: PyMongoArrow incremental {label}")
+                pm.runs.append(run)
+                pm.docs = json.loads(run.stdout)["docs"]
+            return ml, pm, touched
+
+        ml_incr, pma_incr, _ = incremental_round(f"({args.fraction:.0%} changed)", "lake-ml-full", "lake-pma-full")
         # A second round as a hospital's day looks: the same share changed, but among the newest documents
         # (`mutate --recent`), so only the last days' partitions are touched. Each tool starts from its lake
         # after the first incremental round.
@@ -256,22 +261,8 @@ def bench_size(total: int, args, work: Path, bin_dir: Path) -> dict:
                               "--recent", str(recent), "--seed", "42"], what="mutate --recent")
         shutil.copytree(work / "lake-ml-incr", fresh(work / "lake-ml-incr1"))
         shutil.copytree(work / "lake-pma-incr", fresh(work / "lake-pma-incr1"))
-        label = f"({args.fraction:.0%} changed among the newest {recent:.0%})"
-        ml_recent = Step(f"mongolake incremental {label}")
-        pma_recent = Step(f"PyMongoArrow incremental {label}")
-        touched = None
-        for rep in range(1, args.reps + 1):
-            shutil.copytree(work / "lake-ml-incr1", fresh(work / "lake-ml-incr"))
-            run = measure([mongolake, "sync", "--env", "bench", "--config-dir", str(incr_cfg), "--no-email"],
-                          env=env, what=f"rep {rep}: mongolake incremental, recent changes")
-            ml_recent.runs.append(run)
-            ml_recent.docs = docs_read(run.stdout)
-            touched = partitions_written(run.stdout)
-            shutil.copytree(work / "lake-pma-incr1", fresh(work / "lake-pma-incr"))
-            run = measure([*pma, "--lake", str(work / "lake-pma-incr"), "--incremental"],
-                          what=f"rep {rep}: PyMongoArrow incremental, recent changes")
-            pma_recent.runs.append(run)
-            pma_recent.docs = json.loads(run.stdout)["docs"]
+        ml_recent, pma_recent, touched = incremental_round(
+            f"({args.fraction:.0%} changed among the newest {recent:.0%})", "lake-ml-incr1", "lake-pma-incr1")
         files = sum(1 for _ in (work / "lake-ml-full" / DB).rglob("*.parquet"))
         pma_files = sum(1 for _ in (work / "lake-pma-full" / DB).rglob("*.parquet"))
         return {"total": total, "per": per, "seed": seed, "raw": raw, "full": full, "pma_full": pma_full,

@@ -18,12 +18,13 @@ use std::sync::Arc;
 
 /// The run's memory budget (`[sync] memory_budget_mb`), shared by every collection syncing at once.
 ///
-/// Half of it caps the buffered document bytes (past it, the pushing collection spills). The other half is
-/// for what cannot spill: the per-document metadata (key, timestamp, place in the buffers: about
+/// Three eighths of it cap the buffered document bytes (past it, the pushing collection spills). Three eighths
+/// are for what cannot spill: the per-document metadata (key, timestamp, place in the buffers: about
 /// [`METADATA_BYTES_PER_DOC`] per document of a full load) and the key index. A collection reserves its share
-/// of that half from its estimated size before it reads ([`MemoryBudget::reserve`]); when the share is not
-/// free it waits for other collections to finish, so several million-document collections take turns instead
-/// of holding their metadata at once. A collection alone always runs, whatever its size.
+/// of those from its estimated size before it reads ([`MemoryBudget::reserve`]); when the share is not free
+/// it waits for other collections to finish, so several million-document collections take turns instead of
+/// holding their metadata at once. A collection alone always runs, whatever its size. The last quarter is
+/// headroom for the process itself, batches in flight and the partitions being encoded.
 #[derive(Debug)]
 pub struct MemoryBudget {
     cap: u64,
@@ -38,11 +39,12 @@ pub struct MemoryBudget {
 pub const METADATA_BYTES_PER_DOC: u64 = 256;
 
 impl MemoryBudget {
-    /// A budget of `total` bytes: half for buffered documents, half for metadata.
+    /// A budget of `total` bytes: 3/8 for buffered documents, 3/8 for metadata, 1/4 headroom.
     pub fn new(total: u64) -> Arc<MemoryBudget> {
-        let metadata_kib = (total / 2 / 1024).clamp(1, u64::from(u32::MAX >> 3)) as u32;
+        let share = total / 8 * 3;
+        let metadata_kib = (share / 1024).clamp(1, u64::from(u32::MAX >> 3)) as u32;
         Arc::new(MemoryBudget {
-            cap: total / 2,
+            cap: share,
             used: AtomicU64::new(0),
             metadata: Arc::new(tokio::sync::Semaphore::new(metadata_kib as usize)),
             metadata_kib,
@@ -305,7 +307,7 @@ mod tests {
     #[test]
     fn a_collection_spills_when_the_run_is_over_its_cap() {
         // Another collection's partitions, waiting to be written, hold most of the run's cap.
-        let budget = MemoryBudget::new(2000);
+        let budget = MemoryBudget::new(8000 / 3); // buffers capped at 3/8 of it: 999 bytes
         let mut other = PartitionBuffers::new(budget.clone());
         other.push(vec![None], &[0; 900], "o".into(), None, 0).unwrap();
         let (waiting, _g) = other.drain();
@@ -324,7 +326,7 @@ mod tests {
 
     #[test]
     fn spills_and_reads_back_in_order() {
-        let budget = MemoryBudget::new(60);
+        let budget = MemoryBudget::new(80);
         let mut b = PartitionBuffers::new(budget.clone());
         for i in 0..20u8 {
             let p = vec![Some(format!("{}", i % 2))];
