@@ -283,6 +283,18 @@ async fn merge_updates_in_place_and_resync_is_idempotent() {
     let (_, state) = state_rows(&lake, &p.db, "items");
     assert_eq!(state.len(), 3, "{state:?}");
     assert!(state.iter().all(|r| r["status"] == "ok"), "{state:?}");
+    assert!(run.stdout.contains("| 0 partitions written"), "the re-read changed nothing: {}", run.describe());
+
+    // An edit that did not move the timestamp, still inside the overlap window: the re-read document differs from
+    // its row, so its partition is rewritten (not mistaken for an unchanged re-read); the other stays as it was.
+    items.update_one(doc! {"_id": 2}, doc! {"$set": {"price": 77}}).await.unwrap();
+    let run = p.sync("dev", &[]);
+    run.assert_ok();
+    let fourth = dump(&lake);
+    let by_id = rows_by_id(table(&fourth, &p.db, "items"));
+    assert_eq!(by_id.len(), 6);
+    assert_eq!(by_id["2"]["price"], 77, "{}", by_id["2"]);
+    assert_eq!(by_id["4"], rows_by_id(t2)["4"]);
 }
 
 /// 6b. A document whose partition value changed appears once, in its new partition only.

@@ -148,6 +148,7 @@ pub async fn sync_collection(
         _ => Vec::new(),
     };
     let mut pass = ReadPass::new(&spec, fields, &ctx)?;
+    let phase = std::time::Instant::now();
     let filter = match old_watermark {
         Some(w) => crate::source::incremental_filter(&spec.timestamp_column, w - ctx.sync.overlap.num_milliseconds()),
         None => bson::Document::new(),
@@ -174,8 +175,11 @@ pub async fn sync_collection(
     } else {
         pass.read(filter).await?;
     }
+    tracing::debug!(collection = %name, docs = pass.seq, ms = phase.elapsed().as_millis() as u64, "Phase: read");
+    let phase = std::time::Instant::now();
     // The key index: where each key's row lives (to move rows between partitions, and to find deletions).
     let mut index = state::index::load_or_rebuild(lake, &spec).await?;
+    tracing::debug!(collection = %name, keys = index.len(), ms = phase.elapsed().as_millis() as u64, "Phase: key index loaded");
     let reconcile_due = ctx.reconcile
         || ctx.sync.reconcile_every_days.is_some_and(|days| {
             state.last_reconcile().is_none_or(|last| read_started - last >= days as i64 * 86_400_000)
@@ -334,6 +338,7 @@ pub async fn sync_collection(
         return Ok(stats);
     }
     progress.set_phase(crate::progress::Phase::Writing);
+    let phase = std::time::Instant::now();
     let removals = Arc::new(removals);
 
     let writer = Arc::new(PartitionWriter {
@@ -362,8 +367,11 @@ pub async fn sync_collection(
     }
     stats.duplicates_dropped = cross_dups + results.iter().map(|r| r.dups).sum::<u64>();
     stats.rows_moved = removals.values().map(|k| k.len() as u64).sum();
+    tracing::debug!(collection = %name, partitions = results.len(), ms = phase.elapsed().as_millis() as u64, "Phase: partitions written");
     if stats.docs_read > 0 || stats.rows_deleted > 0 {
+        let phase = std::time::Instant::now();
         state::index::save(lake, &spec, &index).await?;
+        tracing::debug!(collection = %name, keys = index.len(), ms = phase.elapsed().as_millis() as u64, "Phase: key index saved");
     }
     stats.partitions_unchanged = results.iter().filter(|r| !r.written).count() as u64;
     rejected.extend(results.into_iter().flat_map(|r| r.rejects));
