@@ -281,16 +281,15 @@ pub async fn sync_collection(
     let mut removals: HashMap<String, HashSet<String>> = HashMap::new();
     index.reserve(newest.len());
     for (key, &(_, _, pi)) in &newest {
-        match index.get_mut(*key) {
-            Some(old_rel) if *old_rel != rels[pi] => {
-                removals.entry(old_rel.to_string()).or_default().insert(key.to_string());
-                *old_rel = rels[pi].clone();
-            }
-            Some(_) => {}
-            None => {
-                index.insert(key.to_string(), rels[pi].clone());
-            }
+        let moved_from = match index.get(key) {
+            Some(old_rel) if old_rel == &*rels[pi] => continue,
+            Some(old_rel) => Some(old_rel.to_string()),
+            None => None,
+        };
+        if let Some(old_rel) = moved_from {
+            removals.entry(old_rel).or_default().insert(key.to_string());
         }
+        index.set(key, rels[pi].clone());
     }
     // A key read in two partitions (updated between two batches of the cursor): only its newest copy stays.
     // Usually every key is read once and there is nothing to drop.
@@ -311,7 +310,7 @@ pub async fn sync_collection(
     }
     for key in &deleted {
         if let Some(old_rel) = index.remove(key) {
-            removals.entry(old_rel.to_string()).or_default().insert(key.clone());
+            removals.entry(old_rel).or_default().insert(key.clone());
             stats.rows_deleted += 1;
         }
     }

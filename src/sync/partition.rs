@@ -276,8 +276,7 @@ fn merge_arrow(old: &[RecordBatch], old_bytes: bytes::Bytes, part: Part, job: &J
     let all = arrow::compute::concat_batches(&kept_batches[0].schema(), &kept_batches).map_err(enc)?;
     let order = arrow::compute::sort_to_indices(&StringArray::from(keys), None, None).map_err(enc)?;
     let sorted = arrow::compute::take_record_batch(&all, &order).map_err(enc)?;
-    let unchanged = sorted.num_rows() == old.iter().map(|b| b.num_rows()).sum::<usize>()
-        && same_rows(&sorted, old);
+    let unchanged = sorted.num_rows() == old.iter().map(|b| b.num_rows()).sum::<usize>() && same_rows(&sorted, old);
     let bytes = if unchanged {
         old_bytes
     } else {

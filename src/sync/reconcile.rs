@@ -73,7 +73,14 @@ pub async fn reconcile(pass: &mut ReadPass, index: &KeyIndex) -> Result<Reconcil
         }
     }
     let mut out = Reconciled { live: live.len() as u64, ..Default::default() };
-    out.deleted = index.keys().chain(read.iter()).filter(|k| !live.contains(*k)).cloned().collect();
+    out.deleted = index
+        .entries()
+        .into_iter()
+        .map(|(k, _)| k)
+        .chain(read.iter().map(String::as_str))
+        .filter(|k| !live.contains(*k))
+        .map(str::to_string)
+        .collect();
     drop(live);
 
     for chunk in missing.chunks(FETCH_CHUNK) {
