@@ -185,6 +185,7 @@ async fn sync_with_retries(
             Err(e) => Err(e),
         };
         let ms = t.elapsed().as_millis() as u64;
+        crate::release_free_memory();
         match outcome {
             Ok(stats) => {
                 ctx.progress.set_phase(Phase::Done);
