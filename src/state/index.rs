@@ -91,6 +91,11 @@ impl KeyIndex {
         }
     }
 
+    /// Whether this run changed anything (a new key, a moved or removed one): else there is nothing to save.
+    pub fn changed(&self) -> bool {
+        !self.changes.is_empty()
+    }
+
     /// Room for `n` more changed keys.
     pub fn reserve(&mut self, n: usize) {
         self.changes.reserve(n);
@@ -243,7 +248,9 @@ mod tests {
         let saved = encode(vec![("a", "p1"), ("c", "p1"), ("e", "p2")]).unwrap();
         let mut index = decode(saved).unwrap();
         assert_eq!((index.get("a"), index.get("b"), index.len()), (Some("p1"), None, 3));
+        assert!(!index.changed(), "nothing to save after a load");
         index.set("c", rel("p2")); // moved
+        assert!(index.changed());
         index.set("b", rel("p3")); // new
         assert_eq!(index.remove("e").as_deref(), Some("p2"));
         assert_eq!(index.remove("zz"), None);
