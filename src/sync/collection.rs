@@ -91,6 +91,14 @@ pub struct CollectionStats {
     pub schema_would_widen: bool,
 }
 
+/// Loads (or rebuilds) the collection's key index, with its time in the debug log.
+async fn load_index(lake: &crate::sink::Lake, spec: &CollectionSpec) -> Result<state::index::KeyIndex> {
+    let phase = std::time::Instant::now();
+    let index = state::index::load_or_rebuild(lake, spec).await?;
+    tracing::debug!(collection = %spec.name(), keys = index.len(), ms = phase.elapsed().as_millis() as u64, "Phase: key index loaded");
+    Ok(index)
+}
+
 /// Syncs one collection. `lease_lost` is raised if this run's lease on the collection was taken over; the
 /// collection then stops before its next partition write and before its watermark.
 pub async fn sync_collection(
@@ -131,9 +139,7 @@ pub async fn sync_collection(
         progress.expected.store(estimate.unwrap_or(0), Ordering::Relaxed);
         estimate
     } else {
-        let phase = std::time::Instant::now();
-        let index = state::index::load_or_rebuild(lake, &spec).await?;
-        tracing::debug!(collection = %name, keys = index.len(), ms = phase.elapsed().as_millis() as u64, "Phase: key index loaded");
+        let index = load_index(lake, &spec).await?;
         let keys = index.len() as u64;
         preloaded_index = Some(index);
         Some(keys)
@@ -189,12 +195,7 @@ pub async fn sync_collection(
     // The key index: where each key's row lives (to move rows between partitions, and to find deletions).
     let mut index = match preloaded_index {
         Some(index) => index,
-        None => {
-            let phase = std::time::Instant::now();
-            let index = state::index::load_or_rebuild(lake, &spec).await?;
-            tracing::debug!(collection = %name, keys = index.len(), ms = phase.elapsed().as_millis() as u64, "Phase: key index loaded");
-            index
-        }
+        None => load_index(lake, &spec).await?,
     };
     let reconcile_due = ctx.reconcile
         || ctx.sync.reconcile_every_days.is_some_and(|days| {
