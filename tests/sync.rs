@@ -360,3 +360,50 @@ async fn local_and_s3_lakes_are_identical() {
         assert_eq!(lake, mongo, "{name}: S3 lake vs MongoDB");
     }
 }
+
+/// 6c. The key index is split by key range: an incremental run loads and rewrites only the segments holding the
+/// keys it read (here the first, for a moved document, and the last, for an update and a new key), and the
+/// move still leaves the document in its new partition only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_key_index_loads_and_rewrites_only_the_segments_a_round_touches() {
+    let p = Project::new("segments");
+    let client = client().await;
+    let items = coll(&client, &p.db, "items");
+    // Ten minutes apart: of these, the next run's overlap (five minutes) re-reads only the newest.
+    let old = |i: i64| DateTime::from_millis(now_millis() - 3_600_000 - (40 - i) * 600_000);
+    let docs: Vec<Document> = (1..=40)
+        .map(|i| doc! { "_id": format!("k{i:03}"), "facility_id": if i % 2 == 0 { "A" } else { "B" }, "modified_at": old(i) })
+        .collect();
+    items.insert_many(docs).await.unwrap();
+    p.write_collections(&["{db},items,modified_at,facility_id,"]);
+    let lake = p.local_env("dev", "UTC");
+    let env_file = p.path().join("environments/dev.toml");
+    let toml = std::fs::read_to_string(&env_file).unwrap() + "index_segment_keys = 4\n";
+    std::fs::write(&env_file, toml).unwrap();
+    p.sync("dev", &[]).assert_ok();
+    let index_dir = std::path::Path::new(&lake).join("_mongolake/index").join(&p.db).join("items");
+    let before = files_under(&index_dir);
+    assert_eq!(before.len(), 11, "40 keys in segments of 4, and the manifest: {before:?}");
+
+    let now = DateTime::from_millis(now_millis());
+    items.update_one(doc! {"_id": "k002"}, doc! {"$set": {"facility_id": "B", "modified_at": now}}).await.unwrap();
+    items.update_one(doc! {"_id": "k039"}, doc! {"$set": {"facility_id": "A", "modified_at": now}}).await.unwrap();
+    items.insert_one(doc! { "_id": "k041", "facility_id": "A", "modified_at": now }).await.unwrap();
+    let run = p.sync_with("dev", &[], &[("MONGOLAKE_LOG", "mongolake=debug"), ("NO_COLOR", "1")]);
+    run.assert_ok();
+    let loaded = run.stderr.lines().find(|l| l.contains("Phase: key index segments loaded")).unwrap_or_default();
+    assert!(loaded.contains("segments=10") && loaded.contains("loaded=2"), "{loaded}\n{}", run.describe());
+    let after = files_under(&index_dir);
+    let kept = before.iter().filter(|f| after.contains(f)).count();
+    assert_eq!(
+        (after.len(), kept),
+        (11, 9),
+        "two segments rewritten; eight, and the manifest path, kept: {before:?} -> {after:?}"
+    );
+
+    let dump = dump(&lake);
+    let t = table(&dump, &p.db, "items");
+    let by_id = rows_by_id(t); // panics when a moved key is still in its old partition as well
+    assert_eq!(by_id.len(), 41);
+    assert_eq!((&by_id["k002"]["facility_id"], &by_id["k039"]["facility_id"]), (&"B".into(), &"A".into()));
+}

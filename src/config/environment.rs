@@ -131,6 +131,9 @@ struct RawSync {
     memory_budget_mb: u64,
     #[serde(default = "default_row_group")]
     row_group_rows: usize,
+    /// Keys per key-index segment file.
+    #[serde(default = "default_index_segment_keys")]
+    index_segment_keys: usize,
     /// Reconcile (compare key sets, remove deleted documents) when the last one is this many days old.
     #[serde(default)]
     reconcile_every_days: Option<u32>,
@@ -268,6 +271,9 @@ fn default_memory() -> u64 {
 fn default_row_group() -> usize {
     1 << 20
 }
+fn default_index_segment_keys() -> usize {
+    crate::state::index::SEGMENT_KEYS
+}
 fn default_smtp_port() -> u16 {
     587
 }
@@ -320,6 +326,9 @@ pub struct SyncConfig {
     /// Raw documents buffered in memory per collection before spilling to local disk.
     pub memory_budget_bytes: u64,
     pub row_group_rows: usize,
+    /// Keys per key-index segment file (an incremental run loads and rewrites only the segments its keys fall
+    /// in); a segment is split when it grows past twice this.
+    pub index_segment_keys: usize,
     /// Reconcile automatically when the collection's last reconcile is at least this many days old
     /// (None: only with `--reconcile`).
     pub reconcile_every_days: Option<u32>,
@@ -502,6 +511,7 @@ impl Environment {
             partition_concurrency: raw.sync.partition_concurrency,
             memory_budget_bytes: raw.sync.memory_budget_mb.max(16) * 1024 * 1024,
             row_group_rows: raw.sync.row_group_rows.max(1024),
+            index_segment_keys: raw.sync.index_segment_keys.max(1),
             reconcile_every_days: raw.sync.reconcile_every_days,
             lease: std::time::Duration::from_secs(raw.sync.lease_seconds.max(10)),
             read_ranges: raw.sync.read_ranges.clamp(1, 64),

@@ -7,7 +7,7 @@
 //! nightly runs; an error older than that is not shown.
 use crate::config::Config;
 use crate::sink::Lake;
-use crate::{Error, Result};
+use crate::Result;
 use serde::Serialize;
 
 /// Run reports read, newest first.
@@ -55,7 +55,7 @@ pub async fn collect(config: &Config) -> Result<Vec<CollectionStatus>> {
             st.watermark = Some(crate::schema::text::format_millis(w));
             st.lag_seconds = Some((now - w) / 1000);
         }
-        st.rows = index_rows(&lake, db, coll).await?;
+        st.rows = crate::state::index::store::saved_keys(&lake, db, coll).await?;
         let entry_of = |r: &serde_json::Value| -> Option<serde_json::Value> {
             r["collections"].as_array()?.iter().find(|c| c["name"] == name.as_str()).cloned()
         };
@@ -92,16 +92,6 @@ async fn newest_reports(lake: &Lake) -> Result<Vec<serde_json::Value>> {
         }
     }
     Ok(out)
-}
-
-/// Rows in the table: the key index holds one entry per row, and its Parquet footer says how many.
-async fn index_rows(lake: &Lake, db: &str, coll: &str) -> Result<Option<u64>> {
-    let path = lake.index_path(db, coll);
-    let Some(bytes) = lake.get_opt(&path).await? else { return Ok(None) };
-    use parquet::file::reader::FileReader;
-    let reader = parquet::file::reader::SerializedFileReader::new(bytes)
-        .map_err(|e| Error::encode(format!("key index {}", lake.display(&path)), e))?;
-    Ok(Some(reader.metadata().file_metadata().num_rows().max(0) as u64))
 }
 
 /// The table for people.

@@ -149,8 +149,13 @@ impl Lake {
     pub fn schema_path(&self, db: &str, coll: &str) -> Path {
         self.path(&format!("_mongolake/schema/{db}/{coll}.json"))
     }
+    /// The key index as versions before segments kept it, one file (read, then replaced by [`Lake::index_dir`]).
     pub fn index_path(&self, db: &str, coll: &str) -> Path {
         self.path(&format!("_mongolake/index/{db}/{coll}.parquet"))
+    }
+    /// The key index's manifest and segment files (`state::index::store`).
+    pub fn index_dir(&self, db: &str, coll: &str) -> Path {
+        self.path(&format!("_mongolake/index/{db}/{coll}"))
     }
     pub fn rejects_dir(&self, db: &str, coll: &str) -> Path {
         self.path(&format!("_mongolake/rejects/{db}/{coll}"))

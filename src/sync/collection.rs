@@ -201,6 +201,15 @@ pub async fn sync_collection(
         || ctx.sync.reconcile_every_days.is_some_and(|days| {
             state.last_reconcile().is_none_or(|last| read_started - last >= days as i64 * 86_400_000)
         });
+    // Only the index segments holding the keys read (reconcile compares every key: all of them).
+    let phase = std::time::Instant::now();
+    if reconcile_due {
+        state::index::store::load_all(&mut index, lake, &spec).await?;
+    } else {
+        state::index::store::load_for(&mut index, lake, &spec, pass.buffers.keys()).await?;
+    }
+    let (segments, loaded) = index.segments_loaded();
+    tracing::debug!(collection = %name, segments, loaded, ms = phase.elapsed().as_millis() as u64, "Phase: key index segments loaded");
     let deleted = if reconcile_due {
         let r = super::reconcile::reconcile(&mut pass, &index).await?;
         stats.reconciled = true;
@@ -387,7 +396,7 @@ pub async fn sync_collection(
     // (a run whose documents all stayed in their partitions leaves the index as it was: nothing to write)
     if index.changed() {
         let phase = std::time::Instant::now();
-        state::index::save(lake, &spec, &index).await?;
+        state::index::save(lake, &spec, &index, &ctx.run_id, ctx.sync.index_segment_keys).await?;
         tracing::debug!(collection = %name, keys = index.len(), ms = phase.elapsed().as_millis() as u64, "Phase: key index saved");
     }
     stats.partitions_unchanged = results.iter().filter(|r| !r.written).count() as u64;

@@ -1,0 +1,342 @@
+//! The key index: which partition each key's row lives in.
+//!
+//! It lets a run remove a row from its old partition when an update moved the document to another one (a
+//! facility change, a corrected creation date) — without it the row would live on in both. It is written after
+//! the partition files and before the watermark; when it is missing or unreadable it is rebuilt by reading the
+//! key column of every partition file. A stale index (a crash between the data and the index) is harmless: the
+//! rerun re-reads the same documents, and removing a key a partition no longer holds changes nothing.
+//!
+//! On the lake (see [`store`]) the index is split by key range into immutable segment files listed by a manifest,
+//! so an incremental run loads and rewrites only the segments holding the keys it read: with `_id`s that grow
+//! with time (ObjectIds), a day's changes touch the newest segment or two, whatever the collection's size.
+use crate::{Error, FastMap, Result};
+use arrow::array::{Array, AsArray, RecordBatch, StringArray, StructArray};
+use arrow::datatypes::{DataType, Field, Schema};
+use std::sync::Arc;
+
+pub mod store;
+pub use store::{load_or_rebuild, save};
+
+/// Keys per segment file. A segment that grows past twice this (new keys land in the last one) is split.
+pub const SEGMENT_KEYS: usize = 128 * 1024;
+
+/// key -> partition path relative to the table (`facility_id=BLR01/date=2025-07-02`).
+///
+/// Each loaded segment's rows (sorted by key) stay as two Arrow string arrays and are looked up by binary
+/// search; only this run's changes live in a hash map. Segments are loaded on demand ([`store::load_for`]):
+/// looking up a key whose segment is not loaded is a bug, and panics.
+pub struct KeyIndex {
+    /// Sorted by `first`; the first one's is "" so every key falls in exactly one.
+    segments: Vec<Segment>,
+    /// This run's changes: the key's partition now, or `None` when it was removed.
+    changes: FastMap<String, Option<Arc<str>>>,
+}
+
+/// One key range of the index.
+struct Segment {
+    /// The smallest key this segment covers (inclusive); it covers keys up to the next segment's `first`.
+    first: String,
+    /// Its file in the index folder; None when it was made in this run (not saved yet).
+    file: Option<String>,
+    /// Keys in its file.
+    keys: usize,
+    /// The file's entries, once loaded.
+    base: Option<Base>,
+    /// Entries in `base` that a change overrides (set elsewhere, or removed).
+    overridden: usize,
+}
+
+/// A segment's saved entries, strictly increasing by key.
+struct Base {
+    keys: StringArray,
+    parts: StringArray,
+}
+
+impl Base {
+    fn empty() -> Base {
+        Base { keys: StringArray::from(Vec::<&str>::new()), parts: StringArray::from(Vec::<&str>::new()) }
+    }
+
+    fn find(&self, key: &str) -> Option<usize> {
+        let (mut lo, mut hi) = (0, self.keys.len());
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            match self.keys.value(mid).cmp(key) {
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+                std::cmp::Ordering::Equal => return Some(mid),
+            }
+        }
+        None
+    }
+}
+
+impl Default for KeyIndex {
+    fn default() -> Self {
+        KeyIndex::from_base(Base::empty())
+    }
+}
+
+impl KeyIndex {
+    /// One segment covering every key, loaded, with no file (saving writes it, split as needed).
+    fn from_base(base: Base) -> Self {
+        let keys = base.keys.len();
+        let segment = Segment { first: String::new(), file: None, keys, base: Some(base), overridden: 0 };
+        KeyIndex { segments: vec![segment], changes: FastMap::default() }
+    }
+
+    /// The segment covering `key`.
+    fn segment_of(&self, key: &str) -> usize {
+        self.segments.partition_point(|s| s.first.as_str() <= key).saturating_sub(1)
+    }
+
+    fn base_of(&self, key: &str) -> (usize, &Base) {
+        let s = self.segment_of(key);
+        let base = self.segments[s].base.as_ref().unwrap_or_else(|| {
+            panic!("key index segment {s} is not loaded: call state::index::store::load_for with the keys first")
+        });
+        (s, base)
+    }
+
+    /// The partition `key`'s row lives in.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        match self.changes.get(key) {
+            Some(change) => change.as_deref(),
+            None => {
+                let (_, base) = self.base_of(key);
+                base.find(key).map(|i| base.parts.value(i))
+            }
+        }
+    }
+
+    pub fn contains_key(&self, key: &str) -> bool {
+        self.get(key).is_some()
+    }
+
+    /// Records that `key`'s row now lives in `rel`.
+    pub fn set(&mut self, key: &str, rel: Arc<str>) {
+        self.change(key, Some(rel));
+    }
+
+    /// Forgets `key`; returns the partition it lived in.
+    pub fn remove(&mut self, key: &str) -> Option<String> {
+        let old = self.get(key).map(str::to_string);
+        if old.is_some() {
+            self.change(key, None);
+        }
+        old
+    }
+
+    fn change(&mut self, key: &str, to: Option<Arc<str>>) {
+        match self.changes.get_mut(key) {
+            Some(slot) => *slot = to,
+            None => {
+                let (s, base) = self.base_of(key);
+                if base.find(key).is_some() {
+                    self.segments[s].overridden += 1;
+                }
+                self.changes.insert(key.to_string(), to);
+            }
+        }
+    }
+
+    /// Whether this run changed anything (a new key, a moved or removed one): else there is nothing to save.
+    pub fn changed(&self) -> bool {
+        !self.changes.is_empty()
+    }
+
+    /// Room for `n` more changed keys.
+    pub fn reserve(&mut self, n: usize) {
+        self.changes.reserve(n);
+    }
+
+    /// Keys in the index (loaded or not).
+    pub fn len(&self) -> usize {
+        self.segments.iter().map(|s| s.keys - s.overridden).sum::<usize>()
+            + self.changes.values().filter(|c| c.is_some()).count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Segments in the index, and how many of them are loaded.
+    pub fn segments_loaded(&self) -> (usize, usize) {
+        (self.segments.len(), self.segments.iter().filter(|s| s.base.is_some()).count())
+    }
+
+    /// Every key with its partition, sorted by key: the saved entries merged with this run's changes. Every
+    /// segment must be loaded ([`store::load_all`]).
+    pub fn entries(&self) -> Vec<(&str, &str)> {
+        let changed = self.sorted_changes();
+        let mut out = Vec::with_capacity(self.len());
+        let mut c = 0;
+        for (s, seg) in self.segments.iter().enumerate() {
+            let end = self.changes_end(s, &changed, c);
+            merge_into(&mut out, seg.base.as_ref().expect("every segment loaded"), &changed[c..end]);
+            c = end;
+        }
+        out
+    }
+
+    /// This run's changes sorted by key.
+    fn sorted_changes(&self) -> Vec<(&str, Option<&str>)> {
+        let mut changed: Vec<(&str, Option<&str>)> =
+            self.changes.iter().map(|(k, v)| (k.as_str(), v.as_deref())).collect();
+        changed.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        changed
+    }
+
+    /// Where segment `s`'s changes end in `changed` (sorted), its changes starting at `from`.
+    fn changes_end(&self, s: usize, changed: &[(&str, Option<&str>)], from: usize) -> usize {
+        match self.segments.get(s + 1) {
+            Some(next) => from + changed[from..].partition_point(|(k, _)| *k < next.first.as_str()),
+            None => changed.len(),
+        }
+    }
+}
+
+/// Appends `base`'s entries merged with `changed` (sorted; None removes) to `out`, sorted by key.
+fn merge_into<'a>(out: &mut Vec<(&'a str, &'a str)>, base: &'a Base, changed: &[(&'a str, Option<&'a str>)]) {
+    let (mut b, mut c) = (0, 0);
+    while b < base.keys.len() || c < changed.len() {
+        let bk = (b < base.keys.len()).then(|| base.keys.value(b));
+        match (bk, changed.get(c)) {
+            (Some(bk), Some(&(ck, cv))) if ck <= bk => {
+                if ck == bk {
+                    b += 1;
+                }
+                if let Some(p) = cv {
+                    out.push((ck, p));
+                }
+                c += 1;
+            }
+            (Some(bk), _) => {
+                out.push((bk, base.parts.value(b)));
+                b += 1;
+            }
+            (None, Some(&(ck, cv))) => {
+                if let Some(p) = cv {
+                    out.push((ck, p));
+                }
+                c += 1;
+            }
+            (None, None) => unreachable!("the loop condition"),
+        }
+    }
+}
+
+/// A segment (or the pre-segment single file): two string columns, key and partition, sorted by key.
+fn encode(entries: &[(&str, &str)]) -> Result<bytes::Bytes> {
+    let keys = StringArray::from_iter_values(entries.iter().map(|(k, _)| *k));
+    let parts = StringArray::from_iter_values(entries.iter().map(|(_, p)| *p));
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("key", DataType::Utf8, false),
+        Field::new("partition", DataType::Utf8, false),
+    ]));
+    let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(keys), Arc::new(parts)])
+        .map_err(|e| Error::encode("key index", e))?;
+    crate::sink::parquet::encode(schema, &[batch], &crate::schema::LakeType::String, 1 << 20, "key index")
+}
+
+/// Reads a segment or the pre-segment single file. Files are written sorted by key; one that is not (written by
+/// hand, or by a future version that stops sorting) is sorted here, the last entry of a repeated key winning.
+fn decode(bytes: bytes::Bytes) -> Result<Base> {
+    let enc = |e: arrow::error::ArrowError| Error::encode("key index", e);
+    let (batches, _) = crate::sink::parquet::decode(bytes, "key index")?;
+    let (mut keys, mut parts): (Vec<&dyn Array>, Vec<&dyn Array>) = (Vec::new(), Vec::new());
+    let structs: Vec<StructArray> = batches.into_iter().map(StructArray::from).collect();
+    for s in &structs {
+        if s.num_columns() < 2
+            || s.column(0).data_type() != &DataType::Utf8
+            || s.column(1).data_type() != &DataType::Utf8
+        {
+            return Err(Error::encode("key index", "expected two string columns (key, partition)"));
+        }
+        keys.push(s.column(0).as_ref());
+        parts.push(s.column(1).as_ref());
+    }
+    if keys.is_empty() {
+        return Ok(Base::empty());
+    }
+    let keys = arrow::compute::concat(&keys).map_err(enc)?.as_string::<i32>().clone();
+    let parts = arrow::compute::concat(&parts).map_err(enc)?.as_string::<i32>().clone();
+    if keys.null_count() > 0 || parts.null_count() > 0 {
+        return Err(Error::encode("key index", "null key or partition"));
+    }
+    if (1..keys.len()).all(|i| keys.value(i - 1) < keys.value(i)) {
+        return Ok(Base { keys, parts });
+    }
+    let mut sorted: std::collections::BTreeMap<&str, &str> = std::collections::BTreeMap::new();
+    for i in 0..keys.len() {
+        sorted.insert(keys.value(i), parts.value(i));
+    }
+    let k = StringArray::from_iter_values(sorted.keys().copied());
+    let p = StringArray::from_iter_values(sorted.values().copied());
+    Ok(Base { keys: k, parts: p })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rel(s: &str) -> Arc<str> {
+        Arc::from(s)
+    }
+
+    fn loaded(entries: &[(&str, &str)]) -> KeyIndex {
+        KeyIndex::from_base(decode(encode(entries).unwrap()).unwrap())
+    }
+
+    #[test]
+    fn changes_overlay_the_saved_entries_and_merge_back_sorted() {
+        let mut index = loaded(&[("a", "p1"), ("c", "p1"), ("e", "p2")]);
+        assert_eq!((index.get("a"), index.get("b"), index.len()), (Some("p1"), None, 3));
+        assert!(!index.changed(), "nothing to save after a load");
+        index.set("c", rel("p2")); // moved
+        assert!(index.changed());
+        index.set("b", rel("p3")); // new
+        assert_eq!(index.remove("e").as_deref(), Some("p2"));
+        assert_eq!(index.remove("zz"), None);
+        index.set("f", rel("p1"));
+        assert_eq!(index.remove("f").as_deref(), Some("p1")); // added, then removed in the same run
+        assert_eq!(index.get("c"), Some("p2"));
+        assert!(!index.contains_key("e"));
+        assert_eq!(index.len(), 3);
+        let entries = index.entries();
+        assert_eq!(entries, vec![("a", "p1"), ("b", "p3"), ("c", "p2")]);
+        assert_eq!(loaded(&entries).entries(), vec![("a", "p1"), ("b", "p3"), ("c", "p2")]);
+    }
+
+    #[test]
+    fn an_unsorted_file_is_sorted_on_load() {
+        let mut index = loaded(&[("b", "p2"), ("a", "p1"), ("b", "p3")]);
+        assert_eq!(index.entries(), vec![("a", "p1"), ("b", "p3")]);
+        assert_eq!(index.get("b"), Some("p3"));
+        index.set("a", rel("p9"));
+        assert_eq!(index.entries(), vec![("a", "p9"), ("b", "p3")]);
+    }
+
+    #[test]
+    fn an_empty_index_round_trips() {
+        let index = KeyIndex::default();
+        assert!(index.is_empty());
+        assert!(loaded(&index.entries()).is_empty());
+    }
+
+    #[test]
+    #[should_panic(expected = "not loaded")]
+    fn looking_up_a_key_of_an_unloaded_segment_is_a_bug() {
+        let mut index = loaded(&[("a", "p1")]);
+        index.segments.push(Segment {
+            first: "m".into(),
+            file: Some("s.parquet".into()),
+            keys: 5,
+            base: None,
+            overridden: 0,
+        });
+        assert_eq!(index.get("b"), None, "the loaded segment answers");
+        assert_eq!(index.len(), 6, "an unloaded segment counts its keys");
+        index.get("n");
+    }
+}

@@ -1,0 +1,368 @@
+//! The key index on the lake: `<lake>/_mongolake/index/<db>/<coll>/manifest.json` lists the segment files
+//! (`<run-id>-<n>.parquet` beside it) with the first key each covers and its key count.
+//!
+//! ```json
+//! {"format": 2, "segments": [{"first": "", "file": "20250701T020000123Z-3f2a-00000.parquet", "keys": 131072}, ...]}
+//! ```
+//! Segment files are never modified: a save writes the segments that changed under new names, then the
+//! manifest (the switch, one atomic put), then deletes what the manifest no longer lists. A crash before the
+//! manifest leaves the old index whole (and unlisted files that the next save deletes).
+//!
+//! Versions before segments kept the whole index in `<lake>/_mongolake/index/<db>/<coll>.parquet` (same two
+//! columns). That file is still read, and preferred when present: a save deletes it after writing the
+//! manifest, so if it exists, either an older mongolake wrote it after this one (it is the newer), or a save
+//! crashed between the manifest and the delete, before the watermark (stale, which is harmless, see the
+//! module docs of [`super`]). Its next save turns it into segments.
+use super::{decode, encode, merge_into, Base, KeyIndex, Segment};
+use crate::config::CollectionSpec;
+use crate::schema::{arrow as sarrow, text, LakeType};
+use crate::sink::Lake;
+use crate::{Error, Result};
+use arrow::array::Array;
+use futures::{StreamExt, TryStreamExt};
+use object_store::path::Path;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+const MANIFEST: &str = "manifest.json";
+const FORMAT: u32 = 2;
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Manifest {
+    format: u32,
+    segments: Vec<ManifestSegment>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct ManifestSegment {
+    first: String,
+    file: String,
+    keys: usize,
+}
+
+fn manifest_path(lake: &Lake, spec: &CollectionSpec) -> Path {
+    lake.index_dir(&spec.database, &spec.collection).join(MANIFEST)
+}
+
+fn segment_path(lake: &Lake, spec: &CollectionSpec, file: &str) -> Path {
+    lake.index_dir(&spec.database, &spec.collection).join(file)
+}
+
+/// The collection's index with no segment loaded yet (the pre-segment file is loaded whole), or, when there is
+/// none or it cannot be read, rebuilt from the partition files.
+pub async fn load_or_rebuild(lake: &Lake, spec: &CollectionSpec) -> Result<KeyIndex> {
+    if let Some(bytes) = lake.get_opt(&lake.index_path(&spec.database, &spec.collection)).await? {
+        match tokio::task::spawn_blocking(move || decode(bytes)).await.map_err(|e| Error::encode("key index", e))? {
+            Ok(base) => return Ok(KeyIndex::from_base(base)),
+            Err(e) => return rebuild(lake, spec, &e.to_string()).await,
+        }
+    }
+    let Some(bytes) = lake.get_opt(&manifest_path(lake, spec)).await? else {
+        return rebuild(lake, spec, "").await;
+    };
+    let manifest: Manifest = match serde_json::from_slice(&bytes) {
+        Ok(m) => m,
+        Err(e) => return rebuild(lake, spec, &format!("unreadable manifest: {e}")).await,
+    };
+    if manifest.format > FORMAT {
+        return Err(Error::collection(
+            spec.name(),
+            format!(
+                "the key index {} has format {}, newer than this mongolake reads ({FORMAT}); upgrade mongolake",
+                lake.display(&manifest_path(lake, spec)),
+                manifest.format
+            ),
+        ));
+    }
+    let ordered = manifest.segments.windows(2).all(|w| w[0].first < w[1].first);
+    if !ordered || manifest.segments.first().is_some_and(|s| !s.first.is_empty()) {
+        return rebuild(lake, spec, "manifest segments out of order").await;
+    }
+    if manifest.segments.is_empty() {
+        return Ok(KeyIndex::default());
+    }
+    let segments = manifest
+        .segments
+        .into_iter()
+        .map(|s| Segment { first: s.first, file: Some(s.file), keys: s.keys, base: None, overridden: 0 })
+        .collect();
+    Ok(KeyIndex { segments, changes: Default::default() })
+}
+
+/// Loads the segments covering `keys` that are not loaded yet (a few, when the keys are a day's changes).
+pub async fn load_for<'a>(
+    index: &mut KeyIndex,
+    lake: &Lake,
+    spec: &CollectionSpec,
+    keys: impl Iterator<Item = &'a str>,
+) -> Result<()> {
+    let mut wanted: Vec<usize> =
+        keys.map(|k| index.segment_of(k)).filter(|s| index.segments[*s].base.is_none()).collect();
+    wanted.sort_unstable();
+    wanted.dedup();
+    load_segments(index, lake, spec, wanted).await
+}
+
+/// Loads every segment (reconcile compares every key).
+pub async fn load_all(index: &mut KeyIndex, lake: &Lake, spec: &CollectionSpec) -> Result<()> {
+    let wanted = (0..index.segments.len()).filter(|s| index.segments[*s].base.is_none()).collect();
+    load_segments(index, lake, spec, wanted).await
+}
+
+async fn load_segments(index: &mut KeyIndex, lake: &Lake, spec: &CollectionSpec, wanted: Vec<usize>) -> Result<()> {
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    let files: Vec<(usize, String)> = wanted
+        .into_iter()
+        .map(|s| (s, index.segments[s].file.clone().expect("an unloaded segment has a file")))
+        .collect();
+    let loaded: Result<Vec<(usize, Base)>> = futures::stream::iter(files.into_iter().map(|(s, file)| async move {
+        let path = segment_path(lake, spec, &file);
+        let bytes = lake
+            .get_opt(&path)
+            .await?
+            .ok_or_else(|| Error::encode("key index", format!("segment {} is missing", lake.display(&path))))?;
+        let base =
+            tokio::task::spawn_blocking(move || decode(bytes)).await.map_err(|e| Error::encode("key index", e))??;
+        Ok((s, base))
+    }))
+    .buffer_unordered(8)
+    .try_collect()
+    .await;
+    match loaded {
+        Ok(bases) => {
+            for (s, base) in bases {
+                index.segments[s].base = Some(base);
+            }
+            Ok(())
+        }
+        // Only before this run changed anything (changes are made after loading, by every caller).
+        Err(e) if !index.changed() => {
+            *index = rebuild(lake, spec, &e.to_string()).await?;
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Rebuilds the index from the key column of every partition file (no index yet, or an unreadable one: `why`).
+async fn rebuild(lake: &Lake, spec: &CollectionSpec, why: &str) -> Result<KeyIndex> {
+    if !why.is_empty() {
+        tracing::warn!(collection = %spec.name(), error = %why, "Key index unreadable; rebuilding it from the lake");
+    }
+    let mut index = KeyIndex::default();
+    for rel in lake.list_partitions(&spec.database, &spec.collection).await? {
+        let shared: Arc<str> = Arc::from(rel.as_str());
+        let file = lake.partition_file(&spec.database, &spec.collection, &rel);
+        let Some(bytes) = lake.get_opt(&file).await? else { continue };
+        let context = lake.display(&file);
+        let (batches, ty) = tokio::task::spawn_blocking(move || crate::sink::parquet::decode(bytes, &context))
+            .await
+            .map_err(|e| Error::encode("index rebuild", e))??;
+        let LakeType::Struct { fields } = &ty else { continue };
+        let Some(col) = fields.iter().position(|f| f.source == spec.key) else { continue };
+        for batch in batches {
+            let array = batch.column(col);
+            for row in 0..array.len() {
+                if let Some(v) = sarrow::to_bson(array.as_ref(), row, &fields[col].ty) {
+                    let raw = bson::RawBson::try_from(v).map_err(|e| Error::encode("index rebuild", e))?;
+                    index.set(&text::render(raw.as_raw_bson_ref()), shared.clone());
+                }
+            }
+        }
+    }
+    Ok(index)
+}
+
+/// Saves what this run changed: the segments holding changed keys are written anew (split into `target` keys
+/// each when they grew past twice that, dropped when emptied), then the manifest, then stale files go.
+pub async fn save(lake: &Lake, spec: &CollectionSpec, index: &KeyIndex, run_id: &str, target: usize) -> Result<()> {
+    let changed = index.sorted_changes();
+    let mut listed: Vec<ManifestSegment> = Vec::new();
+    let mut writes: Vec<(Path, bytes::Bytes)> = Vec::new();
+    let mut c = 0;
+    for (s, seg) in index.segments.iter().enumerate() {
+        let end = index.changes_end(s, &changed, c);
+        let mine = &changed[c..end];
+        c = end;
+        if let (true, Some(file)) = (mine.is_empty(), &seg.file) {
+            listed.push(ManifestSegment { first: seg.first.clone(), file: file.clone(), keys: seg.keys });
+            continue;
+        }
+        let base = seg.base.as_ref().expect("a segment with changes, or made in this run, is loaded");
+        let mut entries = Vec::with_capacity(base.keys.len() + mine.len());
+        merge_into(&mut entries, base, mine);
+        let chunk = if entries.len() > 2 * target { target } else { entries.len().max(1) };
+        for (i, part) in entries.chunks(chunk).enumerate() {
+            let file = format!("{run_id}-{:05}.parquet", listed.len());
+            let first = if i == 0 { seg.first.clone() } else { part[0].0.to_string() };
+            writes.push((segment_path(lake, spec, &file), encode(part)?));
+            listed.push(ManifestSegment { first, file, keys: part.len() });
+        }
+    }
+    // (an emptied first segment leaves the next one covering from the start)
+    if let Some(first) = listed.first_mut() {
+        first.first.clear();
+    }
+    futures::stream::iter(writes.into_iter().map(|(path, bytes)| async move { lake.put(&path, bytes.into()).await }))
+        .buffer_unordered(8)
+        .try_collect::<Vec<()>>()
+        .await?;
+    let keep: std::collections::HashSet<String> = listed.iter().map(|s| s.file.clone()).collect();
+    let manifest = Manifest { format: FORMAT, segments: listed };
+    lake.put(&manifest_path(lake, spec), serde_json::to_vec(&manifest).expect("serialisable").into()).await?;
+    lake.delete(&lake.index_path(&spec.database, &spec.collection)).await?;
+    for path in lake.list(&lake.index_dir(&spec.database, &spec.collection)).await? {
+        match path.filename() {
+            Some(MANIFEST) => {}
+            Some(name) if keep.contains(name) => {}
+            _ => lake.delete(&path).await?,
+        }
+    }
+    Ok(())
+}
+
+/// Keys in the saved index (rows in the table), without loading a segment; None when there is no index.
+pub async fn saved_keys(lake: &Lake, db: &str, coll: &str) -> Result<Option<u64>> {
+    let legacy = lake.index_path(db, coll);
+    if let Some(bytes) = lake.get_opt(&legacy).await? {
+        use parquet::file::reader::FileReader;
+        let reader = parquet::file::reader::SerializedFileReader::new(bytes)
+            .map_err(|e| Error::encode(format!("key index {}", lake.display(&legacy)), e))?;
+        return Ok(Some(reader.metadata().file_metadata().num_rows().max(0) as u64));
+    }
+    let path = lake.index_dir(db, coll).join(MANIFEST);
+    let Some(bytes) = lake.get_opt(&path).await? else { return Ok(None) };
+    let manifest: Manifest =
+        serde_json::from_slice(&bytes).map_err(|e| Error::encode(format!("key index {}", lake.display(&path)), e))?;
+    Ok(Some(manifest.segments.iter().map(|s| s.keys as u64).sum()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::index::SEGMENT_KEYS;
+
+    fn setup() -> (Lake, CollectionSpec) {
+        let store = Arc::new(object_store::memory::InMemory::new());
+        let lake = Lake::from_store(store, Path::default(), "memory://lake");
+        let text = "database,collection,timestamp_column,partition_by\nhims,visits,modified_at,\n";
+        let file = crate::config::CollectionsFile::parse(std::path::Path::new("collections.csv"), text).unwrap();
+        (lake, file.entries.into_iter().next().unwrap())
+    }
+
+    async fn files(lake: &Lake, spec: &CollectionSpec) -> Vec<String> {
+        let mut v: Vec<String> = lake
+            .list(&lake.index_dir(&spec.database, &spec.collection))
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|p| p.filename().unwrap().to_string())
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn key(i: usize) -> String {
+        format!("k{i:02}")
+    }
+
+    #[tokio::test]
+    async fn segments_load_on_demand_and_only_changed_ones_are_rewritten() {
+        let (lake, spec) = setup();
+        let mut index = KeyIndex::default();
+        for i in 0..10 {
+            index.set(&key(i), Arc::from(format!("p{}", i % 3).as_str()));
+        }
+        save(&lake, &spec, &index, "run1", 2).await.unwrap();
+        assert_eq!(files(&lake, &spec).await.len(), 6, "ten keys past twice the target of 2: five segments");
+        assert_eq!(saved_keys(&lake, "hims", "visits").await.unwrap(), Some(10));
+
+        let mut index = load_or_rebuild(&lake, &spec).await.unwrap();
+        assert_eq!((index.segments_loaded(), index.len()), ((5, 0), 10));
+        load_for(&mut index, &lake, &spec, ["k09", "k10"].into_iter()).await.unwrap();
+        assert_eq!(index.segments_loaded(), (5, 1), "the newest keys live in the last segment");
+        assert_eq!(index.get("k09"), Some("p0"));
+        index.set("k09", Arc::from("p7"));
+        index.set("k10", Arc::from("p1"));
+        let before = files(&lake, &spec).await;
+        save(&lake, &spec, &index, "run2", 2).await.unwrap();
+        let after = files(&lake, &spec).await;
+        assert_eq!(before[..5], after[..5], "the manifest, and untouched segments keep their files");
+        assert!(after[5].starts_with("run2-") && after.len() == 6, "{after:?}");
+
+        let mut index = load_or_rebuild(&lake, &spec).await.unwrap();
+        load_all(&mut index, &lake, &spec).await.unwrap();
+        let mut want: Vec<(String, String)> = (0..9).map(|i| (key(i), format!("p{}", i % 3))).collect();
+        want.extend([("k09".into(), "p7".into()), ("k10".into(), "p1".into())]);
+        let got: Vec<(String, String)> = index.entries().iter().map(|(k, p)| (k.to_string(), p.to_string())).collect();
+        assert_eq!(got, want);
+    }
+
+    #[tokio::test]
+    async fn an_emptied_first_segment_hands_its_range_to_the_next() {
+        let (lake, spec) = setup();
+        let mut index = KeyIndex::default();
+        for i in 0..6 {
+            index.set(&key(i), Arc::from("p"));
+        }
+        save(&lake, &spec, &index, "run1", 2).await.unwrap();
+        let mut index = load_or_rebuild(&lake, &spec).await.unwrap();
+        load_for(&mut index, &lake, &spec, ["k00", "k01"].into_iter()).await.unwrap();
+        index.remove("k00");
+        index.remove("k01");
+        save(&lake, &spec, &index, "run2", 2).await.unwrap();
+        let mut index = load_or_rebuild(&lake, &spec).await.unwrap();
+        assert_eq!((index.segments_loaded().0, index.len()), (2, 4));
+        load_for(&mut index, &lake, &spec, ["a", "k00"].into_iter()).await.unwrap();
+        assert_eq!((index.get("a"), index.get("k00")), (None, None));
+        index.set("a", Arc::from("q"));
+        save(&lake, &spec, &index, "run3", 2).await.unwrap();
+        let mut index = load_or_rebuild(&lake, &spec).await.unwrap();
+        load_all(&mut index, &lake, &spec).await.unwrap();
+        let keys: Vec<&str> = index.entries().iter().map(|(k, _)| *k).collect();
+        assert_eq!(keys, ["a", "k02", "k03", "k04", "k05"]);
+    }
+
+    #[tokio::test]
+    async fn the_single_file_of_older_versions_is_read_then_replaced_by_segments() {
+        let (lake, spec) = setup();
+        let legacy = lake.index_path("hims", "visits");
+        lake.put(&legacy, encode(&[("a", "p1"), ("b", "p2")]).unwrap().into()).await.unwrap();
+        // A stray file of a save that crashed before its manifest.
+        lake.put(&lake.index_dir("hims", "visits").join("crashed-00000.parquet"), vec![1u8].into()).await.unwrap();
+        assert_eq!(saved_keys(&lake, "hims", "visits").await.unwrap(), Some(2));
+        let mut index = load_or_rebuild(&lake, &spec).await.unwrap();
+        assert_eq!(index.segments_loaded(), (1, 1), "loaded whole");
+        assert_eq!(index.get("b"), Some("p2"));
+        index.set("c", Arc::from("p3"));
+        save(&lake, &spec, &index, "run1", SEGMENT_KEYS).await.unwrap();
+        assert_eq!(lake.get_opt(&legacy).await.unwrap(), None, "the old file goes once the manifest is written");
+        assert_eq!(files(&lake, &spec).await, ["manifest.json", "run1-00000.parquet"], "stray files go too");
+        let mut index = load_or_rebuild(&lake, &spec).await.unwrap();
+        load_all(&mut index, &lake, &spec).await.unwrap();
+        assert_eq!(index.entries(), [("a", "p1"), ("b", "p2"), ("c", "p3")]);
+        // An older mongolake running after this one writes the single file again: it is the newer, and wins.
+        lake.put(&legacy, encode(&[("a", "p9")]).unwrap().into()).await.unwrap();
+        let index = load_or_rebuild(&lake, &spec).await.unwrap();
+        assert_eq!((index.get("a"), index.len()), (Some("p9"), 1));
+    }
+
+    #[tokio::test]
+    async fn a_lost_segment_rebuilds_the_index_from_the_lake_and_a_newer_format_is_refused() {
+        let (lake, spec) = setup();
+        let mut index = KeyIndex::default();
+        index.set("a", Arc::from("p1"));
+        save(&lake, &spec, &index, "run1", SEGMENT_KEYS).await.unwrap();
+        lake.delete(&lake.index_dir("hims", "visits").join("run1-00000.parquet")).await.unwrap();
+        let mut index = load_or_rebuild(&lake, &spec).await.unwrap();
+        load_for(&mut index, &lake, &spec, ["a"].into_iter()).await.unwrap();
+        assert_eq!((index.get("a"), index.len()), (None, 0), "rebuilt from the (empty) lake, not a panic");
+
+        let newer = br#"{"format": 3, "segments": []}"#.to_vec();
+        lake.put(&lake.index_dir("hims", "visits").join(MANIFEST), newer.into()).await.unwrap();
+        let err = load_or_rebuild(&lake, &spec).await.err().expect("refused").to_string();
+        assert!(err.contains("upgrade mongolake"), "{err}");
+    }
+}
