@@ -109,6 +109,11 @@ async fn insert_range(
                     if created == Created::Now || ctx.sources[k].meta(i).created_ms > now_ms {
                         d.insert("created_at", DateTime::from_millis(now_ms));
                     }
+                    if created == Created::Now {
+                        // A record created now gets an ObjectId of now, as a driver would give it: new keys
+                        // sort after every existing one (the key index's newest segment).
+                        d.insert("_id", ctx.sources[k].object_id_at(i, now_ms));
+                    }
                     d.insert("modified_at", DateTime::from_millis(now_ms));
                 }
                 d
