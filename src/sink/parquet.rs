@@ -8,8 +8,8 @@ use crate::{Error, Result};
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use bytes::Bytes;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::{ParquetRecordBatchReaderBuilder, RowSelection};
+use parquet::arrow::{ArrowWriter, ProjectionMask};
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
@@ -68,14 +68,41 @@ impl Encoder {
 /// Reads a whole file: its batches and the lake type it was written with.
 pub fn decode(bytes: Bytes, context: &str) -> Result<(Vec<RecordBatch>, LakeType)> {
     let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| Error::encode(context, e))?;
+    let lake_type = lake_type_of(&builder, context)?;
+    Ok((read_all(builder, context)?, lake_type))
+}
+
+/// A file's lake type, Arrow schema and row count, from its footer (no page is decoded).
+pub fn header(bytes: Bytes, context: &str) -> Result<(LakeType, SchemaRef, u64)> {
+    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| Error::encode(context, e))?;
+    let rows = builder.metadata().file_metadata().num_rows().max(0) as u64;
+    Ok((lake_type_of(&builder, context)?, builder.schema().clone(), rows))
+}
+
+/// Top-level column `col` of every row, decoding no other column (to find a few rows by key).
+pub fn decode_column(bytes: Bytes, col: usize, context: &str) -> Result<Vec<RecordBatch>> {
+    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| Error::encode(context, e))?;
+    let mask = ProjectionMask::roots(builder.parquet_schema(), [col]);
+    read_all(builder.with_projection(mask), context)
+}
+
+/// Only the rows numbered `rows` (ascending, of `total`) of every column.
+pub fn decode_rows(bytes: Bytes, rows: &[usize], total: usize, context: &str) -> Result<Vec<RecordBatch>> {
+    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| Error::encode(context, e))?;
+    let selection = RowSelection::from_consecutive_ranges(rows.iter().map(|&r| r..r + 1), total);
+    read_all(builder.with_row_selection(selection), context)
+}
+
+fn lake_type_of(builder: &ParquetRecordBatchReaderBuilder<Bytes>, context: &str) -> Result<LakeType> {
     let kv = builder.metadata().file_metadata().key_value_metadata();
     let lake_type =
         kv.and_then(|kv| kv.iter().find(|k| k.key == LAKE_TYPE_KEY)).and_then(|k| k.value.as_deref()).ok_or_else(
             || Error::encode(context, "the file has no mongolake.lake_type metadata: it was not written by mongolake"),
         )?;
-    let lake_type: LakeType =
-        serde_json::from_str(lake_type).map_err(|e| Error::encode(context, format!("bad lake type metadata: {e}")))?;
+    serde_json::from_str(lake_type).map_err(|e| Error::encode(context, format!("bad lake type metadata: {e}")))
+}
+
+fn read_all(builder: ParquetRecordBatchReaderBuilder<Bytes>, context: &str) -> Result<Vec<RecordBatch>> {
     let reader = builder.with_batch_size(8192).build().map_err(|e| Error::encode(context, e))?;
-    let batches = reader.collect::<std::result::Result<Vec<_>, _>>().map_err(|e| Error::encode(context, e))?;
-    Ok((batches, lake_type))
+    reader.collect::<std::result::Result<Vec<_>, _>>().map_err(|e| Error::encode(context, e))
 }

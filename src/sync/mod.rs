@@ -13,6 +13,7 @@
 //! collection reads and plans (see [`collection`]).
 pub mod buffer;
 pub mod collection;
+mod merge;
 pub mod partition;
 pub mod read;
 pub mod reconcile;

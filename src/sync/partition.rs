@@ -5,6 +5,7 @@
 //! Encoding is deterministic, so a merge that changes nothing yields identical bytes and the file is left alone:
 //! a rerun with no changes rewrites nothing.
 use super::buffer::{Part, PartBytes, RowMeta};
+use super::merge;
 use super::rejects::Reject;
 use super::RunContext;
 use crate::config::CollectionSpec;
@@ -103,25 +104,25 @@ impl PartitionWriter {
 }
 
 /// A partition's encoded file and what merging it did.
-struct Built {
-    bytes: bytes::Bytes,
-    rows: u64,
-    dups: u64,
-    replaced: u64,
-    rejects: Vec<Reject>,
+pub(super) struct Built {
+    pub bytes: bytes::Bytes,
+    pub rows: u64,
+    pub dups: u64,
+    pub replaced: u64,
+    pub rejects: Vec<Reject>,
 }
 
 /// What encoding one partition needs besides its rows.
 #[derive(Clone, Copy)]
-struct Job<'a> {
+pub(super) struct Job<'a> {
     /// Keys to drop from the existing rows (their newest version lives in another partition, or was deleted).
-    remove: &'a HashSet<String>,
-    file_ty: &'a LakeType,
-    hints: &'a [String],
-    in_path: &'a [String],
-    spec: &'a CollectionSpec,
-    row_group_rows: usize,
-    context: &'a str,
+    pub remove: &'a HashSet<String>,
+    pub file_ty: &'a LakeType,
+    pub hints: &'a [String],
+    pub in_path: &'a [String],
+    pub spec: &'a CollectionSpec,
+    pub row_group_rows: usize,
+    pub context: &'a str,
 }
 
 /// Rows per Arrow batch handed to the encoder: bounds the Arrow held for one partition, and is a multiple of the
@@ -132,14 +133,23 @@ const ENCODE_BATCH_BYTES: usize = 4 << 20;
 
 fn build_partition(existing: Option<bytes::Bytes>, part: Part, job: &Job<'_>) -> Result<Built> {
     let Job { remove, file_ty, hints, in_path, spec, row_group_rows, context } = *job;
+    let (fresh_bytes, rows) = part.into_bytes()?;
     // Rows of the existing file: merged at the Arrow level when the file already has the collection's type (the
-    // common incremental case), else back as BSON and rebuilt under the new type (a widening).
+    // common incremental case; see [`merge`]), else back as BSON and rebuilt under the new type (a widening).
     let mut old_docs: Vec<RawDocumentBuf> = Vec::new();
     if let Some(b) = existing {
-        let (batches, ty) = parquet::decode(b.clone(), context)?;
-        if &ty == file_ty && arrow_mergeable(&batches, file_ty, &spec.key) {
-            return merge_arrow(&batches, b, part, job);
+        let (ty, schema, file_rows) = parquet::header(b.clone(), context)?;
+        if &ty == file_ty && merge::arrow_mergeable(&schema, file_ty, &spec.key) {
+            let fresh = merge::Fresh::build(&fresh_bytes, &rows, job)?;
+            if remove.is_empty() {
+                if let Some(built) = merge::unchanged(&b, file_rows, &fresh, job)? {
+                    return Ok(built);
+                }
+            }
+            let (batches, _) = parquet::decode(b.clone(), context)?;
+            return merge::merge_arrow(&batches, b, fresh, job);
         }
+        let (batches, ty) = parquet::decode(b, context)?;
         for batch in batches {
             let s = StructArray::from(batch);
             for row in 0..s.len() {
@@ -151,7 +161,6 @@ fn build_partition(existing: Option<bytes::Bytes>, part: Part, job: &Job<'_>) ->
             }
         }
     }
-    let (fresh_bytes, rows) = part.into_bytes()?;
     let mut scratch = Vec::new();
     let mut candidates = Vec::with_capacity(old_docs.len() + rows.len());
     old_docs.retain(|d| !remove.contains(&get_path(d, &spec.key).map(text::render).unwrap_or_default()));
@@ -210,128 +219,7 @@ fn build_partition(existing: Option<bytes::Bytes>, part: Part, job: &Job<'_>) ->
     Ok(Built { bytes, rows: winners.len() as u64, dups, replaced, rejects })
 }
 
-/// The incremental merge without a BSON round trip: the existing rows stay Arrow. Rows whose key a document
-/// of this run replaces (a fresh document always wins) or that moved away are filtered out, the fresh winners
-/// are built from BSON, and the union is sorted by key text, exactly the order and values the BSON path gives,
-/// so an unchanged merge still yields identical bytes. When the merged rows equal the file's rows (documents
-/// re-read in the overlap window, the usual case for most partitions an incremental run touches), encoding is
-/// skipped and the file's own bytes are returned: comparing Arrow arrays costs a fraction of a zstd encode.
-fn merge_arrow(old: &[RecordBatch], old_bytes: bytes::Bytes, part: Part, job: &Job<'_>) -> Result<Built> {
-    let Job { remove, file_ty, hints, in_path, spec, row_group_rows, context } = *job;
-    use arrow::array::{BooleanArray, StringArray};
-    let LakeType::Struct { fields } = file_ty else { unreachable!("a file type is a struct") };
-    let key_col = fields.iter().position(|f| f.source == spec.key);
-    let enc = |e: arrow::error::ArrowError| Error::encode(context, e);
-    // Fresh winners among this run's documents (one per key, sorted by key).
-    let (fresh_bytes, rows) = part.into_bytes()?;
-    let candidates: Vec<Candidate> = rows
-        .iter()
-        .map(|r| Candidate { key: r.key.clone(), fresh: true, timestamp: r.timestamp, seq: r.seq })
-        .collect();
-    let winners = latest(&candidates);
-    let fresh_keys: crate::FastSet<&str> = winners.iter().map(|&i| candidates[i].key.as_str()).collect();
-    let mut scratch = Vec::new();
-    let prepare = prepare_fn(hints, in_path);
-    let mut builder = ColumnBuilder::for_document(file_ty);
-    let (mut value_rejects, mut rejects) = (Vec::new(), Vec::new());
-    for &i in &winners {
-        let r = &rows[i];
-        let doc = buffered_doc(&fresh_bytes, r, &mut scratch, context)?;
-        builder.append_document(doc, prepare.as_ref(), &mut value_rejects).map_err(|m| {
-            Error::collection(format!("{}.{}", spec.database, spec.collection), format!("document {}: {m}", r.key))
-        })?;
-        for v in value_rejects.drain(..) {
-            rejects.push(Reject::value(&r.key, v));
-        }
-    }
-    let fresh = finish_batch(&mut builder, context)?;
-    // Old rows: keep those no fresh document replaces and that did not move away.
-    let mut kept_batches = Vec::with_capacity(old.len());
-    let mut keys: Vec<String> = Vec::new();
-    let mut replaced = 0u64;
-    for batch in old {
-        let batch = RecordBatch::try_new(fresh.schema(), batch.columns().to_vec()).map_err(enc)?;
-        let mut keep = Vec::with_capacity(batch.num_rows());
-        let key_array = key_col.map(|c| (batch.column(c).clone(), &fields[c].ty));
-        for row in 0..batch.num_rows() {
-            let key = match &key_array {
-                Some((array, ty)) => key_text(array.as_ref(), row, ty),
-                None => String::new(),
-            };
-            let replaced_here = fresh_keys.contains(key.as_str());
-            let stays = !replaced_here && !remove.contains(&key);
-            if replaced_here && !remove.contains(&key) {
-                replaced += 1;
-            }
-            if stays {
-                keys.push(key);
-            }
-            keep.push(stays);
-        }
-        kept_batches.push(arrow::compute::filter_record_batch(&batch, &BooleanArray::from(keep)).map_err(enc)?);
-    }
-    let kept_rows = keys.len() as u64;
-    keys.extend(winners.iter().map(|&i| candidates[i].key.clone()));
-    kept_batches.push(fresh);
-    let all = arrow::compute::concat_batches(&kept_batches[0].schema(), &kept_batches).map_err(enc)?;
-    let order = arrow::compute::sort_to_indices(&StringArray::from(keys), None, None).map_err(enc)?;
-    let sorted = arrow::compute::take_record_batch(&all, &order).map_err(enc)?;
-    let unchanged = sorted.num_rows() == old.iter().map(|b| b.num_rows()).sum::<usize>() && same_rows(&sorted, old);
-    let bytes = if unchanged {
-        old_bytes
-    } else {
-        parquet::encode(sorted.schema(), &[sorted], file_ty, row_group_rows, context)?
-    };
-    Ok(Built {
-        bytes,
-        rows: kept_rows + winners.len() as u64,
-        dups: rows.len() as u64 - winners.len() as u64,
-        replaced,
-        rejects,
-    })
-}
-
-/// The text a key is matched by (as [`text::render`] gives it for the BSON value). A string key, the common
-/// case (ObjectIds are stored as their hex text), is read straight from the array without a BSON round trip.
-fn key_text(array: &dyn Array, row: usize, ty: &LakeType) -> String {
-    use arrow::array::AsArray;
-    match (ty, array.data_type()) {
-        (LakeType::String, arrow::datatypes::DataType::Utf8) if !array.is_null(row) => {
-            array.as_string::<i32>().value(row).to_string()
-        }
-        _ => sarrow::to_bson(array, row, ty)
-            .and_then(|b| bson::RawBson::try_from(b).ok())
-            .map(|raw| text::render(raw.as_raw_bson_ref()))
-            .unwrap_or_default(),
-    }
-}
-
-/// Whether `merged` holds exactly the rows of `old`, in the same order (column by column, logically).
-fn same_rows(merged: &RecordBatch, old: &[RecordBatch]) -> bool {
-    let mut start = 0;
-    old.iter().all(|batch| {
-        let slice = merged.slice(start, batch.num_rows());
-        start += batch.num_rows();
-        slice.columns().iter().zip(batch.columns()).all(|(a, b)| a.to_data() == b.to_data())
-    })
-}
-
-/// The Arrow merge needs the key as a top-level column, and the file's Arrow types exactly those the builders
-/// produce for the collection's type (they are, unless a file was written by a different version).
-fn arrow_mergeable(old: &[RecordBatch], file_ty: &LakeType, key: &str) -> bool {
-    let LakeType::Struct { fields } = file_ty else { return false };
-    if !fields.iter().any(|f| f.source == key) {
-        return false;
-    }
-    let want = sarrow::struct_fields(fields);
-    old.iter().all(|b| {
-        let got = b.schema();
-        got.fields().len() == want.len()
-            && got.fields().iter().zip(want.iter()).all(|(g, w)| g.name() == w.name() && g.data_type() == w.data_type())
-    })
-}
-
-fn buffered_doc<'a>(
+pub(super) fn buffered_doc<'a>(
     bytes: &'a PartBytes,
     row: &RowMeta,
     scratch: &'a mut Vec<u8>,
@@ -340,7 +228,7 @@ fn buffered_doc<'a>(
     RawDocument::from_bytes(bytes.doc(row, scratch)?).map_err(|e| Error::encode(context, e))
 }
 
-fn prepare_fn(hints: &[String], in_path: &[String]) -> Box<Prepare> {
+pub(super) fn prepare_fn(hints: &[String], in_path: &[String]) -> Box<Prepare> {
     let (in_path, hints) = (in_path.to_vec(), hints.to_vec());
     Box::new(move |name: &str, v: RawBsonRef<'_>| {
         if in_path.iter().any(|p| p == name) {
@@ -353,7 +241,7 @@ fn prepare_fn(hints: &[String], in_path: &[String]) -> Box<Prepare> {
     })
 }
 
-fn finish_batch(builder: &mut ColumnBuilder, context: &str) -> Result<RecordBatch> {
+pub(super) fn finish_batch(builder: &mut ColumnBuilder, context: &str) -> Result<RecordBatch> {
     let array = builder.finish();
     let s = array
         .as_any()
