@@ -35,7 +35,6 @@ use crate::config::CollectionSpec;
 use crate::schema::registry::{describe_changes, SchemaChange, StoredSchema};
 use crate::schema::{arrow as sarrow, file_type, text, LakeType};
 use crate::state::{self, StateRow};
-use crate::FastMap;
 use crate::{Error, Result};
 use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
@@ -290,47 +289,49 @@ pub async fn sync_collection(
     // the index places it in when its newest version now lives elsewhere.
     let rels: Vec<Arc<str>> = parts.iter().map(|(v, _)| Arc::from(partitioner.relative_path(v))).collect();
     let total_rows: usize = parts.iter().map(|(_, p)| p.rows.len()).sum();
-    let mut newest: FastMap<&str, (Option<i64>, u64, usize)> = FastMap::default();
-    newest.reserve(total_rows);
+    // Every buffered row as (key, timestamp, read order, partition), sorted by key and then recency: the last
+    // entry of a key is its newest version. A sort rather than a map per key: the index wants the keys sorted
+    // anyway, and a vector of references is a fraction of a hash map's memory.
+    let mut by_key: Vec<(&str, Option<i64>, u64, u32)> = Vec::with_capacity(total_rows);
     for (pi, (_, part)) in parts.iter().enumerate() {
-        for r in &part.rows {
-            let cand = (r.timestamp, r.seq, pi);
-            match newest.get_mut(r.key.as_str()) {
-                Some(best) if (best.0, best.1) >= (cand.0, cand.1) => {}
-                Some(best) => *best = cand,
-                None => {
-                    newest.insert(r.key.as_str(), cand);
-                }
-            }
-        }
+        by_key.extend(part.rows.iter().map(|r| (r.key.as_str(), r.timestamp, r.seq, pi as u32)));
     }
+    by_key.sort_unstable_by(|a, b| a.0.cmp(b.0).then((a.1, a.2).cmp(&(b.1, b.2))));
+    // Older copies of a key read into another partition than its newest (updated between two batches of the
+    // cursor): (partition, read order). Usually none.
+    let mut superseded: crate::FastSet<(u32, u64)> = crate::FastSet::default();
+    let mut newest: Vec<(&str, u32)> = Vec::with_capacity(by_key.len());
+    for group in by_key.chunk_by(|a, b| a.0 == b.0) {
+        let &(key, _, _, pi) = group.last().expect("chunks are never empty");
+        superseded.extend(group.iter().filter(|e| e.3 != pi).map(|e| (e.3, e.2)));
+        newest.push((key, pi));
+    }
+    drop(by_key);
     let mut removals: HashMap<String, HashSet<String>> = HashMap::new();
-    index.reserve(newest.len());
-    for (key, &(_, _, pi)) in &newest {
-        let moved_from = match index.get(key) {
-            Some(old_rel) if old_rel == &*rels[pi] => continue,
-            Some(old_rel) => Some(old_rel.to_string()),
-            None => None,
-        };
-        if let Some(old_rel) = moved_from {
-            removals.entry(old_rel).or_default().insert(key.to_string());
+    if index.is_empty() && !index.changed() {
+        // A first load: nothing can move, and the index is this run's keys, already sorted.
+        index = state::index::KeyIndex::from_sorted(newest.iter().map(|&(key, pi)| (key, &*rels[pi as usize])));
+    } else {
+        index.reserve(newest.len());
+        for &(key, pi) in &newest {
+            let rel = &rels[pi as usize];
+            let moved_from = match index.get(key) {
+                Some(old_rel) if old_rel == &**rel => continue,
+                Some(old_rel) => Some(old_rel.to_string()),
+                None => None,
+            };
+            if let Some(old_rel) = moved_from {
+                removals.entry(old_rel).or_default().insert(key.to_string());
+            }
+            index.set(key, rel.clone());
         }
-        index.set(key, rels[pi].clone());
     }
-    // A key read in two partitions (updated between two batches of the cursor): only its newest copy stays.
-    // Usually every key is read once and there is nothing to drop.
+    drop(newest);
     let mut cross_dups = 0u64;
-    if newest.len() < total_rows {
-        let keep: Vec<Vec<bool>> = parts
-            .iter()
-            .enumerate()
-            .map(|(pi, (_, part))| part.rows.iter().map(|r| newest[r.key.as_str()].2 == pi).collect())
-            .collect();
-        drop(newest);
-        for ((_, part), keep) in parts.iter_mut().zip(keep) {
+    if !superseded.is_empty() {
+        for (pi, (_, part)) in parts.iter_mut().enumerate() {
             let before = part.rows.len();
-            let mut k = keep.into_iter();
-            part.rows.retain(|_| k.next().unwrap_or(true));
+            part.rows.retain(|r| !superseded.contains(&(pi as u32, r.seq)));
             cross_dups += (before - part.rows.len()) as u64;
         }
     }
@@ -394,7 +395,7 @@ pub async fn sync_collection(
     stats.rows_moved = removals.values().map(|k| k.len() as u64).sum();
     tracing::debug!(collection = %name, partitions = results.len(), ms = phase.elapsed().as_millis() as u64, "Phase: partitions written");
     // (a run whose documents all stayed in their partitions leaves the index as it was: nothing to write)
-    if index.changed() {
+    if index.needs_save() {
         let phase = std::time::Instant::now();
         state::index::save(lake, &spec, &index, &ctx.run_id, ctx.sync.index_segment_keys).await?;
         tracing::debug!(collection = %name, keys = index.len(), ms = phase.elapsed().as_millis() as u64, "Phase: key index saved");

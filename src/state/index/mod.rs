@@ -140,9 +140,24 @@ impl KeyIndex {
         }
     }
 
-    /// Whether this run changed anything (a new key, a moved or removed one): else there is nothing to save.
+    /// Whether this run changed anything (a new key, a moved or removed one).
     pub fn changed(&self) -> bool {
         !self.changes.is_empty()
+    }
+
+    /// Whether saving would change the lake: a change, or entries not in a segment file yet (a first load, or
+    /// an index read from the single file of older versions, which the save turns into segments).
+    pub fn needs_save(&self) -> bool {
+        self.changed()
+            || self.segments.iter().any(|s| s.file.is_none() && s.base.as_ref().is_some_and(|b| b.keys.len() > 0))
+    }
+
+    /// An index of exactly these entries (strictly increasing keys), none saved yet.
+    pub fn from_sorted<'a>(entries: impl Iterator<Item = (&'a str, &'a str)> + Clone) -> KeyIndex {
+        let keys = StringArray::from_iter_values(entries.clone().map(|(k, _)| k));
+        let parts = StringArray::from_iter_values(entries.map(|(_, p)| p));
+        debug_assert!((1..keys.len()).all(|i| keys.value(i - 1) < keys.value(i)), "keys must be strictly increasing");
+        KeyIndex::from_base(Base { keys, parts })
     }
 
     /// Room for `n` more changed keys.
