@@ -436,10 +436,8 @@ async fn the_newest_version_of_a_key_read_twice_wins_across_partitions() {
     assert_eq!(dups, 2, "X's copy in A and Y's older copy in B: {line}");
     let dump = dump(&lake);
     let t = table(&dump, &p.db, "items");
-    let mut got: Vec<(String, String, String)> = rows(t)
-        .iter()
-        .map(|r| (r["code"].to_string(), r["facility_id"].to_string(), r["v"].to_string()))
-        .collect();
+    let mut got: Vec<(String, String, String)> =
+        rows(t).iter().map(|r| (r["code"].to_string(), r["facility_id"].to_string(), r["v"].to_string())).collect();
     got.sort();
     let want: Vec<(String, String, String)> = [("X", "B", "new"), ("Y", "B", "new"), ("Z", "A", "only")]
         .iter()
