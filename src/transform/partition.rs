@@ -37,9 +37,7 @@ impl Partitioner {
         match key {
             PartitionKey::Date { .. } => {
                 // date_of only gives years 1-9999, so this is `%Y-%m-%d` without chrono's format machinery.
-                instant_millis(v)
-                    .and_then(|ms| self.tz.date_of(ms))
-                    .map(|d| format!("{:04}-{:02}-{:02}", d.year(), d.month(), d.day()))
+                instant_millis(v).and_then(|ms| self.tz.date_of(ms)).map(|d| ymd(d.year(), d.month(), d.day()))
             }
             PartitionKey::Field { .. } => match v {
                 RawBsonRef::Null | RawBsonRef::Undefined => None,
@@ -59,6 +57,14 @@ impl Partitioner {
             .collect::<Vec<_>>()
             .join("/")
     }
+}
+
+/// `YYYY-MM-DD` for years 1-9999 (what `date_of` gives), written digit by digit: this runs once per document,
+/// and `format!` cost 1.3% of a full load's instructions under callgrind.
+fn ymd(year: i32, month: u32, day: u32) -> String {
+    let y = year.clamp(0, 9999) as u32;
+    let d = |n: u32| char::from(b'0' + (n % 10) as u8);
+    [d(y / 1000), d(y / 100), d(y / 10), d(y), '-', d(month / 10), d(month), '-', d(day / 10), d(day)].iter().collect()
 }
 
 /// Hive's path escaping (`FileUtils.escapePathName`): control characters and `"#%'*/:=?\{[]^` become `%XX`.
@@ -111,6 +117,14 @@ mod tests {
         assert_eq!(v, vec![Some("7".into()), None, Some("2025-07-01".into())]);
         assert_eq!(p.relative_path(&v), "facility_id=7/address_city=__HIVE_DEFAULT_PARTITION__/date=2025-07-01");
         assert_eq!(p.values(&rawdoc! { "facility_id": "" })[0], None);
+    }
+
+    #[test]
+    fn dates_are_zero_padded() {
+        assert_eq!(ymd(2025, 7, 2), "2025-07-02");
+        assert_eq!(ymd(1, 1, 1), "0001-01-01");
+        assert_eq!(ymd(9999, 12, 31), "9999-12-31");
+        assert_eq!(ymd(987, 10, 9), "0987-10-09");
     }
 
     #[test]
