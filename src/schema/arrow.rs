@@ -152,6 +152,7 @@ impl ColumnBuilder {
         match self {
             ColumnBuilder::Text(b) => match value {
                 RawBsonRef::String(s) => b.append_value(s),
+                RawBsonRef::ObjectId(o) => b.append_value(super::text::object_id_hex(&o, &mut [0; 24])),
                 other => b.append_value(render(other)),
             },
             ColumnBuilder::Bool(b) => match value {

@@ -18,20 +18,20 @@ use arrow::datatypes::SchemaRef;
 use std::borrow::Cow;
 
 /// This run's documents for one partition, deduplicated (one per key) and built into Arrow under the file type.
-pub(super) struct Fresh {
-    candidates: Vec<Candidate>,
+pub(super) struct Fresh<'r> {
+    candidates: Vec<Candidate<'r>>,
     /// Indices into `candidates` of the winners, sorted by key; row `i` of `batch` is `winners[i]`.
     winners: Vec<usize>,
     batch: RecordBatch,
     rejects: Vec<Reject>,
 }
 
-impl Fresh {
-    pub fn build(bytes: &PartBytes, rows: &[RowMeta], job: &Job<'_>) -> Result<Fresh> {
+impl<'r> Fresh<'r> {
+    pub fn build(bytes: &PartBytes, rows: &'r [RowMeta], job: &Job<'_>) -> Result<Fresh<'r>> {
         let Job { file_ty, hints, in_path, spec, context, .. } = *job;
         let candidates: Vec<Candidate> = rows
             .iter()
-            .map(|r| Candidate { key: r.key.clone(), fresh: true, timestamp: r.timestamp, seq: r.seq })
+            .map(|r| Candidate { key: Cow::Borrowed(r.key.as_str()), fresh: true, timestamp: r.timestamp, seq: r.seq })
             .collect();
         let winners = latest(&candidates);
         let mut scratch = Vec::new();
@@ -62,12 +62,17 @@ impl Fresh {
 /// and its row there holds exactly the same values. The merge would then give back the file's own rows and
 /// bytes, so they are returned as they are. Only the key column and the matching rows are decoded; None when a
 /// fresh key is new or a row differs (the full merge decides). Call only when no key leaves the partition.
-pub(super) fn unchanged(file: &bytes::Bytes, file_rows: u64, fresh: &Fresh, job: &Job<'_>) -> Result<Option<Built>> {
+pub(super) fn unchanged(
+    file: &bytes::Bytes,
+    file_rows: u64,
+    fresh: &Fresh<'_>,
+    job: &Job<'_>,
+) -> Result<Option<Built>> {
     let Job { file_ty, spec, context, .. } = *job;
     let LakeType::Struct { fields } = file_ty else { return Ok(None) };
     let Some(kc) = fields.iter().position(|f| f.source == spec.key) else { return Ok(None) };
     let fresh_row: crate::FastMap<&str, usize> =
-        fresh.winners.iter().enumerate().map(|(row, &i)| (fresh.candidates[i].key.as_str(), row)).collect();
+        fresh.winners.iter().enumerate().map(|(row, &i)| (fresh.candidates[i].key.as_ref(), row)).collect();
     // (file row, fresh row) for every fresh key found, in file order.
     let mut hits: Vec<(usize, usize)> = Vec::with_capacity(fresh_row.len());
     let mut base = 0;
@@ -115,14 +120,19 @@ pub(super) fn unchanged(file: &bytes::Bytes, file_rows: u64, fresh: &Fresh, job:
 /// The full merge: rows of the file that no fresh document replaces (a fresh document always wins) and that did
 /// not move away, plus the fresh winners, sorted by key text. When the merged rows equal the file's rows, the
 /// file's own bytes are returned instead of an encode (comparing Arrow arrays costs a fraction of a zstd encode).
-pub(super) fn merge_arrow(old: &[RecordBatch], old_bytes: bytes::Bytes, fresh: Fresh, job: &Job<'_>) -> Result<Built> {
+pub(super) fn merge_arrow(
+    old: &[RecordBatch],
+    old_bytes: bytes::Bytes,
+    fresh: Fresh<'_>,
+    job: &Job<'_>,
+) -> Result<Built> {
     let Job { remove, file_ty, spec, row_group_rows, context, .. } = *job;
     let LakeType::Struct { fields } = file_ty else { unreachable!("a file type is a struct") };
     let key_col = fields.iter().position(|f| f.source == spec.key);
     let enc = |e: arrow::error::ArrowError| Error::encode(context, e);
     let dups = fresh.dups();
     let Fresh { candidates, winners, batch: fresh, rejects } = fresh;
-    let fresh_keys: crate::FastSet<&str> = winners.iter().map(|&i| candidates[i].key.as_str()).collect();
+    let fresh_keys: crate::FastSet<&str> = winners.iter().map(|&i| candidates[i].key.as_ref()).collect();
     // Old rows: keep those no fresh document replaces and that did not move away.
     let mut kept_batches = Vec::with_capacity(old.len());
     let mut keys: Vec<String> = Vec::new();
@@ -149,7 +159,7 @@ pub(super) fn merge_arrow(old: &[RecordBatch], old_bytes: bytes::Bytes, fresh: F
         kept_batches.push(arrow::compute::filter_record_batch(&batch, &BooleanArray::from(keep)).map_err(enc)?);
     }
     let kept_rows = keys.len() as u64;
-    keys.extend(winners.iter().map(|&i| candidates[i].key.clone()));
+    keys.extend(winners.iter().map(|&i| candidates[i].key.to_string()));
     kept_batches.push(fresh);
     let all = arrow::compute::concat_batches(&kept_batches[0].schema(), &kept_batches).map_err(enc)?;
     let order = arrow::compute::sort_to_indices(&StringArray::from(keys), None, None).map_err(enc)?;

@@ -167,10 +167,10 @@ fn build_partition(existing: Option<bytes::Bytes>, part: Part, job: &Job<'_>) ->
     for (i, d) in old_docs.iter().enumerate() {
         let key = get_path(d, &spec.key).map(text::render).unwrap_or_default();
         let ts = get_path(d, &spec.timestamp_column).and_then(timestamp::instant_millis);
-        candidates.push(Candidate { key, fresh: false, timestamp: ts, seq: i as u64 });
+        candidates.push(Candidate { key: key.into(), fresh: false, timestamp: ts, seq: i as u64 });
     }
     for r in &rows {
-        candidates.push(Candidate { key: r.key.clone(), fresh: true, timestamp: r.timestamp, seq: r.seq });
+        candidates.push(Candidate { key: r.key.as_str().into(), fresh: true, timestamp: r.timestamp, seq: r.seq });
     }
     let winners = latest(&candidates);
     let fresh_winners = winners.iter().filter(|&&i| i >= old_docs.len()).count() as u64;
