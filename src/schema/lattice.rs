@@ -164,6 +164,20 @@ impl LakeType {
                 }
             }
             other => {
+                // The usual case once a collection's first documents are seen: a value of the type's own kind,
+                // which changes nothing (checked before building and comparing a type for it).
+                let unchanged = match (&*self, other) {
+                    (LakeType::String, RawBsonRef::String(_) | RawBsonRef::ObjectId(_))
+                    | (LakeType::Timestamp, RawBsonRef::DateTime(_))
+                    | (LakeType::Float, RawBsonRef::Double(_))
+                    | (LakeType::Bool, RawBsonRef::Boolean(_)) => true,
+                    (LakeType::Int { digits }, RawBsonRef::Int32(v)) => int_digits(i64::from(v)) <= *digits,
+                    (LakeType::Int { digits }, RawBsonRef::Int64(v)) => int_digits(v) <= *digits,
+                    _ => false,
+                };
+                if unchanged {
+                    return Ok(());
+                }
                 let t = scalar_type(other);
                 match (&mut *self, &t) {
                     (a, b) if a == b => {}
