@@ -227,10 +227,8 @@ pub async fn save(lake: &Lake, spec: &CollectionSpec, index: &KeyIndex, run_id: 
 pub async fn saved_keys(lake: &Lake, db: &str, coll: &str) -> Result<Option<u64>> {
     let legacy = lake.index_path(db, coll);
     if let Some(bytes) = lake.get_opt(&legacy).await? {
-        use parquet::file::reader::FileReader;
-        let reader = parquet::file::reader::SerializedFileReader::new(bytes)
-            .map_err(|e| Error::encode(format!("key index {}", lake.display(&legacy)), e))?;
-        return Ok(Some(reader.metadata().file_metadata().num_rows().max(0) as u64));
+        let (_, _, rows) = crate::sink::parquet::header(bytes, &format!("key index {}", lake.display(&legacy)))?;
+        return Ok(Some(rows));
     }
     let path = lake.index_dir(db, coll).join(MANIFEST);
     let Some(bytes) = lake.get_opt(&path).await? else { return Ok(None) };
