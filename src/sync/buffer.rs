@@ -2,10 +2,12 @@
 //!
 //! Documents are kept as their raw BSON bytes (no decoding), appended to fixed-size chunks per partition (a
 //! growing `Vec` would copy its bytes on every doubling and hold up to twice what it stores; chunks waste at most
-//! one partly filled chunk per partition). When the total passes the memory budget, every partition's bytes are
-//! appended to its own spill file on local disk and the memory is released; the write pass reads a partition's
-//! spill file back in one piece. Memory is thus bounded by the budget plus one partition's data at write time,
-//! not by the collection size.
+//! one partly filled chunk per partition), each with a [`RowMeta`] (key, timestamp, place). When the total passes
+//! the memory budget, every partition's bytes are appended to its own spill file on local disk, its row metadata
+//! to another, and the memory is released; the write pass reads a partition's rows back, and its documents one at
+//! a time. Memory is thus bounded by the budget plus one partition's rows at write time, not by the collection
+//! size: a collection of small documents holds more in metadata than in bytes (about 100 B per document against
+//! the 300-1,000 B of a typical hospital document), so both count and both spill.
 //!
 //! The budget is the run's, shared by every collection syncing at once ([`MemoryBudget`]): buffered bytes count
 //! from the moment they are buffered until their partition is written, and the collection that pushes the total
@@ -18,13 +20,14 @@ use std::sync::Arc;
 
 /// The run's memory budget (`[sync] memory_budget_mb`), shared by every collection syncing at once.
 ///
-/// Three eighths of it cap the buffered document bytes (past it, the pushing collection spills). Three eighths
-/// are for what cannot spill: the per-document metadata (key, timestamp, place in the buffers: about
-/// [`METADATA_BYTES_PER_DOC`] per document of a full load) and the key index. A collection reserves its share
-/// of those from its estimated size before it reads ([`MemoryBudget::reserve`]); when the share is not free
-/// it waits for other collections to finish, so several million-document collections take turns instead of
-/// holding their metadata at once. A collection alone always runs, whatever its size. The last quarter is
-/// headroom for the process itself, batches in flight and the partitions being encoded.
+/// Three eighths of it cap the buffered documents and their row metadata (past it, the pushing collection
+/// spills both). Three eighths are for what cannot spill: the key index of a run over an existing lake (about
+/// [`INDEX_BYTES_PER_KEY`] per key) and, for a first load, one run of the external sort of row keys
+/// ([`MemoryBudget::sort_run_entries`]). A collection reserves its share of those before it reads
+/// ([`MemoryBudget::reserve`]); when the share is not free it waits for other collections to finish, so several
+/// collections with million-key indexes take turns instead of holding them at once. A collection alone always
+/// runs, whatever its index. The last quarter is headroom for the process itself, batches in flight and the
+/// partitions being encoded.
 #[derive(Debug)]
 pub struct MemoryBudget {
     cap: u64,
@@ -34,9 +37,11 @@ pub struct MemoryBudget {
     metadata_kib: u32,
 }
 
-/// Bytes of memory a full load holds per document besides its raw bytes, measured: the row's place, key and
-/// timestamp (about 100 B), the cross-partition dedup map (about 60 B) and the key index entry (about 90 B).
-pub const METADATA_BYTES_PER_DOC: u64 = 256;
+/// Bytes of memory a loaded key index holds per key (key and partition strings in Arrow arrays, and this run's
+/// changes), measured.
+pub const INDEX_BYTES_PER_KEY: u64 = 90;
+/// Bytes an entry of the sort of row keys holds in memory (key, timestamp, read order, partition).
+const SORT_ENTRY_BYTES: u64 = 128;
 
 impl MemoryBudget {
     /// A budget of `total` bytes: 3/8 for buffered documents, 3/8 for metadata, 1/4 headroom.
@@ -49,6 +54,21 @@ impl MemoryBudget {
             metadata: Arc::new(tokio::sync::Semaphore::new(metadata_kib as usize)),
             metadata_kib,
         })
+    }
+
+    /// Entries of the external sort of row keys held in memory at once: a quarter of the metadata half.
+    pub fn sort_run_entries(&self) -> usize {
+        (u64::from(self.metadata_kib) * 1024 / 4 / SORT_ENTRY_BYTES).max(1024) as usize
+    }
+
+    /// The metadata a collection holds: its key index (`index_keys`, loaded in a run over an existing lake), or
+    /// for a first load of about `documents`, one sort run at most.
+    pub fn share_for(&self, index_keys: u64, documents: u64) -> u64 {
+        if index_keys > 0 {
+            index_keys * INDEX_BYTES_PER_KEY
+        } else {
+            documents.min(self.sort_run_entries() as u64) * SORT_ENTRY_BYTES
+        }
     }
 
     /// Reserves `bytes` of the metadata half, waiting while other collections hold it; a request larger than
@@ -103,13 +123,52 @@ impl Drop for Charge {
 }
 
 /// Where one buffered document sits, and what dedup needs to know about it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct RowMeta {
     pub offset: u64,
     pub len: u32,
     pub key: String,
     pub timestamp: Option<i64>,
     pub seq: u64,
+}
+
+impl RowMeta {
+    /// Memory the row holds: itself and its key's heap bytes.
+    fn bytes(&self) -> u64 {
+        (std::mem::size_of::<RowMeta>() + self.key.capacity()) as u64
+    }
+
+    /// Appends the row to a metadata spill file: offset, len, seq, timestamp (flag + value), key (len + bytes).
+    fn write_to(&self, w: &mut impl Write) -> std::io::Result<()> {
+        w.write_all(&self.offset.to_le_bytes())?;
+        w.write_all(&self.len.to_le_bytes())?;
+        w.write_all(&self.seq.to_le_bytes())?;
+        w.write_all(&[u8::from(self.timestamp.is_some())])?;
+        w.write_all(&self.timestamp.unwrap_or(0).to_le_bytes())?;
+        w.write_all(&(self.key.len() as u32).to_le_bytes())?;
+        w.write_all(self.key.as_bytes())
+    }
+
+    /// Reads the next row of a metadata spill file into `self` (reusing its key's buffer); false at the end.
+    fn read_from(&mut self, r: &mut impl std::io::Read) -> std::io::Result<bool> {
+        let mut head = [0u8; 8 + 4 + 8 + 1 + 8 + 4];
+        match r.read_exact(&mut head) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(false),
+            Err(e) => return Err(e),
+        }
+        let u64_at = |i: usize| u64::from_le_bytes(head[i..i + 8].try_into().expect("8 bytes"));
+        let u32_at = |i: usize| u32::from_le_bytes(head[i..i + 4].try_into().expect("4 bytes"));
+        self.offset = u64_at(0);
+        self.len = u32_at(8);
+        self.seq = u64_at(12);
+        self.timestamp = (head[20] == 1).then(|| u64_at(21) as i64);
+        let mut key = std::mem::take(&mut self.key).into_bytes();
+        key.resize(u32_at(29) as usize, 0);
+        r.read_exact(&mut key)?;
+        self.key = String::from_utf8(key).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+        Ok(true)
+    }
 }
 
 /// Size of a buffer chunk; a document larger than this gets a chunk of its own.
@@ -125,7 +184,12 @@ pub struct Part {
     spilled: u64,
     spill: Option<PathBuf>,
     charge: Charge,
-    pub rows: Vec<RowMeta>,
+    /// Rows in memory (their documents may be in memory or spilled: a row is spilled with the chunks of its
+    /// time, and always after its document).
+    rows: Vec<RowMeta>,
+    /// Rows spilled, in order, before those in `rows`.
+    meta: Option<PathBuf>,
+    meta_rows: u64,
 }
 
 impl Part {
@@ -145,8 +209,41 @@ impl Part {
         offset
     }
 
-    /// The partition's raw bytes: its chunks in memory, and its spill file (if any) opened for reading.
+    /// Rows buffered (in memory and spilled).
+    pub fn row_count(&self) -> u64 {
+        self.meta_rows + self.rows.len() as u64
+    }
+
+    /// Every row, when none was spilled.
+    pub fn rows_if_in_memory(&self) -> Option<&[RowMeta]> {
+        self.meta.is_none().then_some(self.rows.as_slice())
+    }
+
+    /// Calls `f` with every row in the order they were buffered: those spilled (read back one at a time), then
+    /// those in memory.
+    pub fn visit_rows(&self, mut f: impl FnMut(&RowMeta)) -> Result<()> {
+        if let Some(path) = &self.meta {
+            let context = || format!("reading spilled row metadata {}", path.display());
+            let file = std::fs::File::open(path).map_err(|e| Error::io(context(), e))?;
+            let mut r = std::io::BufReader::with_capacity(256 * 1024, file);
+            let mut row = RowMeta::default();
+            while row.read_from(&mut r).map_err(|e| Error::io(context(), e))? {
+                f(&row);
+            }
+        }
+        self.rows.iter().for_each(f);
+        Ok(())
+    }
+
+    /// The partition's raw bytes (its chunks in memory, and its spill file, if any, opened for reading) and
+    /// every row, spilled ones read back.
     pub fn into_bytes(self) -> Result<(PartBytes, Vec<RowMeta>)> {
+        let mut rows = Vec::with_capacity(self.row_count() as usize);
+        if self.meta.is_some() {
+            self.visit_rows(|r| rows.push(r.clone()))?;
+        } else {
+            rows = self.rows;
+        }
         let spill = match &self.spill {
             Some(p) => Some((
                 std::fs::File::open(p).map_err(|e| Error::io(format!("opening spill file {}", p.display()), e))?,
@@ -154,7 +251,7 @@ impl Part {
             )),
             None => None,
         };
-        Ok((PartBytes { spill, spilled: self.spilled, chunks: self.chunks, _charge: self.charge }, self.rows))
+        Ok((PartBytes { spill, spilled: self.spilled, chunks: self.chunks, _charge: self.charge }, rows))
     }
 }
 
@@ -199,12 +296,14 @@ pub struct PartitionBuffers {
     /// This collection's bytes in memory.
     in_memory: u64,
     dir: Option<tempfile::TempDir>,
+    /// Partitions given spill files so far.
+    files: u64,
     pub spills: u64,
 }
 
 impl PartitionBuffers {
     pub fn new(budget: Arc<MemoryBudget>) -> Self {
-        PartitionBuffers { parts: FastMap::default(), budget, in_memory: 0, dir: None, spills: 0 }
+        PartitionBuffers { parts: FastMap::default(), budget, in_memory: 0, dir: None, files: 0, spills: 0 }
     }
 
     pub fn push(
@@ -217,9 +316,11 @@ impl PartitionBuffers {
     ) -> Result<()> {
         let part = self.parts.entry(partition).or_default();
         let offset = part.push(raw);
-        part.charge.add(&self.budget, raw.len() as u64);
-        part.rows.push(RowMeta { offset, len: raw.len() as u32, key, timestamp, seq });
-        self.in_memory += raw.len() as u64;
+        let row = RowMeta { offset, len: raw.len() as u32, key, timestamp, seq };
+        let held = raw.len() as u64 + row.bytes();
+        part.charge.add(&self.budget, held);
+        part.rows.push(row);
+        self.in_memory += held;
         // Over the run's cap: spill, once this collection holds a share worth a round of file appends (the rest
         // may be other collections' partitions waiting to be written, which cannot spill).
         if self.budget.over() && self.in_memory >= (self.budget.cap / 8).max(1) {
@@ -237,22 +338,33 @@ impl PartitionBuffers {
             self.dir = Some(dir);
         }
         let dir = self.dir.as_ref().expect("just created").path().to_path_buf();
-        for (i, part) in self.parts.values_mut().enumerate() {
-            if part.chunks.is_empty() {
+        for part in self.parts.values_mut() {
+            if part.rows.is_empty() {
                 continue;
             }
-            let path = part.spill.get_or_insert_with(|| dir.join(format!("part-{i}-{}.bson", part.rows.len())));
-            let mut f = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&*path)
-                .map_err(|e| Error::io(format!("opening spill file {}", path.display()), e))?;
-            for (_, chunk) in &part.chunks {
-                f.write_all(chunk).map_err(|e| Error::io(format!("writing spill file {}", path.display()), e))?;
+            // A partition's two files are named when it first spills (hash map order changes as partitions come).
+            if part.meta.is_none() {
+                self.files += 1;
             }
-            part.spilled += part.in_memory;
-            part.in_memory = 0;
-            part.chunks = Vec::new();
+            let i = self.files;
+            if !part.chunks.is_empty() {
+                let path = part.spill.get_or_insert_with(|| dir.join(format!("part-{i}.bson")));
+                let mut f = append(path)?;
+                for (_, chunk) in &part.chunks {
+                    f.write_all(chunk).map_err(|e| Error::io(format!("writing spill file {}", path.display()), e))?;
+                }
+                part.spilled += part.in_memory;
+                part.in_memory = 0;
+                part.chunks = Vec::new();
+            }
+            let path = part.meta.get_or_insert_with(|| dir.join(format!("part-{i}.rows")));
+            let mut f = std::io::BufWriter::with_capacity(256 * 1024, append(path)?);
+            let written: std::io::Result<()> = part.rows.iter().try_for_each(|r| r.write_to(&mut f));
+            written
+                .and_then(|()| f.flush())
+                .map_err(|e| Error::io(format!("writing spill file {}", path.display()), e))?;
+            part.meta_rows += part.rows.len() as u64;
+            part.rows = Vec::new();
             part.charge.release();
         }
         self.in_memory = 0;
@@ -260,9 +372,9 @@ impl PartitionBuffers {
         Ok(())
     }
 
-    /// Every key buffered so far.
-    pub fn keys(&self) -> impl Iterator<Item = &str> {
-        self.parts.values().flat_map(|p| p.rows.iter().map(|r| r.key.as_str()))
+    /// Calls `f` with every key buffered so far (spilled ones read back).
+    pub fn for_each_key(&self, mut f: impl FnMut(&str)) -> Result<()> {
+        self.parts.values().try_for_each(|p| p.visit_rows(|r| f(&r.key)))
     }
 
     pub fn len(&self) -> usize {
@@ -281,6 +393,15 @@ impl PartitionBuffers {
         self.in_memory = 0;
         (v, self.dir.take())
     }
+}
+
+/// Opens a spill file for appending, creating it.
+fn append(path: &std::path::Path) -> Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| Error::io(format!("opening spill file {}", path.display()), e))
 }
 
 #[cfg(test)]
@@ -348,5 +469,32 @@ mod tests {
             }
         }
         assert_eq!(budget.used(), 0, "written partitions give their bytes back");
+    }
+
+    #[test]
+    fn spilled_rows_read_back_in_buffering_order_with_their_documents() {
+        // The third push passes the cap (150 B; each row holds about 70 B with its document): rows 0-2 spill,
+        // rows 3 and 4 stay in memory.
+        let budget = MemoryBudget::new(400);
+        let mut b = PartitionBuffers::new(budget.clone());
+        let stamps = [Some(-5), None, Some(i64::MAX), Some(0), None];
+        for (i, ts) in stamps.iter().enumerate() {
+            let key = "é".repeat(i); // "" first: an empty key
+            b.push(vec![None], &[i as u8; 3], key, *ts, 10 + i as u64).unwrap();
+        }
+        assert_eq!(b.spills, 1);
+        let mut keys = Vec::new();
+        b.for_each_key(|k| keys.push(k.to_string())).unwrap();
+        assert_eq!(keys, (0..5).map(|i| "é".repeat(i)).collect::<Vec<_>>());
+        let (parts, _guard) = b.drain();
+        let part = parts.into_iter().next().unwrap().1;
+        assert_eq!(part.row_count(), 5);
+        assert!(part.rows_if_in_memory().is_none());
+        assert_eq!(part.rows.len(), 2);
+        let (bytes, rows) = part.into_bytes().unwrap();
+        for (i, r) in rows.iter().enumerate() {
+            assert_eq!((r.key.chars().count(), r.timestamp, r.seq), (i, stamps[i], 10 + i as u64));
+            assert_eq!(bytes.doc(r, &mut Vec::new()).unwrap(), [i as u8; 3]);
+        }
     }
 }

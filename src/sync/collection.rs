@@ -38,7 +38,7 @@ use crate::state::{self, StateRow};
 use crate::{Error, Result};
 use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -128,23 +128,20 @@ pub async fn sync_collection(
     }
     let old_watermark = if ctx.full { None } else { state.watermark() };
     stats.full_load = old_watermark.is_none();
-    // This collection's share of the memory budget's metadata half: a full load holds metadata for every
-    // document (sized by estimatedDocumentCount, also the progress bar's ETA); an incremental run holds the key
-    // index, about a third of that per key, so it loads the index first and counts its keys.
+    // This collection's share of the memory budget's metadata half (what cannot spill, see MemoryBudget): a
+    // run over an existing lake may hold its whole key index; a first load holds one external sort run at most
+    // (sized by estimatedDocumentCount, also the progress bar's ETA). The index is read first (its manifest, or
+    // the single file of older versions) to count its keys.
     // (estimatedDocumentCount is collection metadata on MongoDB, but SecantusDB counts: 1.4 s per 1M documents.)
-    let mut preloaded_index = None;
+    let index = load_index(lake, &spec).await?;
     let estimate = if stats.full_load {
         let estimate = ctx.client.database(db).collection::<bson::Document>(coll).estimated_document_count().await.ok();
         progress.expected.store(estimate.unwrap_or(0), Ordering::Relaxed);
         estimate
     } else {
-        let index = load_index(lake, &spec).await?;
-        let keys = index.len() as u64;
-        preloaded_index = Some(index);
-        Some(keys)
+        None
     };
-    let per_doc = crate::sync::buffer::METADATA_BYTES_PER_DOC / if stats.full_load { 1 } else { 3 };
-    let share = estimate.unwrap_or(0) * per_doc;
+    let share = ctx.memory.share_for(index.len() as u64, estimate.unwrap_or(0));
     if ctx.memory.would_wait(share) {
         tracing::info!(collection = %name, share_mb = share >> 20, "Waiting for other collections to free the memory budget");
     }
@@ -192,10 +189,7 @@ pub async fn sync_collection(
     }
     tracing::debug!(collection = %name, docs = pass.seq, ms = phase.elapsed().as_millis() as u64, "Phase: read");
     // The key index: where each key's row lives (to move rows between partitions, and to find deletions).
-    let mut index = match preloaded_index {
-        Some(index) => index,
-        None => load_index(lake, &spec).await?,
-    };
+    let mut index = index;
     let reconcile_due = ctx.reconcile
         || ctx.sync.reconcile_every_days.is_some_and(|days| {
             state.last_reconcile().is_none_or(|last| read_started - last >= days as i64 * 86_400_000)
@@ -205,7 +199,7 @@ pub async fn sync_collection(
     if reconcile_due {
         state::index::store::load_all(&mut index, lake, &spec).await?;
     } else {
-        state::index::store::load_for(&mut index, lake, &spec, pass.buffers.keys()).await?;
+        state::index::store::load_for(&mut index, lake, &spec, |f| pass.buffers.for_each_key(f)).await?;
     }
     let (segments, loaded) = index.segments_loaded();
     tracing::debug!(collection = %name, segments, loaded, ms = phase.elapsed().as_millis() as u64, "Phase: key index segments loaded");
@@ -279,68 +273,22 @@ pub async fn sync_collection(
             }
         }
     }
-    // Deleted documents (reconcile): their rows go, from this run's buffers and from the partition they live in.
-    if !deleted.is_empty() {
-        for (_, part) in parts.iter_mut() {
-            part.rows.retain(|r| !deleted.contains(&r.key));
-        }
-    }
-    // Rows that moved: keep one fresh version per key across partitions, and remove a key from the partition
-    // the index places it in when its newest version now lives elsewhere.
+    // Which rows are written (newest version per key), and where each key lives now: see [`super::plan`].
     let rels: Vec<Arc<str>> = parts.iter().map(|(v, _)| Arc::from(partitioner.relative_path(v))).collect();
-    let total_rows: usize = parts.iter().map(|(_, p)| p.rows.len()).sum();
-    // Every buffered row as (key, timestamp, read order, partition), sorted by key and then recency: the last
-    // entry of a key is its newest version. A sort rather than a map per key: the index wants the keys sorted
-    // anyway, and a vector of references is a fraction of a hash map's memory.
-    let mut by_key: Vec<(&str, Option<i64>, u64, u32)> = Vec::with_capacity(total_rows);
-    for (pi, (_, part)) in parts.iter().enumerate() {
-        by_key.extend(part.rows.iter().map(|r| (r.key.as_str(), r.timestamp, r.seq, pi as u32)));
-    }
-    by_key.sort_unstable_by(|a, b| a.0.cmp(b.0).then((a.1, a.2).cmp(&(b.1, b.2))));
-    // Older copies of a key read into another partition than its newest (updated between two batches of the
-    // cursor): (partition, read order). Usually none.
-    let mut superseded: crate::FastSet<(u32, u64)> = crate::FastSet::default();
-    let mut newest: Vec<(&str, u32)> = Vec::with_capacity(by_key.len());
-    for group in by_key.chunk_by(|a, b| a.0 == b.0) {
-        let &(key, _, _, pi) = group.last().expect("chunks are never empty");
-        superseded.extend(group.iter().filter(|e| e.3 != pi).map(|e| (e.3, e.2)));
-        newest.push((key, pi));
-    }
-    drop(by_key);
-    let mut removals: HashMap<String, HashSet<String>> = HashMap::new();
-    if index.is_empty() && !index.changed() {
-        // A first load: nothing can move, and the index is this run's keys, already sorted.
-        index = state::index::KeyIndex::from_sorted(newest.iter().map(|&(key, pi)| (key, &*rels[pi as usize])));
+    let phase = std::time::Instant::now();
+    let sort_dir = spill_guard.as_ref().map(|d| d.path().join("sort"));
+    let target = if index.is_empty() && !index.changed() && !ctx.dry_run {
+        // A first load: nothing can move, and the index is this run's keys, written as they come sorted.
+        let writer = state::index::store::SegmentWriter::new(lake, &spec, &ctx.run_id, ctx.sync.index_segment_keys);
+        super::plan::IndexTarget::Stream(writer, &mut index)
     } else {
-        index.reserve(newest.len());
-        for &(key, pi) in &newest {
-            let rel = &rels[pi as usize];
-            let moved_from = match index.get(key) {
-                Some(old_rel) if old_rel == &**rel => continue,
-                Some(old_rel) => Some(old_rel.to_string()),
-                None => None,
-            };
-            if let Some(old_rel) = moved_from {
-                removals.entry(old_rel).or_default().insert(key.to_string());
-            }
-            index.set(key, rel.clone());
-        }
-    }
-    drop(newest);
-    let mut cross_dups = 0u64;
-    if !superseded.is_empty() {
-        for (pi, (_, part)) in parts.iter_mut().enumerate() {
-            let before = part.rows.len();
-            part.rows.retain(|r| !superseded.contains(&(pi as u32, r.seq)));
-            cross_dups += (before - part.rows.len()) as u64;
-        }
-    }
-    for key in &deleted {
-        if let Some(old_rel) = index.remove(key) {
-            removals.entry(old_rel).or_default().insert(key.clone());
-            stats.rows_deleted += 1;
-        }
-    }
+        super::plan::IndexTarget::Update(&mut index)
+    };
+    let plan =
+        super::plan::plan(&parts, &rels, &deleted, target, sort_dir.as_deref(), ctx.memory.sort_run_entries()).await?;
+    tracing::debug!(collection = %name, on_disk = plan.sorted_on_disk, dropped = plan.dropped.len(), ms = phase.elapsed().as_millis() as u64, "Phase: write pass planned");
+    let super::plan::Plan { dropped, removals, cross_dups, rows_deleted, .. } = plan;
+    stats.rows_deleted = rows_deleted;
     for rel in removals.keys() {
         if !parts.iter().any(|(v, _)| partitioner.relative_path(v) == *rel) {
             parts.push((partition_values_of(rel, &spec), Part::default()));
@@ -369,6 +317,7 @@ pub async fn sync_collection(
 
     let writer = Arc::new(PartitionWriter {
         removals: removals.clone(),
+        dropped: Arc::new(dropped),
         ctx: ctx.clone(),
         spec: spec.clone(),
         file_ty,

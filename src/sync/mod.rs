@@ -15,6 +15,7 @@ pub mod buffer;
 pub mod collection;
 mod merge;
 pub mod partition;
+mod plan;
 pub mod read;
 pub mod reconcile;
 pub mod rejects;

@@ -38,6 +38,8 @@ pub struct PartitionOutcome {
 pub struct PartitionWriter {
     /// Keys to drop from a partition's existing rows (their newest version lives in another partition).
     pub removals: Arc<HashMap<String, HashSet<String>>>,
+    /// Read orders of buffered rows not to write (see [`super::plan::Plan::dropped`]).
+    pub dropped: Arc<crate::FastSet<u64>>,
     pub ctx: Arc<RunContext>,
     pub spec: CollectionSpec,
     pub file_ty: Arc<LakeType>,
@@ -59,11 +61,13 @@ impl PartitionWriter {
             (self.file_ty.clone(), self.hints.clone(), self.in_path.clone(), self.spec.clone());
         let row_group_rows = self.ctx.sync.row_group_rows;
         let remove = self.removals.get(&rel).cloned().unwrap_or_default();
+        let dropped = self.dropped.clone();
         let slot = self.ctx.encode_slots.clone().acquire_owned().await.expect("never closed");
         let built = tokio::task::spawn_blocking(move || {
             let _slot = slot;
             let job = Job {
                 remove: &remove,
+                dropped: &dropped,
                 file_ty: &file_ty,
                 hints: &hints,
                 in_path: &in_path,
@@ -117,6 +121,8 @@ pub(super) struct Built {
 pub(super) struct Job<'a> {
     /// Keys to drop from the existing rows (their newest version lives in another partition, or was deleted).
     pub remove: &'a HashSet<String>,
+    /// Buffered rows (by read order) not to write.
+    pub dropped: &'a crate::FastSet<u64>,
     pub file_ty: &'a LakeType,
     pub hints: &'a [String],
     pub in_path: &'a [String],
@@ -132,8 +138,11 @@ const ENCODE_BATCH_ROWS: usize = 8192;
 const ENCODE_BATCH_BYTES: usize = 4 << 20;
 
 fn build_partition(existing: Option<bytes::Bytes>, part: Part, job: &Job<'_>) -> Result<Built> {
-    let Job { remove, file_ty, hints, in_path, spec, row_group_rows, context } = *job;
-    let (fresh_bytes, rows) = part.into_bytes()?;
+    let Job { remove, dropped, file_ty, hints, in_path, spec, row_group_rows, context } = *job;
+    let (fresh_bytes, mut rows) = part.into_bytes()?;
+    if !dropped.is_empty() {
+        rows.retain(|r| !dropped.contains(&r.seq));
+    }
     // Rows of the existing file: merged at the Arrow level when the file already has the collection's type (the
     // common incremental case; see [`merge`]), else back as BSON and rebuilt under the new type (a widening).
     let mut old_docs: Vec<RawDocumentBuf> = Vec::new();

@@ -42,7 +42,10 @@ pub async fn reconcile(pass: &mut ReadPass, index: &KeyIndex) -> Result<Reconcil
     let key_field = pass.spec.key.clone();
     let collection =
         pass.ctx().client.database(&pass.spec.database).collection::<bson::Document>(&pass.spec.collection);
-    let read: HashSet<String> = pass.buffers.keys().map(str::to_string).collect();
+    let mut read: HashSet<String> = HashSet::new();
+    pass.buffers.for_each_key(|k| {
+        read.insert(k.to_string());
+    })?;
     let mut live: HashSet<String> = HashSet::with_capacity(index.len());
     let mut missing: Vec<bson::Bson> = Vec::new();
     let mut projection = bson::doc! { key_field.as_str(): 1 };

@@ -30,6 +30,8 @@ pub struct KeyIndex {
     segments: Vec<Segment>,
     /// This run's changes: the key's partition now, or `None` when it was removed.
     changes: FastMap<String, Option<Arc<str>>>,
+    /// Every segment was written in this run ([`store::SegmentWriter`]) and only the manifest is left to save.
+    unlisted: bool,
 }
 
 /// One key range of the index.
@@ -82,7 +84,7 @@ impl KeyIndex {
     fn from_base(base: Base) -> Self {
         let keys = base.keys.len();
         let segment = Segment { first: String::new(), file: None, keys, base: Some(base), overridden: 0 };
-        KeyIndex { segments: vec![segment], changes: FastMap::default() }
+        KeyIndex { segments: vec![segment], changes: FastMap::default(), unlisted: false }
     }
 
     /// The segment covering `key`.
@@ -149,15 +151,8 @@ impl KeyIndex {
     /// an index read from the single file of older versions, which the save turns into segments).
     pub fn needs_save(&self) -> bool {
         self.changed()
+            || self.unlisted
             || self.segments.iter().any(|s| s.file.is_none() && s.base.as_ref().is_some_and(|b| b.keys.len() > 0))
-    }
-
-    /// An index of exactly these entries (strictly increasing keys), none saved yet.
-    pub fn from_sorted<'a>(entries: impl Iterator<Item = (&'a str, &'a str)> + Clone) -> KeyIndex {
-        let keys = StringArray::from_iter_values(entries.clone().map(|(k, _)| k));
-        let parts = StringArray::from_iter_values(entries.map(|(_, p)| p));
-        debug_assert!((1..keys.len()).all(|i| keys.value(i - 1) < keys.value(i)), "keys must be strictly increasing");
-        KeyIndex::from_base(Base { keys, parts })
     }
 
     /// Room for `n` more changed keys.
@@ -245,6 +240,10 @@ fn merge_into<'a>(out: &mut Vec<(&'a str, &'a str)>, base: &'a Base, changed: &[
 fn encode(entries: &[(&str, &str)]) -> Result<bytes::Bytes> {
     let keys = StringArray::from_iter_values(entries.iter().map(|(k, _)| *k));
     let parts = StringArray::from_iter_values(entries.iter().map(|(_, p)| *p));
+    encode_arrays(keys, parts)
+}
+
+fn encode_arrays(keys: StringArray, parts: StringArray) -> Result<bytes::Bytes> {
     let schema = Arc::new(Schema::new(vec![
         Field::new("key", DataType::Utf8, false),
         Field::new("partition", DataType::Utf8, false),

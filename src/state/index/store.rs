@@ -18,7 +18,7 @@ use crate::config::CollectionSpec;
 use crate::schema::{arrow as sarrow, text, LakeType};
 use crate::sink::Lake;
 use crate::{Error, Result};
-use arrow::array::Array;
+use arrow::array::{Array, ArrayBuilder};
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use serde::{Deserialize, Serialize};
@@ -86,21 +86,25 @@ pub async fn load_or_rebuild(lake: &Lake, spec: &CollectionSpec) -> Result<KeyIn
         .into_iter()
         .map(|s| Segment { first: s.first, file: Some(s.file), keys: s.keys, base: None, overridden: 0 })
         .collect();
-    Ok(KeyIndex { segments, changes: Default::default() })
+    Ok(KeyIndex { segments, changes: Default::default(), unlisted: false })
 }
 
-/// Loads the segments covering `keys` that are not loaded yet (a few, when the keys are a day's changes).
-pub async fn load_for<'a>(
+/// Loads the segments covering the keys that `keys` visits (a few, when the keys are a day's changes) and are
+/// not loaded yet.
+pub async fn load_for(
     index: &mut KeyIndex,
     lake: &Lake,
     spec: &CollectionSpec,
-    keys: impl Iterator<Item = &'a str>,
+    keys: impl FnOnce(&mut dyn FnMut(&str)) -> Result<()>,
 ) -> Result<()> {
-    let mut wanted: Vec<usize> =
-        keys.map(|k| index.segment_of(k)).filter(|s| index.segments[*s].base.is_none()).collect();
-    wanted.sort_unstable();
-    wanted.dedup();
-    load_segments(index, lake, spec, wanted).await
+    let mut wanted = std::collections::BTreeSet::new();
+    keys(&mut |k| {
+        let s = index.segment_of(k);
+        if index.segments[s].base.is_none() {
+            wanted.insert(s);
+        }
+    })?;
+    load_segments(index, lake, spec, wanted.into_iter().collect()).await
 }
 
 /// Loads every segment (reconcile compares every key).
@@ -223,6 +227,81 @@ pub async fn save(lake: &Lake, spec: &CollectionSpec, index: &KeyIndex, run_id: 
     Ok(())
 }
 
+/// Writes the index of a first load as the run produces it, sorted by key: a segment file for every `target`
+/// keys, so the index never has to be held whole (a first load of any size holds one segment). The files stay
+/// unlisted until [`save`] writes the manifest; a crash before it leaves them for the next save to delete.
+pub struct SegmentWriter<'a> {
+    lake: &'a Lake,
+    spec: &'a CollectionSpec,
+    run_id: &'a str,
+    target: usize,
+    keys: arrow::array::StringBuilder,
+    parts: arrow::array::StringBuilder,
+    first: String,
+    last: String,
+    written: Vec<Segment>,
+}
+
+impl<'a> SegmentWriter<'a> {
+    pub fn new(lake: &'a Lake, spec: &'a CollectionSpec, run_id: &'a str, target: usize) -> Self {
+        SegmentWriter {
+            lake,
+            spec,
+            run_id,
+            target: target.max(1),
+            keys: Default::default(),
+            parts: Default::default(),
+            first: String::new(),
+            last: String::new(),
+            written: Vec::new(),
+        }
+    }
+
+    /// Adds the next key (strictly greater than the last one) and its partition.
+    pub async fn push(&mut self, key: &str, rel: &str) -> Result<()> {
+        let fresh = self.keys.len() == 0 && self.written.is_empty();
+        if !fresh && key <= self.last.as_str() {
+            return Err(Error::encode("key index", format!("keys out of order: {key:?} after {:?}", self.last)));
+        }
+        if self.keys.len() == 0 {
+            // The first segment covers from the start (""), as every index's does.
+            self.first = if self.written.is_empty() { String::new() } else { key.to_string() };
+        }
+        self.keys.append_value(key);
+        self.parts.append_value(rel);
+        self.last.clear();
+        self.last.push_str(key);
+        if self.keys.len() >= self.target {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<()> {
+        let (keys, parts) = (self.keys.finish(), self.parts.finish());
+        let n = keys.len();
+        let bytes = tokio::task::spawn_blocking(move || super::encode_arrays(keys, parts))
+            .await
+            .map_err(|e| Error::encode("key index", e))??;
+        let file = format!("{}-{:05}.parquet", self.run_id, self.written.len());
+        self.lake.put(&segment_path(self.lake, self.spec, &file), bytes.into()).await?;
+        let first = std::mem::take(&mut self.first);
+        self.written.push(Segment { first, file: Some(file), keys: n, base: None, overridden: 0 });
+        Ok(())
+    }
+
+    /// Writes the last segment; the index (no segment loaded) whose save writes the manifest.
+    pub async fn finish(mut self) -> Result<KeyIndex> {
+        if self.keys.len() > 0 {
+            self.flush().await?;
+        }
+        if self.written.is_empty() {
+            return Ok(KeyIndex::default());
+        }
+        Ok(KeyIndex { segments: self.written, changes: Default::default(), unlisted: true })
+    }
+}
+
 /// Keys in the saved index (rows in the table), without loading a segment; None when there is no index.
 pub async fn saved_keys(lake: &Lake, db: &str, coll: &str) -> Result<Option<u64>> {
     let legacy = lake.index_path(db, coll);
@@ -262,8 +341,47 @@ mod tests {
         v
     }
 
+    /// The keys, as `load_for` visits a run's keys.
+    fn visit<'a>(keys: &'a [&'a str]) -> impl FnOnce(&mut dyn FnMut(&str)) -> Result<()> + 'a {
+        move |f| {
+            keys.iter().for_each(|k| f(k));
+            Ok(())
+        }
+    }
+
     fn key(i: usize) -> String {
         format!("k{i:02}")
+    }
+
+    #[tokio::test]
+    async fn a_first_load_streams_its_segments_and_lists_them_on_save() {
+        let (lake, spec) = setup();
+        // A stray file from a first load that crashed before its manifest.
+        lake.put(&segment_path(&lake, &spec, "run0-00000.parquet"), bytes::Bytes::from_static(b"x").into())
+            .await
+            .unwrap();
+        let mut writer = SegmentWriter::new(&lake, &spec, "run1", 3);
+        for i in 0..7 {
+            writer.push(&key(i), &format!("p{}", i % 2)).await.unwrap();
+        }
+        let err = writer.push("k03", "p0").await.unwrap_err().to_string();
+        assert!(err.contains("out of order"), "{err}");
+        assert_eq!(files(&lake, &spec).await.len(), 3, "two full segments written as they filled, and the stray");
+        let index = writer.finish().await.unwrap();
+        assert_eq!((index.len(), index.segments_loaded(), index.needs_save()), (7, (3, 0), true));
+        assert!(load_or_rebuild(&lake, &spec).await.unwrap().is_empty(), "unlisted until the manifest");
+        save(&lake, &spec, &index, "run1", 3).await.unwrap();
+        let listed = files(&lake, &spec).await;
+        assert_eq!(listed, ["manifest.json", "run1-00000.parquet", "run1-00001.parquet", "run1-00002.parquet"]);
+        let mut index = load_or_rebuild(&lake, &spec).await.unwrap();
+        load_all(&mut index, &lake, &spec).await.unwrap();
+        let want: Vec<(String, String)> = (0..7).map(|i| (key(i), format!("p{}", i % 2))).collect();
+        let got: Vec<(String, String)> = index.entries().iter().map(|(k, p)| (k.to_string(), p.to_string())).collect();
+        assert_eq!(got, want);
+        assert_eq!(index.get(""), None, "the first segment covers from the start");
+
+        let empty = SegmentWriter::new(&lake, &spec, "run2", 3).finish().await.unwrap();
+        assert!(empty.is_empty() && !empty.needs_save(), "no keys: nothing to save");
     }
 
     #[tokio::test]
@@ -279,7 +397,7 @@ mod tests {
 
         let mut index = load_or_rebuild(&lake, &spec).await.unwrap();
         assert_eq!((index.segments_loaded(), index.len()), ((5, 0), 10));
-        load_for(&mut index, &lake, &spec, ["k09", "k10"].into_iter()).await.unwrap();
+        load_for(&mut index, &lake, &spec, visit(&["k09", "k10"])).await.unwrap();
         assert_eq!(index.segments_loaded(), (5, 1), "the newest keys live in the last segment");
         assert_eq!(index.get("k09"), Some("p0"));
         index.set("k09", Arc::from("p7"));
@@ -307,13 +425,13 @@ mod tests {
         }
         save(&lake, &spec, &index, "run1", 2).await.unwrap();
         let mut index = load_or_rebuild(&lake, &spec).await.unwrap();
-        load_for(&mut index, &lake, &spec, ["k00", "k01"].into_iter()).await.unwrap();
+        load_for(&mut index, &lake, &spec, visit(&["k00", "k01"])).await.unwrap();
         index.remove("k00");
         index.remove("k01");
         save(&lake, &spec, &index, "run2", 2).await.unwrap();
         let mut index = load_or_rebuild(&lake, &spec).await.unwrap();
         assert_eq!((index.segments_loaded().0, index.len()), (2, 4));
-        load_for(&mut index, &lake, &spec, ["a", "k00"].into_iter()).await.unwrap();
+        load_for(&mut index, &lake, &spec, visit(&["a", "k00"])).await.unwrap();
         assert_eq!((index.get("a"), index.get("k00")), (None, None));
         index.set("a", Arc::from("q"));
         save(&lake, &spec, &index, "run3", 2).await.unwrap();
@@ -355,7 +473,7 @@ mod tests {
         save(&lake, &spec, &index, "run1", SEGMENT_KEYS).await.unwrap();
         lake.delete(&lake.index_dir("hims", "visits").join("run1-00000.parquet")).await.unwrap();
         let mut index = load_or_rebuild(&lake, &spec).await.unwrap();
-        load_for(&mut index, &lake, &spec, ["a"].into_iter()).await.unwrap();
+        load_for(&mut index, &lake, &spec, visit(&["a"])).await.unwrap();
         assert_eq!((index.get("a"), index.len()), (None, 0), "rebuilt from the (empty) lake, not a panic");
 
         let newer = br#"{"format": 3, "segments": []}"#.to_vec();

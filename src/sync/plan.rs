@@ -1,0 +1,285 @@
+//! Between the read pass and the write pass: which buffered rows are written, and where each key lives now.
+//!
+//! Every buffered row becomes an entry (key, timestamp, read order, partition). Sorted by key and then recency,
+//! the last entry of a key is its newest version: older copies read into another partition (an update between
+//! two batches of the cursor) are dropped, and the key index learns the newest one's partition, which tells the
+//! write pass to remove the key from the partition it lived in before (a moved row).
+//!
+//! A sort rather than a map per key: the index wants the keys sorted anyway, and a sorted run streams. While
+//! the rows are in memory (nothing spilled) they are sorted in memory by reference. Once rows spilled (more
+//! than the memory budget holds) the entries are sorted externally ([`extsort`]: runs of a bounded number of
+//! entries sorted in memory, written to the spill directory and merged), and a first load writes its key
+//! index segment by segment as the merge produces it ([`SegmentWriter`]). A first load then holds, besides the
+//! budget, only what it drops; a run over an existing index holds the index segments its keys fall in.
+use super::buffer::{Part, PartitionValues};
+use crate::state::index::{store::SegmentWriter, KeyIndex};
+use crate::{Error, FastSet, Result};
+use std::collections::{HashMap, HashSet};
+use std::io::{Read, Write};
+use std::sync::Arc;
+
+/// What the write pass needs from the plan.
+#[derive(Debug, Default)]
+pub struct Plan {
+    /// Read orders of buffered rows not to write: older copies of a key whose newest version was read into
+    /// another partition, and documents deleted in MongoDB (reconcile).
+    pub dropped: FastSet<u64>,
+    /// Partition (relative path) -> keys to remove from its existing rows.
+    pub removals: HashMap<String, HashSet<String>>,
+    /// Older copies dropped across partitions.
+    pub cross_dups: u64,
+    /// Keys removed from the index because their documents were deleted.
+    pub rows_deleted: u64,
+    /// The entries were sorted on disk (they did not fit in memory).
+    pub sorted_on_disk: bool,
+}
+
+/// Where the plan writes the index to.
+pub enum IndexTarget<'a> {
+    /// Change the loaded index (its segments holding the keys read are loaded).
+    Update(&'a mut KeyIndex),
+    /// A first load: write segments as the keys come, and replace the (empty) index with them.
+    Stream(SegmentWriter<'a>, &'a mut KeyIndex),
+}
+
+/// One buffered row, as sorted.
+struct Entry {
+    key: String,
+    timestamp: Option<i64>,
+    seq: u64,
+    part: u32,
+}
+
+impl extsort::Sortable for Entry {
+    fn encode<W: Write>(&self, w: &mut W) -> std::io::Result<()> {
+        w.write_all(&self.seq.to_le_bytes())?;
+        w.write_all(&self.part.to_le_bytes())?;
+        w.write_all(&[u8::from(self.timestamp.is_some())])?;
+        w.write_all(&self.timestamp.unwrap_or(0).to_le_bytes())?;
+        w.write_all(&(self.key.len() as u32).to_le_bytes())?;
+        w.write_all(self.key.as_bytes())
+    }
+
+    fn decode<R: Read>(r: &mut R) -> std::io::Result<Entry> {
+        let mut head = [0u8; 8 + 4 + 1 + 8 + 4];
+        r.read_exact(&mut head)?; // an end of file here ends the run, as extsort expects
+        let seq = u64::from_le_bytes(head[0..8].try_into().expect("8 bytes"));
+        let part = u32::from_le_bytes(head[8..12].try_into().expect("4 bytes"));
+        let timestamp = (head[12] == 1).then(|| i64::from_le_bytes(head[13..21].try_into().expect("8 bytes")));
+        let mut key = vec![0; u32::from_le_bytes(head[21..25].try_into().expect("4 bytes")) as usize];
+        r.read_exact(&mut key)?;
+        let key = String::from_utf8(key).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+        Ok(Entry { key, timestamp, seq, part })
+    }
+}
+
+/// Sort order: key, then recency (timestamp, then read order); the last entry of a key wins.
+fn order(a: &Entry, b: &Entry) -> std::cmp::Ordering {
+    a.key.cmp(&b.key).then((a.timestamp, a.seq).cmp(&(b.timestamp, b.seq)))
+}
+
+/// Plans the write pass over `parts` (`rels`: their relative paths, by position). When rows were spilled, the
+/// entries are sorted on disk under `sort_dir`, `run_entries` at a time.
+pub async fn plan(
+    parts: &[(PartitionValues, Part)],
+    rels: &[Arc<str>],
+    deleted: &HashSet<String>,
+    target: IndexTarget<'_>,
+    sort_dir: Option<&std::path::Path>,
+    run_entries: usize,
+) -> Result<Plan> {
+    let mut planner = Planner { plan: Plan::default(), deleted, rels, target, key: String::new(), group: Vec::new() };
+    let in_memory: Option<Vec<&[super::buffer::RowMeta]>> = parts.iter().map(|(_, p)| p.rows_if_in_memory()).collect();
+    match (in_memory, sort_dir) {
+        (Some(rows), _) => {
+            let total: usize = rows.iter().map(|r| r.len()).sum();
+            let mut refs: Vec<(&str, Option<i64>, u64, u32)> = Vec::with_capacity(total);
+            for (pi, rows) in rows.iter().enumerate() {
+                refs.extend(rows.iter().map(|r| (r.key.as_str(), r.timestamp, r.seq, pi as u32)));
+            }
+            refs.sort_unstable_by(|a, b| a.0.cmp(b.0).then((a.1, a.2).cmp(&(b.1, b.2))));
+            for (key, _, seq, pi) in refs {
+                planner.next(key, seq, pi).await?;
+            }
+        }
+        (None, None) => {
+            return Err(Error::encode("planning the write pass", "rows were spilled without a spill directory"))
+        }
+        (None, Some(dir)) => {
+            let io = |e: std::io::Error| Error::io(format!("sorting row keys in {}", dir.display()), e);
+            std::fs::create_dir_all(dir).map_err(io)?;
+            let mut sorter = extsort::ExternalSorter::new()
+                .with_segment_size(run_entries.max(1))
+                .with_sort_dir(dir.to_path_buf())
+                .pushed_by(order);
+            let mut pushed = Ok(());
+            for (pi, (_, part)) in parts.iter().enumerate() {
+                part.visit_rows(|r| {
+                    if pushed.is_ok() {
+                        let e = Entry { key: r.key.clone(), timestamp: r.timestamp, seq: r.seq, part: pi as u32 };
+                        pushed = sorter.push(e);
+                    }
+                })?;
+            }
+            pushed.map_err(io)?;
+            planner.plan.sorted_on_disk = true;
+            for e in sorter.done().map_err(io)? {
+                let e = e.map_err(io)?;
+                planner.next(&e.key, e.seq, e.part).await?;
+            }
+        }
+    }
+    planner.finish().await
+}
+
+struct Planner<'a, 'b> {
+    plan: Plan,
+    deleted: &'a HashSet<String>,
+    rels: &'a [Arc<str>],
+    target: IndexTarget<'b>,
+    /// The current key, and its entries so far as (read order, partition), oldest first.
+    key: String,
+    group: Vec<(u64, u32)>,
+}
+
+impl Planner<'_, '_> {
+    /// Takes the next entry in sort order.
+    async fn next(&mut self, key: &str, seq: u64, part: u32) -> Result<()> {
+        if !self.group.is_empty() && self.key != key {
+            self.close_group().await?;
+        }
+        if self.group.is_empty() {
+            self.key.clear();
+            self.key.push_str(key);
+        }
+        self.group.push((seq, part));
+        Ok(())
+    }
+
+    /// The current key is complete: its newest entry wins.
+    async fn close_group(&mut self) -> Result<()> {
+        let Some(&(_, pi)) = self.group.last() else { return Ok(()) };
+        let key = self.key.as_str();
+        if self.deleted.contains(key) {
+            self.plan.dropped.extend(self.group.iter().map(|(seq, _)| *seq));
+        } else {
+            // Copies in the winner's partition are deduplicated there (and counted by its writer).
+            for &(seq, _) in self.group.iter().filter(|(_, p)| *p != pi) {
+                self.plan.dropped.insert(seq);
+                self.plan.cross_dups += 1;
+            }
+            let rel = &self.rels[pi as usize];
+            match &mut self.target {
+                IndexTarget::Stream(writer, _) => writer.push(key, rel).await?,
+                IndexTarget::Update(index) => match index.get(key) {
+                    Some(old) if old == &**rel => {}
+                    Some(old) => {
+                        self.plan.removals.entry(old.to_string()).or_default().insert(key.to_string());
+                        index.set(key, rel.clone());
+                    }
+                    None => index.set(key, rel.clone()),
+                },
+            }
+        }
+        self.group.clear();
+        Ok(())
+    }
+
+    async fn finish(mut self) -> Result<Plan> {
+        self.close_group().await?;
+        let index = match self.target {
+            // (a first load's deleted keys were dropped above and never entered the index)
+            IndexTarget::Stream(writer, index) => {
+                *index = writer.finish().await?;
+                return Ok(self.plan);
+            }
+            IndexTarget::Update(index) => index,
+        };
+        for key in self.deleted {
+            if let Some(old) = index.remove(key) {
+                self.plan.removals.entry(old).or_default().insert(key.clone());
+                self.plan.rows_deleted += 1;
+            }
+        }
+        Ok(self.plan)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::buffer::{MemoryBudget, PartitionBuffers};
+    use super::*;
+
+    /// (partition, key, timestamp) in read order; 300 keys, some read twice or three times, in one partition or
+    /// across partitions, some with an older timestamp read later.
+    fn rows() -> Vec<(u8, String, Option<i64>)> {
+        let mut out = Vec::new();
+        for i in 0..300u32 {
+            out.push(((i % 4) as u8, format!("k{:03}", (i * 7919) % 300), Some(i64::from(i % 10))));
+        }
+        for i in (0..300u32).step_by(7) {
+            out.push(((i % 3) as u8, format!("k{i:03}"), if i % 2 == 0 { Some(100) } else { Some(-1) }));
+        }
+        out.push((1, "k005".into(), None));
+        out
+    }
+
+    async fn planned(budget: u64, run_entries: usize) -> (Plan, Vec<(String, String)>, u64) {
+        let mut b = PartitionBuffers::new(MemoryBudget::new(budget));
+        for (seq, (p, key, ts)) in rows().into_iter().enumerate() {
+            b.push(vec![Some(p.to_string())], &[p; 5], key, ts, seq as u64).unwrap();
+        }
+        let spills = b.spills;
+        let (parts, dir) = b.drain();
+        let rels: Vec<Arc<str>> =
+            parts.iter().map(|(v, _)| Arc::from(format!("p={}", v[0].as_ref().unwrap()))).collect();
+        let deleted: HashSet<String> = ["k010", "k011", "nope"].iter().map(|k| k.to_string()).collect();
+        let mut index = KeyIndex::default();
+        index.set("k011", Arc::from("p=9")); // lived elsewhere, deleted now
+        index.set("k012", Arc::from("p=9")); // moved
+        let sort_dir = dir.as_ref().map(|d| d.path().join("sort"));
+        let plan = plan(&parts, &rels, &deleted, IndexTarget::Update(&mut index), sort_dir.as_deref(), run_entries)
+            .await
+            .unwrap();
+        let entries = index.entries().into_iter().map(|(k, p)| (k.to_string(), p.to_string())).collect();
+        (plan, entries, spills)
+    }
+
+    #[tokio::test]
+    async fn sorting_on_disk_plans_what_sorting_in_memory_plans() {
+        let (mem, mem_index, mem_spills) = planned(u64::MAX, 1 << 20).await;
+        let (disk, disk_index, disk_spills) = planned(4000, 16).await;
+        assert_eq!((mem_spills, mem.sorted_on_disk), (0, false));
+        assert!(disk_spills > 0 && disk.sorted_on_disk);
+        assert_eq!(mem.dropped, disk.dropped);
+        assert_eq!(mem.cross_dups, disk.cross_dups);
+        assert_eq!(mem.removals, disk.removals);
+        assert_eq!(mem_index, disk_index);
+        // And both are what the rules say, worked out directly: the newest (timestamp, then read order) of a
+        // key wins; its copies in other partitions are dropped; deleted keys are dropped whole.
+        let mut newest: std::collections::BTreeMap<String, (Option<i64>, u64, u8)> = Default::default();
+        for (seq, (p, key, ts)) in rows().into_iter().enumerate() {
+            let e = newest.entry(key).or_insert((ts, seq as u64, p));
+            if (ts, seq as u64) > (e.0, e.1) {
+                *e = (ts, seq as u64, p);
+            }
+        }
+        let (mut dropped, mut cross) = (FastSet::default(), 0);
+        for (seq, (p, key, _)) in rows().into_iter().enumerate() {
+            if key == "k010" || key == "k011" {
+                dropped.insert(seq as u64);
+            } else if newest[&key].2 != p {
+                dropped.insert(seq as u64);
+                cross += 1;
+            }
+        }
+        assert_eq!((mem.dropped, mem.cross_dups), (dropped, cross));
+        assert!(cross > 10, "the rows make cross-partition copies: {cross}");
+        newest.retain(|k, _| k != "k010" && k != "k011");
+        let want: Vec<(String, String)> = newest.iter().map(|(k, v)| (k.clone(), format!("p={}", v.2))).collect();
+        assert_eq!(mem_index, want);
+        assert_eq!(mem.rows_deleted, 1, "k011 was in the index, k010 and nope were not");
+        let from_p9: HashSet<String> = ["k011", "k012"].iter().map(|k| k.to_string()).collect();
+        assert_eq!(mem.removals, HashMap::from([("p=9".to_string(), from_p9)]));
+    }
+}
