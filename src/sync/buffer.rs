@@ -12,87 +12,12 @@
 //! The budget is the run's, shared by every collection syncing at once ([`MemoryBudget`]): buffered bytes count
 //! from the moment they are buffered until their partition is written, and the collection that pushes the total
 //! past the cap spills its own buffers.
+pub use super::budget::MemoryBudget;
 use crate::{Error, FastMap, Result};
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-
-/// The run's memory budget (`[sync] memory_budget_mb`), shared by every collection syncing at once.
-///
-/// Three eighths of it cap the buffered documents and their row metadata (past it, the pushing collection
-/// spills both). Three eighths are for what cannot spill: the key index of a run over an existing lake (about
-/// [`INDEX_BYTES_PER_KEY`] per key) and, for a first load, one run of the external sort of row keys
-/// ([`MemoryBudget::sort_run_entries`]). A collection reserves its share of those before it reads
-/// ([`MemoryBudget::reserve`]); when the share is not free it waits for other collections to finish, so several
-/// collections with million-key indexes take turns instead of holding them at once. A collection alone always
-/// runs, whatever its index. The last quarter is headroom for the process itself, batches in flight and the
-/// partitions being encoded.
-#[derive(Debug)]
-pub struct MemoryBudget {
-    cap: u64,
-    used: AtomicU64,
-    /// The metadata half, in KiB permits.
-    metadata: Arc<tokio::sync::Semaphore>,
-    metadata_kib: u32,
-}
-
-/// Bytes of memory a loaded key index holds per key (key and partition strings in Arrow arrays, and this run's
-/// changes), measured.
-pub const INDEX_BYTES_PER_KEY: u64 = 90;
-/// Bytes an entry of the sort of row keys holds in memory (key, timestamp, read order, partition).
-const SORT_ENTRY_BYTES: u64 = 128;
-
-impl MemoryBudget {
-    /// A budget of `total` bytes: 3/8 for buffered documents, 3/8 for metadata, 1/4 headroom.
-    pub fn new(total: u64) -> Arc<MemoryBudget> {
-        let share = total / 8 * 3;
-        let metadata_kib = (share / 1024).clamp(1, u64::from(u32::MAX >> 3)) as u32;
-        Arc::new(MemoryBudget {
-            cap: share,
-            used: AtomicU64::new(0),
-            metadata: Arc::new(tokio::sync::Semaphore::new(metadata_kib as usize)),
-            metadata_kib,
-        })
-    }
-
-    /// Entries of the external sort of row keys held in memory at once: a quarter of the metadata half.
-    pub fn sort_run_entries(&self) -> usize {
-        (u64::from(self.metadata_kib) * 1024 / 4 / SORT_ENTRY_BYTES).max(1024) as usize
-    }
-
-    /// The metadata a collection holds: its key index (`index_keys`, loaded in a run over an existing lake), or
-    /// for a first load of about `documents`, one sort run at most.
-    pub fn share_for(&self, index_keys: u64, documents: u64) -> u64 {
-        if index_keys > 0 {
-            index_keys * INDEX_BYTES_PER_KEY
-        } else {
-            documents.min(self.sort_run_entries() as u64) * SORT_ENTRY_BYTES
-        }
-    }
-
-    /// Reserves `bytes` of the metadata half, waiting while other collections hold it; a request larger than
-    /// the whole half waits for all of it (the collection then runs alone). Given back when dropped.
-    pub async fn reserve(&self, bytes: u64) -> tokio::sync::OwnedSemaphorePermit {
-        let kib = bytes.div_ceil(1024).clamp(1, u64::from(self.metadata_kib)) as u32;
-        self.metadata.clone().acquire_many_owned(kib).await.expect("the semaphore is never closed")
-    }
-
-    /// Whether a reservation of `bytes` would have to wait now.
-    pub fn would_wait(&self, bytes: u64) -> bool {
-        let kib = bytes.div_ceil(1024).clamp(1, u64::from(self.metadata_kib)) as usize;
-        self.metadata.available_permits() < kib
-    }
-
-    /// Bytes buffered now, across collections.
-    pub fn used(&self) -> u64 {
-        self.used.load(Ordering::Relaxed)
-    }
-
-    fn over(&self) -> bool {
-        self.used() > self.cap
-    }
-}
 
 /// Bytes a partition holds against the budget, given back when it is dropped (written, or the run failed).
 #[derive(Debug, Default)]

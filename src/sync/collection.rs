@@ -194,18 +194,21 @@ pub async fn sync_collection(
         || ctx.sync.reconcile_every_days.is_some_and(|days| {
             state.last_reconcile().is_none_or(|last| read_started - last >= days as i64 * 86_400_000)
         });
+    // A first load read every document: it is the reconcile the schedule asks for, without comparing key sets
+    // (which would hold every key in memory). `--reconcile` still compares.
+    let compare_keys = reconcile_due && (ctx.reconcile || !(stats.full_load && index.is_empty()));
     // Only the index segments holding the keys read (reconcile compares every key: all of them).
     let phase = std::time::Instant::now();
-    if reconcile_due {
+    if compare_keys {
         state::index::store::load_all(&mut index, lake, &spec).await?;
     } else {
         state::index::store::load_for(&mut index, lake, &spec, |f| pass.buffers.for_each_key(f)).await?;
     }
     let (segments, loaded) = index.segments_loaded();
     tracing::debug!(collection = %name, segments, loaded, ms = phase.elapsed().as_millis() as u64, "Phase: key index segments loaded");
-    let deleted = if reconcile_due {
+    stats.reconciled = reconcile_due;
+    let deleted = if compare_keys {
         let r = super::reconcile::reconcile(&mut pass, &index).await?;
-        stats.reconciled = true;
         stats.docs_fetched = r.fetched;
         r.deleted
     } else {
@@ -280,7 +283,7 @@ pub async fn sync_collection(
     let target = if index.is_empty() && !index.changed() && !ctx.dry_run {
         // A first load: nothing can move, and the index is this run's keys, written as they come sorted.
         let writer = state::index::store::SegmentWriter::new(lake, &spec, &ctx.run_id, ctx.sync.index_segment_keys);
-        super::plan::IndexTarget::Stream(writer, &mut index)
+        super::plan::IndexTarget::Stream(Box::new(writer), &mut index)
     } else {
         super::plan::IndexTarget::Update(&mut index)
     };

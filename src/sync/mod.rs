@@ -11,6 +11,7 @@
 //!
 //! **Dry run** (`--dry-run`): no lease is taken, nothing is written to the lake (no run report either); each
 //! collection reads and plans (see [`collection`]).
+mod budget;
 pub mod buffer;
 pub mod collection;
 mod merge;

@@ -39,7 +39,7 @@ pub enum IndexTarget<'a> {
     /// Change the loaded index (its segments holding the keys read are loaded).
     Update(&'a mut KeyIndex),
     /// A first load: write segments as the keys come, and replace the (empty) index with them.
-    Stream(SegmentWriter<'a>, &'a mut KeyIndex),
+    Stream(Box<SegmentWriter<'a>>, &'a mut KeyIndex),
 }
 
 /// One buffered row, as sorted.
@@ -78,6 +78,15 @@ fn order(a: &Entry, b: &Entry) -> std::cmp::Ordering {
     a.key.cmp(&b.key).then((a.timestamp, a.seq).cmp(&(b.timestamp, b.seq)))
 }
 
+/// The first 16 bytes of `key`, zero-padded, big-endian: a < b implies key a < key b, and equal prefixes leave
+/// the order to the whole keys.
+fn prefix(key: &str) -> u128 {
+    let mut b = [0u8; 16];
+    let n = key.len().min(16);
+    b[..n].copy_from_slice(&key.as_bytes()[..n]);
+    u128::from_be_bytes(b)
+}
+
 /// Plans the write pass over `parts` (`rels`: their relative paths, by position). When rows were spilled, the
 /// entries are sorted on disk under `sort_dir`, `run_entries` at a time.
 pub async fn plan(
@@ -93,12 +102,14 @@ pub async fn plan(
     match (in_memory, sort_dir) {
         (Some(rows), _) => {
             let total: usize = rows.iter().map(|r| r.len()).sum();
-            let mut refs: Vec<(&str, Option<i64>, u64, u32)> = Vec::with_capacity(total);
+            // Each key's first 16 bytes as a number lead the sort key: most comparisons end there, without a
+            // string comparison (the order is the keys' order: see `prefix`).
+            let mut refs: Vec<(u128, &str, Option<i64>, u64, u32)> = Vec::with_capacity(total);
             for (pi, rows) in rows.iter().enumerate() {
-                refs.extend(rows.iter().map(|r| (r.key.as_str(), r.timestamp, r.seq, pi as u32)));
+                refs.extend(rows.iter().map(|r| (prefix(&r.key), r.key.as_str(), r.timestamp, r.seq, pi as u32)));
             }
-            refs.sort_unstable_by(|a, b| a.0.cmp(b.0).then((a.1, a.2).cmp(&(b.1, b.2))));
-            for (key, _, seq, pi) in refs {
+            refs.sort_unstable();
+            for (_, key, _, seq, pi) in refs {
                 planner.next(key, seq, pi).await?;
             }
         }
@@ -243,6 +254,18 @@ mod tests {
             .unwrap();
         let entries = index.entries().into_iter().map(|(k, p)| (k.to_string(), p.to_string())).collect();
         (plan, entries, spills)
+    }
+
+    #[test]
+    fn the_prefix_orders_as_the_keys_do() {
+        let keys =
+            ["", "\0", "a", "a\0", "a\0\0b", "ab", "abcdefghijklmnop", "abcdefghijklmnopq", "abcdefghijklmnoq", "é"];
+        for a in keys {
+            for b in keys {
+                let by_prefix = prefix(a).cmp(&prefix(b)).then(a.cmp(b));
+                assert_eq!(by_prefix, a.cmp(b), "{a:?} vs {b:?}");
+            }
+        }
     }
 
     #[tokio::test]

@@ -97,6 +97,9 @@ pub async fn load_for(
     spec: &CollectionSpec,
     keys: impl FnOnce(&mut dyn FnMut(&str)) -> Result<()>,
 ) -> Result<()> {
+    if index.segments.iter().all(|s| s.base.is_some()) {
+        return Ok(()); // (a first load's empty index, or the single file of older versions)
+    }
     let mut wanted = std::collections::BTreeSet::new();
     keys(&mut |k| {
         let s = index.segment_of(k);
