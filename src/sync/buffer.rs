@@ -63,37 +63,49 @@ impl RowMeta {
         (std::mem::size_of::<RowMeta>() + self.key.capacity()) as u64
     }
 
-    /// Appends the row to a metadata spill file: offset, len, seq, timestamp (flag + value), key (len + bytes).
+    /// Appends the row to a metadata spill file: offset, len, seq, then [`write_stamped_key`].
     fn write_to(&self, w: &mut impl Write) -> std::io::Result<()> {
         w.write_all(&self.offset.to_le_bytes())?;
         w.write_all(&self.len.to_le_bytes())?;
         w.write_all(&self.seq.to_le_bytes())?;
-        w.write_all(&[u8::from(self.timestamp.is_some())])?;
-        w.write_all(&self.timestamp.unwrap_or(0).to_le_bytes())?;
-        w.write_all(&(self.key.len() as u32).to_le_bytes())?;
-        w.write_all(self.key.as_bytes())
+        write_stamped_key(w, self.timestamp, &self.key)
     }
 
     /// Reads the next row of a metadata spill file into `self` (reusing its key's buffer); false at the end.
     fn read_from(&mut self, r: &mut impl std::io::Read) -> std::io::Result<bool> {
-        let mut head = [0u8; 8 + 4 + 8 + 1 + 8 + 4];
+        let mut head = [0u8; 8 + 4 + 8];
         match r.read_exact(&mut head) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(false),
             Err(e) => return Err(e),
         }
-        let u64_at = |i: usize| u64::from_le_bytes(head[i..i + 8].try_into().expect("8 bytes"));
-        let u32_at = |i: usize| u32::from_le_bytes(head[i..i + 4].try_into().expect("4 bytes"));
-        self.offset = u64_at(0);
-        self.len = u32_at(8);
-        self.seq = u64_at(12);
-        self.timestamp = (head[20] == 1).then(|| u64_at(21) as i64);
-        let mut key = std::mem::take(&mut self.key).into_bytes();
-        key.resize(u32_at(29) as usize, 0);
-        r.read_exact(&mut key)?;
-        self.key = String::from_utf8(key).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+        self.offset = u64::from_le_bytes(head[0..8].try_into().expect("8 bytes"));
+        self.len = u32::from_le_bytes(head[8..12].try_into().expect("4 bytes"));
+        self.seq = u64::from_le_bytes(head[12..20].try_into().expect("8 bytes"));
+        self.timestamp = read_stamped_key(r, &mut self.key)?;
         Ok(true)
     }
+}
+
+/// The tail of a spilled row or sort entry: the timestamp (a presence byte and 8 bytes) and the key (4 bytes of
+/// length, then UTF-8).
+pub(super) fn write_stamped_key(w: &mut impl Write, timestamp: Option<i64>, key: &str) -> std::io::Result<()> {
+    w.write_all(&[u8::from(timestamp.is_some())])?;
+    w.write_all(&timestamp.unwrap_or(0).to_le_bytes())?;
+    w.write_all(&(key.len() as u32).to_le_bytes())?;
+    w.write_all(key.as_bytes())
+}
+
+/// Reads what [`write_stamped_key`] wrote; the key into `key` (its buffer reused).
+pub(super) fn read_stamped_key(r: &mut impl std::io::Read, key: &mut String) -> std::io::Result<Option<i64>> {
+    let mut head = [0u8; 1 + 8 + 4];
+    r.read_exact(&mut head)?;
+    let timestamp = (head[0] == 1).then(|| i64::from_le_bytes(head[1..9].try_into().expect("8 bytes")));
+    let mut bytes = std::mem::take(key).into_bytes();
+    bytes.resize(u32::from_le_bytes(head[9..13].try_into().expect("4 bytes")) as usize, 0);
+    r.read_exact(&mut bytes)?;
+    *key = String::from_utf8(bytes).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+    Ok(timestamp)
 }
 
 /// Size of a buffer chunk; a document larger than this gets a chunk of its own.

@@ -11,7 +11,7 @@
 //! entries sorted in memory, written to the spill directory and merged), and a first load writes its key
 //! index segment by segment as the merge produces it ([`SegmentWriter`]). A first load then holds, besides the
 //! budget, only what it drops; a run over an existing index holds the index segments its keys fall in.
-use super::buffer::{Part, PartitionValues};
+use super::buffer::{read_stamped_key, write_stamped_key, Part, PartitionValues};
 use crate::state::index::{store::SegmentWriter, KeyIndex};
 use crate::{Error, FastSet, Result};
 use std::collections::{HashMap, HashSet};
@@ -54,21 +54,16 @@ impl extsort::Sortable for Entry {
     fn encode<W: Write>(&self, w: &mut W) -> std::io::Result<()> {
         w.write_all(&self.seq.to_le_bytes())?;
         w.write_all(&self.part.to_le_bytes())?;
-        w.write_all(&[u8::from(self.timestamp.is_some())])?;
-        w.write_all(&self.timestamp.unwrap_or(0).to_le_bytes())?;
-        w.write_all(&(self.key.len() as u32).to_le_bytes())?;
-        w.write_all(self.key.as_bytes())
+        write_stamped_key(w, self.timestamp, &self.key)
     }
 
     fn decode<R: Read>(r: &mut R) -> std::io::Result<Entry> {
-        let mut head = [0u8; 8 + 4 + 1 + 8 + 4];
+        let mut head = [0u8; 8 + 4];
         r.read_exact(&mut head)?; // an end of file here ends the run, as extsort expects
         let seq = u64::from_le_bytes(head[0..8].try_into().expect("8 bytes"));
         let part = u32::from_le_bytes(head[8..12].try_into().expect("4 bytes"));
-        let timestamp = (head[12] == 1).then(|| i64::from_le_bytes(head[13..21].try_into().expect("8 bytes")));
-        let mut key = vec![0; u32::from_le_bytes(head[21..25].try_into().expect("4 bytes")) as usize];
-        r.read_exact(&mut key)?;
-        let key = String::from_utf8(key).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+        let mut key = String::new();
+        let timestamp = read_stamped_key(r, &mut key)?;
         Ok(Entry { key, timestamp, seq, part })
     }
 }
