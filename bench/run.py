@@ -13,7 +13,7 @@ For each size (total documents over the generator's five collections):
   6. stops the server.
 Every step is a child process: wall time from start to exit, peak RSS from wait4's ru_maxrss. Prints a markdown
 report (medians, ratios, docs/s, MB/s, peak RSS, machine, exact command) and writes it to
-bench/results/<date>-<docs>.md. Needs only the standard library; PyMongoArrow runs under `--python`.
+bench/results/<date>-<docs>.md (-2, -3... when that exists). Needs only the standard library; PyMongoArrow runs under `--python`.
 """
 
 from __future__ import annotations
@@ -431,6 +431,10 @@ def main() -> int:
     out_dir = ROOT / "bench" / "results"
     out_dir.mkdir(parents=True, exist_ok=True)
     out = out_dir / f"{started}-{'_'.join(str(s) for s in sizes)}.md"
+    n = 2
+    while out.exists():  # an earlier run of the same day and sizes: keep it (the README may cite it)
+        out = out_dir / f"{started}-{'_'.join(str(s) for s in sizes)}-{n}.md"
+        n += 1
     out.write_text(text + "\n")
     print(text)
     log(f"written to {out.relative_to(ROOT)}")
