@@ -62,9 +62,13 @@ impl PartitionWriter {
         let row_group_rows = self.ctx.sync.row_group_rows;
         let remove = self.removals.get(&rel).cloned().unwrap_or_default();
         let dropped = self.dropped.clone();
+        // Memory first, then a core: a write waiting for memory holds no core.
+        let existing_bytes = existing.as_ref().map_or(0, |b| b.len() as u64);
+        let need = part.row_count() * super::budget::WRITE_BYTES_PER_ROW + existing_bytes * 4;
+        let memory = self.ctx.memory.reserve_write(need).await;
         let slot = self.ctx.encode_slots.clone().acquire_owned().await.expect("never closed");
         let built = tokio::task::spawn_blocking(move || {
-            let _slot = slot;
+            let (_slot, _memory) = (slot, memory);
             let job = Job {
                 remove: &remove,
                 dropped: &dropped,
