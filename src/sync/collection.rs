@@ -133,7 +133,7 @@ pub async fn sync_collection(
     // (sized by estimatedDocumentCount, also the progress bar's ETA). The index is read first (its manifest, or
     // the single file of older versions) to count its keys.
     // (estimatedDocumentCount is collection metadata on MongoDB, but SecantusDB counts: 1.4 s per 1M documents.)
-    let index = load_index(lake, &spec).await?;
+    let mut index = load_index(lake, &spec).await?;
     let estimate = if stats.full_load {
         let estimate = ctx.client.database(db).collection::<bson::Document>(coll).estimated_document_count().await.ok();
         progress.expected.store(estimate.unwrap_or(0), Ordering::Relaxed);
@@ -188,8 +188,6 @@ pub async fn sync_collection(
         pass.read(filter).await?;
     }
     tracing::debug!(collection = %name, docs = pass.seq, ms = phase.elapsed().as_millis() as u64, "Phase: read");
-    // The key index: where each key's row lives (to move rows between partitions, and to find deletions).
-    let mut index = index;
     let reconcile_due = ctx.reconcile
         || ctx.sync.reconcile_every_days.is_some_and(|days| {
             state.last_reconcile().is_none_or(|last| read_started - last >= days as i64 * 86_400_000)

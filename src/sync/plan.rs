@@ -10,7 +10,8 @@
 //! than the memory budget holds) the entries are sorted externally ([`extsort`]: runs of a bounded number of
 //! entries sorted in memory, written to the spill directory and merged), and a first load writes its key
 //! index segment by segment as the merge produces it ([`SegmentWriter`]). A first load then holds, besides the
-//! budget, only what it drops; a run over an existing index holds the index segments its keys fall in.
+//! budget, one sort run, one index segment and what it drops; a run over an existing index holds the index
+//! segments its keys fall in.
 use super::buffer::{read_stamped_key, write_stamped_key, Part, PartitionValues};
 use crate::state::index::{store::SegmentWriter, KeyIndex};
 use crate::{Error, FastSet, Result};
