@@ -35,7 +35,7 @@ pub const WRITE_BYTES_PER_ROW: u64 = 350;
 /// changes), measured.
 pub const INDEX_BYTES_PER_KEY: u64 = 90;
 /// Bytes an entry of the sort of row keys holds in memory (key, timestamp, read order, partition).
-const SORT_ENTRY_BYTES: u64 = 128;
+pub const SORT_ENTRY_BYTES: u64 = 128;
 
 impl MemoryBudget {
     /// A budget of `total` bytes: 3/8 for buffered documents, 3/8 for metadata, 1/4 headroom.

@@ -174,13 +174,18 @@ impl Part {
 
     /// The partition's raw bytes (its chunks in memory, and its spill file, if any, opened for reading) and
     /// every row, spilled ones read back.
-    pub fn into_bytes(self) -> Result<(PartBytes, Vec<RowMeta>)> {
+    pub fn into_bytes(mut self) -> Result<(PartBytes, Vec<RowMeta>)> {
         let mut rows = Vec::with_capacity(self.row_count() as usize);
         if self.meta.is_some() {
             self.visit_rows(|r| rows.push(r.clone()))?;
         } else {
-            rows = self.rows;
+            rows = std::mem::take(&mut self.rows);
         }
+        Ok((self.into_bytes_only()?, rows))
+    }
+
+    /// The partition's raw bytes alone (its rows already visited with [`Part::visit_rows`]).
+    pub fn into_bytes_only(self) -> Result<PartBytes> {
         let spill = match &self.spill {
             Some(p) => Some((
                 std::fs::File::open(p).map_err(|e| Error::io(format!("opening spill file {}", p.display()), e))?,
@@ -188,7 +193,7 @@ impl Part {
             )),
             None => None,
         };
-        Ok((PartBytes { spill, spilled: self.spilled, chunks: self.chunks, _charge: self.charge }, rows))
+        Ok(PartBytes { spill, spilled: self.spilled, chunks: self.chunks, _charge: self.charge })
     }
 }
 
@@ -206,7 +211,12 @@ pub struct PartBytes {
 impl PartBytes {
     /// The raw bytes of `row`: borrowed from memory, or read from the spill file into `scratch`.
     pub fn doc<'a>(&'a self, row: &RowMeta, scratch: &'a mut Vec<u8>) -> Result<&'a [u8]> {
-        let (start, len) = (row.offset, row.len as usize);
+        self.doc_at(row.offset, row.len, scratch)
+    }
+
+    /// The `len` bytes at partition offset `start` (a document's place, as [`RowMeta`] records it).
+    pub fn doc_at<'a>(&'a self, start: u64, len: u32, scratch: &'a mut Vec<u8>) -> Result<&'a [u8]> {
+        let len = len as usize;
         let outside =
             || Error::io("reading a buffered document", std::io::Error::other("offset outside its partition"));
         if start < self.spilled {

@@ -277,7 +277,7 @@ pub async fn sync_collection(
     // Which rows are written (newest version per key), and where each key lives now: see [`super::plan`].
     let rels: Vec<Arc<str>> = parts.iter().map(|(v, _)| Arc::from(partitioner.relative_path(v))).collect();
     let phase = std::time::Instant::now();
-    let sort_dir = spill_guard.as_ref().map(|d| d.path().join("sort"));
+    let sort_dir = spill_guard.as_ref().map(|d| d.path().to_path_buf());
     let target = if index.is_empty() && !index.changed() && !ctx.dry_run {
         // A first load: nothing can move, and the index is this run's keys, written as they come sorted.
         let writer = state::index::store::SegmentWriter::new(lake, &spec, &ctx.run_id, ctx.sync.index_segment_keys);
@@ -325,6 +325,7 @@ pub async fn sync_collection(
         hints: hints.clone(),
         in_path: in_path.clone(),
         lease_lost: lease_lost.clone(),
+        spill_dir: spill_guard.as_ref().map(|d| d.path().to_path_buf()),
     });
     let results: Vec<PartitionOutcome> = futures::stream::iter(parts.into_iter().map(|(values, part)| {
         let w = writer.clone();

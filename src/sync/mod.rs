@@ -20,6 +20,7 @@ mod plan;
 pub mod read;
 pub mod reconcile;
 pub mod rejects;
+mod stream;
 
 use crate::config::environment::RetryPolicy;
 use crate::config::{Config, SyncConfig};

@@ -47,6 +47,9 @@ pub struct PartitionWriter {
     pub in_path: Vec<String>,
     /// Raised when this run lost the collection's lease: stop before touching another file.
     pub lease_lost: Arc<std::sync::atomic::AtomicBool>,
+    /// The collection's spill directory, when its buffers spilled: a new partition whose rows spilled is sorted
+    /// there ([`super::stream`]) instead of held.
+    pub spill_dir: Option<std::path::PathBuf>,
 }
 
 impl PartitionWriter {
@@ -62,9 +65,15 @@ impl PartitionWriter {
         let row_group_rows = self.ctx.sync.row_group_rows;
         let remove = self.removals.get(&rel).cloned().unwrap_or_default();
         let dropped = self.dropped.clone();
-        // Memory first, then a core: a write waiting for memory holds no core.
+        // Memory first, then a core: a write waiting for memory holds no core. A new partition whose rows
+        // spilled streams them from an external sort (one sort run in memory); any other holds its rows.
+        let run_rows = self.ctx.memory.sort_run_entries();
+        let stream_in = self.spill_dir.clone().filter(|_| existing.is_none() && part.rows_if_in_memory().is_none());
         let existing_bytes = existing.as_ref().map_or(0, |b| b.len() as u64);
-        let need = part.row_count() * super::budget::WRITE_BYTES_PER_ROW + existing_bytes * 4;
+        let mut need = part.row_count() * super::budget::WRITE_BYTES_PER_ROW + existing_bytes * 4;
+        if stream_in.is_some() {
+            need = need.min(run_rows as u64 * super::budget::SORT_ENTRY_BYTES + (16 << 20));
+        }
         let memory = self.ctx.memory.reserve_write(need).await;
         let slot = self.ctx.encode_slots.clone().acquire_owned().await.expect("never closed");
         let built = tokio::task::spawn_blocking(move || {
@@ -79,7 +88,10 @@ impl PartitionWriter {
                 row_group_rows,
                 context: &context,
             };
-            build_partition(existing, part, &job)
+            match stream_in {
+                Some(dir) => super::stream::build(part, &job, &dir, run_rows),
+                None => build_partition(existing, part, &job),
+            }
         })
         .await
         .map_err(|e| Error::encode("partition task", e))??;
@@ -142,7 +154,7 @@ const ENCODE_BATCH_ROWS: usize = 8192;
 const ENCODE_BATCH_BYTES: usize = 4 << 20;
 
 fn build_partition(existing: Option<bytes::Bytes>, part: Part, job: &Job<'_>) -> Result<Built> {
-    let Job { remove, dropped, file_ty, hints, in_path, spec, row_group_rows, context } = *job;
+    let Job { remove, dropped, file_ty, spec, context, .. } = *job;
     let (fresh_bytes, mut rows) = part.into_bytes()?;
     if !dropped.is_empty() {
         rows.retain(|r| !dropped.contains(&r.seq));
@@ -190,46 +202,85 @@ fn build_partition(existing: Option<bytes::Bytes>, part: Part, job: &Job<'_>) ->
     let dups = rows.len() as u64 - fresh_winners;
     let replaced = old_docs.len() as u64 - (winners.len() as u64 - fresh_winners);
 
-    let prepare = prepare_fn(hints, in_path);
-    let mut encoder: Option<parquet::Encoder> = None;
-    let mut flush = |builder: &mut ColumnBuilder| -> Result<()> {
-        let batch = finish_batch(builder, context)?;
-        if encoder.is_none() {
-            encoder = Some(parquet::Encoder::new(batch.schema(), file_ty, row_group_rows, context)?);
-        }
-        encoder.as_mut().expect("just created").write(&batch)
-    };
-    let mut builder = ColumnBuilder::for_document(file_ty);
-    let (mut value_rejects, mut rejects) = (Vec::new(), Vec::new());
-    let (mut in_batch, mut batch_bytes) = (0, 0);
+    let mut out = DocEncoder::new(job);
     for &i in &winners {
         let doc: &RawDocument = if i < old_docs.len() {
             &old_docs[i]
         } else {
             buffered_doc(&fresh_bytes, &rows[i - old_docs.len()], &mut scratch, context)?
         };
-        let first_reject = value_rejects.len();
-        builder.append_document(doc, prepare.as_ref(), &mut value_rejects).map_err(|m| {
-            Error::collection(
-                format!("{}.{}", spec.database, spec.collection),
-                format!("document {}: {m}", candidates[i].key),
-            )
-        })?;
-        for r in value_rejects.drain(first_reject..) {
-            rejects.push(Reject::value(&candidates[i].key, r));
-        }
-        in_batch += 1;
-        batch_bytes += doc.as_bytes().len();
-        if in_batch == ENCODE_BATCH_ROWS || (in_batch % 1024 == 0 && batch_bytes >= ENCODE_BATCH_BYTES) {
-            flush(&mut builder)?;
-            (in_batch, batch_bytes) = (0, 0);
-        }
+        out.push(&candidates[i].key, doc)?;
     }
-    if in_batch > 0 || winners.is_empty() {
-        flush(&mut builder)?;
-    }
-    let bytes = encoder.expect("at least one batch").finish()?;
+    let (bytes, rejects) = out.finish()?;
     Ok(Built { bytes, rows: winners.len() as u64, dups, replaced, rejects })
+}
+
+/// Documents in key order to one Parquet file: Arrow batches of [`ENCODE_BATCH_ROWS`] (or fewer rows of large
+/// documents) handed to the encoder as they fill, so a partition holds one batch of Arrow at a time.
+pub(super) struct DocEncoder<'a> {
+    job: &'a Job<'a>,
+    prepare: Box<Prepare>,
+    builder: ColumnBuilder,
+    encoder: Option<parquet::Encoder>,
+    value_rejects: Vec<sarrow::ValueReject>,
+    rejects: Vec<Reject>,
+    in_batch: usize,
+    batch_bytes: usize,
+    rows: u64,
+}
+
+impl<'a> DocEncoder<'a> {
+    pub fn new(job: &'a Job<'a>) -> Self {
+        DocEncoder {
+            job,
+            prepare: prepare_fn(job.hints, job.in_path),
+            builder: ColumnBuilder::for_document(job.file_ty),
+            encoder: None,
+            value_rejects: Vec::new(),
+            rejects: Vec::new(),
+            in_batch: 0,
+            batch_bytes: 0,
+            rows: 0,
+        }
+    }
+
+    /// Appends the document of `key` (the next in key order).
+    pub fn push(&mut self, key: &str, doc: &RawDocument) -> Result<()> {
+        let spec = self.job.spec;
+        self.builder.append_document(doc, self.prepare.as_ref(), &mut self.value_rejects).map_err(|m| {
+            Error::collection(format!("{}.{}", spec.database, spec.collection), format!("document {key}: {m}"))
+        })?;
+        for r in self.value_rejects.drain(..) {
+            self.rejects.push(Reject::value(key, r));
+        }
+        self.in_batch += 1;
+        self.rows += 1;
+        self.batch_bytes += doc.as_bytes().len();
+        if self.in_batch == ENCODE_BATCH_ROWS
+            || (self.in_batch.is_multiple_of(1024) && self.batch_bytes >= ENCODE_BATCH_BYTES)
+        {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        let batch = finish_batch(&mut self.builder, self.job.context)?;
+        if self.encoder.is_none() {
+            let Job { file_ty, row_group_rows, context, .. } = *self.job;
+            self.encoder = Some(parquet::Encoder::new(batch.schema(), file_ty, row_group_rows, context)?);
+        }
+        (self.in_batch, self.batch_bytes) = (0, 0);
+        self.encoder.as_mut().expect("just created").write(&batch)
+    }
+
+    /// The file, and the values its columns could not hold.
+    pub fn finish(mut self) -> Result<(bytes::Bytes, Vec<Reject>)> {
+        if self.in_batch > 0 || self.rows == 0 {
+            self.flush()?;
+        }
+        Ok((self.encoder.expect("at least one batch").finish()?, self.rejects))
+    }
 }
 
 pub(super) fn buffered_doc<'a>(

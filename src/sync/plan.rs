@@ -84,7 +84,7 @@ fn prefix(key: &str) -> u128 {
 }
 
 /// Plans the write pass over `parts` (`rels`: their relative paths, by position). When rows were spilled, the
-/// entries are sorted on disk under `sort_dir`, `run_entries` at a time.
+/// entries are sorted on disk in the spill directory `sort_dir`, `run_entries` at a time.
 pub async fn plan(
     parts: &[(PartitionValues, Part)],
     rels: &[Arc<str>],
@@ -114,10 +114,11 @@ pub async fn plan(
         }
         (None, Some(dir)) => {
             let io = |e: std::io::Error| Error::io(format!("sorting row keys in {}", dir.display()), e);
-            std::fs::create_dir_all(dir).map_err(io)?;
+            // (a directory of its own, removed with its runs when the plan is made)
+            let runs = tempfile::Builder::new().prefix("plan-").tempdir_in(dir).map_err(io)?;
             let mut sorter = extsort::ExternalSorter::new()
                 .with_segment_size(run_entries.max(1))
-                .with_sort_dir(dir.to_path_buf())
+                .with_sort_dir(runs.path().to_path_buf())
                 .pushed_by(order);
             let mut pushed = Ok(());
             for (pi, (_, part)) in parts.iter().enumerate() {
@@ -244,7 +245,7 @@ mod tests {
         let mut index = KeyIndex::default();
         index.set("k011", Arc::from("p=9")); // lived elsewhere, deleted now
         index.set("k012", Arc::from("p=9")); // moved
-        let sort_dir = dir.as_ref().map(|d| d.path().join("sort"));
+        let sort_dir = dir.as_ref().map(|d| d.path().to_path_buf());
         let plan = plan(&parts, &rels, &deleted, IndexTarget::Update(&mut index), sort_dir.as_deref(), run_entries)
             .await
             .unwrap();
