@@ -87,9 +87,39 @@ impl RowMeta {
     }
 }
 
-/// The tail of a spilled row or sort entry: the timestamp (a presence byte and 8 bytes) and the key (4 bytes of
+/// A buffered row with its partition (by position), as the external sorts of rows take it ([`super::plan`],
+/// [`super::stream`]), ordered by [`by_key_then_recency`].
+pub(super) struct SortRow {
+    pub row: RowMeta,
+    pub part: u32,
+}
+
+impl extsort::Sortable for SortRow {
+    fn encode<W: Write>(&self, w: &mut W) -> std::io::Result<()> {
+        w.write_all(&self.part.to_le_bytes())?;
+        self.row.write_to(w)
+    }
+
+    fn decode<R: std::io::Read>(r: &mut R) -> std::io::Result<SortRow> {
+        let mut part = [0u8; 4];
+        r.read_exact(&mut part)?; // an end of file here ends the run, as extsort expects
+        let mut row = RowMeta::default();
+        if !row.read_from(r)? {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        Ok(SortRow { row, part: u32::from_le_bytes(part) })
+    }
+}
+
+/// Key, then recency (timestamp, then read order): the last row of a key is its newest version.
+pub(super) fn by_key_then_recency(a: &SortRow, b: &SortRow) -> std::cmp::Ordering {
+    let (a, b) = (&a.row, &b.row);
+    a.key.cmp(&b.key).then((a.timestamp, a.seq).cmp(&(b.timestamp, b.seq)))
+}
+
+/// The tail of a spilled row: the timestamp (a presence byte and 8 bytes) and the key (4 bytes of
 /// length, then UTF-8).
-pub(super) fn write_stamped_key(w: &mut impl Write, timestamp: Option<i64>, key: &str) -> std::io::Result<()> {
+fn write_stamped_key(w: &mut impl Write, timestamp: Option<i64>, key: &str) -> std::io::Result<()> {
     w.write_all(&[u8::from(timestamp.is_some())])?;
     w.write_all(&timestamp.unwrap_or(0).to_le_bytes())?;
     w.write_all(&(key.len() as u32).to_le_bytes())?;
@@ -97,7 +127,7 @@ pub(super) fn write_stamped_key(w: &mut impl Write, timestamp: Option<i64>, key:
 }
 
 /// Reads what [`write_stamped_key`] wrote; the key into `key` (its buffer reused).
-pub(super) fn read_stamped_key(r: &mut impl std::io::Read, key: &mut String) -> std::io::Result<Option<i64>> {
+fn read_stamped_key(r: &mut impl std::io::Read, key: &mut String) -> std::io::Result<Option<i64>> {
     let mut head = [0u8; 1 + 8 + 4];
     r.read_exact(&mut head)?;
     let timestamp = (head[0] == 1).then(|| i64::from_le_bytes(head[1..9].try_into().expect("8 bytes")));
@@ -211,12 +241,7 @@ pub struct PartBytes {
 impl PartBytes {
     /// The raw bytes of `row`: borrowed from memory, or read from the spill file into `scratch`.
     pub fn doc<'a>(&'a self, row: &RowMeta, scratch: &'a mut Vec<u8>) -> Result<&'a [u8]> {
-        self.doc_at(row.offset, row.len, scratch)
-    }
-
-    /// The `len` bytes at partition offset `start` (a document's place, as [`RowMeta`] records it).
-    pub fn doc_at<'a>(&'a self, start: u64, len: u32, scratch: &'a mut Vec<u8>) -> Result<&'a [u8]> {
-        let len = len as usize;
+        let (start, len) = (row.offset, row.len as usize);
         let outside =
             || Error::io("reading a buffered document", std::io::Error::other("offset outside its partition"));
         if start < self.spilled {

@@ -12,11 +12,10 @@
 //! index segment by segment as the merge produces it ([`SegmentWriter`]). A first load then holds, besides the
 //! budget, one sort run, one index segment and what it drops; a run over an existing index holds the index
 //! segments its keys fall in.
-use super::buffer::{read_stamped_key, write_stamped_key, Part, PartitionValues};
+use super::buffer::{by_key_then_recency, Part, PartitionValues, SortRow};
 use crate::state::index::{store::SegmentWriter, KeyIndex};
 use crate::{Error, FastSet, Result};
 use std::collections::{HashMap, HashSet};
-use std::io::{Read, Write};
 use std::sync::Arc;
 
 /// What the write pass needs from the plan.
@@ -41,37 +40,6 @@ pub enum IndexTarget<'a> {
     Update(&'a mut KeyIndex),
     /// A first load: write segments as the keys come, and replace the (empty) index with them.
     Stream(Box<SegmentWriter<'a>>, &'a mut KeyIndex),
-}
-
-/// One buffered row, as sorted.
-struct Entry {
-    key: String,
-    timestamp: Option<i64>,
-    seq: u64,
-    part: u32,
-}
-
-impl extsort::Sortable for Entry {
-    fn encode<W: Write>(&self, w: &mut W) -> std::io::Result<()> {
-        w.write_all(&self.seq.to_le_bytes())?;
-        w.write_all(&self.part.to_le_bytes())?;
-        write_stamped_key(w, self.timestamp, &self.key)
-    }
-
-    fn decode<R: Read>(r: &mut R) -> std::io::Result<Entry> {
-        let mut head = [0u8; 8 + 4];
-        r.read_exact(&mut head)?; // an end of file here ends the run, as extsort expects
-        let seq = u64::from_le_bytes(head[0..8].try_into().expect("8 bytes"));
-        let part = u32::from_le_bytes(head[8..12].try_into().expect("4 bytes"));
-        let mut key = String::new();
-        let timestamp = read_stamped_key(r, &mut key)?;
-        Ok(Entry { key, timestamp, seq, part })
-    }
-}
-
-/// Sort order: key, then recency (timestamp, then read order); the last entry of a key wins.
-fn order(a: &Entry, b: &Entry) -> std::cmp::Ordering {
-    a.key.cmp(&b.key).then((a.timestamp, a.seq).cmp(&(b.timestamp, b.seq)))
 }
 
 /// The first 16 bytes of `key`, zero-padded, big-endian: a < b implies key a < key b, and equal prefixes leave
@@ -119,13 +87,12 @@ pub async fn plan(
             let mut sorter = extsort::ExternalSorter::new()
                 .with_segment_size(run_entries.max(1))
                 .with_sort_dir(runs.path().to_path_buf())
-                .pushed_by(order);
+                .pushed_by(by_key_then_recency);
             let mut pushed = Ok(());
             for (pi, (_, part)) in parts.iter().enumerate() {
                 part.visit_rows(|r| {
                     if pushed.is_ok() {
-                        let e = Entry { key: r.key.clone(), timestamp: r.timestamp, seq: r.seq, part: pi as u32 };
-                        pushed = sorter.push(e);
+                        pushed = sorter.push(SortRow { row: r.clone(), part: pi as u32 });
                     }
                 })?;
             }
@@ -133,7 +100,7 @@ pub async fn plan(
             planner.plan.sorted_on_disk = true;
             for e in sorter.done().map_err(io)? {
                 let e = e.map_err(io)?;
-                planner.next(&e.key, e.seq, e.part).await?;
+                planner.next(&e.row.key, e.row.seq, e.part).await?;
             }
         }
     }
