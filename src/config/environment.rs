@@ -142,6 +142,14 @@ struct RawSync {
     /// Full loads read this many `_id` ranges with concurrent cursors.
     #[serde(default = "default_read_ranges")]
     read_ranges: usize,
+    /// With `--shard K/N`, a first load of at least this many documents is split into N `_id` ranges that
+    /// every worker helps read and encode (0: never).
+    #[serde(default = "default_shard_ranges_min_docs")]
+    shard_ranges_min_docs: u64,
+    /// With `--shard K/N`, a worker done with its own collections looks for ranges to help with for at least
+    /// this long after it started.
+    #[serde(default = "default_shard_help_wait")]
+    shard_help_wait_seconds: u64,
     /// Attempts per collection when it fails with a transient error (1: no retry).
     #[serde(default = "default_retry_attempts")]
     retry_attempts: u32,
@@ -178,6 +186,13 @@ fn default_store_connect_timeout() -> u64 {
 }
 fn default_store_retries() -> usize {
     5
+}
+
+fn default_shard_ranges_min_docs() -> u64 {
+    1_000_000
+}
+fn default_shard_help_wait() -> u64 {
+    15
 }
 
 fn default_read_ranges() -> usize {
@@ -337,6 +352,11 @@ pub struct SyncConfig {
     pub lease: std::time::Duration,
     /// Full loads read this many `_id` ranges with concurrent cursors (`$bucketAuto`); 1 reads one cursor.
     pub read_ranges: usize,
+    /// `--shard K/N`: first loads of at least this many documents are shared by all N workers in `_id` ranges
+    /// (see [`crate::sync::shard`]); 0 never splits.
+    pub shard_ranges_min_docs: u64,
+    /// `--shard K/N`: how long after its start a worker with nothing left of its own still looks for ranges.
+    pub shard_help_wait: std::time::Duration,
     /// How a collection that failed with a transient error is retried (see [`crate::sync`]).
     pub retry: RetryPolicy,
     /// Timeouts and request retries of the S3 client (see [`crate::sink::Lake::open_tuned`]).
@@ -515,6 +535,8 @@ impl Environment {
             reconcile_every_days: raw.sync.reconcile_every_days,
             lease: std::time::Duration::from_secs(raw.sync.lease_seconds.max(10)),
             read_ranges: raw.sync.read_ranges.clamp(1, 64),
+            shard_ranges_min_docs: raw.sync.shard_ranges_min_docs,
+            shard_help_wait: std::time::Duration::from_secs(raw.sync.shard_help_wait_seconds),
             retry: RetryPolicy {
                 attempts: raw.sync.retry_attempts.max(1),
                 backoff: std::time::Duration::from_millis(raw.sync.retry_backoff_ms),

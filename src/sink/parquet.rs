@@ -13,6 +13,7 @@ use parquet::arrow::{ArrowWriter, ProjectionMask};
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
+use std::sync::Arc;
 
 pub const LAKE_TYPE_KEY: &str = "mongolake.lake_type";
 
@@ -65,6 +66,53 @@ impl Encoder {
     }
 }
 
+/// Joins files of one schema into one file by copying their row groups (no page is decoded or re-encoded): a
+/// partition whose rows were encoded by several workers (see [`crate::sync::shard`]) becomes one file. The
+/// key-value metadata (the lake type) is the first file's; a file of another schema is refused.
+pub fn concat(inputs: &[Bytes], context: &str) -> Result<Bytes> {
+    use parquet::column::writer::ColumnCloseResult;
+    use parquet::file::metadata::{PageIndexPolicy, ParquetMetaDataReader};
+    use parquet::file::writer::SerializedFileWriter;
+    let enc = |e: parquet::errors::ParquetError| Error::encode(context, e);
+    let metas = inputs
+        .iter()
+        .map(|b| ParquetMetaDataReader::new().with_page_index_policy(PageIndexPolicy::Optional).parse_and_finish(b))
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(enc)?;
+    let Some(first) = metas.first() else { return Err(Error::encode(context, "nothing to join")) };
+    let schema = first.file_metadata().schema_descr();
+    if let Some(i) = metas.iter().position(|m| m.file_metadata().schema_descr().root_schema() != schema.root_schema()) {
+        return Err(Error::encode(
+            context,
+            format!("file {i} of {} has another schema; files were not joined", metas.len()),
+        ));
+    }
+    let props = WriterProperties::builder()
+        .set_key_value_metadata(first.file_metadata().key_value_metadata().cloned())
+        .set_created_by(format!("mongolake {}", env!("CARGO_PKG_VERSION")))
+        .build();
+    let mut writer = SerializedFileWriter::new(Vec::new(), schema.root_schema_ptr(), Arc::new(props)).map_err(enc)?;
+    for (input, meta) in inputs.iter().zip(&metas) {
+        let page_index = meta.page_index();
+        for (g, group) in meta.row_groups().iter().enumerate() {
+            let mut out = writer.next_row_group().map_err(enc)?;
+            for (c, column) in group.columns().iter().enumerate() {
+                let close = ColumnCloseResult {
+                    bytes_written: column.compressed_size() as u64,
+                    rows_written: group.num_rows() as u64,
+                    metadata: column.clone(),
+                    bloom_filter: None,
+                    column_index: page_index.and_then(|p| p.column_index(g, c)).cloned(),
+                    offset_index: page_index.and_then(|p| p.offset_index(g, c)).cloned(),
+                };
+                out.append_column(input, close).map_err(enc)?;
+            }
+            out.close().map_err(enc)?;
+        }
+    }
+    Ok(Bytes::from(writer.into_inner().map_err(enc)?))
+}
+
 /// Reads a whole file: its batches and the lake type it was written with.
 pub fn decode(bytes: Bytes, context: &str) -> Result<(Vec<RecordBatch>, LakeType)> {
     let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| Error::encode(context, e))?;
@@ -105,4 +153,45 @@ fn lake_type_of(builder: &ParquetRecordBatchReaderBuilder<Bytes>, context: &str)
 fn read_all(builder: ParquetRecordBatchReaderBuilder<Bytes>, context: &str) -> Result<Vec<RecordBatch>> {
     let reader = builder.with_batch_size(8192).build().map_err(|e| Error::encode(context, e))?;
     reader.collect::<std::result::Result<Vec<_>, _>>().map_err(|e| Error::encode(context, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Int64Array, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+
+    fn file(schema: &SchemaRef, ids: &[i64], names: &[&str]) -> Bytes {
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![Arc::new(Int64Array::from(ids.to_vec())), Arc::new(StringArray::from(names.to_vec()))],
+        )
+        .unwrap();
+        encode(schema.clone(), &[batch], &LakeType::Bool, 1024, "test").unwrap()
+    }
+
+    #[test]
+    fn joined_files_hold_every_row_in_order_and_keep_the_lake_type() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("name", DataType::Utf8, true),
+        ]));
+        let a = file(&schema, &[1, 2, 3], &["a", "b", "c"]);
+        let b = file(&schema, &[7, 8], &["x", "y"]);
+        let joined = concat(&[a, b.clone()], "test").unwrap();
+        let (batches, ty) = decode(joined.clone(), "test").unwrap();
+        assert_eq!(ty, LakeType::Bool);
+        let all = arrow::compute::concat_batches(&schema, &batches).unwrap();
+        let ids: Vec<i64> = all.column(0).as_any().downcast_ref::<Int64Array>().unwrap().values().to_vec();
+        assert_eq!(ids, vec![1, 2, 3, 7, 8]);
+        assert_eq!(header(joined, "test").unwrap().2, 5);
+
+        let other = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("label", DataType::Utf8, true),
+        ]));
+        let c = file(&other, &[9], &["z"]);
+        let err = concat(&[b, c], "test").unwrap_err().to_string();
+        assert!(err.contains("another schema"), "{err}");
+    }
 }

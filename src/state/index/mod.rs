@@ -15,6 +15,7 @@ use arrow::datatypes::{DataType, Field, Schema};
 use std::sync::Arc;
 
 pub mod store;
+mod writer;
 pub use store::{load_or_rebuild, save};
 
 /// Keys per segment file. A segment that grows past twice this (new keys land in the last one) is split.

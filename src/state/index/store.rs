@@ -13,12 +13,13 @@
 //! manifest, so if it exists, either an older mongolake wrote it after this one (it is the newer), or a save
 //! crashed between the manifest and the delete, before the watermark (stale, which is harmless, see the
 //! module docs of [`super`]). Its next save turns it into segments.
+pub use super::writer::{KeyRun, SegmentFile, SegmentWriter};
 use super::{decode, encode, merge_into, Base, KeyIndex, Segment};
 use crate::config::CollectionSpec;
 use crate::schema::{arrow as sarrow, text, LakeType};
 use crate::sink::Lake;
 use crate::{Error, Result};
-use arrow::array::{Array, ArrayBuilder};
+use arrow::array::Array;
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use serde::{Deserialize, Serialize};
@@ -228,81 +229,6 @@ pub async fn save(lake: &Lake, spec: &CollectionSpec, index: &KeyIndex, run_id: 
         }
     }
     Ok(())
-}
-
-/// Writes the index of a first load as the run produces it, sorted by key: a segment file for every `target`
-/// keys, so the index never has to be held whole (a first load of any size holds one segment). The files stay
-/// unlisted until [`save`] writes the manifest; a crash before it leaves them for the next save to delete.
-pub struct SegmentWriter<'a> {
-    lake: &'a Lake,
-    spec: &'a CollectionSpec,
-    run_id: &'a str,
-    target: usize,
-    keys: arrow::array::StringBuilder,
-    parts: arrow::array::StringBuilder,
-    first: String,
-    last: String,
-    written: Vec<Segment>,
-}
-
-impl<'a> SegmentWriter<'a> {
-    pub fn new(lake: &'a Lake, spec: &'a CollectionSpec, run_id: &'a str, target: usize) -> Self {
-        SegmentWriter {
-            lake,
-            spec,
-            run_id,
-            target: target.max(1),
-            keys: Default::default(),
-            parts: Default::default(),
-            first: String::new(),
-            last: String::new(),
-            written: Vec::new(),
-        }
-    }
-
-    /// Adds the next key (strictly greater than the last one) and its partition.
-    pub async fn push(&mut self, key: &str, rel: &str) -> Result<()> {
-        let fresh = self.keys.len() == 0 && self.written.is_empty();
-        if !fresh && key <= self.last.as_str() {
-            return Err(Error::encode("key index", format!("keys out of order: {key:?} after {:?}", self.last)));
-        }
-        if self.keys.len() == 0 {
-            // The first segment covers from the start (""), as every index's does.
-            self.first = if self.written.is_empty() { String::new() } else { key.to_string() };
-        }
-        self.keys.append_value(key);
-        self.parts.append_value(rel);
-        self.last.clear();
-        self.last.push_str(key);
-        if self.keys.len() >= self.target {
-            self.flush().await?;
-        }
-        Ok(())
-    }
-
-    async fn flush(&mut self) -> Result<()> {
-        let (keys, parts) = (self.keys.finish(), self.parts.finish());
-        let n = keys.len();
-        let bytes = tokio::task::spawn_blocking(move || super::encode_arrays(keys, parts))
-            .await
-            .map_err(|e| Error::encode("key index", e))??;
-        let file = format!("{}-{:05}.parquet", self.run_id, self.written.len());
-        self.lake.put(&segment_path(self.lake, self.spec, &file), bytes.into()).await?;
-        let first = std::mem::take(&mut self.first);
-        self.written.push(Segment { first, file: Some(file), keys: n, base: None, overridden: 0 });
-        Ok(())
-    }
-
-    /// Writes the last segment; the index (no segment loaded) whose save writes the manifest.
-    pub async fn finish(mut self) -> Result<KeyIndex> {
-        if self.keys.len() > 0 {
-            self.flush().await?;
-        }
-        if self.written.is_empty() {
-            return Ok(KeyIndex::default());
-        }
-        Ok(KeyIndex { segments: self.written, changes: Default::default(), unlisted: true })
-    }
 }
 
 /// Keys in the saved index (rows in the table), without loading a segment; None when there is no index.
