@@ -219,14 +219,21 @@ async fn run(command: Command, terminal: bool) -> ExitCode {
             if let Err(e) = config.restrict_to(&only) {
                 return fatal(e);
             }
+            // (every listed collection, before this worker keeps its share: it helps with the others' loads)
+            let all_specs = config.collections.entries.clone();
             if let Some(shard) = shard {
                 config.restrict_to_shard(shard);
                 tracing::info!(shard = %format!("{}/{}", shard.index, shard.count), collections = config.collections.entries.len(), "This worker's share");
             }
             let board = Arc::new(Board::default());
             let ticker = tokio::spawn(crate::progress::display(board.clone(), terminal));
-            let options =
-                SyncOptions { full, reconcile, dry_run, lease_wait: std::time::Duration::from_secs(lease_wait) };
+            let options = SyncOptions {
+                full,
+                reconcile,
+                dry_run,
+                lease_wait: std::time::Duration::from_secs(lease_wait),
+                shard: shard.map(|s| (s, all_specs)),
+            };
             let outcome = crate::sync::run(&config, &options, board).await;
             ticker.abort();
             let _ = ticker.await;

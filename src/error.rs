@@ -49,6 +49,11 @@ pub enum Error {
     #[error("{collection}: {message}")]
     Collection { collection: String, message: String },
 
+    /// A worker sharing a collection's first load (`--shard`, see `sync::shard`) stopped before delivering its
+    /// range: retrying the collection makes a new plan.
+    #[error("{collection}: {message}")]
+    RangeWorker { collection: String, message: String },
+
     /// Sending the email report failed.
     #[error("email report: {0}")]
     Email(String),
@@ -91,6 +96,7 @@ impl Error {
             Error::Mongo { source, .. } => mongo_is_transient(source),
             Error::Store { source, .. } => store_is_transient(source),
             Error::Io { source, .. } => io_is_transient(source),
+            Error::RangeWorker { .. } => true,
             _ => false,
         }
     }

@@ -173,3 +173,96 @@ async fn three_shards_equal_one_run() {
     );
     assert_same_lake(&dump(&reference), &dump(&lake), "three shards vs one run");
 }
+
+/// The worker (of `n`) that `--shard K/n` deals the collection `name` to (FNV-1a, as `Shard::owns`).
+fn owner_of(name: &str, n: u64) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in name.bytes() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h % n
+}
+
+/// A local lake whose `[sync]` shares first loads of 100 documents or more, retrying quickly.
+fn ranges_env(p: &Project, name: &str) -> String {
+    let lake = p.local_env(name, "Asia/Kolkata");
+    let path = p.path().join("environments").join(format!("{name}.toml"));
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str(
+        "shard_ranges_min_docs = 100\nshard_help_wait_seconds = 20\nretry_backoff_ms = 200\nlease_seconds = 10\n",
+    );
+    std::fs::write(&path, text).unwrap();
+    lake
+}
+
+/// Three workers started together, `envs[k]` the environment of worker k.
+fn three_workers(p: &Project, env: &str, envs: [&[(&str, &str)]; 3]) -> Vec<Run> {
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..3)
+            .map(|k| {
+                let shard = format!("{k}/3");
+                let extra = envs[k];
+                s.spawn(move || p.sync_with(env, &["--shard", &shard], extra))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
+/// `--shard K/N` with a first load large enough to share: the three workers read and encode its `_id` ranges
+/// together, and the lake (data, one file per partition, key index) is the one a single run makes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_load_shared_in_id_ranges_equals_one_run() {
+    let p = Project::new("ranges");
+    p.seed(2500, 29);
+    p.write_collections(&HOSPITAL[1..2]);
+    let reference = p.local_env("single", "Asia/Kolkata");
+    p.sync("single", &[]).assert_ok();
+    let lake = ranges_env(&p, "dev");
+    // The owner pauses after each range it reads itself, so the other workers surely claim some.
+    let pause: &[(&str, &str)] = &[("MONGOLAKE_DELAY", "shard_owner_range:3000")];
+    let runs = three_workers(&p, "dev", [pause, pause, pause]);
+    let all: String = runs.iter().map(|r| format!("{}\n{}", r.stdout, r.stderr)).collect();
+    for r in &runs {
+        r.assert_ok();
+    }
+    let helped = all.lines().filter(|l| l.starts_with("helped: ") && !l.contains("GIVEN UP")).count();
+    assert!(helped >= 1, "no worker helped with the shared load:\n{all}");
+    assert!(all.contains("First load shared with the other workers"), "{all}");
+    let (expected, actual) = (dump(&reference), dump(&lake));
+    assert_same_lake(&expected, &actual, "a load shared in ranges vs one run");
+    assert_one_file_per_partition(table(&actual, &p.db, "visits"));
+    assert!(files_under(&Path::new(&lake).join("_mongolake/shards")).is_empty(), "staged files left behind");
+    // The key index the ranges' keys were merged into serves the next run: moved rows leave their old partition.
+    p.mutate(0.2, 29);
+    p.sync("single", &[]).assert_ok();
+    p.sync("dev", &[]).assert_ok();
+    assert_same_lake(&dump(&reference), &dump(&lake), "the incremental run after a shared load");
+}
+
+/// A helper that stops after reporting its range's read (killed) fails the owner's attempt, which is retried
+/// with a new plan and completes: nothing lost or doubled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_helper_that_dies_mid_range_costs_a_retry_not_a_row() {
+    let p = Project::new("rangedeath");
+    p.seed(2500, 31);
+    p.write_collections(&HOSPITAL[1..2]);
+    let reference = p.local_env("single", "Asia/Kolkata");
+    p.sync("single", &[]).assert_ok();
+    let lake = ranges_env(&p, "dev");
+    let owner = owner_of(&format!("{}.visits", p.db), 3) as usize;
+    let pause: &[(&str, &str)] = &[("MONGOLAKE_DELAY", "shard_owner_range:3000")];
+    let die: &[(&str, &str)] = &[("MONGOLAKE_DELAY", "shard_owner_range:3000"), ("MONGOLAKE_FAULT", "helper_read")];
+    let mut envs = [die, die, die];
+    envs[owner] = pause;
+    let runs = three_workers(&p, "dev", envs);
+    let all: String = runs.iter().map(|r| format!("{}\n{}", r.stdout, r.stderr)).collect();
+    runs[owner].assert_ok();
+    let died = runs.iter().filter(|r| r.stderr.contains("aborting at `helper_read`")).count();
+    assert!(died >= 1, "no helper reached the fault point:\n{all}");
+    let line = runs[owner].stdout.lines().find(|l| l.starts_with(&format!("{}.visits", p.db))).unwrap_or_default();
+    assert!(runs[owner].stdout.contains("stopped before encoding it"), "the owner names the lost range:\n{all}");
+    assert!(line.split_whitespace().nth(1) == Some("ok"), "{line}");
+    assert_same_lake(&dump(&reference), &dump(&lake), "a shared load that lost a helper vs one run");
+}

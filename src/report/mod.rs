@@ -128,6 +128,9 @@ pub struct RunReport {
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub dry_run: bool,
     pub collections: Vec<CollectionReport>,
+    /// `--shard`: ranges of other workers' first loads this worker read and encoded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ranges_helped: Vec<crate::sync::shard::helper::HelpedRange>,
 }
 
 impl RunReport {
@@ -160,6 +163,7 @@ impl RunReport {
             spills: sum(|c| c.stats.spills),
             dry_run: false,
             collections,
+            ranges_helped: Vec::new(),
         }
     }
 

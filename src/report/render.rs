@@ -174,6 +174,18 @@ pub fn text(r: &RunReport) -> String {
             out.push_str(&format!("    {n}\n"));
         }
     }
+    for h in &r.ranges_helped {
+        out.push_str(&format!(
+            "helped: {} _id range {} of {} (owner run {}): {} documents in {:.1}s{}\n",
+            h.collection,
+            h.range + 1,
+            h.ranges,
+            h.owner_run_id,
+            h.docs_read,
+            h.duration_ms as f64 / 1000.0,
+            h.error.as_deref().map(|e| format!(", GIVEN UP: {e}")).unwrap_or_default()
+        ));
+    }
     out
 }
 

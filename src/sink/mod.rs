@@ -207,6 +207,32 @@ impl Lake {
             .map_err(|e| Error::store(format!("moving {} into place", self.display(target)), e))
     }
 
+    /// Moves an object (atomic for readers on local disk; a copy then a delete on S3).
+    pub async fn rename(&self, from: &Path, to: &Path) -> Result<()> {
+        self.store
+            .rename(from, to)
+            .await
+            .map_err(|e| Error::store(format!("moving {} to {}", self.display(from), self.display(to)), e))
+    }
+
+    /// Deletes every object under `prefix` (and, on local disk, the emptied folders).
+    pub async fn remove_tree(&self, prefix: &Path) -> Result<()> {
+        if let Some(dir) = &self.local_dir {
+            let rel = prefix.as_ref().strip_prefix(self.root.as_ref()).unwrap_or(prefix.as_ref());
+            let target = dir.join(rel.trim_start_matches('/'));
+            return match std::fs::remove_dir_all(&target) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    Err(Error::io(format!("removing {}", target.display()), e))
+                }
+                _ => Ok(()),
+            };
+        }
+        for p in self.list(prefix).await? {
+            self.delete(&p).await?;
+        }
+        Ok(())
+    }
+
     /// Every object under `prefix`, as paths.
     pub async fn list(&self, prefix: &Path) -> Result<Vec<Path>> {
         self.store

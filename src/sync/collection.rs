@@ -179,7 +179,16 @@ pub async fn sync_collection(
         }
     }
     let read_started = chrono::Utc::now().timestamp_millis();
-    if old_watermark.is_none() && ctx.sync.read_ranges > 1 && spec.key == "_id" {
+    // A large first load with `--shard`: shared with the other workers in `_id` ranges (see super::shard).
+    let mut shared = match (stats.full_load && index.is_empty() && !stored.rewrite_pending, estimate) {
+        (true, Some(docs)) => super::shard::owner::start(&ctx, &spec, &pass, docs).await?,
+        _ => None,
+    };
+    if let Some(s) = shared.as_mut() {
+        s.read(&mut pass).await?;
+        let (here, helped) = s.ranges();
+        tracing::info!(collection = %name, ranges_here = here, ranges_helped = helped, "Shared first load read");
+    } else if old_watermark.is_none() && ctx.sync.read_ranges > 1 && spec.key == "_id" {
         // A full load: several cursors over `_id` ranges (see ReadPass::id_ranges).
         let ranges = pass.id_ranges(ctx.sync.read_ranges).await?;
         tracing::debug!(collection = %name, ranges = ranges.len(), "Full load in _id ranges");
@@ -214,11 +223,11 @@ pub async fn sync_collection(
     };
     let ReadPass { fields, mut buffers, present, max_ts, seq, mut rejected, hints, partitioner, masked, .. } = pass;
     stats.masked = masked;
-    stats.docs_read = seq;
+    stats.docs_read = seq + shared.as_ref().map_or(0, |s| s.helped_docs());
     stats.spills = buffers.spills;
     let document = LakeType::Struct { fields };
 
-    if seq > 0 {
+    if stats.docs_read > 0 {
         let missing: Vec<&str> = spec
             .partition
             .keys
@@ -229,8 +238,8 @@ pub async fn sync_collection(
             .collect();
         if !missing.is_empty() {
             return Err(Error::collection(&name, format!(
-                "partition field(s) {} exist in none of the {seq} documents read; fix `partition_by` on line {} of collections.csv",
-                missing.iter().map(|m| format!("`{m}`")).collect::<Vec<_>>().join(", "), spec.line
+                "partition field(s) {} exist in none of the {} documents read; fix `partition_by` on line {} of collections.csv",
+                missing.iter().map(|m| format!("`{m}`")).collect::<Vec<_>>().join(", "), stats.docs_read, spec.line
             )));
         }
     }
@@ -245,7 +254,6 @@ pub async fn sync_collection(
     };
     let file_ty = Arc::new(file_type(&document, &in_path));
     let arrow_changed = sarrow::data_type(&file_type(&old_document, &in_path)) != sarrow::data_type(&file_ty);
-    let (mut parts, spill_guard) = buffers.drain();
     let widened = arrow_changed && !matches!(&old_document, LakeType::Struct { fields } if fields.is_empty());
     let schema_dirty = document != old_document || stored.rewrite_pending;
     // (pass 1 moved the stored document type out; put the widened one back in every case)
@@ -265,94 +273,110 @@ pub async fn sync_collection(
         stored.rewrite_pending = true;
         lake.put(&schema_path, serde_json::to_vec_pretty(&stored).expect("serialisable").into()).await?;
     }
-    if rewrite_all {
-        let existing = lake.list_partitions(db, coll).await?;
-        for rel in existing {
-            let values = partition_values_of(&rel, &spec);
-            if !parts.iter().any(|(v, _)| partitioner.relative_path(v) == rel) {
-                parts.push((values, Part::default()));
+    if let Some(shared) = shared.as_ref() {
+        // A shared first load: the ranges read here are encoded like the helpers' and all are joined.
+        progress.set_phase(crate::progress::Phase::Writing);
+        let rows = super::shard::RangeRows { buffers, hints, partitioner };
+        let joined = shared.write(rows, &document, lease_lost.clone()).await?;
+        stats.rows_written = joined.rows;
+        stats.partitions_written = joined.partitions;
+        stats.duplicates_dropped = joined.dups;
+        rejected.extend(joined.rejects);
+        index = joined.index;
+        lake.finish_staging(db, coll).await?;
+    } else {
+        let (mut parts, spill_guard) = buffers.drain();
+        if rewrite_all {
+            let existing = lake.list_partitions(db, coll).await?;
+            for rel in existing {
+                let values = partition_values_of(&rel, &spec);
+                if !parts.iter().any(|(v, _)| partitioner.relative_path(v) == rel) {
+                    parts.push((values, Part::default()));
+                }
             }
         }
-    }
-    // Which rows are written (newest version per key), and where each key lives now: see [`super::plan`].
-    let rels: Vec<Arc<str>> = parts.iter().map(|(v, _)| Arc::from(partitioner.relative_path(v))).collect();
-    let phase = std::time::Instant::now();
-    let sort_dir = spill_guard.as_ref().map(|d| d.path().to_path_buf());
-    let target = if index.is_empty() && !index.changed() && !ctx.dry_run {
-        // A first load: nothing can move, and the index is this run's keys, written as they come sorted.
-        let writer = state::index::store::SegmentWriter::new(lake, &spec, &ctx.run_id, ctx.sync.index_segment_keys);
-        super::plan::IndexTarget::Stream(Box::new(writer), &mut index)
-    } else {
-        super::plan::IndexTarget::Update(&mut index)
-    };
-    let plan =
-        super::plan::plan(&parts, &rels, &deleted, target, sort_dir.as_deref(), ctx.memory.sort_run_entries()).await?;
-    tracing::debug!(collection = %name, on_disk = plan.sorted_on_disk, dropped = plan.dropped.len(), ms = phase.elapsed().as_millis() as u64, "Phase: write pass planned");
-    let super::plan::Plan { dropped, removals, cross_dups, rows_deleted, .. } = plan;
-    stats.rows_deleted = rows_deleted;
-    for rel in removals.keys() {
-        if !parts.iter().any(|(v, _)| partitioner.relative_path(v) == *rel) {
-            parts.push((partition_values_of(rel, &spec), Part::default()));
-        }
-    }
-    if ctx.dry_run {
-        let mut planned: Vec<String> = parts.iter().map(|(v, _)| partitioner.relative_path(v)).collect();
-        planned.sort();
-        planned.dedup();
-        stats.planned_partitions = planned;
-        stats.schema_would_change = document != old_document && !changes.is_empty();
-        stats.schema_would_widen = widened;
-        stats.schema_changes = changes;
-        stats.schema_version = stored.version;
-        let would = match (old_watermark, max_ts.map(|m| m.min(read_started))) {
-            (Some(a), Some(b)) => Some(a.max(b)),
-            (a, b) => a.or(b),
+        // Which rows are written (newest version per key), and where each key lives now: see [`super::plan`].
+        let rels: Vec<Arc<str>> = parts.iter().map(|(v, _)| Arc::from(partitioner.relative_path(v))).collect();
+        let phase = std::time::Instant::now();
+        let sort_dir = spill_guard.as_ref().map(|d| d.path().to_path_buf());
+        let target = if index.is_empty() && !index.changed() && !ctx.dry_run {
+            // A first load: nothing can move, and the index is this run's keys, written as they come sorted.
+            let writer = state::index::store::SegmentWriter::new(lake, &spec, &ctx.run_id, ctx.sync.index_segment_keys);
+            super::plan::IndexTarget::Stream(Box::new(writer), &mut index)
+        } else {
+            super::plan::IndexTarget::Update(&mut index)
         };
-        stats.new_watermark = would.map(text::format_millis);
-        tracing::info!(collection = %name, docs_read = stats.docs_read, partitions = stats.planned_partitions.len(), widen = widened, "Dry run: nothing written");
-        return Ok(stats);
-    }
-    progress.set_phase(crate::progress::Phase::Writing);
-    let phase = std::time::Instant::now();
-    let removals = Arc::new(removals);
+        let plan =
+            super::plan::plan(&parts, &rels, &deleted, target, sort_dir.as_deref(), ctx.memory.sort_run_entries())
+                .await?;
+        tracing::debug!(collection = %name, on_disk = plan.sorted_on_disk, dropped = plan.dropped.len(), ms = phase.elapsed().as_millis() as u64, "Phase: write pass planned");
+        let super::plan::Plan { dropped, removals, cross_dups, rows_deleted, .. } = plan;
+        stats.rows_deleted = rows_deleted;
+        for rel in removals.keys() {
+            if !parts.iter().any(|(v, _)| partitioner.relative_path(v) == *rel) {
+                parts.push((partition_values_of(rel, &spec), Part::default()));
+            }
+        }
+        if ctx.dry_run {
+            let mut planned: Vec<String> = parts.iter().map(|(v, _)| partitioner.relative_path(v)).collect();
+            planned.sort();
+            planned.dedup();
+            stats.planned_partitions = planned;
+            stats.schema_would_change = document != old_document && !changes.is_empty();
+            stats.schema_would_widen = widened;
+            stats.schema_changes = changes;
+            stats.schema_version = stored.version;
+            let would = match (old_watermark, max_ts.map(|m| m.min(read_started))) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                (a, b) => a.or(b),
+            };
+            stats.new_watermark = would.map(text::format_millis);
+            tracing::info!(collection = %name, docs_read = stats.docs_read, partitions = stats.planned_partitions.len(), widen = widened, "Dry run: nothing written");
+            return Ok(stats);
+        }
+        progress.set_phase(crate::progress::Phase::Writing);
+        let phase = std::time::Instant::now();
+        let removals = Arc::new(removals);
 
-    let writer = Arc::new(PartitionWriter {
-        removals: removals.clone(),
-        dropped: Arc::new(dropped),
-        ctx: ctx.clone(),
-        spec: spec.clone(),
-        file_ty,
-        hints: hints.clone(),
-        in_path: in_path.clone(),
-        lease_lost: lease_lost.clone(),
-        spill_dir: spill_guard.as_ref().map(|d| d.path().to_path_buf()),
-    });
-    let results: Vec<PartitionOutcome> = futures::stream::iter(parts.into_iter().map(|(values, part)| {
-        let w = writer.clone();
-        let rel = partitioner.relative_path(&values);
-        async move { w.write(rel, part).await }
-    }))
-    .buffer_unordered(ctx.sync.partition_concurrency)
-    .try_collect()
-    .await?;
-    drop(spill_guard);
-    lake.finish_staging(db, coll).await?;
-    for r in results.iter().filter(|r| r.written) {
-        stats.rows_written += r.rows;
-        stats.rows_replaced += r.replaced;
-        stats.partitions_written += 1;
+        let writer = Arc::new(PartitionWriter {
+            removals: removals.clone(),
+            dropped: Arc::new(dropped),
+            ctx: ctx.clone(),
+            spec: spec.clone(),
+            file_ty,
+            hints: hints.clone(),
+            in_path: in_path.clone(),
+            lease_lost: lease_lost.clone(),
+            spill_dir: spill_guard.as_ref().map(|d| d.path().to_path_buf()),
+            stage_to: None,
+        });
+        let results: Vec<PartitionOutcome> = futures::stream::iter(parts.into_iter().map(|(values, part)| {
+            let w = writer.clone();
+            let rel = partitioner.relative_path(&values);
+            async move { w.write(rel, part).await }
+        }))
+        .buffer_unordered(ctx.sync.partition_concurrency)
+        .try_collect()
+        .await?;
+        drop(spill_guard);
+        lake.finish_staging(db, coll).await?;
+        for r in results.iter().filter(|r| r.written) {
+            stats.rows_written += r.rows;
+            stats.rows_replaced += r.replaced;
+            stats.partitions_written += 1;
+        }
+        stats.duplicates_dropped = cross_dups + results.iter().map(|r| r.dups).sum::<u64>();
+        stats.rows_moved = removals.values().map(|k| k.len() as u64).sum();
+        tracing::debug!(collection = %name, partitions = results.len(), ms = phase.elapsed().as_millis() as u64, "Phase: partitions written");
+        stats.partitions_unchanged = results.iter().filter(|r| !r.written).count() as u64;
+        rejected.extend(results.into_iter().flat_map(|r| r.rejects));
     }
-    stats.duplicates_dropped = cross_dups + results.iter().map(|r| r.dups).sum::<u64>();
-    stats.rows_moved = removals.values().map(|k| k.len() as u64).sum();
-    tracing::debug!(collection = %name, partitions = results.len(), ms = phase.elapsed().as_millis() as u64, "Phase: partitions written");
     // (a run whose documents all stayed in their partitions leaves the index as it was: nothing to write)
     if index.needs_save() {
         let phase = std::time::Instant::now();
         state::index::save(lake, &spec, &index, &ctx.run_id, ctx.sync.index_segment_keys).await?;
         tracing::debug!(collection = %name, keys = index.len(), ms = phase.elapsed().as_millis() as u64, "Phase: key index saved");
     }
-    stats.partitions_unchanged = results.iter().filter(|r| !r.written).count() as u64;
-    rejected.extend(results.into_iter().flat_map(|r| r.rejects));
     stats.documents_rejected = rejected.iter().filter(|r| r.is_document()).count() as u64;
     stats.values_rejected = rejected.len() as u64 - stats.documents_rejected;
     if !rejected.is_empty() {
@@ -415,6 +439,9 @@ pub async fn sync_collection(
             tracing::warn!(collection = %name, error = %e, "Could not update the table definition next to the schema")
         }
     }
+    if let Some(s) = shared {
+        s.finish().await;
+    }
     Ok(stats)
 }
 
@@ -437,7 +464,7 @@ fn partition_values_of(rel: &str, spec: &CollectionSpec) -> Vec<Option<String>> 
     values
 }
 
-fn check_lease(lost: &AtomicBool, name: &str) -> Result<()> {
+pub(crate) fn check_lease(lost: &AtomicBool, name: &str) -> Result<()> {
     if lost.load(Ordering::SeqCst) {
         return Err(Error::collection(
             name,

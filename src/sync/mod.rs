@@ -20,6 +20,7 @@ mod plan;
 pub mod read;
 pub mod reconcile;
 pub mod rejects;
+pub mod shard;
 mod stream;
 
 use crate::config::environment::RetryPolicy;
@@ -59,6 +60,8 @@ pub struct RunContext {
     pub encode_slots: Arc<tokio::sync::Semaphore>,
     /// `[sync] memory_budget_mb`, shared by every collection: buffered documents and per-document metadata.
     pub memory: Arc<buffer::MemoryBudget>,
+    /// `--shard K/N`: large first loads are shared with the other workers ([`shard`]).
+    pub shard: Option<crate::config::Shard>,
 }
 
 /// Options from the command line.
@@ -69,6 +72,9 @@ pub struct SyncOptions {
     pub dry_run: bool,
     /// How long to wait for a collection's lease held by another run before skipping it.
     pub lease_wait: std::time::Duration,
+    /// `--shard K/N`, and every listed collection (this worker's and the others'), whose shared first loads
+    /// this worker helps with once its own collections are done.
+    pub shard: Option<(crate::config::Shard, Vec<crate::config::CollectionSpec>)>,
 }
 
 /// A new run id: sortable UTC time (to the millisecond) plus a random suffix (`20250701T020000123Z-3f2a`).
@@ -111,6 +117,7 @@ pub async fn run(config: &Config, options: &SyncOptions, board: Arc<Board>) -> R
             std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
         )),
         memory: buffer::MemoryBudget::new(env.sync.memory_budget_bytes),
+        shard: options.shard.as_ref().map(|(s, _)| *s).filter(|_| !options.dry_run),
     };
 
     let mut reports: Vec<CollectionReport> = config
@@ -136,11 +143,17 @@ pub async fn run(config: &Config, options: &SyncOptions, board: Arc<Board>) -> R
         .collect()
         .await;
     reports.extend(results);
+    // Then this worker's share of the other workers' large first loads.
+    let helped = match (&options.shard, ctx.shard) {
+        (Some((_, specs)), Some(shard)) if shard.count > 1 => shard::helper::help(&ctx, specs, &board, clock).await,
+        _ => Vec::new(),
+    };
     reports.sort_by(|a, b| (a.status != Status::Failed, &a.name).cmp(&(b.status != Status::Failed, &b.name)));
 
     let mut report =
         RunReport::new(run_id, config.env_name.clone(), lake.url().to_string(), started, clock.elapsed(), reports);
     report.dry_run = options.dry_run;
+    report.ranges_helped = helped;
     report.memory_budget_mb = env.sync.memory_budget_bytes / (1024 * 1024);
     if let Some(peak) = report.peak_memory_mb.filter(|p| *p > report.memory_budget_mb) {
         tracing::warn!(

@@ -50,14 +50,20 @@ pub struct PartitionWriter {
     /// The collection's spill directory, when its buffers spilled: a new partition whose rows spilled is sorted
     /// there ([`super::stream`]) instead of held.
     pub spill_dir: Option<std::path::PathBuf>,
+    /// A worker encoding ranges of a shared first load ([`super::shard`]): the range's folder, where the file
+    /// is staged (`parts/<partition>/part-0.parquet`) for the owner to join, instead of the table.
+    pub stage_to: Option<object_store::path::Path>,
 }
 
 impl PartitionWriter {
     pub async fn write(&self, rel: String, part: Part) -> Result<PartitionOutcome> {
         let lake = &self.ctx.lake;
         let (db, coll) = (self.spec.database.as_str(), self.spec.collection.as_str());
-        let target = lake.partition_file(db, coll, &rel);
-        let existing = lake.get_opt(&target).await?;
+        let target = match &self.stage_to {
+            Some(dir) => super::shard::staged_file(dir, &rel),
+            None => lake.partition_file(db, coll, &rel),
+        };
+        let existing = if self.stage_to.is_some() { None } else { lake.get_opt(&target).await? };
         let before = existing.clone();
         let context = format!("{}.{} partition {rel}", db, coll);
         let (file_ty, hints, in_path, spec) =
@@ -114,6 +120,10 @@ impl PartitionWriter {
                 format!("{db}.{coll}"),
                 "lease lost to another run; stopped before rewriting another partition",
             ));
+        }
+        if self.stage_to.is_some() {
+            lake.put(&target, bytes.into()).await?;
+            return Ok(PartitionOutcome { rows, dups, replaced, written: true, rejects });
         }
         let staging = lake.staging_path(&self.ctx.run_id, db, coll, &rel);
         lake.replace(&staging, &target, bytes).await?;
