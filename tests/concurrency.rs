@@ -184,9 +184,13 @@ fn owner_of(name: &str, n: u64) -> u64 {
     h % n
 }
 
-/// A local lake whose `[sync]` shares first loads of 100 documents or more, retrying quickly.
-fn ranges_env(p: &Project, name: &str) -> String {
-    let lake = p.local_env(name, "Asia/Kolkata");
+/// An environment (local lake, or S3 when `bucket` is given) whose `[sync]` shares first loads of 100
+/// documents or more and retries quickly; returns the lake.
+fn ranges_env(p: &Project, name: &str, bucket: Option<&str>) -> String {
+    let lake = match bucket {
+        Some(b) => p.s3_env(name, b, "lake", "Asia/Kolkata"),
+        None => p.local_env(name, "Asia/Kolkata"),
+    };
     let path = p.path().join("environments").join(format!("{name}.toml"));
     let mut text = std::fs::read_to_string(&path).unwrap();
     text.push_str(
@@ -212,14 +216,14 @@ fn three_workers(p: &Project, env: &str, envs: [&[(&str, &str)]; 3]) -> Vec<Run>
 
 /// `--shard K/N` with a first load large enough to share: the three workers read and encode its `_id` ranges
 /// together, and the lake (data, one file per partition, key index) is the one a single run makes.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_first_load_shared_in_id_ranges_equals_one_run() {
-    let p = Project::new("ranges");
+async fn a_first_load_shared_in_id_ranges_equals_one_run(name: &str, s3: bool) {
+    let p = Project::new(name);
     p.seed(2500, 29);
     p.write_collections(&HOSPITAL[1..2]);
     let reference = p.local_env("single", "Asia/Kolkata");
     p.sync("single", &[]).assert_ok();
-    let lake = ranges_env(&p, "dev");
+    let bucket = s3.then(|| unique_bucket(name));
+    let lake = ranges_env(&p, "dev", bucket.as_deref());
     // The owner pauses after each range it reads itself, so the other workers surely claim some.
     let pause: &[(&str, &str)] = &[("MONGOLAKE_DELAY", "shard_owner_range:3000")];
     let runs = three_workers(&p, "dev", [pause, pause, pause]);
@@ -233,12 +237,34 @@ async fn a_first_load_shared_in_id_ranges_equals_one_run() {
     let (expected, actual) = (dump(&reference), dump(&lake));
     assert_same_lake(&expected, &actual, "a load shared in ranges vs one run");
     assert_one_file_per_partition(table(&actual, &p.db, "visits"));
-    assert!(files_under(&Path::new(&lake).join("_mongolake/shards")).is_empty(), "staged files left behind");
+    let left = match &bucket {
+        Some(b) => {
+            use futures::TryStreamExt;
+            use object_store::ObjectStore;
+            let prefix = object_store::path::Path::from("lake/_mongolake/shards");
+            let listed: Vec<_> = s3_store(b).list(Some(&prefix)).try_collect().await.unwrap();
+            listed.into_iter().map(|m| m.location.to_string()).collect::<Vec<_>>()
+        }
+        None => {
+            files_under(&Path::new(&lake).join("_mongolake/shards")).iter().map(|f| f.display().to_string()).collect()
+        }
+    };
+    assert!(left.is_empty(), "staged files left behind: {left:?}");
     // The key index the ranges' keys were merged into serves the next run: moved rows leave their old partition.
     p.mutate(0.2, 29);
     p.sync("single", &[]).assert_ok();
     p.sync("dev", &[]).assert_ok();
     assert_same_lake(&dump(&reference), &dump(&lake), "the incremental run after a shared load");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_load_shared_in_id_ranges_on_a_local_lake_equals_one_run() {
+    a_first_load_shared_in_id_ranges_equals_one_run("ranges", false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_load_shared_in_id_ranges_on_an_s3_lake_equals_one_run() {
+    a_first_load_shared_in_id_ranges_equals_one_run("ranges3", true).await;
 }
 
 /// A helper that stops after reporting its range's read (killed) fails the owner's attempt, which is retried
@@ -250,7 +276,7 @@ async fn a_helper_that_dies_mid_range_costs_a_retry_not_a_row() {
     p.write_collections(&HOSPITAL[1..2]);
     let reference = p.local_env("single", "Asia/Kolkata");
     p.sync("single", &[]).assert_ok();
-    let lake = ranges_env(&p, "dev");
+    let lake = ranges_env(&p, "dev", None);
     let owner = owner_of(&format!("{}.visits", p.db), 3) as usize;
     let pause: &[(&str, &str)] = &[("MONGOLAKE_DELAY", "shard_owner_range:3000")];
     let die: &[(&str, &str)] = &[("MONGOLAKE_DELAY", "shard_owner_range:3000"), ("MONGOLAKE_FAULT", "helper_read")];
