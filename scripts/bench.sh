@@ -4,6 +4,8 @@
 #   scripts/bench.sh                                 # 1,000,000 documents, 3 repetitions, ranges 1,2,4
 #   scripts/bench.sh --docs 20000 --reps 1           # a quick check
 #   scripts/bench.sh --sizes 100000,1000000,5000000  # scaling with size
+#   scripts/bench.sh --shard --workers 2             # sync --shard K/N: one worker vs N on this machine
+#                                                    # (bench/shard.py --help; --uri/--db reuse a seeded server)
 # Other options: --ranges 1,2,4  --fraction 0.01  --mongo-port 27700  --pma-parallelism off|threads|processes
 #   --keep (keep the work directory).
 # Installs what is missing (secantusd-rs through scripts/install-tools.sh; pymongoarrow into its own virtualenv
@@ -32,4 +34,8 @@ fi
 log "cargo build --release --bins"
 cargo build --release --bins
 
+if [ "${1:-}" = --shard ]; then
+  shift
+  exec "$VENV/bin/python" "$ROOT/bench/shard.py" "$@"
+fi
 exec python3 "$ROOT/bench/run.py" --python "$VENV/bin/python" --command "scripts/bench.sh${*:+ $*}" "$@"

@@ -29,9 +29,10 @@ pub struct HelpedRange {
     pub error: Option<String>,
 }
 
-/// Helps with the shared loads of other workers' collections in `specs` until a look finds no range left to
-/// claim and at least `[sync] shard_help_wait_seconds` have passed since `started` (the owners of this night's
-/// large loads publish their plans within seconds of starting).
+/// Helps with the shared loads of other workers' collections in `specs`. Only the other workers' first loads
+/// large enough to share can publish a plan: with none of them (an ordinary incremental night) it returns at
+/// once. Otherwise it keeps looking until each of them is committed, or `[sync] shard_help_wait_seconds` have
+/// passed since `started` and no plan is open (their owners publish plans within seconds of starting them).
 pub async fn help(
     base: &RunContext,
     specs: &[CollectionSpec],
@@ -40,6 +41,17 @@ pub async fn help(
 ) -> Vec<HelpedRange> {
     let mut helped = Vec::new();
     let mut refused: Vec<String> = Vec::new();
+    let mut waiting = match candidates(base, specs).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "Could not tell which collections other workers may share; not helping");
+            Vec::new()
+        }
+    };
+    if waiting.is_empty() {
+        return helped;
+    }
+    tracing::info!(collections = waiting.len(), "Looking for ranges of other workers' first loads to help with");
     loop {
         let plans = match open_plans(base).await {
             Ok(p) => p,
@@ -49,6 +61,7 @@ pub async fn help(
             }
         };
         let mut worked = false;
+        let open = !plans.is_empty();
         for plan in plans {
             let Some(spec) = specs.iter().find(|s| s.database == plan.database && s.collection == plan.collection)
             else {
@@ -77,12 +90,40 @@ pub async fn help(
             }
         }
         if !worked {
-            if started.elapsed() >= base.sync.shard_help_wait {
+            let mut left = Vec::with_capacity(waiting.len());
+            for spec in waiting {
+                match crate::state::load(&base.lake, &spec.database, &spec.collection).await {
+                    Ok(state) if state.watermark().is_some() => {}
+                    _ => left.push(spec),
+                }
+            }
+            waiting = left;
+            if waiting.is_empty() || (!open && started.elapsed() >= base.sync.shard_help_wait) {
                 return helped;
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     }
+}
+
+/// The other workers' collections that may be shared: first loads (no watermark yet) of at least
+/// `[sync] shard_ranges_min_docs` documents keyed by `_id`.
+async fn candidates(base: &RunContext, specs: &[CollectionSpec]) -> Result<Vec<CollectionSpec>> {
+    let (Some(shard), min) = (base.shard, base.sync.shard_ranges_min_docs) else { return Ok(Vec::new()) };
+    if min == 0 {
+        return Ok(Vec::new());
+    }
+    let mut out = Vec::new();
+    for spec in specs.iter().filter(|s| !shard.owns(&s.name()) && s.key == "_id") {
+        if crate::state::load(&base.lake, &spec.database, &spec.collection).await?.watermark().is_some() {
+            continue;
+        }
+        let c = base.client.database(&spec.database).collection::<bson::Document>(&spec.collection);
+        if c.estimated_document_count().await.is_ok_and(|n| n >= min) {
+            out.push(spec.clone());
+        }
+    }
+    Ok(out)
 }
 
 /// The live plans in the lake.

@@ -254,3 +254,49 @@ pub fn staged_file(dir: &Path, rel: &str) -> Path {
     let text = format!("{}/parts/{}/{}", dir.as_ref(), rel.trim_matches('/'), crate::sink::DATA_FILE);
     Path::parse(text.replace("//", "/")).unwrap_or_else(|_| Path::from(text.as_str()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(ranges: Vec<bson::Document>) -> RangePlan {
+        RangePlan {
+            format: FORMAT,
+            plan_id: "p".into(),
+            owner_run_id: "r".into(),
+            database: "db".into(),
+            collection: "c".into(),
+            fingerprint: String::new(),
+            ranges: ranges.into_iter().map(|f| bson::Bson::Document(f).into_canonical_extjson()).collect(),
+            docs_estimate: 0,
+            expires_at: 0,
+        }
+    }
+
+    #[test]
+    fn range_filters_survive_the_plan_file_with_their_bson_types() {
+        let oid = bson::oid::ObjectId::parse_str("65a1b2c3d4e5f60718293a4b").unwrap();
+        let filters = vec![
+            bson::doc! { "_id": { "$not": { "$gte": oid } } },
+            bson::doc! { "_id": { "$gte": oid, "$lt": 5_i64 } },
+            bson::doc! { "_id": { "$gte": "text", "$lt": 2.5 } },
+        ];
+        let text = serde_json::to_string(&plan(filters.clone())).unwrap();
+        let back: RangePlan = serde_json::from_str(&text).unwrap();
+        for (k, f) in filters.iter().enumerate() {
+            assert_eq!(&back.filter(k).unwrap(), f, "range {k}");
+        }
+        assert!(back.filter(9).is_err());
+        assert!(!back.alive(), "a plan past expires_at is dead");
+    }
+
+    #[test]
+    fn staged_files_sit_under_the_range_folder_by_partition() {
+        let dir = Path::from("_mongolake/shards/data/db/c/p/range-1");
+        assert_eq!(
+            staged_file(&dir, "facility_id=BLR01/date=2025-07-02").as_ref(),
+            "_mongolake/shards/data/db/c/p/range-1/parts/facility_id=BLR01/date=2025-07-02/part-0.parquet"
+        );
+        assert_eq!(staged_file(&dir, "").as_ref(), "_mongolake/shards/data/db/c/p/range-1/parts/part-0.parquet");
+    }
+}
