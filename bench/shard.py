@@ -32,14 +32,18 @@ import run as bench  # noqa: E402  (bench/run.py: server, config, machine descri
 ROOT = bench.ROOT
 
 
-def start_group(cmds: list[list[str]], env: dict[str, str], what: str) -> tuple[float, float, float]:
-    """Runs the commands together; returns (wall seconds, CPU seconds of all, largest peak RSS in MB)."""
+def start_group(cmds: list[list[str]], env: dict[str, str], what: str, pin: bool) -> tuple[float, float, float]:
+    """Runs the commands together (command k on core k when `pin`); returns (wall seconds, CPU seconds of all,
+    largest peak RSS in MB)."""
     procs = []
     start = time.perf_counter()
-    for cmd in cmds:
+    cores = sorted(os.sched_getaffinity(0))
+    for k, cmd in enumerate(cmds):
         out = tempfile.TemporaryFile("w+")
+        core = {cores[k % len(cores)]}
+        pre = (lambda core=core: os.sched_setaffinity(0, core)) if pin else None
         procs.append((subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                       env=env), out, cmd))
+                                       env=env, preexec_fn=pre), out, cmd))
     cpu, rss = 0.0, 0.0
     for proc, out, cmd in procs:
         _, status, usage = os.wait4(proc.pid, 0)
@@ -80,6 +84,9 @@ def main() -> int:
     ap.add_argument("--uri", default="", help="reuse this server (already seeded) instead of starting one")
     ap.add_argument("--db", default=bench.DB)
     ap.add_argument("--mongo-port", type=int, default=27710)
+    ap.add_argument("--pin", action="store_true",
+                    help="one core per worker (worker k on core k; the single worker on core 0), standing in for "
+                         "workers on separate machines; the server is not pinned")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     args = ap.parse_args()
     command = "scripts/bench.sh --shard " + shlex.join(sys.argv[1:])
@@ -125,7 +132,7 @@ def main() -> int:
                 cfg, lake = configs[name]
                 bench.fresh(lake)
                 cmds = [cmd(cfg, None)] if label == "one worker" else [cmd(cfg, f"{k}/{n}") for k in range(n)]
-                steps[label].append(start_group(cmds, env, f"{label} (rep {rep + 1})"))
+                steps[label].append(start_group(cmds, env, f"{label} (rep {rep + 1})", args.pin))
                 shapes[label] = lake_shape(lake, args.db)
         reference = shapes["one worker"]
         same = all(s == reference for s in shapes.values()) if reference is not None else None
@@ -137,7 +144,7 @@ def main() -> int:
             f"- commit {bench.git_rev()}, {started}",
             f"- machine: {machine}",
             f"- collections: {', '.join(only) if only else 'all five'}; ranges when a first load has at least "
-            f"{args.min_docs:,} documents",
+            f"{args.min_docs:,} documents" + ("; each worker pinned to one core (`--pin`)" if args.pin else ""),
             "",
             "| run | wall (median) | vs one worker | CPU-s (all workers) | largest peak RSS |",
             "|---|---|---|---|---|",

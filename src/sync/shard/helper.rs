@@ -6,7 +6,7 @@ use super::{
 };
 use crate::config::CollectionSpec;
 use crate::progress::{Board, Phase};
-use crate::state::lease::{self, Acquired};
+use crate::state::lease::{self, Acquired, Lease};
 use crate::sync::read::ReadPass;
 use crate::sync::RunContext;
 use crate::{Error, Result};
@@ -52,6 +52,10 @@ pub async fn help(
         return helped;
     }
     tracing::info!(collections = waiting.len(), "Looking for ranges of other workers' first loads to help with");
+    // Ranges are helped with `[sync] concurrency` at a time, as collections are: one at a time, a helper would
+    // leave most ranges to their owners (measured: 1 range of 10 taken in a 2-worker load).
+    let slots = Arc::new(tokio::sync::Semaphore::new(base.sync.concurrency));
+    let mut tasks: tokio::task::JoinSet<HelpedRange> = tokio::task::JoinSet::new();
     loop {
         let plans = match open_plans(base).await {
             Ok(p) => p,
@@ -60,9 +64,9 @@ pub async fn help(
                 Vec::new()
             }
         };
-        let mut worked = false;
+        let mut worked = !tasks.is_empty();
         let open = !plans.is_empty();
-        for plan in plans {
+        'plans: for plan in plans {
             let Some(spec) = specs.iter().find(|s| s.database == plan.database && s.collection == plan.collection)
             else {
                 continue;
@@ -76,17 +80,29 @@ pub async fn help(
                 continue;
             }
             for k in (0..plan.ranges.len()).rev() {
+                let Ok(slot) = slots.clone().try_acquire_owned() else { break 'plans };
                 let progress = board.collection(&format!("{name} [range {}/{}]", k + 1, plan.ranges.len()));
                 let ctx = Arc::new(RunContext { progress, ..base.clone() });
-                match claim_and_help(&ctx, spec, &plan, k).await {
+                match claim(&ctx, &plan, k).await {
                     Ok(None) => {}
-                    Ok(Some(r)) => {
+                    Ok(Some(lease)) => {
                         worked = true;
-                        ctx.progress.set_phase(if r.error.is_some() { Phase::Failed } else { Phase::Done });
-                        helped.push(r);
+                        let (spec, plan) = (spec.clone(), plan.clone());
+                        tasks.spawn(async move {
+                            let _slot = slot;
+                            let r = help_claimed(&ctx, &spec, &plan, k, lease).await;
+                            ctx.progress.set_phase(if r.error.is_some() { Phase::Failed } else { Phase::Done });
+                            r
+                        });
                     }
                     Err(e) => tracing::warn!(collection = %name, range = k, error = %e, "Could not claim a range"),
                 }
+            }
+        }
+        while let Some(done) = tasks.try_join_next() {
+            match done {
+                Ok(r) => helped.push(r),
+                Err(e) => tracing::error!(error = %e, "A range task failed (please report)"),
             }
         }
         if !worked {
@@ -101,8 +117,8 @@ pub async fn help(
             if waiting.is_empty() || (!open && started.elapsed() >= base.sync.shard_help_wait) {
                 return helped;
             }
-            tokio::time::sleep(Duration::from_secs(1)).await;
         }
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 
@@ -140,13 +156,8 @@ async fn open_plans(ctx: &RunContext) -> Result<Vec<RangePlan>> {
     Ok(plans)
 }
 
-/// Claims range `k` when nobody read or claimed it, and reads and encodes it. None: nothing to do.
-async fn claim_and_help(
-    ctx: &Arc<RunContext>,
-    spec: &CollectionSpec,
-    plan: &RangePlan,
-    k: usize,
-) -> Result<Option<HelpedRange>> {
+/// Claims range `k` when nobody read or claimed it. None: nothing to do.
+async fn claim(ctx: &Arc<RunContext>, plan: &RangePlan, k: usize) -> Result<Option<Lease>> {
     let lake = &ctx.lake;
     let read_path = range_dir(lake, plan, Some(k)).join("read.json");
     if lake.get_opt(&read_path).await?.is_some() {
@@ -161,6 +172,17 @@ async fn claim_and_help(
         claim.release().await;
         return Ok(None);
     }
+    Ok(Some(claim))
+}
+
+/// Reads and encodes a claimed range, then lets the claim go.
+async fn help_claimed(
+    ctx: &Arc<RunContext>,
+    spec: &CollectionSpec,
+    plan: &RangePlan,
+    k: usize,
+    claim: Lease,
+) -> HelpedRange {
     let t = Instant::now();
     tracing::info!(collection = %spec.name(), range = k, ranges = plan.ranges.len(), owner = %plan.owner_run_id, "Helping with a shared first load");
     let outcome = help_range(ctx, spec, plan, k, claim.lost_flag()).await;
@@ -186,7 +208,7 @@ async fn claim_and_help(
         }
     }
     crate::release_free_memory();
-    Ok(Some(report))
+    report
 }
 
 /// The plan is still the owner's live one (not finished, abandoned or replaced by a retry).
