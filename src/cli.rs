@@ -37,7 +37,8 @@ pub enum Command {
         only: Vec<String>,
         /// Sync only this worker's share of the collections: K of N workers, K from 0 (a Kubernetes Indexed Job
         /// passes `--shard $JOB_COMPLETION_INDEX/N`). Every collection belongs to exactly one K; leases keep two
-        /// workers off one collection anyway.
+        /// workers off one collection anyway. A first load of at least `[sync] shard_ranges_min_docs` documents
+        /// is shared by all N workers in `_id` ranges: start them together.
         #[arg(long, value_name = "K/N", value_parser = crate::config::Shard::parse)]
         shard: Option<crate::config::Shard>,
         /// Ignore watermarks and reload every collection from scratch (existing rows are merged, not duplicated).
