@@ -85,14 +85,18 @@ impl Shard {
 
     /// True when the collection `db.coll` is this worker's.
     pub fn owns(&self, name: &str) -> bool {
-        // FNV-1a: stable across Rust versions and platforms, unlike the std hasher.
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in name.bytes() {
-            h ^= b as u64;
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-        (h % self.count as u64) as u32 == self.index
+        (fnv1a(name) % self.count as u64) as u32 == self.index
     }
+}
+
+/// FNV-1a: stable across Rust versions and platforms, unlike the std hasher (shard dealing, fingerprints).
+pub fn fnv1a(text: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.bytes() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
 }
 
 #[cfg(test)]

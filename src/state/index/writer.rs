@@ -139,12 +139,6 @@ impl<'a> SegmentWriter<'a> {
         }
         Ok(KeyIndex { segments: self.written, changes: Default::default(), unlisted: true })
     }
-
-    /// Writes the last segment; the files written, in key order (for a run another worker merges).
-    pub async fn finish_files(self) -> Result<Vec<SegmentFile>> {
-        let index = self.finish().await?;
-        Ok(index.segments.into_iter().filter_map(|s| Some(SegmentFile { file: s.file?, keys: s.keys })).collect())
-    }
 }
 
 fn collision(key: &str) -> Error {
@@ -204,7 +198,7 @@ mod tests {
         for k in keys {
             w.push(k, &format!("p-{dir}")).await.unwrap();
         }
-        let files = w.finish_files().await.unwrap();
+        let files = w.finish().await.unwrap().segment_files();
         assert_eq!(files.iter().map(|f| f.keys).sum::<usize>(), keys.len());
         KeyRun::new(lake.clone(), files.iter().map(|f| Path::from(dir).join(f.file.as_str())).collect())
     }

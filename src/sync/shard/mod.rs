@@ -157,12 +157,7 @@ pub fn fingerprint(spec: &CollectionSpec, ctx: &RunContext) -> String {
         spec.mask,
         ctx.sync.row_group_rows,
     ) + &format!("|{:?}", ctx.sync.timezone);
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in text.bytes() {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("{h:016x}")
+    format!("{:016x}", crate::config::fnv1a(&text))
 }
 
 pub async fn get_json<T: serde::de::DeserializeOwned>(lake: &Lake, path: &Path) -> Result<Option<T>> {
