@@ -174,14 +174,9 @@ async fn three_shards_equal_one_run() {
     assert_same_lake(&dump(&reference), &dump(&lake), "three shards vs one run");
 }
 
-/// The worker (of `n`) that `--shard K/n` deals the collection `name` to (FNV-1a, as `Shard::owns`).
-fn owner_of(name: &str, n: u64) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in name.bytes() {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h % n
+/// The worker (of `n`) that `--shard K/n` deals the collection `name` to.
+fn owner_of(name: &str, n: u32) -> u32 {
+    (0..n).find(|&k| mongolake::config::Shard { index: k, count: n }.owns(name)).expect("some worker owns it")
 }
 
 /// An environment (local lake, or S3 when `bucket` is given) whose `[sync]` shares first loads of 100

@@ -10,7 +10,7 @@
 //! `seconds` covers the reading only (after connecting and splitting into ranges).
 
 use anyhow::{bail, Context, Result};
-use bson::{doc, Bson, Document};
+use bson::{doc, Document};
 use clap::Parser;
 use futures::StreamExt;
 use std::time::Instant;
@@ -33,36 +33,6 @@ struct Args {
     /// Collections to drain.
     #[arg(required = true)]
     collections: Vec<String>,
-}
-
-/// The `_id` range filters of a collection: `k` about equal ranges covering every document exactly once.
-/// The first is `{_id: {$not: {$gte: b1}}}`, which also holds every `_id` of another BSON type; then
-/// `[b_i, b_i+1)`, and `>= b_k`. One empty filter (no split) when `k <= 1`, the collection is too small,
-/// or the bounds do not share one BSON type.
-async fn id_ranges(coll: &mongodb::Collection<Document>, k: usize) -> Result<Vec<Document>> {
-    let whole = vec![Document::new()];
-    if k <= 1 {
-        return Ok(whole);
-    }
-    let pipeline = vec![doc! { "$bucketAuto": { "groupBy": "$_id", "buckets": k as i64 } }];
-    let mut cursor = coll.aggregate(pipeline).await.context("$bucketAuto on _id")?;
-    let mut mins = Vec::new();
-    while let Some(bucket) = cursor.next().await {
-        let bucket = bucket.context("$bucketAuto on _id")?;
-        if let Some(min) = bucket.get_document("_id").ok().and_then(|d| d.get("min")).cloned() {
-            mins.push(min);
-        }
-    }
-    let bounds: Vec<Bson> = mins.into_iter().skip(1).collect();
-    if bounds.is_empty() || !bounds.windows(2).all(|w| w[0].element_type() == w[1].element_type()) {
-        return Ok(whole);
-    }
-    let mut filters = vec![doc! { "_id": { "$not": { "$gte": bounds[0].clone() } } }];
-    for w in bounds.windows(2) {
-        filters.push(doc! { "_id": { "$gte": w[0].clone(), "$lt": w[1].clone() } });
-    }
-    filters.push(doc! { "_id": { "$gte": bounds[bounds.len() - 1].clone() } });
-    Ok(filters)
 }
 
 /// Drains one cursor: returns (documents, bytes of BSON).
@@ -92,7 +62,7 @@ async fn main() -> Result<()> {
     let mut jobs = Vec::new();
     for name in &args.collections {
         let coll = db.collection::<Document>(name);
-        for filter in id_ranges(&coll, args.ranges).await.with_context(|| format!("{name}: ranges"))? {
+        for filter in mongolake::source::id_ranges(&coll, name, args.ranges, None).await? {
             jobs.push((name.clone(), coll.clone(), filter));
         }
     }

@@ -190,7 +190,7 @@ pub async fn sync_collection(
         tracing::info!(collection = %name, ranges_here = here, ranges_helped = helped, "Shared first load read");
     } else if old_watermark.is_none() && ctx.sync.read_ranges > 1 && spec.key == "_id" {
         // A full load: several cursors over `_id` ranges (see ReadPass::id_ranges).
-        let ranges = pass.id_ranges(ctx.sync.read_ranges).await?;
+        let ranges = pass.id_ranges(ctx.sync.read_ranges, estimate).await?;
         tracing::debug!(collection = %name, ranges = ranges.len(), "Full load in _id ranges");
         pass.read_all(ranges).await?;
     } else {

@@ -158,52 +158,12 @@ impl ReadPass {
         outcome
     }
 
-    /// Splits the collection into up to `k` `_id` ranges of about equal size, as filters for
-    /// [`ReadPass::read_all`]. The bounds are the `_id`s at every k-th of the collection in `_id` order, each
-    /// found with a covered index scan (`find({}, {_id: 1}).sort({_id: 1}).skip(i * n / k).limit(1)`): measured
-    /// on SecantusDB, 0.35 s for a bound 100,000 keys in against 3.1 s for `$bucketAuto` over 200,000 documents,
-    /// which sorts every `_id` (and `splitVector` is not always available). Together the filters match every
-    /// document exactly once: the first is "not >= b1", which also holds every `_id` of another BSON type
-    /// (MongoDB compares types in separate brackets), the others are `[b_i, b_i+1)` and `>= b_last` within b's
-    /// type. When the bounds do not all share one type, or the collection is small, one filter (no split) is
-    /// returned.
-    pub async fn id_ranges(&self, k: usize) -> Result<Vec<bson::Document>> {
-        let whole = vec![bson::Document::new()];
-        if k <= 1 {
-            return Ok(whole);
-        }
+    /// This collection in up to `k` `_id` ranges (see [`crate::source::id_ranges`]); `docs` is its estimated
+    /// size when the caller has it.
+    pub async fn id_ranges(&self, k: usize, docs: Option<u64>) -> Result<Vec<bson::Document>> {
         let collection =
             self.ctx.client.database(&self.spec.database).collection::<bson::Document>(&self.spec.collection);
-        let what = |e| Error::mongo(format!("{}: splitting into _id ranges", self.name), e);
-        let n = collection.estimated_document_count().await.map_err(what)?;
-        if n < 2 * k as u64 {
-            return Ok(whole);
-        }
-        let mut bounds: Vec<bson::Bson> = Vec::with_capacity(k - 1);
-        for i in 1..k as u64 {
-            let found = collection
-                .find_one(bson::Document::new())
-                .projection(bson::doc! { "_id": 1 })
-                .sort(bson::doc! { "_id": 1 })
-                .skip(i * n / k as u64)
-                .await
-                .map_err(what)?;
-            if let Some(id) = found.and_then(|d| d.get("_id").cloned()) {
-                if bounds.last() != Some(&id) {
-                    bounds.push(id);
-                }
-            }
-        }
-        let same_type = bounds.windows(2).all(|w| w[0].element_type() == w[1].element_type());
-        if bounds.is_empty() || !same_type {
-            return Ok(whole);
-        }
-        let mut filters = vec![bson::doc! { "_id": { "$not": { "$gte": bounds[0].clone() } } }];
-        for w in bounds.windows(2) {
-            filters.push(bson::doc! { "_id": { "$gte": w[0].clone(), "$lt": w[1].clone() } });
-        }
-        filters.push(bson::doc! { "_id": { "$gte": bounds[bounds.len() - 1].clone() } });
-        Ok(filters)
+        crate::source::id_ranges(&collection, &self.name, k, docs).await
     }
 
     fn ingest_batch(&mut self, docs: &bson::RawArray) -> Result<()> {

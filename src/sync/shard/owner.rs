@@ -55,7 +55,7 @@ pub async fn start(ctx: &Arc<RunContext>, spec: &CollectionSpec, pass: &ReadPass
     if min == 0 || docs < min || spec.key != "_id" || ctx.dry_run || ctx.reconcile {
         return Ok(None);
     }
-    let ranges = pass.id_ranges(shard.count as usize).await?;
+    let ranges = pass.id_ranges(shard.count as usize, Some(docs)).await?;
     if ranges.len() < 2 {
         return Ok(None);
     }
