@@ -167,6 +167,9 @@ struct RawSync {
     /// the collection-level retry.
     #[serde(default = "default_store_retries")]
     store_retries: usize,
+    /// Partition files are streamed to the lake in parts of this size (S3 multipart upload; at least 5 there).
+    #[serde(default = "default_upload_part_mb")]
+    upload_part_mb: usize,
 }
 
 fn default_retry_attempts() -> u32 {
@@ -186,6 +189,9 @@ fn default_store_connect_timeout() -> u64 {
 }
 fn default_store_retries() -> usize {
     5
+}
+fn default_upload_part_mb() -> usize {
+    8
 }
 
 fn default_shard_ranges_min_docs() -> u64 {
@@ -377,6 +383,8 @@ pub struct StoreTuning {
     pub timeout: std::time::Duration,
     pub connect_timeout: std::time::Duration,
     pub retries: usize,
+    /// Part size of streamed uploads (`[sync] upload_part_mb`): a file smaller than this is one PUT.
+    pub part_bytes: usize,
 }
 
 impl Default for StoreTuning {
@@ -385,6 +393,7 @@ impl Default for StoreTuning {
             timeout: std::time::Duration::from_secs(default_store_timeout()),
             connect_timeout: std::time::Duration::from_secs(default_store_connect_timeout()),
             retries: default_store_retries(),
+            part_bytes: default_upload_part_mb() << 20,
         }
     }
 }
@@ -521,6 +530,14 @@ impl Environment {
         };
 
         let timezone = LakeTimeZone::parse(&raw.sync.timezone).map_err(err)?;
+        // S3 refuses multipart parts under 5 MiB (all but the last); a local lake takes any size.
+        let min_part = if lake.url.scheme() == "s3" { 5 } else { 1 };
+        if raw.sync.upload_part_mb < min_part || raw.sync.upload_part_mb > 4096 {
+            return Err(err(format!(
+                "[sync] upload_part_mb = {}: use {min_part} to 4096 (S3 takes parts of at least 5 MiB)",
+                raw.sync.upload_part_mb
+            )));
+        }
         if raw.sync.concurrency == 0 || raw.sync.partition_concurrency == 0 {
             return Err(err("[sync] concurrency and partition_concurrency must be at least 1".into()));
         }
@@ -546,6 +563,7 @@ impl Environment {
                 timeout: std::time::Duration::from_secs(raw.sync.store_timeout_seconds.max(1)),
                 connect_timeout: std::time::Duration::from_secs(raw.sync.store_connect_timeout_seconds.max(1)),
                 retries: raw.sync.store_retries,
+                part_bytes: raw.sync.upload_part_mb << 20,
             },
         };
 
@@ -696,6 +714,18 @@ mod tests {
         assert!(e.contains("lake_raw"), "{e}");
         let e = parse(&format!("{OK}[catalog]\ntable_prefix = \"Raw-\"\n")).unwrap_err().to_string();
         assert!(e.contains("table_prefix"), "{e}");
+    }
+
+    #[test]
+    fn upload_part_size_defaults_and_s3_minimum() {
+        assert_eq!(parse(OK).unwrap().sync.store.part_bytes, 8 << 20);
+        let local = parse(&OK.replace("[sync]\n", "[sync]\nupload_part_mb = 1\n")).unwrap();
+        assert_eq!(local.sync.store.part_bytes, 1 << 20);
+        let s3 =
+            OK.replace("url = \"lake\"", "url = \"s3://b/lake\"").replace("[sync]\n", "[sync]\nupload_part_mb = 4\n");
+        let e = parse(&s3).unwrap_err().to_string();
+        assert!(e.contains("upload_part_mb = 4") && e.contains("at least 5 MiB"), "{e}");
+        assert!(parse(&OK.replace("[sync]\n", "[sync]\nupload_part_mb = 0\n")).is_err());
     }
 
     #[test]

@@ -14,6 +14,7 @@
 //! at any moment sees exactly one complete file.
 pub mod conditional;
 pub mod parquet;
+pub mod upload;
 
 use crate::config::environment::StoreTuning;
 use crate::config::LakeConfig;
@@ -35,6 +36,8 @@ pub struct Lake {
     url: String,
     /// The lake's directory when it is on local disk.
     local_dir: Option<std::path::PathBuf>,
+    /// Part size of streamed uploads ([`upload`]), from `[sync] upload_part_mb`.
+    part_bytes: usize,
 }
 
 impl std::fmt::Debug for Lake {
@@ -70,7 +73,13 @@ impl Lake {
                 let store = object_store::local::LocalFileSystem::new_with_prefix(&dir)
                     .map_err(|e| Error::store(format!("opening {shown}"), e))?
                     .with_automatic_cleanup(true);
-                Ok(Lake { store: Arc::new(store), root: Path::default(), url: shown, local_dir: Some(dir) })
+                Ok(Lake {
+                    store: Arc::new(store),
+                    root: Path::default(),
+                    url: shown,
+                    local_dir: Some(dir),
+                    part_bytes: tuning.part_bytes,
+                })
             }
             "s3" => {
                 let mut b = object_store::aws::AmazonS3Builder::from_env().with_url(url.as_str());
@@ -109,7 +118,7 @@ impl Lake {
                 let store = b.build().map_err(|e| Error::store(format!("opening {shown}"), e))?;
                 let root =
                     Path::parse(url.path()).map_err(|e| Error::config("[lake]", None, format!("url {shown}: {e}")))?;
-                Ok(Lake { store: Arc::new(store), root, url: shown, local_dir: None })
+                Ok(Lake { store: Arc::new(store), root, url: shown, local_dir: None, part_bytes: tuning.part_bytes })
             }
             other => Err(Error::config("[lake]", None, format!("unsupported scheme {other}"))),
         }
@@ -117,7 +126,13 @@ impl Lake {
 
     /// A lake over any store (used by tests with the in-memory store).
     pub fn from_store(store: Arc<dyn ObjectStore>, root: Path, url: &str) -> Lake {
-        Lake { store, root, url: url.into(), local_dir: None }
+        Lake { store, root, url: url.into(), local_dir: None, part_bytes: StoreTuning::default().part_bytes }
+    }
+
+    /// The same lake with streamed uploads in parts of `bytes` (see [`upload`]).
+    pub fn with_part_bytes(mut self, bytes: usize) -> Lake {
+        self.part_bytes = bytes;
+        self
     }
 
     pub fn url(&self) -> &str {
@@ -200,6 +215,11 @@ impl Lake {
     /// Writes `bytes` to `staging`, then moves it over `target` (see the module docs).
     pub async fn replace(&self, staging: &Path, target: &Path, bytes: Bytes) -> Result<()> {
         self.put(staging, bytes.into()).await?;
+        self.move_into_place(staging, target).await
+    }
+
+    /// Moves a complete file from `staging` over `target` (see the module docs).
+    pub async fn move_into_place(&self, staging: &Path, target: &Path) -> Result<()> {
         crate::fault::point("staged");
         self.store
             .rename(staging, target)

@@ -3,6 +3,7 @@
 //! Files are zstd-compressed with large row groups (Athena reads row groups in parallel and prefers them big),
 //! timestamps in milliseconds (Spark and Athena reject nanoseconds), and carry the collection's lake type in the
 //! key-value metadata (`mongolake.lake_type`) so a later run reads every value back exactly.
+use super::upload::ChunkSink;
 use crate::schema::LakeType;
 use crate::{Error, Result};
 use arrow::array::RecordBatch;
@@ -32,15 +33,50 @@ pub fn encode(
     e.finish()
 }
 
+/// Where an [`Encoder`]'s bytes go: memory, or a streamed upload ([`super::upload`]).
+pub enum FileSink {
+    Memory(Vec<u8>),
+    Upload(ChunkSink),
+}
+
+impl std::io::Write for FileSink {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        match self {
+            FileSink::Memory(v) => v.write(data),
+            FileSink::Upload(u) => u.write(data),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// An encoded file: its bytes, or the size of what was streamed.
+#[derive(Debug)]
+pub enum Encoded {
+    Memory(Bytes),
+    Streamed(u64),
+}
+
 /// A Parquet file being encoded batch by batch, so a partition's rows never need to be in Arrow all at once
-/// (only the row group being encoded, as compressed pages, is held).
+/// (only the row group being encoded, as compressed pages, is held; streamed, the file itself is not either).
 pub struct Encoder {
-    writer: ArrowWriter<Vec<u8>>,
+    writer: ArrowWriter<FileSink>,
     context: String,
 }
 
 impl Encoder {
     pub fn new(schema: SchemaRef, lake_type: &LakeType, row_group_rows: usize, context: &str) -> Result<Encoder> {
+        Self::to_sink(FileSink::Memory(Vec::new()), schema, lake_type, row_group_rows, context)
+    }
+
+    pub fn to_sink(
+        sink: FileSink,
+        schema: SchemaRef,
+        lake_type: &LakeType,
+        row_group_rows: usize,
+        context: &str,
+    ) -> Result<Encoder> {
         let props = WriterProperties::builder()
             .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("valid level")))
             .set_max_row_group_row_count(Some(row_group_rows))
@@ -50,7 +86,7 @@ impl Encoder {
             )]))
             .set_created_by(format!("mongolake {}", env!("CARGO_PKG_VERSION")))
             .build();
-        let writer = ArrowWriter::try_new(Vec::new(), schema, Some(props)).map_err(|e| Error::encode(context, e))?;
+        let writer = ArrowWriter::try_new(sink, schema, Some(props)).map_err(|e| Error::encode(context, e))?;
         Ok(Encoder { writer, context: context.to_string() })
     }
 
@@ -60,9 +96,21 @@ impl Encoder {
         self.writer.write(batch).map_err(|e| Error::encode(&self.context, e))
     }
 
+    /// Ends an in-memory file.
     pub fn finish(self) -> Result<Bytes> {
-        let out = self.writer.into_inner().map_err(|e| Error::encode(&self.context, e))?;
-        Ok(Bytes::from(out))
+        match self.finish_file()? {
+            Encoded::Memory(b) => Ok(b),
+            Encoded::Streamed(_) => Err(Error::encode("encoder", "a streamed file has no bytes in memory")),
+        }
+    }
+
+    /// Ends the file; a streamed one is handed to its upload for completion.
+    pub fn finish_file(self) -> Result<Encoded> {
+        let context = self.context;
+        match self.writer.into_inner().map_err(|e| Error::encode(&context, e))? {
+            FileSink::Memory(v) => Ok(Encoded::Memory(Bytes::from(v))),
+            FileSink::Upload(u) => Ok(Encoded::Streamed(u.finish().map_err(|e| Error::encode(&context, e))?)),
+        }
     }
 }
 

@@ -10,7 +10,7 @@ use super::partition::{buffered_doc, finish_batch, prepare_fn, Built, Job};
 use super::rejects::Reject;
 use crate::schema::arrow::{self as sarrow, ColumnBuilder};
 use crate::schema::{text, LakeType};
-use crate::sink::parquet;
+use crate::sink::parquet::{self, Encoded};
 use crate::transform::dedup::{latest, Candidate};
 use crate::{Error, Result};
 use arrow::array::{Array, AsArray, BooleanArray, RecordBatch, StringArray};
@@ -109,7 +109,7 @@ pub(super) fn unchanged(
         return Ok(None);
     }
     Ok(Some(Built {
-        bytes: file.clone(),
+        bytes: Encoded::Memory(file.clone()),
         rows: file_rows,
         dups: fresh.dups(),
         replaced: hits.len() as u64,
@@ -170,7 +170,7 @@ pub(super) fn merge_arrow(
     } else {
         parquet::encode(sorted.schema(), &[sorted], file_ty, row_group_rows, context)?
     };
-    Ok(Built { bytes, rows: kept_rows + winners.len() as u64, dups, replaced, rejects })
+    Ok(Built { bytes: Encoded::Memory(bytes), rows: kept_rows + winners.len() as u64, dups, replaced, rejects })
 }
 
 /// The text a key is matched by (as [`text::render`] gives it for the BSON value). A string key, the common

@@ -11,7 +11,8 @@ use super::RunContext;
 use crate::config::CollectionSpec;
 use crate::schema::arrow::{self as sarrow, ColumnBuilder, Prepare};
 use crate::schema::{text, LakeType};
-use crate::sink::parquet;
+use crate::sink::parquet::{self, Encoded};
+use crate::sink::upload::{settle, ChunkSink};
 use crate::transform::dedup::{latest, Candidate};
 use crate::transform::{get_path, timestamp};
 use crate::{Error, Result};
@@ -65,6 +66,21 @@ impl PartitionWriter {
         };
         let existing = if self.stage_to.is_some() { None } else { lake.get_opt(&target).await? };
         let before = existing.clone();
+        // Where the new file is written first: this run's staging (then moved over the target), or the range's
+        // folder of a shared load (the owner joins it).
+        let upload_to = match &self.stage_to {
+            Some(_) => target.clone(),
+            None => lake.staging_path(&self.ctx.run_id, db, coll, &rel),
+        };
+        // A new partition (nothing to merge with, nothing to compare) streams its file to the lake as it is
+        // encoded instead of holding it ([`crate::sink::upload`]).
+        let (sink, upload) = match existing {
+            None => {
+                let (sink, upload) = lake.upload(&upload_to);
+                (Some(sink), Some(upload))
+            }
+            Some(_) => (None, None),
+        };
         let context = format!("{}.{} partition {rel}", db, coll);
         let (file_ty, hints, in_path, spec) =
             (self.file_ty.clone(), self.hints.clone(), self.in_path.clone(), self.spec.clone());
@@ -95,12 +111,17 @@ impl PartitionWriter {
                 context: &context,
             };
             match stream_in {
-                Some(dir) => super::stream::build(part, &job, &dir, run_rows),
-                None => build_partition(existing, part, &job),
+                Some(dir) => super::stream::build(part, &job, &dir, run_rows, sink),
+                None => build_partition(existing, part, &job, sink),
             }
         })
         .await
-        .map_err(|e| Error::encode("partition task", e))??;
+        .map_err(|e| Error::encode("partition task", e))
+        .and_then(|built| built);
+        let built = match upload {
+            Some(upload) => settle(upload, built).await?.0,
+            None => built?,
+        };
         // Encoding is deterministic: identical bytes mean the merge changed nothing (documents re-read in the
         // overlap window), and the file is left alone.
         let Built { bytes, rows, dups, replaced, rejects } = built;
@@ -112,21 +133,28 @@ impl PartitionWriter {
             }
             return Ok(PartitionOutcome { rows, dups, replaced, written: before.is_some(), rejects });
         }
-        if before.as_ref() == Some(&bytes) {
+        if matches!((&before, &bytes), (Some(old), Encoded::Memory(new)) if old == new) {
             return Ok(PartitionOutcome { rows, dups, replaced, written: false, rejects });
         }
         if self.lease_lost.load(std::sync::atomic::Ordering::SeqCst) {
+            if matches!(bytes, Encoded::Streamed(_)) {
+                lake.delete(&upload_to).await?;
+            }
             return Err(Error::collection(
                 format!("{db}.{coll}"),
                 "lease lost to another run; stopped before rewriting another partition",
             ));
         }
+        match bytes {
+            // Streamed: already complete at `upload_to`.
+            Encoded::Streamed(_) if self.stage_to.is_none() => lake.move_into_place(&upload_to, &target).await?,
+            Encoded::Streamed(_) => {}
+            Encoded::Memory(bytes) if self.stage_to.is_none() => lake.replace(&upload_to, &target, bytes).await?,
+            Encoded::Memory(bytes) => lake.put(&target, bytes.into()).await?,
+        }
         if self.stage_to.is_some() {
-            lake.put(&target, bytes.into()).await?;
             return Ok(PartitionOutcome { rows, dups, replaced, written: true, rejects });
         }
-        let staging = lake.staging_path(&self.ctx.run_id, db, coll, &rel);
-        lake.replace(&staging, &target, bytes).await?;
         crate::fault::point("after_partition");
         self.ctx.progress.rows_written.fetch_add(rows, std::sync::atomic::Ordering::Relaxed);
         Ok(PartitionOutcome { rows, dups, replaced, written: true, rejects })
@@ -135,7 +163,7 @@ impl PartitionWriter {
 
 /// A partition's encoded file and what merging it did.
 pub(super) struct Built {
-    pub bytes: bytes::Bytes,
+    pub bytes: Encoded,
     pub rows: u64,
     pub dups: u64,
     pub replaced: u64,
@@ -163,7 +191,12 @@ const ENCODE_BATCH_ROWS: usize = 8192;
 /// ... or fewer rows (still a multiple of 1024) once their documents pass this many bytes (large documents).
 const ENCODE_BATCH_BYTES: usize = 4 << 20;
 
-fn build_partition(existing: Option<bytes::Bytes>, part: Part, job: &Job<'_>) -> Result<Built> {
+fn build_partition(
+    existing: Option<bytes::Bytes>,
+    part: Part,
+    job: &Job<'_>,
+    sink: Option<ChunkSink>,
+) -> Result<Built> {
     let Job { remove, dropped, file_ty, spec, context, .. } = *job;
     let (fresh_bytes, mut rows) = part.into_bytes()?;
     if !dropped.is_empty() {
@@ -212,7 +245,7 @@ fn build_partition(existing: Option<bytes::Bytes>, part: Part, job: &Job<'_>) ->
     let dups = rows.len() as u64 - fresh_winners;
     let replaced = old_docs.len() as u64 - (winners.len() as u64 - fresh_winners);
 
-    let mut out = DocEncoder::new(job);
+    let mut out = DocEncoder::new(job, sink);
     for &i in &winners {
         let doc: &RawDocument = if i < old_docs.len() {
             &old_docs[i]
@@ -232,6 +265,8 @@ pub(super) struct DocEncoder<'a> {
     prepare: Box<Prepare>,
     builder: ColumnBuilder,
     encoder: Option<parquet::Encoder>,
+    /// Where the file streams to, until the first batch opens the encoder; None: in memory.
+    sink: Option<ChunkSink>,
     value_rejects: Vec<sarrow::ValueReject>,
     rejects: Vec<Reject>,
     in_batch: usize,
@@ -240,12 +275,13 @@ pub(super) struct DocEncoder<'a> {
 }
 
 impl<'a> DocEncoder<'a> {
-    pub fn new(job: &'a Job<'a>) -> Self {
+    pub fn new(job: &'a Job<'a>, sink: Option<ChunkSink>) -> Self {
         DocEncoder {
             job,
             prepare: prepare_fn(job.hints, job.in_path),
             builder: ColumnBuilder::for_document(job.file_ty),
             encoder: None,
+            sink,
             value_rejects: Vec::new(),
             rejects: Vec::new(),
             in_batch: 0,
@@ -278,18 +314,26 @@ impl<'a> DocEncoder<'a> {
         let batch = finish_batch(&mut self.builder, self.job.context)?;
         if self.encoder.is_none() {
             let Job { file_ty, row_group_rows, context, .. } = *self.job;
-            self.encoder = Some(parquet::Encoder::new(batch.schema(), file_ty, row_group_rows, context)?);
+            let sink = match self.sink.take() {
+                Some(upload) => parquet::FileSink::Upload(upload),
+                None => parquet::FileSink::Memory(Vec::new()),
+            };
+            self.encoder = Some(parquet::Encoder::to_sink(sink, batch.schema(), file_ty, row_group_rows, context)?);
         }
         (self.in_batch, self.batch_bytes) = (0, 0);
         self.encoder.as_mut().expect("just created").write(&batch)
     }
 
-    /// The file, and the values its columns could not hold.
-    pub fn finish(mut self) -> Result<(bytes::Bytes, Vec<Reject>)> {
+    /// The file, and the values its columns could not hold. A streamed partition left without rows writes no
+    /// file: its upload is dropped, hence aborted.
+    pub fn finish(mut self) -> Result<(Encoded, Vec<Reject>)> {
+        if self.rows == 0 && self.sink.is_some() {
+            return Ok((Encoded::Streamed(0), self.rejects));
+        }
         if self.in_batch > 0 || self.rows == 0 {
             self.flush()?;
         }
-        Ok((self.encoder.expect("at least one batch").finish()?, self.rejects))
+        Ok((self.encoder.expect("at least one batch").finish_file()?, self.rejects))
     }
 }
 

@@ -8,11 +8,18 @@
 //! from the buffers and encoded at once. The file is the same, byte for byte; only the memory differs.
 use super::buffer::{by_key_then_recency, Part, SortRow};
 use super::partition::{buffered_doc, Built, DocEncoder, Job};
+use crate::sink::upload::ChunkSink;
 use crate::{Error, Result};
 use std::path::Path;
 
 /// Writes `part` (no existing file; rows spilled) sorting its rows under `spill_dir`, `run_rows` at a time.
-pub(super) fn build(part: Part, job: &Job<'_>, spill_dir: &Path, run_rows: usize) -> Result<Built> {
+pub(super) fn build(
+    part: Part,
+    job: &Job<'_>,
+    spill_dir: &Path,
+    run_rows: usize,
+    sink: Option<ChunkSink>,
+) -> Result<Built> {
     let context = job.context;
     // A directory of its own: partitions of one collection are written side by side.
     let dir = tempfile::Builder::new()
@@ -33,7 +40,7 @@ pub(super) fn build(part: Part, job: &Job<'_>, spill_dir: &Path, run_rows: usize
     })?;
     pushed.map_err(io)?;
     let bytes = part.into_bytes_only()?;
-    let mut out = DocEncoder::new(job);
+    let mut out = DocEncoder::new(job, sink);
     let mut scratch = Vec::new();
     let mut written = 0u64;
     let mut write = |sorted: &SortRow| -> Result<()> {

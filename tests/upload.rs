@@ -1,0 +1,128 @@
+//! Partition files are streamed to the lake while they are encoded (`src/sink/upload.rs`): a file larger than
+//! `[sync] upload_part_mb` goes up in parts (an S3 multipart upload; on local disk object_store's multipart
+//! write), so no encoded file is held whole. Needs the servers of scripts/test.sh.
+mod common;
+
+use bson::{doc, spec::BinarySubtype, Binary, DateTime, Document};
+use common::*;
+use mongolake::sink::Lake;
+use object_store::ObjectStoreExt;
+use std::io::Write;
+use std::sync::Arc;
+
+/// Bytes that zstd cannot shrink, so a few thousand documents make a file of several MB.
+fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// Streams `total` bytes through a sink on a blocking thread, as the encoder does.
+async fn stream(lake: &Lake, key: &str, data: Vec<u8>, finish: bool) -> Option<u64> {
+    let (mut sink, upload) = lake.upload(&key.into());
+    tokio::task::spawn_blocking(move || {
+        // In uneven writes, as Parquet's writer makes them.
+        for chunk in data.chunks(70_001) {
+            sink.write_all(chunk).unwrap();
+        }
+        if finish {
+            sink.finish().unwrap();
+        }
+    })
+    .await
+    .unwrap();
+    upload.await.unwrap().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_larger_than_a_part_is_one_multipart_object_on_s3_and_a_dropped_one_leaves_nothing() {
+    let bucket = unique_bucket("upload");
+    create_bucket(&bucket);
+    let store = Arc::new(s3_store(&bucket));
+    let lake = Lake::from_store(store.clone(), Default::default(), &format!("s3://{bucket}")).with_part_bytes(5 << 20);
+
+    let data = noise(1, 11 << 20);
+    assert_eq!(stream(&lake, "big", data.clone(), true).await, Some(11 << 20));
+    let head = store.head(&"big".into()).await.unwrap();
+    // S3 (and moto) give a multipart object the ETag `<md5 of the parts' md5s>-<parts>`: 5 + 5 + 1 MiB.
+    assert!(head.e_tag.as_deref().unwrap_or("").trim_matches('"').ends_with("-3"), "{head:?}");
+    assert_eq!(store.get(&"big".into()).await.unwrap().bytes().await.unwrap().as_ref(), &data[..]);
+
+    // Smaller than a part: a single PUT, no multipart ETag.
+    let small = noise(2, 300_000);
+    assert_eq!(stream(&lake, "small", small.clone(), true).await, Some(300_000));
+    let head = store.head(&"small".into()).await.unwrap();
+    assert!(!head.e_tag.as_deref().unwrap_or("").contains('-'), "{head:?}");
+    assert_eq!(store.get(&"small".into()).await.unwrap().bytes().await.unwrap().as_ref(), &small[..]);
+
+    // An encoder that stops without finishing (an error, a panic) aborts the upload: nothing appears.
+    assert_eq!(stream(&lake, "dropped", noise(3, 12 << 20), false).await, None);
+    assert!(matches!(store.head(&"dropped".into()).await, Err(object_store::Error::NotFound { .. })));
+}
+
+/// A partition of one ward holding 2,600 documents of 4 KB of noise (a file of about 10 MB) and a small one.
+async fn seed_noisy(p: &Project) {
+    let client = client().await;
+    let c = coll(&client, &p.db, "scans");
+    let when = DateTime::from_millis(iso_millis("2025-07-01T06:00:00Z"));
+    let docs: Vec<Document> = (0..2_600u64)
+        .map(|i| {
+            let ward = if i % 100 == 0 { "W02" } else { "W01" };
+            let image = Binary { subtype: BinarySubtype::Generic, bytes: noise(i + 10, 4096) };
+            doc! { "_id": i as i64, "ward": ward, "modified_at": when, "image": image }
+        })
+        .collect();
+    c.insert_many(docs).await.unwrap();
+    p.write_collections(&["{db},scans,modified_at,ward,"]);
+}
+
+fn set_part_mb(p: &Project, env: &str, mb: u64) {
+    let file = p.path().join(format!("environments/{env}.toml"));
+    let toml = std::fs::read_to_string(&file).unwrap().replace("[sync]\n", &format!("[sync]\nupload_part_mb = {mb}\n"));
+    std::fs::write(&file, toml).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_file_larger_than_an_upload_part_is_streamed_in_parts_and_equals_one_written_whole() {
+    let p = Project::new("upload");
+    seed_noisy(&p).await;
+    let whole = p.local_env("whole", "UTC");
+    set_part_mb(&p, "whole", 64);
+    let parts = p.local_env("parts", "UTC");
+    set_part_mb(&p, "parts", 1);
+    let bucket = unique_bucket("uploadsync");
+    let s3 = p.s3_env("s3", &bucket, "lake", "UTC");
+    set_part_mb(&p, "s3", 5);
+
+    for env in ["whole", "parts", "s3"] {
+        p.sync(env, &[]).assert_ok();
+    }
+    // The big partition's file is several parts long (so the parts path ran), and every lake is the same.
+    let file = std::path::Path::new(&parts).join(&p.db).join("scans/ward=W01/part-0.parquet");
+    let size = std::fs::metadata(&file).unwrap().len();
+    assert!(size > 6 << 20, "{} is {size} bytes: expected several 1 MB parts", file.display());
+    let small = std::path::Path::new(&parts).join(&p.db).join("scans/ward=W02/part-0.parquet");
+    assert!(std::fs::metadata(&small).unwrap().len() < 1 << 20);
+    let reference = dump(&whole);
+    let t = table(&reference, &p.db, "scans");
+    assert_eq!(rows(t).len(), 2_600);
+    assert_one_file_per_partition(t);
+    assert_same_lake(&reference, &dump(&parts), "streamed in 1 MB parts vs whole");
+    assert_same_lake(&reference, &dump(&s3), "streamed to S3 in 5 MB parts vs whole");
+    // The local files are byte for byte the same; nothing is left in staging.
+    assert_eq!(std::fs::read(&file).unwrap(), std::fs::read(file_in(&whole, &p.db)).unwrap());
+    for lake in [&whole, &parts] {
+        let staged = files_under(&std::path::Path::new(lake).join("_mongolake/staging"));
+        assert!(staged.is_empty(), "left in staging: {staged:?}");
+    }
+}
+
+fn file_in(lake: &str, db: &str) -> std::path::PathBuf {
+    std::path::Path::new(lake).join(db).join("scans/ward=W01/part-0.parquet")
+}
