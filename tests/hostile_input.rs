@@ -116,7 +116,14 @@ fn decode_all(docs: &[Vec<u8>]) -> usize {
     let s = array.as_any().downcast_ref::<arrow::array::StructArray>().expect("a struct");
     if s.num_columns() > 0 {
         let batch = arrow::array::RecordBatch::from(s.clone());
-        mongolake::sink::parquet::encode(batch.schema(), &[batch], &ty, 1024, "fuzz").expect("encodes");
+        mongolake::sink::parquet::encode(
+            batch.schema(),
+            &[batch],
+            &ty,
+            mongolake::sink::parquet::RowGroups::rows(1024),
+            "fuzz",
+        )
+        .expect("encodes");
     }
     ok
 }

@@ -153,6 +153,63 @@ async fn many_small_documents_load_within_the_budget() {
     );
 }
 
+/// One partition four times the budget: 30,000 documents of 4 KB of noise (about 120 MB, a file as large, since
+/// noise does not compress) with a 32 MB budget. The rows spill and stream back from the sort; the file streams to
+/// the lake in parts (`upload_part_mb = 1`) and its row groups end at an eighth of the budget (4 MB), so neither
+/// the rows, the encoded row group nor the file are held whole. Measured with release binaries on the same data
+/// and settings, 2 runs each: 273 / 283 MB peak before files streamed and row groups had a size cap (the 120 MB
+/// row group, and the file growing beside it), 70 / 74 MB after; this test's debug binary: 66 MB on a 28 MB
+/// baseline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_larger_than_the_budget_loads_within_it() {
+    const DOCS: u64 = 30_000;
+    let p = Project::new("membig");
+    let client = client().await;
+    let c = coll(&client, &p.db, "scans");
+    let when = DateTime::from_millis(iso_millis("2025-07-01T06:00:00Z"));
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut batch: Vec<Document> = Vec::new();
+    for i in 0..DOCS {
+        let image: Vec<u8> = (0..4096)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        let image = bson::Binary { subtype: bson::spec::BinarySubtype::Generic, bytes: image };
+        batch.push(doc! { "_id": i as i64, "ward": "W01", "modified_at": when, "image": image });
+        if batch.len() == 2000 {
+            c.insert_many(std::mem::take(&mut batch)).await.unwrap();
+        }
+    }
+    coll(&client, &p.db, "empty").insert_one(doc! { "_id": 0, "ward": "W00", "modified_at": when }).await.unwrap();
+    p.write_collections(&["{db},scans,modified_at,ward,", "{db},empty,modified_at,ward,"]);
+    let lake = env_with_budget(&p, "small", Some(32));
+    let file = p.path().join("environments/small.toml");
+    let toml = std::fs::read_to_string(&file).unwrap().replace("[sync]\n", "[sync]\nupload_part_mb = 1\n");
+    std::fs::write(&file, toml).unwrap();
+
+    let base = p.sync("small", &["--only", &format!("{}.empty", p.db)]);
+    base.assert_ok();
+    let (baseline, _) = peak_and_spills(&base);
+    let run = p.sync("small", &["--only", &format!("{}.scans", p.db)]);
+    run.assert_ok();
+    let (peak, spills) = peak_and_spills(&run);
+    eprintln!("baseline {baseline} MB; budget 32 MB, one partition of about 120 MB: peak {peak} MB, {spills} spills");
+    assert!(spills > 0, "the load spilled: {}", run.stdout);
+    let part = std::path::Path::new(&lake).join(&p.db).join("scans/ward=W01/part-0.parquet");
+    let size = std::fs::metadata(&part).unwrap().len();
+    assert!(size > 100 << 20, "{} is {size} bytes", part.display());
+    assert!(peak - baseline <= 3 * 32, "peak {peak} MB, baseline {baseline} MB, budget 32 MB, file {size} bytes");
+
+    let dump = dump(&lake);
+    let t = table(&dump, &p.db, "scans");
+    assert_eq!(rows_by_id(t).len(), DOCS as usize); // panics on a duplicate _id
+    assert_one_file_per_partition(t);
+}
+
 /// A first load whose rows spilled writes each new partition from an on-disk sort of its rows instead of
 /// holding them (src/sync/stream.rs). Same rules, same bytes: two versions of every key, most in one partition
 /// (the newer timestamp wins, or the one read last on a tie), some across partitions; the files equal, byte for

@@ -96,6 +96,10 @@ async fn a_partition_file_larger_than_an_upload_part_is_streamed_in_parts_and_eq
     set_part_mb(&p, "whole", 64);
     let parts = p.local_env("parts", "UTC");
     set_part_mb(&p, "parts", 1);
+    // ... and row groups of about 1 MB, so the writer never holds the partition's rows either.
+    let file = p.path().join("environments/parts.toml");
+    let toml = std::fs::read_to_string(&file).unwrap().replace("[sync]\n", "[sync]\nrow_group_mb = 1\n");
+    std::fs::write(&file, toml).unwrap();
     let bucket = unique_bucket("uploadsync");
     let s3 = p.s3_env("s3", &bucket, "lake", "UTC");
     set_part_mb(&p, "s3", 5);
@@ -103,7 +107,7 @@ async fn a_partition_file_larger_than_an_upload_part_is_streamed_in_parts_and_eq
     for env in ["whole", "parts", "s3"] {
         p.sync(env, &[]).assert_ok();
     }
-    // The big partition's file is several parts long (so the parts path ran), and every lake is the same.
+    // The big partition's file is several parts long (so the parts path ran), and every lake has the same rows.
     let file = std::path::Path::new(&parts).join(&p.db).join("scans/ward=W01/part-0.parquet");
     let size = std::fs::metadata(&file).unwrap().len();
     assert!(size > 6 << 20, "{} is {size} bytes: expected several 1 MB parts", file.display());
@@ -115,8 +119,9 @@ async fn a_partition_file_larger_than_an_upload_part_is_streamed_in_parts_and_eq
     assert_one_file_per_partition(t);
     assert_same_lake(&reference, &dump(&parts), "streamed in 1 MB parts vs whole");
     assert_same_lake(&reference, &dump(&s3), "streamed to S3 in 5 MB parts vs whole");
-    // The local files are byte for byte the same; nothing is left in staging.
-    assert_eq!(std::fs::read(&file).unwrap(), std::fs::read(file_in(&whole, &p.db)).unwrap());
+    // The big file has a row group per 1,024 rows (each past 1 MB) with row_group_mb = 1, one without.
+    assert_eq!(row_groups(&file), 3);
+    assert_eq!(row_groups(&file_in(&whole, &p.db)), 1);
     for lake in [&whole, &parts] {
         let staged = files_under(&std::path::Path::new(lake).join("_mongolake/staging"));
         assert!(staged.is_empty(), "left in staging: {staged:?}");
@@ -125,4 +130,9 @@ async fn a_partition_file_larger_than_an_upload_part_is_streamed_in_parts_and_eq
 
 fn file_in(lake: &str, db: &str) -> std::path::PathBuf {
     std::path::Path::new(lake).join(db).join("scans/ward=W01/part-0.parquet")
+}
+
+fn row_groups(file: &std::path::Path) -> usize {
+    let bytes = bytes::Bytes::from(std::fs::read(file).unwrap());
+    parquet::file::metadata::ParquetMetaDataReader::new().parse_and_finish(&bytes).unwrap().num_row_groups()
 }

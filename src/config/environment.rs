@@ -131,6 +131,10 @@ struct RawSync {
     memory_budget_mb: u64,
     #[serde(default = "default_row_group")]
     row_group_rows: usize,
+    /// A row group also ends once it is this large, encoded (checked every 1,024 rows). Default: an eighth of
+    /// the memory budget, at most 128 (the budget's last quarter holds the partitions being encoded, two a core).
+    #[serde(default)]
+    row_group_mb: Option<usize>,
     /// Keys per key-index segment file.
     #[serde(default = "default_index_segment_keys")]
     index_segment_keys: usize,
@@ -347,6 +351,8 @@ pub struct SyncConfig {
     /// Raw documents buffered in memory per collection before spilling to local disk.
     pub memory_budget_bytes: u64,
     pub row_group_rows: usize,
+    /// A row group ends once it is this large, encoded: bounds what the writer holds for a large partition.
+    pub row_group_bytes: usize,
     /// Keys per key-index segment file (an incremental run loads and rewrites only the segments its keys fall
     /// in); a segment is split when it grows past twice this.
     pub index_segment_keys: usize,
@@ -367,6 +373,13 @@ pub struct SyncConfig {
     pub retry: RetryPolicy,
     /// Timeouts and request retries of the S3 client (see [`crate::sink::Lake::open_tuned`]).
     pub store: StoreTuning,
+}
+
+impl SyncConfig {
+    /// Where the partition files' row groups end.
+    pub fn row_groups(&self) -> crate::sink::parquet::RowGroups {
+        crate::sink::parquet::RowGroups { rows: self.row_group_rows, bytes: self.row_group_bytes }
+    }
 }
 
 /// `[sync] retry_*`: attempts per collection and the backoff between them.
@@ -541,6 +554,11 @@ impl Environment {
         if raw.sync.concurrency == 0 || raw.sync.partition_concurrency == 0 {
             return Err(err("[sync] concurrency and partition_concurrency must be at least 1".into()));
         }
+        // Default: an eighth of the budget, at most 128 MB (its last quarter holds the partitions being encoded).
+        let row_group_mb = match raw.sync.row_group_mb {
+            Some(mb) => mb.clamp(1, 4096),
+            None => (raw.sync.memory_budget_mb.max(16) as usize / 8).clamp(1, 128),
+        };
         let sync = SyncConfig {
             timezone,
             overlap: chrono::Duration::seconds(raw.sync.overlap_seconds as i64),
@@ -548,6 +566,7 @@ impl Environment {
             partition_concurrency: raw.sync.partition_concurrency,
             memory_budget_bytes: raw.sync.memory_budget_mb.max(16) * 1024 * 1024,
             row_group_rows: raw.sync.row_group_rows.max(1024),
+            row_group_bytes: row_group_mb << 20,
             index_segment_keys: raw.sync.index_segment_keys.max(1),
             reconcile_every_days: raw.sync.reconcile_every_days,
             lease: std::time::Duration::from_secs(raw.sync.lease_seconds.max(10)),
@@ -717,8 +736,14 @@ mod tests {
     }
 
     #[test]
-    fn upload_part_size_defaults_and_s3_minimum() {
+    fn upload_part_and_row_group_sizes() {
         assert_eq!(parse(OK).unwrap().sync.store.part_bytes, 8 << 20);
+        // Row groups: an eighth of the memory budget, at most 128 MB, unless set.
+        assert_eq!(parse(OK).unwrap().sync.row_group_bytes, 128 << 20);
+        let small = parse(&OK.replace("[sync]\n", "[sync]\nmemory_budget_mb = 256\n")).unwrap();
+        assert_eq!(small.sync.row_group_bytes, 32 << 20);
+        let set = parse(&OK.replace("[sync]\n", "[sync]\nmemory_budget_mb = 256\nrow_group_mb = 200\n")).unwrap();
+        assert_eq!(set.sync.row_group_bytes, 200 << 20);
         let local = parse(&OK.replace("[sync]\n", "[sync]\nupload_part_mb = 1\n")).unwrap();
         assert_eq!(local.sync.store.part_bytes, 1 << 20);
         let s3 =

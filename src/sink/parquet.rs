@@ -18,15 +18,35 @@ use std::sync::Arc;
 
 pub const LAKE_TYPE_KEY: &str = "mongolake.lake_type";
 
+/// Where row groups end: at `rows` rows, or at the first multiple of [`CHECK_ROWS`] rows where the row group's
+/// encoded size has reached `bytes` (`[sync] row_group_rows`, `row_group_mb`). The writer holds the row group
+/// being encoded, so `bytes` bounds that memory however large a partition is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RowGroups {
+    pub rows: usize,
+    pub bytes: usize,
+}
+
+impl RowGroups {
+    /// Row groups bounded by rows only.
+    pub fn rows(rows: usize) -> RowGroups {
+        RowGroups { rows, bytes: usize::MAX }
+    }
+}
+
+/// The size check of [`RowGroups::bytes`] happens at these row counts from the file's start, whatever the
+/// batches, so the file's bytes still depend on its rows only (see [`Encoder::write`]).
+pub const CHECK_ROWS: usize = 1024;
+
 /// Encodes batches into one Parquet file in memory.
 pub fn encode(
     schema: SchemaRef,
     batches: &[RecordBatch],
     lake_type: &LakeType,
-    row_group_rows: usize,
+    row_groups: RowGroups,
     context: &str,
 ) -> Result<Bytes> {
-    let mut e = Encoder::new(schema, lake_type, row_group_rows, context)?;
+    let mut e = Encoder::new(schema, lake_type, row_groups, context)?;
     for b in batches {
         e.write(b)?;
     }
@@ -63,23 +83,26 @@ pub enum Encoded {
 pub struct Encoder {
     writer: ArrowWriter<FileSink>,
     context: String,
+    /// Ends a row group early once it is this large (see [`RowGroups`]).
+    row_group_bytes: usize,
+    rows: usize,
 }
 
 impl Encoder {
-    pub fn new(schema: SchemaRef, lake_type: &LakeType, row_group_rows: usize, context: &str) -> Result<Encoder> {
-        Self::to_sink(FileSink::Memory(Vec::new()), schema, lake_type, row_group_rows, context)
+    pub fn new(schema: SchemaRef, lake_type: &LakeType, row_groups: RowGroups, context: &str) -> Result<Encoder> {
+        Self::to_sink(FileSink::Memory(Vec::new()), schema, lake_type, row_groups, context)
     }
 
     pub fn to_sink(
         sink: FileSink,
         schema: SchemaRef,
         lake_type: &LakeType,
-        row_group_rows: usize,
+        row_groups: RowGroups,
         context: &str,
     ) -> Result<Encoder> {
         let props = WriterProperties::builder()
             .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("valid level")))
-            .set_max_row_group_row_count(Some(row_group_rows))
+            .set_max_row_group_row_count(Some(row_groups.rows))
             .set_key_value_metadata(Some(vec![KeyValue::new(
                 LAKE_TYPE_KEY.to_string(),
                 serde_json::to_string(lake_type).expect("serialisable"),
@@ -87,13 +110,24 @@ impl Encoder {
             .set_created_by(format!("mongolake {}", env!("CARGO_PKG_VERSION")))
             .build();
         let writer = ArrowWriter::try_new(sink, schema, Some(props)).map_err(|e| Error::encode(context, e))?;
-        Ok(Encoder { writer, context: context.to_string() })
+        Ok(Encoder { writer, context: context.to_string(), row_group_bytes: row_groups.bytes, rows: 0 })
     }
 
     /// Appends rows. The same rows give the same bytes however they are split into batches, as long as every
-    /// batch but the last has a multiple of 1024 rows (the writer's mini-batch, where it decides page breaks).
+    /// batch but the last has a multiple of 1024 rows (the writer's mini-batch, where it decides page breaks):
+    /// batches are cut at every [`CHECK_ROWS`]-th row of the file, where the row group's size is checked.
     pub fn write(&mut self, batch: &RecordBatch) -> Result<()> {
-        self.writer.write(batch).map_err(|e| Error::encode(&self.context, e))
+        let enc = |e| Error::encode(&self.context, e);
+        let mut offset = 0;
+        while offset < batch.num_rows() {
+            let n = (CHECK_ROWS - self.rows % CHECK_ROWS).min(batch.num_rows() - offset);
+            self.writer.write(&batch.slice(offset, n)).map_err(enc)?;
+            (offset, self.rows) = (offset + n, self.rows + n);
+            if self.rows.is_multiple_of(CHECK_ROWS) && self.writer.in_progress_size() >= self.row_group_bytes {
+                self.writer.flush().map_err(enc)?;
+            }
+        }
+        Ok(())
     }
 
     /// Ends an in-memory file.
@@ -215,7 +249,7 @@ mod tests {
             vec![Arc::new(Int64Array::from(ids.to_vec())), Arc::new(StringArray::from(names.to_vec()))],
         )
         .unwrap();
-        encode(schema.clone(), &[batch], &LakeType::Bool, 1024, "test").unwrap()
+        encode(schema.clone(), &[batch], &LakeType::Bool, RowGroups::rows(1024), "test").unwrap()
     }
 
     #[test]
@@ -241,5 +275,47 @@ mod tests {
         let c = file(&other, &[9], &["z"]);
         let err = concat(&[b, c], "test").unwrap_err().to_string();
         assert!(err.contains("another schema"), "{err}");
+    }
+
+    /// Rows of varied, poorly compressible text, so row groups have a size worth capping.
+    fn rows(schema: &SchemaRef, from: i64, n: usize) -> RecordBatch {
+        let ids: Vec<i64> = (from..from + n as i64).collect();
+        let names: Vec<String> =
+            ids.iter().map(|i| format!("{:x}", (*i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15))).collect();
+        RecordBatch::try_new(schema.clone(), vec![Arc::new(Int64Array::from(ids)), Arc::new(StringArray::from(names))])
+            .unwrap()
+    }
+
+    #[test]
+    fn row_groups_end_at_the_byte_cap_and_the_bytes_do_not_depend_on_the_batches() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("name", DataType::Utf8, true),
+        ]));
+        let n = 100_000;
+        let groups = RowGroups { rows: 1 << 20, bytes: 256 << 10 };
+        let whole = encode(schema.clone(), &[rows(&schema, 0, n)], &LakeType::Bool, groups, "t").unwrap();
+        // The same rows in batches of 3,072: the same bytes (the single batch above is cut where the size is checked).
+        let pieces: Vec<RecordBatch> =
+            (0..n).step_by(3072).map(|at| rows(&schema, at as i64, 3072.min(n - at))).collect();
+        let split = encode(schema.clone(), &pieces, &LakeType::Bool, groups, "t").unwrap();
+        assert!(whole == split, "batches changed the file");
+
+        let meta = parquet::file::metadata::ParquetMetaDataReader::new().parse_and_finish(&whole).unwrap();
+        let sizes: Vec<(i64, i64)> = meta.row_groups().iter().map(|g| (g.num_rows(), g.compressed_size())).collect();
+        assert!(sizes.len() > 2, "{sizes:?}");
+        for (rows, _) in &sizes[..sizes.len() - 1] {
+            assert_eq!(rows % CHECK_ROWS as i64, 0, "{sizes:?}");
+        }
+        assert_eq!(sizes.iter().map(|s| s.0).sum::<i64>(), n as i64);
+        // Without the cap, one row group.
+        let uncapped = encode(schema.clone(), &pieces, &LakeType::Bool, RowGroups::rows(1 << 20), "t").unwrap();
+        assert_eq!(header(uncapped, "t").unwrap().2, n as u64);
+        let meta2 = parquet::file::metadata::ParquetMetaDataReader::new()
+            .parse_and_finish(&encode(schema.clone(), &pieces, &LakeType::Bool, RowGroups::rows(1 << 20), "t").unwrap())
+            .unwrap();
+        assert_eq!(meta2.num_row_groups(), 1);
+        let (batches, _) = decode(whole, "t").unwrap();
+        assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), n);
     }
 }

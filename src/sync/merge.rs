@@ -126,7 +126,7 @@ pub(super) fn merge_arrow(
     fresh: Fresh<'_>,
     job: &Job<'_>,
 ) -> Result<Built> {
-    let Job { remove, file_ty, spec, row_group_rows, context, .. } = *job;
+    let Job { remove, file_ty, spec, row_groups, context, .. } = *job;
     let LakeType::Struct { fields } = file_ty else { unreachable!("a file type is a struct") };
     let key_col = fields.iter().position(|f| f.source == spec.key);
     let enc = |e: arrow::error::ArrowError| Error::encode(context, e);
@@ -165,11 +165,8 @@ pub(super) fn merge_arrow(
     let order = arrow::compute::sort_to_indices(&StringArray::from(keys), None, None).map_err(enc)?;
     let sorted = arrow::compute::take_record_batch(&all, &order).map_err(enc)?;
     let unchanged = sorted.num_rows() == old.iter().map(|b| b.num_rows()).sum::<usize>() && same_rows(&sorted, old);
-    let bytes = if unchanged {
-        old_bytes
-    } else {
-        parquet::encode(sorted.schema(), &[sorted], file_ty, row_group_rows, context)?
-    };
+    let bytes =
+        if unchanged { old_bytes } else { parquet::encode(sorted.schema(), &[sorted], file_ty, row_groups, context)? };
     Ok(Built { bytes: Encoded::Memory(bytes), rows: kept_rows + winners.len() as u64, dups, replaced, rejects })
 }
 

@@ -84,7 +84,7 @@ impl PartitionWriter {
         let context = format!("{}.{} partition {rel}", db, coll);
         let (file_ty, hints, in_path, spec) =
             (self.file_ty.clone(), self.hints.clone(), self.in_path.clone(), self.spec.clone());
-        let row_group_rows = self.ctx.sync.row_group_rows;
+        let row_groups = self.ctx.sync.row_groups();
         let remove = self.removals.get(&rel).cloned().unwrap_or_default();
         let dropped = self.dropped.clone();
         // Memory first, then a core: a write waiting for memory holds no core. A new partition whose rows
@@ -107,7 +107,7 @@ impl PartitionWriter {
                 hints: &hints,
                 in_path: &in_path,
                 spec: &spec,
-                row_group_rows,
+                row_groups,
                 context: &context,
             };
             match stream_in {
@@ -181,7 +181,7 @@ pub(super) struct Job<'a> {
     pub hints: &'a [String],
     pub in_path: &'a [String],
     pub spec: &'a CollectionSpec,
-    pub row_group_rows: usize,
+    pub row_groups: parquet::RowGroups,
     pub context: &'a str,
 }
 
@@ -313,12 +313,12 @@ impl<'a> DocEncoder<'a> {
     fn flush(&mut self) -> Result<()> {
         let batch = finish_batch(&mut self.builder, self.job.context)?;
         if self.encoder.is_none() {
-            let Job { file_ty, row_group_rows, context, .. } = *self.job;
+            let Job { file_ty, row_groups, context, .. } = *self.job;
             let sink = match self.sink.take() {
                 Some(upload) => parquet::FileSink::Upload(upload),
                 None => parquet::FileSink::Memory(Vec::new()),
             };
-            self.encoder = Some(parquet::Encoder::to_sink(sink, batch.schema(), file_ty, row_group_rows, context)?);
+            self.encoder = Some(parquet::Encoder::to_sink(sink, batch.schema(), file_ty, row_groups, context)?);
         }
         (self.in_batch, self.batch_bytes) = (0, 0);
         self.encoder.as_mut().expect("just created").write(&batch)

@@ -256,7 +256,13 @@ fn encode_arrays(keys: StringArray, parts: StringArray) -> Result<bytes::Bytes> 
     ]));
     let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(keys), Arc::new(parts)])
         .map_err(|e| Error::encode("key index", e))?;
-    crate::sink::parquet::encode(schema, &[batch], &crate::schema::LakeType::String, 1 << 20, "key index")
+    crate::sink::parquet::encode(
+        schema,
+        &[batch],
+        &crate::schema::LakeType::String,
+        crate::sink::parquet::RowGroups::rows(1 << 20),
+        "key index",
+    )
 }
 
 /// Reads a segment or the pre-segment single file. Files are written sorted by key; one that is not (written by

@@ -156,7 +156,7 @@ pub fn fingerprint(spec: &CollectionSpec, ctx: &RunContext) -> String {
         spec.key,
         spec.mask,
         ctx.sync.row_group_rows,
-    ) + &format!("|{:?}", ctx.sync.timezone);
+    ) + &format!("|{:?}|{}", ctx.sync.timezone, ctx.sync.row_group_bytes);
     format!("{:016x}", crate::config::fnv1a(&text))
 }
 
