@@ -38,6 +38,18 @@ fn peak_and_spills(run: &Run) -> (u64, u64) {
     (peak, spills)
 }
 
+/// On environment `small`: the process's own baseline (syncing the one-document `empty` collection), then the
+/// peak and spills of loading `coll`, and that run.
+fn baseline_then_load(p: &Project, coll: &str) -> (u64, u64, u64, Run) {
+    let base = p.sync("small", &["--only", &format!("{}.empty", p.db)]);
+    base.assert_ok();
+    let (baseline, _) = peak_and_spills(&base);
+    let run = p.sync("small", &["--only", &format!("{}.{coll}", p.db)]);
+    run.assert_ok();
+    let (peak, spills) = peak_and_spills(&run);
+    (baseline, peak, spills, run)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_collection_five_times_the_budget_loads_within_it() {
     let p = Project::new("memory");
@@ -61,6 +73,7 @@ async fn a_collection_five_times_the_budget_loads_within_it() {
     let roomy = env_with_budget(&p, "roomy", None);
     env_with_budget(&p, "base", Some(32));
 
+    // The baseline on its own lake ("base"), so the two lakes compared below hold only `notes`.
     let base = p.sync("base", &["--only", &format!("{}.empty", p.db)]);
     base.assert_ok();
     let (baseline, _) = peak_and_spills(&base);
@@ -118,16 +131,8 @@ async fn many_small_documents_load_within_the_budget() {
         .unwrap();
     p.write_collections(&["{db},ticks,modified_at,ward/date(modified_at),", "{db},empty,modified_at,ward,"]);
     let lake = env_with_budget(&p, "small", Some(32));
-    let file = p.path().join("environments/small.toml");
-    let toml = std::fs::read_to_string(&file).unwrap().replace("[sync]\n", "[sync]\nindex_segment_keys = 65536\n");
-    std::fs::write(&file, toml).unwrap();
-
-    let base = p.sync("small", &["--only", &format!("{}.empty", p.db)]);
-    base.assert_ok();
-    let (baseline, _) = peak_and_spills(&base);
-    let run = p.sync("small", &["--only", &format!("{}.ticks", p.db)]);
-    run.assert_ok();
-    let (peak, spills) = peak_and_spills(&run);
+    p.set_sync("small", "index_segment_keys = 65536");
+    let (baseline, peak, spills, run) = baseline_then_load(&p, "ticks");
     eprintln!("baseline {baseline} MB; budget 32 MB: peak {peak} MB, {spills} spills");
     assert!(spills > 0, "the load spilled: {}", run.stdout);
     assert!(peak - baseline <= 2 * 32, "peak {peak} MB, baseline {baseline} MB, budget 32 MB");
@@ -187,16 +192,8 @@ async fn a_partition_larger_than_the_budget_loads_within_it() {
     coll(&client, &p.db, "empty").insert_one(doc! { "_id": 0, "ward": "W00", "modified_at": when }).await.unwrap();
     p.write_collections(&["{db},scans,modified_at,ward,", "{db},empty,modified_at,ward,"]);
     let lake = env_with_budget(&p, "small", Some(32));
-    let file = p.path().join("environments/small.toml");
-    let toml = std::fs::read_to_string(&file).unwrap().replace("[sync]\n", "[sync]\nupload_part_mb = 1\n");
-    std::fs::write(&file, toml).unwrap();
-
-    let base = p.sync("small", &["--only", &format!("{}.empty", p.db)]);
-    base.assert_ok();
-    let (baseline, _) = peak_and_spills(&base);
-    let run = p.sync("small", &["--only", &format!("{}.scans", p.db)]);
-    run.assert_ok();
-    let (peak, spills) = peak_and_spills(&run);
+    p.set_sync("small", "upload_part_mb = 1");
+    let (baseline, peak, spills, run) = baseline_then_load(&p, "scans");
     eprintln!("baseline {baseline} MB; budget 32 MB, one partition of about 120 MB: peak {peak} MB, {spills} spills");
     assert!(spills > 0, "the load spilled: {}", run.stdout);
     let part = std::path::Path::new(&lake).join(&p.db).join("scans/ward=W01/part-0.parquet");

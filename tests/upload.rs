@@ -82,27 +82,18 @@ async fn seed_noisy(p: &Project) {
     p.write_collections(&["{db},scans,modified_at,ward,"]);
 }
 
-fn set_part_mb(p: &Project, env: &str, mb: u64) {
-    let file = p.path().join(format!("environments/{env}.toml"));
-    let toml = std::fs::read_to_string(&file).unwrap().replace("[sync]\n", &format!("[sync]\nupload_part_mb = {mb}\n"));
-    std::fs::write(&file, toml).unwrap();
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partition_file_larger_than_an_upload_part_is_streamed_in_parts_and_equals_one_written_whole() {
     let p = Project::new("upload");
     seed_noisy(&p).await;
     let whole = p.local_env("whole", "UTC");
-    set_part_mb(&p, "whole", 64);
+    p.set_sync("whole", "upload_part_mb = 64");
     let parts = p.local_env("parts", "UTC");
-    set_part_mb(&p, "parts", 1);
     // ... and row groups of about 1 MB, so the writer never holds the partition's rows either.
-    let file = p.path().join("environments/parts.toml");
-    let toml = std::fs::read_to_string(&file).unwrap().replace("[sync]\n", "[sync]\nrow_group_mb = 1\n");
-    std::fs::write(&file, toml).unwrap();
+    p.set_sync("parts", "upload_part_mb = 1\nrow_group_mb = 1");
     let bucket = unique_bucket("uploadsync");
     let s3 = p.s3_env("s3", &bucket, "lake", "UTC");
-    set_part_mb(&p, "s3", 5);
+    p.set_sync("s3", "upload_part_mb = 5");
 
     for env in ["whole", "parts", "s3"] {
         p.sync(env, &[]).assert_ok();

@@ -226,6 +226,15 @@ impl Project {
         std::fs::write(self.path().join("environments").join(format!("{name}.toml")), toml).expect("writing env");
     }
 
+    /// Adds `line` (such as `upload_part_mb = 1`) to the `[sync]` section of environment `name`.
+    #[allow(dead_code)]
+    pub fn set_sync(&self, name: &str, line: &str) {
+        let file = self.path().join("environments").join(format!("{name}.toml"));
+        let toml =
+            std::fs::read_to_string(&file).expect("reading env").replace("[sync]\n", &format!("[sync]\n{line}\n"));
+        std::fs::write(&file, toml).expect("writing env");
+    }
+
     /// An environment whose lake is the local directory `<dir>/lake-<name>`; returns the lake path.
     pub fn local_env(&self, name: &str, timezone: &str) -> String {
         let lake = self.path().join(format!("lake-{name}"));
