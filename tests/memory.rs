@@ -172,17 +172,9 @@ async fn a_partition_larger_than_the_budget_loads_within_it() {
     let client = client().await;
     let c = coll(&client, &p.db, "scans");
     let when = DateTime::from_millis(iso_millis("2025-07-01T06:00:00Z"));
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
     let mut batch: Vec<Document> = Vec::new();
     for i in 0..DOCS {
-        let image: Vec<u8> = (0..4096)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect();
+        let image = noise(i + 1, 4096);
         let image = bson::Binary { subtype: bson::spec::BinarySubtype::Generic, bytes: image };
         batch.push(doc! { "_id": i as i64, "ward": "W01", "modified_at": when, "image": image });
         if batch.len() == 2000 {

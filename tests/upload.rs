@@ -10,19 +10,6 @@ use object_store::ObjectStoreExt;
 use std::io::Write;
 use std::sync::Arc;
 
-/// Bytes that zstd cannot shrink, so a few thousand documents make a file of several MB.
-fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 /// Streams `total` bytes through a sink on a blocking thread, as the encoder does.
 async fn stream(lake: &Lake, key: &str, data: Vec<u8>, finish: bool) -> Option<u64> {
     let (mut sink, upload) = lake.upload(&key.into());

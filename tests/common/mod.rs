@@ -298,6 +298,20 @@ impl Project {
     }
 }
 
+/// Bytes that zstd cannot shrink (xorshift), so a few thousand documents make a file of several MB.
+#[allow(dead_code)]
+pub fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
 /// Creates an S3 bucket on the test server with a plain `PUT /<bucket>`.
 pub fn create_bucket(bucket: &str) {
     let url = format!("{}/{bucket}", s3_endpoint());
