@@ -193,10 +193,72 @@ async fn a_partition_larger_than_the_budget_loads_within_it() {
     assert!(size > 100 << 20, "{} is {size} bytes", part.display());
     assert!(peak - baseline <= 3 * 32, "peak {peak} MB, baseline {baseline} MB, budget 32 MB, file {size} bytes");
 
-    let dump = dump(&lake);
-    let t = table(&dump, &p.db, "scans");
+    let loaded = dump(&lake);
+    let t = table(&loaded, &p.db, "scans");
     assert_eq!(rows_by_id(t).len(), DOCS as usize); // panics on a duplicate _id
     assert_one_file_per_partition(t);
+
+    // Incremental runs into that partition merge with its 120 MB file a row group at a time (src/sync/
+    // merge_stream.rs) instead of holding it decoded. Their twins on a copy of the lake, with room to read the file
+    // whole (a 16 GB budget, the same 4 MB row groups), merge in memory: both give the same bytes. Round 1 brings
+    // a new field (a widening: the file's rows go through BSON); round 2 changes values and moves documents to
+    // another ward (the Arrow-level merge, with rows leaving the partition).
+    let roomy = env_with_budget(&p, "roomy", Some(16384));
+    p.set_sync("roomy", "row_group_mb = 4");
+    copy_dir(std::path::Path::new(&lake), std::path::Path::new(&roomy));
+    let scans = format!("{}.scans", p.db);
+    let twin_part = std::path::Path::new(&roomy).join(&p.db).join("scans/ward=W01/part-0.parquet");
+    for round in 1..=2u64 {
+        let later = DateTime::from_millis(iso_millis(&format!("2025-07-0{}T06:00:00Z", round + 1)));
+        for i in (round..DOCS).step_by(100) {
+            let image =
+                bson::Binary { subtype: bson::spec::BinarySubtype::Generic, bytes: noise(DOCS * round + i, 4096) };
+            let ward = if round == 2 && i % 1000 == 2 { "W02" } else { "W01" };
+            let set = doc! { "modified_at": later, "image": image, "ward": ward };
+            c.update_one(doc! { "_id": i as i64 }, doc! { "$set": set }).await.unwrap();
+        }
+        let extra: Vec<Document> = (0..50)
+            .map(|n| DOCS + 50 * (round - 1) + n)
+            .map(|i| match round {
+                1 => doc! { "_id": i as i64, "ward": "W01", "modified_at": later, "note": "new" },
+                _ => doc! { "_id": i as i64, "ward": "W01", "modified_at": later, "note": "also new" },
+            })
+            .collect();
+        c.insert_many(extra).await.unwrap();
+        let run = p.sync("small", &["--only", &scans]);
+        run.assert_ok();
+        let (peak, _) = peak_and_spills(&run);
+        eprintln!("round {round}: incremental merge into the 120 MB file: peak {peak} MB");
+        assert!(peak - baseline <= 3 * 32, "round {round}: peak {peak} MB, baseline {baseline} MB, budget 32 MB");
+        p.sync("roomy", &["--only", &scans]).assert_ok();
+        let bytes = std::fs::read(&part).unwrap();
+        assert!(bytes == std::fs::read(&twin_part).unwrap(), "round {round}: the streamed merge's file differs");
+    }
+    let merged = dump(&lake);
+    let t = table(&merged, &p.db, "scans");
+    assert_one_file_per_partition(t);
+    let got = rows_by_id(t);
+    assert_eq!(got.len(), DOCS as usize + 100);
+    let at = |id: u64, field: &str| got[&id.to_string()][field].clone();
+    assert_eq!(at(101, "modified_at"), at(DOCS + 10, "modified_at"), "updated in round 1");
+    assert_eq!(at(102, "modified_at"), at(DOCS + 60, "modified_at"), "updated in round 2");
+    assert_ne!(at(101, "modified_at"), at(102, "modified_at"));
+    assert_ne!(at(103, "modified_at"), at(101, "modified_at"), "not updated");
+    assert_eq!((at(2002, "ward"), at(2102, "ward")), ("W02".into(), "W01".into()), "moved in round 2");
+    // Nothing changed since: the re-read documents match the file's rows, which is left alone.
+    let bytes = std::fs::read(&part).unwrap();
+    let again = p.sync("small", &["--only", &scans]);
+    again.assert_ok();
+    assert!(again.stdout.contains("| 0 partitions written"), "{}", again.describe());
+    assert!(bytes == std::fs::read(&part).unwrap());
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    for f in files_under(from) {
+        let dest = to.join(f.strip_prefix(from).unwrap());
+        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        std::fs::copy(&f, &dest).unwrap();
+    }
 }
 
 /// A first load whose rows spilled writes each new partition from an on-disk sort of its rows instead of

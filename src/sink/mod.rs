@@ -14,6 +14,7 @@
 //! at any moment sees exactly one complete file.
 pub mod conditional;
 pub mod parquet;
+pub mod remote;
 pub mod upload;
 
 use crate::config::environment::StoreTuning;

@@ -71,11 +71,13 @@ impl std::io::Write for FileSink {
     }
 }
 
-/// An encoded file: its bytes, or the size of what was streamed.
+/// An encoded file: its bytes, or the size of what was streamed; or none, because the merge gave back the
+/// existing file's own rows and the file stays as it is.
 #[derive(Debug)]
 pub enum Encoded {
     Memory(Bytes),
     Streamed(u64),
+    Unchanged,
 }
 
 /// A Parquet file being encoded batch by batch, so a partition's rows never need to be in Arrow all at once
@@ -134,7 +136,7 @@ impl Encoder {
     pub fn finish(self) -> Result<Bytes> {
         match self.finish_file()? {
             Encoded::Memory(b) => Ok(b),
-            Encoded::Streamed(_) => Err(Error::encode("encoder", "a streamed file has no bytes in memory")),
+            _ => Err(Error::encode("encoder", "a streamed file has no bytes in memory")),
         }
     }
 
@@ -224,7 +226,11 @@ pub fn decode_rows(bytes: Bytes, rows: &[usize], total: usize, context: &str) ->
 }
 
 fn lake_type_of(builder: &ParquetRecordBatchReaderBuilder<Bytes>, context: &str) -> Result<LakeType> {
-    let kv = builder.metadata().file_metadata().key_value_metadata();
+    lake_type_in(builder.metadata().file_metadata().key_value_metadata(), context)
+}
+
+/// The lake type in a file's key-value metadata.
+pub fn lake_type_in(kv: Option<&Vec<KeyValue>>, context: &str) -> Result<LakeType> {
     let lake_type =
         kv.and_then(|kv| kv.iter().find(|k| k.key == LAKE_TYPE_KEY)).and_then(|k| k.value.as_deref()).ok_or_else(
             || Error::encode(context, "the file has no mongolake.lake_type metadata: it was not written by mongolake"),

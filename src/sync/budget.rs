@@ -82,6 +82,12 @@ impl MemoryBudget {
         self.writing.clone().acquire_many_owned(kib).await.expect("the semaphore is never closed")
     }
 
+    /// The largest existing partition file a merge reads whole (a sixteenth of the writing quarter: decoded, it
+    /// takes about four times its size); a larger one is merged a row group at a time ([`super::merge_stream`]).
+    pub fn whole_file_limit(&self) -> u64 {
+        u64::from(self.writing_kib) * 1024 / 16
+    }
+
     /// Whether a reservation of `bytes` would have to wait now.
     pub fn would_wait(&self, bytes: u64) -> bool {
         let kib = bytes.div_ceil(1024).clamp(1, u64::from(self.metadata_kib)) as usize;

@@ -6,12 +6,12 @@
 //! Most partitions an incremental run touches only hold documents re-read in the overlap window: [`unchanged`]
 //! recognises them from the file's key column and the few rows those keys hold, without decoding the rest.
 use super::buffer::{PartBytes, RowMeta};
-use super::partition::{buffered_doc, finish_batch, prepare_fn, Built, Job};
+use super::merge_stream::FreshRows;
+use super::partition::{Built, Job};
 use super::rejects::Reject;
-use crate::schema::arrow::{self as sarrow, ColumnBuilder};
+use crate::schema::arrow as sarrow;
 use crate::schema::{text, LakeType};
 use crate::sink::parquet::{self, Encoded};
-use crate::transform::dedup::{latest, Candidate};
 use crate::{Error, Result};
 use arrow::array::{Array, AsArray, BooleanArray, RecordBatch, StringArray};
 use arrow::datatypes::SchemaRef;
@@ -19,42 +19,24 @@ use std::borrow::Cow;
 
 /// This run's documents for one partition, deduplicated (one per key) and built into Arrow under the file type.
 pub(super) struct Fresh<'r> {
-    candidates: Vec<Candidate<'r>>,
-    /// Indices into `candidates` of the winners, sorted by key; row `i` of `batch` is `winners[i]`.
-    winners: Vec<usize>,
+    rows: FreshRows<'r>,
+    /// Row `i` is the `i`-th winner of `rows`.
     batch: RecordBatch,
     rejects: Vec<Reject>,
 }
 
 impl<'r> Fresh<'r> {
-    pub fn build(bytes: &PartBytes, rows: &'r [RowMeta], job: &Job<'_>) -> Result<Fresh<'r>> {
-        let Job { file_ty, hints, in_path, spec, context, .. } = *job;
-        let candidates: Vec<Candidate> = rows
-            .iter()
-            .map(|r| Candidate { key: Cow::Borrowed(r.key.as_str()), fresh: true, timestamp: r.timestamp, seq: r.seq })
-            .collect();
-        let winners = latest(&candidates);
-        let mut scratch = Vec::new();
-        let prepare = prepare_fn(hints, in_path);
-        let mut builder = ColumnBuilder::for_document(file_ty);
-        let (mut value_rejects, mut rejects) = (Vec::new(), Vec::new());
-        for &i in &winners {
-            let r = &rows[i];
-            let doc = buffered_doc(bytes, r, &mut scratch, context)?;
-            builder.append_document(doc, prepare.as_ref(), &mut value_rejects).map_err(|m| {
-                Error::collection(format!("{}.{}", spec.database, spec.collection), format!("document {}: {m}", r.key))
-            })?;
-            for v in value_rejects.drain(..) {
-                rejects.push(Reject::value(&r.key, v));
-            }
-        }
-        let batch = finish_batch(&mut builder, context)?;
-        Ok(Fresh { candidates, winners, batch, rejects })
+    pub fn build(bytes: &'r PartBytes, rows: &'r [RowMeta], job: &Job<'_>) -> Result<Fresh<'r>> {
+        let rows = FreshRows::new(bytes, rows);
+        let mut batches = rows.batches(job, usize::MAX, usize::MAX);
+        let batch = batches.next_batch()?;
+        let rejects = std::mem::take(&mut batches.rejects);
+        Ok(Fresh { rows, batch, rejects })
     }
 
     /// Documents read for the partition that a newer one read in this run superseded.
     fn dups(&self) -> u64 {
-        (self.candidates.len() - self.winners.len()) as u64
+        self.rows.dups()
     }
 }
 
@@ -71,8 +53,7 @@ pub(super) fn unchanged(
     let Job { file_ty, spec, context, .. } = *job;
     let LakeType::Struct { fields } = file_ty else { return Ok(None) };
     let Some(kc) = fields.iter().position(|f| f.source == spec.key) else { return Ok(None) };
-    let fresh_row: crate::FastMap<&str, usize> =
-        fresh.winners.iter().enumerate().map(|(row, &i)| (fresh.candidates[i].key.as_ref(), row)).collect();
+    let fresh_row: crate::FastMap<&str, usize> = (0..fresh.rows.len()).map(|row| (fresh.rows.key(row), row)).collect();
     // (file row, fresh row) for every fresh key found, in file order.
     let mut hits: Vec<(usize, usize)> = Vec::with_capacity(fresh_row.len());
     let mut base = 0;
@@ -96,11 +77,7 @@ pub(super) fn unchanged(
         }
         for row in 0..batch.num_rows() {
             let Some(&(_, f)) = hit.next() else { return Ok(None) };
-            let same = fresh.batch.columns().iter().zip(batch.columns()).all(|(a, b)| {
-                // (logical equality of one-row slices, as `same_rows` compares whole files)
-                a.slice(f, 1).to_data() == b.slice(row, 1).to_data()
-            });
-            if !same {
+            if !same_row(&fresh.batch, f, &batch, row) {
                 return Ok(None);
             }
         }
@@ -109,7 +86,7 @@ pub(super) fn unchanged(
         return Ok(None);
     }
     Ok(Some(Built {
-        bytes: Encoded::Memory(file.clone()),
+        bytes: Encoded::Unchanged,
         rows: file_rows,
         dups: fresh.dups(),
         replaced: hits.len() as u64,
@@ -119,20 +96,15 @@ pub(super) fn unchanged(
 
 /// The full merge: rows of the file that no fresh document replaces (a fresh document always wins) and that did
 /// not move away, plus the fresh winners, sorted by key text. When the merged rows equal the file's rows, the
-/// file's own bytes are returned instead of an encode (comparing Arrow arrays costs a fraction of a zstd encode).
-pub(super) fn merge_arrow(
-    old: &[RecordBatch],
-    old_bytes: bytes::Bytes,
-    fresh: Fresh<'_>,
-    job: &Job<'_>,
-) -> Result<Built> {
+/// file is left alone ([`Encoded::Unchanged`]) instead of an encode (comparing Arrow arrays costs a fraction of a zstd encode).
+pub(super) fn merge_arrow(old: &[RecordBatch], fresh: Fresh<'_>, job: &Job<'_>) -> Result<Built> {
     let Job { remove, file_ty, spec, row_groups, context, .. } = *job;
     let LakeType::Struct { fields } = file_ty else { unreachable!("a file type is a struct") };
     let key_col = fields.iter().position(|f| f.source == spec.key);
     let enc = |e: arrow::error::ArrowError| Error::encode(context, e);
     let dups = fresh.dups();
-    let Fresh { candidates, winners, batch: fresh, rejects } = fresh;
-    let fresh_keys: crate::FastSet<&str> = winners.iter().map(|&i| candidates[i].key.as_ref()).collect();
+    let Fresh { rows: fresh_rows, batch: fresh, rejects } = fresh;
+    let fresh_keys: crate::FastSet<&str> = (0..fresh_rows.len()).map(|j| fresh_rows.key(j)).collect();
     // Old rows: keep those no fresh document replaces and that did not move away.
     let mut kept_batches = Vec::with_capacity(old.len());
     let mut keys: Vec<String> = Vec::new();
@@ -159,20 +131,23 @@ pub(super) fn merge_arrow(
         kept_batches.push(arrow::compute::filter_record_batch(&batch, &BooleanArray::from(keep)).map_err(enc)?);
     }
     let kept_rows = keys.len() as u64;
-    keys.extend(winners.iter().map(|&i| candidates[i].key.to_string()));
+    keys.extend((0..fresh_rows.len()).map(|j| fresh_rows.key(j).to_string()));
     kept_batches.push(fresh);
     let all = arrow::compute::concat_batches(&kept_batches[0].schema(), &kept_batches).map_err(enc)?;
     let order = arrow::compute::sort_to_indices(&StringArray::from(keys), None, None).map_err(enc)?;
     let sorted = arrow::compute::take_record_batch(&all, &order).map_err(enc)?;
     let unchanged = sorted.num_rows() == old.iter().map(|b| b.num_rows()).sum::<usize>() && same_rows(&sorted, old);
-    let bytes =
-        if unchanged { old_bytes } else { parquet::encode(sorted.schema(), &[sorted], file_ty, row_groups, context)? };
-    Ok(Built { bytes: Encoded::Memory(bytes), rows: kept_rows + winners.len() as u64, dups, replaced, rejects })
+    let bytes = if unchanged {
+        Encoded::Unchanged
+    } else {
+        Encoded::Memory(parquet::encode(sorted.schema(), &[sorted], file_ty, row_groups, context)?)
+    };
+    Ok(Built { bytes, rows: kept_rows + fresh_rows.len() as u64, dups, replaced, rejects })
 }
 
 /// The text a key is matched by (as [`text::render`] gives it for the BSON value). A string key, the common
 /// case (ObjectIds are stored as their hex text), is borrowed straight from the array without a BSON round trip.
-fn key_text<'a>(array: &'a dyn Array, row: usize, ty: &LakeType) -> Cow<'a, str> {
+pub(super) fn key_text<'a>(array: &'a dyn Array, row: usize, ty: &LakeType) -> Cow<'a, str> {
     match (ty, array.data_type()) {
         (LakeType::String, arrow::datatypes::DataType::Utf8) if !array.is_null(row) => {
             Cow::Borrowed(array.as_string::<i32>().value(row))
@@ -184,6 +159,12 @@ fn key_text<'a>(array: &'a dyn Array, row: usize, ty: &LakeType) -> Cow<'a, str>
                 .unwrap_or_default(),
         ),
     }
+}
+
+/// Whether row `ar` of `a` holds the same values as row `br` of `b` (logical equality of one-row slices, as
+/// [`same_rows`] compares whole files).
+pub(super) fn same_row(a: &RecordBatch, ar: usize, b: &RecordBatch, br: usize) -> bool {
+    a.columns().iter().zip(b.columns()).all(|(x, y)| x.slice(ar, 1).to_data() == y.slice(br, 1).to_data())
 }
 
 /// Whether `merged` holds exactly the rows of `old`, in the same order (column by column, logically).

@@ -15,6 +15,7 @@ mod budget;
 pub mod buffer;
 pub mod collection;
 mod merge;
+mod merge_stream;
 pub mod partition;
 mod plan;
 pub mod read;

@@ -12,6 +12,7 @@ use crate::config::CollectionSpec;
 use crate::schema::arrow::{self as sarrow, ColumnBuilder, Prepare};
 use crate::schema::{text, LakeType};
 use crate::sink::parquet::{self, Encoded};
+use crate::sink::remote::{Existing, RemoteFile};
 use crate::sink::upload::{settle, ChunkSink};
 use crate::transform::dedup::{latest, Candidate};
 use crate::transform::{get_path, timestamp};
@@ -64,24 +65,32 @@ impl PartitionWriter {
             Some(dir) => super::shard::staged_file(dir, &rel),
             None => lake.partition_file(db, coll, &rel),
         };
-        let existing = if self.stage_to.is_some() { None } else { lake.get_opt(&target).await? };
-        let before = existing.clone();
+        let context = format!("{}.{} partition {rel}", db, coll);
+        // A file too large to hold is merged a row group at a time ([`super::merge_stream`]).
+        let existing = match &self.stage_to {
+            Some(_) => None,
+            None => lake.existing(&target, self.ctx.memory.whole_file_limit(), &context).await?,
+        };
+        let had_file = existing.is_some();
+        let before = match &existing {
+            Some(Existing::Whole(b)) => Some(b.clone()),
+            _ => None,
+        };
         // Where the new file is written first: this run's staging (then moved over the target), or the range's
         // folder of a shared load (the owner joins it).
         let upload_to = match &self.stage_to {
             Some(_) => target.clone(),
             None => lake.staging_path(&self.ctx.run_id, db, coll, &rel),
         };
-        // A new partition (nothing to merge with, nothing to compare) streams its file to the lake as it is
-        // encoded instead of holding it ([`crate::sink::upload`]).
+        // A new partition (nothing to merge with, nothing to compare) and a large file's merge stream their file
+        // to the lake as it is encoded instead of holding it ([`crate::sink::upload`]).
         let (sink, upload) = match existing {
-            None => {
+            None | Some(Existing::Large(_)) => {
                 let (sink, upload) = lake.upload(&upload_to);
                 (Some(sink), Some(upload))
             }
-            Some(_) => (None, None),
+            Some(Existing::Whole(_)) => (None, None),
         };
-        let context = format!("{}.{} partition {rel}", db, coll);
         let (file_ty, hints, in_path, spec) =
             (self.file_ty.clone(), self.hints.clone(), self.in_path.clone(), self.spec.clone());
         let row_groups = self.ctx.sync.row_groups();
@@ -91,8 +100,14 @@ impl PartitionWriter {
         // spilled streams them from an external sort (one sort run in memory); any other holds its rows.
         let run_rows = self.ctx.memory.sort_run_entries();
         let stream_in = self.spill_dir.clone().filter(|_| existing.is_none() && part.rows_if_in_memory().is_none());
-        let existing_bytes = existing.as_ref().map_or(0, |b| b.len() as u64);
-        let mut need = part.row_count() * super::budget::WRITE_BYTES_PER_ROW + existing_bytes * 4;
+        // An existing file decoded takes about four times its size; a large one's merge holds a row group of it
+        // and the encoder's (about `row_group_mb` each) and a batch of each side.
+        let existing_need = match &existing {
+            None => 0,
+            Some(Existing::Whole(b)) => b.len() as u64 * 4,
+            Some(Existing::Large(_)) => row_groups.bytes.min(1 << 40) as u64 * 2 + (16 << 20),
+        };
+        let mut need = part.row_count() * super::budget::WRITE_BYTES_PER_ROW + existing_need;
         if stream_in.is_some() {
             need = need.min(run_rows as u64 * super::budget::SORT_ENTRY_BYTES + (16 << 20));
         }
@@ -110,9 +125,11 @@ impl PartitionWriter {
                 row_groups,
                 context: &context,
             };
-            match stream_in {
-                Some(dir) => super::stream::build(part, &job, &dir, run_rows, sink),
-                None => build_partition(existing, part, &job, sink),
+            match (stream_in, existing) {
+                (Some(dir), _) => super::stream::build(part, &job, &dir, run_rows, sink),
+                (None, Some(Existing::Large(file))) => build_large(&file, part, &job, sink.expect("opened above")),
+                (None, Some(Existing::Whole(bytes))) => build_partition(Some(bytes), part, &job, sink),
+                (None, None) => build_partition(None, part, &job, sink),
             }
         })
         .await
@@ -127,13 +144,14 @@ impl PartitionWriter {
         let Built { bytes, rows, dups, replaced, rejects } = built;
         if rows == 0 {
             // Every row left (deleted documents, or all moved elsewhere): the partition goes, file and folder.
-            if before.is_some() {
+            if had_file {
                 lake.delete(&target).await?;
                 crate::fault::point("after_partition");
             }
-            return Ok(PartitionOutcome { rows, dups, replaced, written: before.is_some(), rejects });
+            return Ok(PartitionOutcome { rows, dups, replaced, written: had_file, rejects });
         }
-        if matches!((&before, &bytes), (Some(old), Encoded::Memory(new)) if old == new) {
+        let same_bytes = matches!((&before, &bytes), (Some(old), Encoded::Memory(new)) if old == new);
+        if same_bytes || matches!(bytes, Encoded::Unchanged) {
             return Ok(PartitionOutcome { rows, dups, replaced, written: false, rejects });
         }
         if self.lease_lost.load(std::sync::atomic::Ordering::SeqCst) {
@@ -151,6 +169,7 @@ impl PartitionWriter {
             Encoded::Streamed(_) => {}
             Encoded::Memory(bytes) if self.stage_to.is_none() => lake.replace(&upload_to, &target, bytes).await?,
             Encoded::Memory(bytes) => lake.put(&target, bytes.into()).await?,
+            Encoded::Unchanged => unreachable!("returned above"),
         }
         if self.stage_to.is_some() {
             return Ok(PartitionOutcome { rows, dups, replaced, written: true, rejects });
@@ -187,9 +206,37 @@ pub(super) struct Job<'a> {
 
 /// Rows per Arrow batch handed to the encoder: bounds the Arrow held for one partition, and is a multiple of the
 /// writer's 1024-row mini-batch so the file's bytes do not depend on it (see [`parquet::Encoder::write`]).
-const ENCODE_BATCH_ROWS: usize = 8192;
+pub(super) const ENCODE_BATCH_ROWS: usize = 8192;
 /// ... or fewer rows (still a multiple of 1024) once their documents pass this many bytes (large documents).
-const ENCODE_BATCH_BYTES: usize = 4 << 20;
+pub(super) const ENCODE_BATCH_BYTES: usize = 4 << 20;
+
+/// This run's rows for a partition, without those the plan dropped.
+fn fresh_rows(part: Part, dropped: &crate::FastSet<u64>) -> Result<(PartBytes, Vec<RowMeta>)> {
+    let (bytes, mut rows) = part.into_bytes()?;
+    if !dropped.is_empty() {
+        rows.retain(|r| !dropped.contains(&r.seq));
+    }
+    Ok((bytes, rows))
+}
+
+/// A partition whose existing file is too large to hold: merged a row group at a time, at the Arrow level when
+/// the file has the collection's type, else (a widening) through BSON as a small file's widening is. A file not
+/// in key order (written by other means) is read whole and merged as a small one is.
+fn build_large(file: &RemoteFile, part: Part, job: &Job<'_>, sink: ChunkSink) -> Result<Built> {
+    let (fresh_bytes, rows) = fresh_rows(part, job.dropped)?;
+    let ty = file.lake_type()?;
+    let fresh = super::merge_stream::FreshRows::new(&fresh_bytes, &rows);
+    let streamed = if &ty == job.file_ty && merge::arrow_mergeable(&file.schema(), job.file_ty, &job.spec.key) {
+        super::merge_stream::merge(file, &fresh, job, sink)?
+    } else {
+        super::merge_stream::widen(file, &ty, &fresh, job, sink)?
+    };
+    if let Some(built) = streamed {
+        return Ok(built);
+    }
+    drop(fresh);
+    build_from(Some(file.whole()?), &fresh_bytes, rows, job, None)
+}
 
 fn build_partition(
     existing: Option<bytes::Bytes>,
@@ -197,25 +244,32 @@ fn build_partition(
     job: &Job<'_>,
     sink: Option<ChunkSink>,
 ) -> Result<Built> {
-    let Job { remove, dropped, file_ty, spec, context, .. } = *job;
-    let (fresh_bytes, mut rows) = part.into_bytes()?;
-    if !dropped.is_empty() {
-        rows.retain(|r| !dropped.contains(&r.seq));
-    }
+    let (fresh_bytes, rows) = fresh_rows(part, job.dropped)?;
+    build_from(existing, &fresh_bytes, rows, job, sink)
+}
+
+fn build_from(
+    existing: Option<bytes::Bytes>,
+    fresh_bytes: &PartBytes,
+    rows: Vec<RowMeta>,
+    job: &Job<'_>,
+    sink: Option<ChunkSink>,
+) -> Result<Built> {
+    let Job { remove, file_ty, spec, context, .. } = *job;
     // Rows of the existing file: merged at the Arrow level when the file already has the collection's type (the
     // common incremental case; see [`merge`]), else back as BSON and rebuilt under the new type (a widening).
     let mut old_docs: Vec<RawDocumentBuf> = Vec::new();
     if let Some(b) = existing {
         let (ty, schema, file_rows) = parquet::header(b.clone(), context)?;
         if &ty == file_ty && merge::arrow_mergeable(&schema, file_ty, &spec.key) {
-            let fresh = merge::Fresh::build(&fresh_bytes, &rows, job)?;
+            let fresh = merge::Fresh::build(fresh_bytes, &rows, job)?;
             if remove.is_empty() {
                 if let Some(built) = merge::unchanged(&b, file_rows, &fresh, job)? {
                     return Ok(built);
                 }
             }
             let (batches, _) = parquet::decode(b.clone(), context)?;
-            return merge::merge_arrow(&batches, b, fresh, job);
+            return merge::merge_arrow(&batches, fresh, job);
         }
         let (batches, ty) = parquet::decode(b, context)?;
         for batch in batches {
@@ -250,7 +304,7 @@ fn build_partition(
         let doc: &RawDocument = if i < old_docs.len() {
             &old_docs[i]
         } else {
-            buffered_doc(&fresh_bytes, &rows[i - old_docs.len()], &mut scratch, context)?
+            buffered_doc(fresh_bytes, &rows[i - old_docs.len()], &mut scratch, context)?
         };
         out.push(&candidates[i].key, doc)?;
     }
@@ -322,6 +376,11 @@ impl<'a> DocEncoder<'a> {
         }
         (self.in_batch, self.batch_bytes) = (0, 0);
         self.encoder.as_mut().expect("just created").write(&batch)
+    }
+
+    /// Documents pushed so far.
+    pub fn rows(&self) -> u64 {
+        self.rows
     }
 
     /// The file, and the values its columns could not hold. A streamed partition left without rows writes no

@@ -1,0 +1,362 @@
+//! The incremental merge of a partition whose existing file is too large to hold (see
+//! [`crate::sink::remote`]): the file is read a row group at a time, this run's documents are built into Arrow a
+//! batch at a time, and the two are joined in key order straight into the new file, which streams to the lake.
+//! So the merge holds a row group, a batch of each side and the encoder's row group, whatever the file's size.
+//!
+//! Files are written sorted by key text, and this run's winners are sorted the same way, so a merge join gives
+//! exactly the rows, in exactly the order, of the in-memory merge ([`super::merge`]); the output is handed to the
+//! encoder in batches of [`OUT_BATCH_ROWS`], so the bytes are the same too. A file not in strictly increasing
+//! key order (written by other means) is detected as it is read, and the partition falls back to the in-memory
+//! merge. As there, a partition whose fresh documents are all re-reads of identical rows is recognised first from
+//! the key column and those rows, and left alone.
+use super::buffer::{PartBytes, RowMeta};
+use super::merge::{key_text, same_row};
+use super::partition::{
+    buffered_doc, finish_batch, prepare_fn, Built, DocEncoder, Job, ENCODE_BATCH_BYTES, ENCODE_BATCH_ROWS,
+};
+use super::rejects::Reject;
+use crate::schema::arrow::{self as sarrow, ColumnBuilder, Prepare};
+use crate::schema::{text, LakeType};
+use crate::sink::parquet::{self, Encoded, FileSink};
+use crate::sink::remote::RemoteFile;
+use crate::sink::upload::ChunkSink;
+use crate::transform::dedup::{latest, Candidate};
+use crate::transform::get_path;
+use crate::{Error, Result};
+use arrow::array::{Array, RecordBatch, StructArray};
+use arrow::datatypes::SchemaRef;
+use bson::RawDocumentBuf;
+use std::borrow::Cow;
+
+/// Rows per merged batch handed to the encoder: a multiple of the writer's 1024-row mini-batch, so the bytes are
+/// those of the in-memory merge (see [`parquet::Encoder::write`]), and few, because a large file's rows may be
+/// large.
+const OUT_BATCH_ROWS: usize = parquet::CHECK_ROWS;
+
+/// This run's documents for one partition, deduplicated (one per key) and sorted by key, not yet built.
+pub(super) struct FreshRows<'r> {
+    bytes: &'r PartBytes,
+    rows: &'r [RowMeta],
+    pub candidates: Vec<Candidate<'r>>,
+    /// Indices into `candidates` (and `rows`) of the winners, sorted by key.
+    pub winners: Vec<usize>,
+}
+
+impl<'r> FreshRows<'r> {
+    pub fn new(bytes: &'r PartBytes, rows: &'r [RowMeta]) -> FreshRows<'r> {
+        let candidates: Vec<Candidate> = rows
+            .iter()
+            .map(|r| Candidate { key: Cow::Borrowed(r.key.as_str()), fresh: true, timestamp: r.timestamp, seq: r.seq })
+            .collect();
+        let winners = latest(&candidates);
+        FreshRows { bytes, rows, candidates, winners }
+    }
+
+    pub fn len(&self) -> usize {
+        self.winners.len()
+    }
+
+    /// The key of the `j`-th winner.
+    pub fn key(&self, j: usize) -> &str {
+        &self.candidates[self.winners[j]].key
+    }
+
+    /// Documents read for the partition that a newer one read in this run superseded.
+    pub fn dups(&self) -> u64 {
+        (self.candidates.len() - self.winners.len()) as u64
+    }
+
+    /// The winners built into Arrow in order, batches of `max_rows` rows or fewer once their documents pass
+    /// `max_bytes`.
+    pub fn batches<'a>(&'a self, job: &'a Job<'a>, max_rows: usize, max_bytes: usize) -> FreshBatches<'a, 'r> {
+        FreshBatches {
+            fresh: self,
+            job,
+            next: 0,
+            max_rows,
+            max_bytes,
+            prepare: prepare_fn(job.hints, job.in_path),
+            builder: ColumnBuilder::for_document(job.file_ty),
+            scratch: Vec::new(),
+            value_rejects: Vec::new(),
+            rejects: Vec::new(),
+        }
+    }
+}
+
+/// Builds [`FreshRows`]' winners into Arrow batches; see [`FreshRows::batches`].
+pub(super) struct FreshBatches<'a, 'r> {
+    fresh: &'a FreshRows<'r>,
+    job: &'a Job<'a>,
+    next: usize,
+    max_rows: usize,
+    max_bytes: usize,
+    prepare: Box<Prepare>,
+    builder: ColumnBuilder,
+    scratch: Vec<u8>,
+    value_rejects: Vec<sarrow::ValueReject>,
+    /// Values the built documents' columns could not hold.
+    pub rejects: Vec<Reject>,
+}
+
+impl FreshBatches<'_, '_> {
+    /// The next batch; an empty one (the type's schema) once every winner is built.
+    pub fn next_batch(&mut self) -> Result<RecordBatch> {
+        let Job { spec, context, .. } = *self.job;
+        let (mut n, mut bytes) = (0, 0);
+        while self.next < self.fresh.len() && n < self.max_rows && bytes < self.max_bytes {
+            let r = &self.fresh.rows[self.fresh.winners[self.next]];
+            let doc = buffered_doc(self.fresh.bytes, r, &mut self.scratch, context)?;
+            bytes += doc.as_bytes().len();
+            self.builder.append_document(doc, self.prepare.as_ref(), &mut self.value_rejects).map_err(|m| {
+                Error::collection(format!("{}.{}", spec.database, spec.collection), format!("document {}: {m}", r.key))
+            })?;
+            for v in self.value_rejects.drain(..) {
+                self.rejects.push(Reject::value(&r.key, v));
+            }
+            (self.next, n) = (self.next + 1, n + 1);
+        }
+        finish_batch(&mut self.builder, context)
+    }
+}
+
+/// Merges `file` (too large to hold) with this run's documents for its partition, streaming the new file into
+/// `sink`. None when the file is not in strictly increasing key order (the caller merges in memory instead);
+/// [`Encoded::Unchanged`] when the merge would give back the file's own rows.
+pub(super) fn merge(file: &RemoteFile, fresh: &FreshRows<'_>, job: &Job<'_>, sink: ChunkSink) -> Result<Option<Built>> {
+    let Job { remove, file_ty, spec, row_groups, context, .. } = *job;
+    let Some((kc, key_ty)) = key_column(file_ty, &spec.key) else { return Ok(None) };
+    if job.remove.is_empty() {
+        if let Some(built) = unchanged(file, fresh, job, kc, key_ty)? {
+            return Ok(Some(built));
+        }
+    }
+    let mut fb = fresh.batches(job, ENCODE_BATCH_ROWS, ENCODE_BATCH_BYTES);
+    let mut cur_new = fb.next_batch()?;
+    let schema = cur_new.schema();
+    let encoder = parquet::Encoder::to_sink(FileSink::Upload(sink), schema.clone(), file_ty, row_groups, context)?;
+    let mut out = Output { encoder, sources: Vec::new(), picks: Vec::new(), rows: 0 };
+    let mut new_src = out.add(&cur_new);
+    let mut old_batches = file.batches(None, None)?;
+    let mut next_old = || -> Result<Option<RecordBatch>> {
+        for batch in old_batches.by_ref() {
+            let batch = batch?;
+            if batch.num_rows() > 0 {
+                return aligned(&schema, batch, context).map(Some);
+            }
+        }
+        Ok(None)
+    };
+    let mut cur_old = next_old()?;
+    let mut old_src = cur_old.as_ref().map_or(0, |b| out.add(b));
+    let (mut old_at, mut new_at, mut j) = (0, 0, 0);
+    let (mut replaced, mut changed, mut prev): (u64, bool, Option<String>) = (0, false, None);
+    loop {
+        if cur_old.as_ref().is_some_and(|b| old_at == b.num_rows()) {
+            cur_old = next_old()?;
+            old_src = cur_old.as_ref().map_or(0, |b| out.add(b));
+            old_at = 0;
+        }
+        if j < fresh.len() && new_at == cur_new.num_rows() {
+            cur_new = fb.next_batch()?;
+            new_src = out.add(&cur_new);
+            new_at = 0;
+        }
+        let old_key = cur_old.as_ref().map(|b| key_text(b.column(kc).as_ref(), old_at, key_ty));
+        let new_key = (j < fresh.len()).then(|| fresh.key(j));
+        match (old_key, new_key) {
+            (None, None) => break,
+            (Some(k), f) if f.is_none_or(|f| k.as_ref() <= f) => {
+                if prev.as_deref().is_some_and(|p| p >= k.as_ref()) {
+                    return Ok(None); // not in key order
+                }
+                let same_key = f == Some(k.as_ref());
+                if same_key {
+                    // The fresh document replaces the row (unless the row's key moved away, then it is only
+                    // dropped); either way the fresh document is written here.
+                    replaced += u64::from(!remove.contains(k.as_ref()));
+                    let old = cur_old.as_ref().expect("a key came from it");
+                    changed = changed || !same_row(&cur_new, new_at, old, old_at);
+                    out.picks.push((new_src, new_at));
+                    (new_at, j) = (new_at + 1, j + 1);
+                } else if remove.contains(k.as_ref()) {
+                    changed = true;
+                } else {
+                    out.picks.push((old_src, old_at));
+                }
+                prev = Some(k.into_owned());
+                old_at += 1;
+            }
+            (_, Some(_)) => {
+                changed = true;
+                out.picks.push((new_src, new_at));
+                (new_at, j) = (new_at + 1, j + 1);
+            }
+            (Some(_), None) => unreachable!("handled above"),
+        }
+        if out.picks.len() == OUT_BATCH_ROWS {
+            out.flush(&mut [&mut old_src, &mut new_src], context)?;
+        }
+    }
+    let rejects = std::mem::take(&mut fb.rejects);
+    if !changed {
+        // Dropping the encoder aborts the upload.
+        return Ok(Some(Built { bytes: Encoded::Unchanged, rows: file.rows(), dups: fresh.dups(), replaced, rejects }));
+    }
+    if !out.picks.is_empty() {
+        out.flush(&mut [&mut old_src, &mut new_src], context)?;
+    }
+    let (rows, dups) = (out.rows, fresh.dups());
+    let bytes = if rows == 0 { Encoded::Streamed(0) } else { out.encoder.finish_file()? };
+    Ok(Some(Built { bytes, rows, dups, replaced, rejects }))
+}
+
+/// A widening's merge (the file has an older type), streamed: each of the file's rows is read back as BSON, as
+/// the in-memory path does, and joined in key order with this run's winners into a file of the new type (a fresh
+/// document always wins; a row whose key moved away is dropped). None when the file is not in key order.
+pub(super) fn widen(
+    file: &RemoteFile,
+    file_ty: &LakeType,
+    fresh: &FreshRows<'_>,
+    job: &Job<'_>,
+    sink: ChunkSink,
+) -> Result<Option<Built>> {
+    let Job { remove, spec, context, .. } = *job;
+    let mut out = DocEncoder::new(job, Some(sink));
+    let mut scratch = Vec::new();
+    let mut push_fresh = |out: &mut DocEncoder<'_>, j: usize| -> Result<()> {
+        let r = &fresh.rows[fresh.winners[j]];
+        out.push(&r.key, buffered_doc(fresh.bytes, r, &mut scratch, context)?)
+    };
+    let (mut j, mut replaced, mut prev): (usize, u64, Option<String>) = (0, 0, None);
+    for batch in file.batches(None, None)? {
+        let s = StructArray::from(batch?);
+        for row in 0..s.len() {
+            let doc = match sarrow::to_bson(&s, row, file_ty) {
+                Some(bson::Bson::Document(d)) => d,
+                _ => bson::Document::new(),
+            };
+            let doc = RawDocumentBuf::try_from(&doc).map_err(|e| Error::encode(context, e))?;
+            let key = get_path(&doc, &spec.key).map(text::render).unwrap_or_default();
+            if prev.as_deref().is_some_and(|p| p >= key.as_str()) {
+                return Ok(None); // not in key order
+            }
+            while j < fresh.len() && fresh.key(j) < key.as_str() {
+                push_fresh(&mut out, j)?;
+                j += 1;
+            }
+            if j < fresh.len() && fresh.key(j) == key {
+                replaced += u64::from(!remove.contains(&key));
+                push_fresh(&mut out, j)?;
+                j += 1;
+            } else if !remove.contains(&key) {
+                out.push(&key, &doc)?;
+            }
+            prev = Some(key);
+        }
+    }
+    for j in j..fresh.len() {
+        push_fresh(&mut out, j)?;
+    }
+    let rows = out.rows();
+    let (bytes, rejects) = out.finish()?;
+    Ok(Some(Built { bytes, rows, dups: fresh.dups(), replaced, rejects }))
+}
+
+/// The check of [`super::merge::unchanged`], streamed: every fresh winner's key is in the file, in the same
+/// order, and its row there holds the same values. Reads the key column, then only those rows.
+fn unchanged(
+    file: &RemoteFile,
+    fresh: &FreshRows<'_>,
+    job: &Job<'_>,
+    kc: usize,
+    key_ty: &LakeType,
+) -> Result<Option<Built>> {
+    let index: crate::FastMap<&str, usize> = (0..fresh.len()).map(|j| (fresh.key(j), j)).collect();
+    let mut hits: Vec<usize> = Vec::with_capacity(fresh.len());
+    let mut base = 0;
+    for batch in file.batches(Some(kc), None)? {
+        let batch = batch?;
+        for row in 0..batch.num_rows() {
+            if let Some(&j) = index.get(key_text(batch.column(0).as_ref(), row, key_ty).as_ref()) {
+                if j != hits.len() {
+                    return Ok(None); // out of order: the merge decides
+                }
+                hits.push(base + row);
+            }
+        }
+        base += batch.num_rows();
+    }
+    if hits.len() != fresh.len() {
+        return Ok(None);
+    }
+    let mut fb = fresh.batches(job, ENCODE_BATCH_ROWS, ENCODE_BATCH_BYTES);
+    let (mut cur, mut at) = (fb.next_batch()?, 0);
+    if !hits.is_empty() {
+        for batch in file.batches(None, Some(&hits))? {
+            let batch = batch?;
+            for row in 0..batch.num_rows() {
+                if at == cur.num_rows() {
+                    (cur, at) = (fb.next_batch()?, 0);
+                }
+                if at == cur.num_rows() || batch.num_columns() != cur.num_columns() || !same_row(&cur, at, &batch, row)
+                {
+                    return Ok(None);
+                }
+                at += 1;
+            }
+        }
+    }
+    Ok(Some(Built {
+        bytes: Encoded::Unchanged,
+        rows: file.rows(),
+        dups: fresh.dups(),
+        replaced: hits.len() as u64,
+        rejects: std::mem::take(&mut fb.rejects),
+    }))
+}
+
+/// The position and type of the key among the file type's top-level columns.
+fn key_column<'t>(file_ty: &'t LakeType, key: &str) -> Option<(usize, &'t LakeType)> {
+    let LakeType::Struct { fields } = file_ty else { return None };
+    fields.iter().position(|f| f.source == key).map(|i| (i, &fields[i].ty))
+}
+
+/// A file's batch under the builders' schema (same columns and types; field metadata may differ).
+fn aligned(schema: &SchemaRef, batch: RecordBatch, context: &str) -> Result<RecordBatch> {
+    RecordBatch::try_new(schema.clone(), batch.columns().to_vec()).map_err(|e| Error::encode(context, e))
+}
+
+/// The merged rows on their way to the encoder: picks of (source batch, row), interleaved a batch at a time.
+struct Output {
+    encoder: parquet::Encoder,
+    sources: Vec<RecordBatch>,
+    picks: Vec<(usize, usize)>,
+    rows: u64,
+}
+
+impl Output {
+    fn add(&mut self, batch: &RecordBatch) -> usize {
+        self.sources.push(batch.clone());
+        self.sources.len() - 1
+    }
+
+    /// Encodes the picks, then keeps only the sources still being read (`current`, renumbered in place).
+    fn flush(&mut self, current: &mut [&mut usize], context: &str) -> Result<()> {
+        let refs: Vec<&RecordBatch> = self.sources.iter().collect();
+        let batch =
+            arrow::compute::interleave_record_batch(&refs, &self.picks).map_err(|e| Error::encode(context, e))?;
+        self.encoder.write(&batch)?;
+        self.rows += self.picks.len() as u64;
+        self.picks.clear();
+        let mut kept = Vec::with_capacity(current.len());
+        for idx in current.iter_mut() {
+            if let Some(b) = self.sources.get(**idx) {
+                kept.push(b.clone());
+                **idx = kept.len() - 1;
+            }
+        }
+        self.sources = kept;
+        Ok(())
+    }
+}
