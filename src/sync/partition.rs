@@ -1,6 +1,8 @@
 //! Writing one partition (pass 2 of the commit protocol in [`super::collection`]): read the existing file back
-//! as BSON, merge it with the documents buffered for this partition, keep the latest version per key, encode
-//! to Arrow and Parquet on a blocking thread, and replace the file atomically (staging, then rename).
+//! (as Arrow when it has the collection's type, [`super::merge`]; as BSON on a widening; a row group at a time
+//! when it is too large to hold, [`super::merge_stream`]), merge it with the documents buffered for this
+//! partition, keep the latest version per key, encode to Arrow and Parquet on a blocking thread, and replace the
+//! file atomically (staging, then rename).
 //!
 //! Encoding is deterministic, so a merge that changes nothing yields identical bytes and the file is left alone:
 //! a rerun with no changes rewrites nothing.
