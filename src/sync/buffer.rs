@@ -88,7 +88,8 @@ impl RowMeta {
 }
 
 /// A buffered row with its partition (by position), as the external sorts of rows take it ([`super::plan`],
-/// [`super::stream`]), ordered by [`by_key_then_recency`].
+/// [`super::stream`]), ordered by key, then recency (timestamp, then read order): the last row of a key is its
+/// newest version.
 pub(super) struct SortRow {
     pub row: RowMeta,
     pub part: u32,
@@ -111,10 +112,11 @@ impl extsort::Sortable for SortRow {
     }
 }
 
-/// Key, then recency (timestamp, then read order): the last row of a key is its newest version.
-pub(super) fn by_key_then_recency(a: &SortRow, b: &SortRow) -> std::cmp::Ordering {
-    let (a, b) = (&a.row, &b.row);
-    a.key.cmp(&b.key).then((a.timestamp, a.seq).cmp(&(b.timestamp, b.seq)))
+impl super::sort::SortItem for SortRow {
+    fn order(&self, other: &Self) -> std::cmp::Ordering {
+        let (a, b) = (&self.row, &other.row);
+        a.key.cmp(&b.key).then((a.timestamp, a.seq).cmp(&(b.timestamp, b.seq)))
+    }
 }
 
 /// The tail of a spilled row: the timestamp (a presence byte and 8 bytes) and the key (4 bytes of

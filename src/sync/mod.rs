@@ -22,6 +22,7 @@ pub mod read;
 pub mod reconcile;
 pub mod rejects;
 pub mod shard;
+mod sort;
 mod stream;
 
 use crate::config::environment::RetryPolicy;

@@ -12,7 +12,7 @@
 //! index segment by segment as the merge produces it ([`SegmentWriter`]). A first load then holds, besides the
 //! budget, one sort run, one index segment and what it drops; a run over an existing index holds the index
 //! segments its keys fall in.
-use super::buffer::{by_key_then_recency, Part, PartitionValues, SortRow};
+use super::buffer::{Part, PartitionValues, SortRow};
 use crate::state::index::{store::SegmentWriter, KeyIndex};
 use crate::{Error, FastSet, Result};
 use std::collections::{HashMap, HashSet};
@@ -84,10 +84,7 @@ pub async fn plan(
             let io = |e: std::io::Error| Error::io(format!("sorting row keys in {}", dir.display()), e);
             // (a directory of its own, removed with its runs when the plan is made)
             let runs = tempfile::Builder::new().prefix("plan-").tempdir_in(dir).map_err(io)?;
-            let mut sorter = extsort::ExternalSorter::new()
-                .with_segment_size(run_entries.max(1))
-                .with_sort_dir(runs.path().to_path_buf())
-                .pushed_by(by_key_then_recency);
+            let mut sorter = super::sort::Sorter::new(run_entries, runs.path().to_path_buf());
             let mut pushed = Ok(());
             for (pi, (_, part)) in parts.iter().enumerate() {
                 part.visit_rows(|r| {

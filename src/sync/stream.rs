@@ -6,7 +6,7 @@
 //! rows, merged), and the merge yields them in key order: the last row of each key is its newest version
 //! (greatest timestamp, then read last, as [`crate::transform::dedup`] ranks them), and its document is read
 //! from the buffers and encoded at once. The file is the same, byte for byte; only the memory differs.
-use super::buffer::{by_key_then_recency, Part, SortRow};
+use super::buffer::{Part, SortRow};
 use super::partition::{buffered_doc, Built, DocEncoder, Job};
 use crate::sink::upload::ChunkSink;
 use crate::{Error, Result};
@@ -27,10 +27,7 @@ pub(super) fn build(
         .tempdir_in(spill_dir)
         .map_err(|e| Error::io(format!("creating a sort directory in {}", spill_dir.display()), e))?;
     let io = |e: std::io::Error| Error::io(format!("{context}: sorting spilled rows in {}", dir.path().display()), e);
-    let mut sorter = extsort::ExternalSorter::new()
-        .with_segment_size(run_rows.max(1))
-        .with_sort_dir(dir.path().to_path_buf())
-        .pushed_by(by_key_then_recency);
+    let mut sorter = super::sort::Sorter::new(run_rows, dir.path().to_path_buf());
     let (mut pushed, mut read) = (Ok(()), 0u64);
     part.visit_rows(|r| {
         if pushed.is_ok() && !job.dropped.contains(&r.seq) {
