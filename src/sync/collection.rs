@@ -204,23 +204,24 @@ pub async fn sync_collection(
     // A first load read every document: it is the reconcile the schedule asks for, without comparing key sets
     // (which would hold every key in memory). `--reconcile` still compares.
     let compare_keys = reconcile_due && (ctx.reconcile || !(stats.full_load && index.is_empty()));
-    // Only the index segments holding the keys read (reconcile compares every key: all of them).
-    let phase = std::time::Instant::now();
-    if compare_keys {
-        state::index::store::load_all(&mut index, lake, &spec).await?;
-    } else {
-        state::index::store::load_for(&mut index, lake, &spec, |f| pass.buffers.for_each_key(f)).await?;
-    }
-    let (segments, loaded) = index.segments_loaded();
-    tracing::debug!(collection = %name, segments, loaded, ms = phase.elapsed().as_millis() as u64, "Phase: key index segments loaded");
     stats.reconciled = reconcile_due;
     let deleted = if compare_keys {
-        let r = super::reconcile::reconcile(&mut pass, &index).await?;
+        // (it visits the index a segment at a time, and fetches what the lake lacks into this pass)
+        let r = super::reconcile::reconcile(&mut pass, &mut index, ctx.memory.sort_run_entries()).await?;
         stats.docs_fetched = r.fetched;
         r.deleted
     } else {
         HashSet::new()
     };
+    // Only the index segments holding the keys read, and those deleted.
+    let phase = std::time::Instant::now();
+    state::index::store::load_for(&mut index, lake, &spec, |f| {
+        deleted.iter().for_each(|k| f(k));
+        pass.buffers.for_each_key(f)
+    })
+    .await?;
+    let (segments, loaded) = index.segments_loaded();
+    tracing::debug!(collection = %name, segments, loaded, ms = phase.elapsed().as_millis() as u64, "Phase: key index segments loaded");
     let ReadPass { fields, mut buffers, present, max_ts, seq, mut rejected, hints, partitioner, masked, .. } = pass;
     stats.masked = masked;
     stats.docs_read = seq + shared.as_ref().map_or(0, |s| s.helped_docs());

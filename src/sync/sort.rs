@@ -86,7 +86,7 @@ impl<T: SortItem + Send> Sorter<T> {
     /// Every item pushed, in order.
     pub fn done(mut self) -> std::io::Result<impl Iterator<Item = std::io::Result<T>> + Send> {
         // The inner buffer holds `pushed mod (run + 1)` items: a run is written when it reaches run + 1.
-        if self.pushed > 0 && self.pushed % (self.run + 1) == 0 {
+        if self.pushed > 0 && self.pushed.is_multiple_of(self.run + 1) {
             self.inner.push(Entry::End)?;
         }
         Ok(self.inner.done()?.filter_map(|entry| match entry {

@@ -176,13 +176,14 @@ impl KeyIndex {
         (self.segments.len(), self.segments.iter().filter(|s| s.base.is_some()).count())
     }
 
-    /// Every key with its partition, sorted by key: the saved entries merged with this run's changes. Every
-    /// segment must be loaded ([`store::load_all`]).
     /// The segment files written in this run by a [`store::SegmentWriter`] (for a worker's key run).
     pub fn segment_files(&self) -> Vec<store::SegmentFile> {
         self.segments.iter().filter_map(|s| Some(store::SegmentFile { file: s.file.clone()?, keys: s.keys })).collect()
     }
 
+    /// Every key with its partition, sorted by key: the saved entries merged with this run's changes. Every
+    /// segment must be loaded ([`store::load_all`]); [`store::visit_keys`] visits the keys of any index a
+    /// segment at a time.
     pub fn entries(&self) -> Vec<(&str, &str)> {
         let changed = self.sorted_changes();
         let mut out = Vec::with_capacity(self.len());

@@ -125,16 +125,9 @@ async fn load_segments(index: &mut KeyIndex, lake: &Lake, spec: &CollectionSpec,
         .into_iter()
         .map(|s| (s, index.segments[s].file.clone().expect("an unloaded segment has a file")))
         .collect();
-    let loaded: Result<Vec<(usize, Base)>> = futures::stream::iter(files.into_iter().map(|(s, file)| async move {
-        let path = segment_path(lake, spec, &file);
-        let bytes = lake
-            .get_opt(&path)
-            .await?
-            .ok_or_else(|| Error::encode("key index", format!("segment {} is missing", lake.display(&path))))?;
-        let base =
-            tokio::task::spawn_blocking(move || decode(bytes)).await.map_err(|e| Error::encode("key index", e))??;
-        Ok((s, base))
-    }))
+    let loaded: Result<Vec<(usize, Base)>> = futures::stream::iter(
+        files.into_iter().map(|(s, file)| async move { Ok((s, read_segment(lake, spec, &file).await?)) }),
+    )
     .buffer_unordered(8)
     .try_collect()
     .await;
@@ -154,8 +147,49 @@ async fn load_segments(index: &mut KeyIndex, lake: &Lake, spec: &CollectionSpec,
     }
 }
 
+async fn read_segment(lake: &Lake, spec: &CollectionSpec, file: &str) -> Result<Base> {
+    let path = segment_path(lake, spec, file);
+    let bytes = lake
+        .get_opt(&path)
+        .await?
+        .ok_or_else(|| Error::encode("key index", format!("segment {} is missing", lake.display(&path))))?;
+    tokio::task::spawn_blocking(move || decode(bytes)).await.map_err(|e| Error::encode("key index", e))?
+}
+
+/// Calls `f` with every key of the index in key order, this run's changes applied, a segment at a time: a
+/// segment that is not loaded is read for the visit and dropped after it, so visiting an index of any size
+/// holds one segment besides those loaded (which stay as they were). A segment that cannot be read is an error;
+/// the caller may [`rebuild`] the index and visit again.
+pub async fn visit_keys(
+    index: &KeyIndex,
+    lake: &Lake,
+    spec: &CollectionSpec,
+    mut f: impl FnMut(&str) -> Result<()>,
+) -> Result<()> {
+    let changed = index.sorted_changes();
+    let mut c = 0;
+    for (s, segment) in index.segments.iter().enumerate() {
+        let end = index.changes_end(s, &changed, c);
+        let read;
+        let base = match (&segment.base, &segment.file) {
+            (Some(base), _) => base,
+            (None, Some(file)) => {
+                read = read_segment(lake, spec, file).await?;
+                &read
+            }
+            (None, None) => unreachable!("a segment without a file is made loaded"),
+        };
+        let mut entries = Vec::with_capacity(base.keys.len() + end - c);
+        merge_into(&mut entries, base, &changed[c..end]);
+        entries.into_iter().try_for_each(|(key, _)| f(key))?;
+        c = end;
+    }
+    Ok(())
+}
+
 /// Rebuilds the index from the key column of every partition file (no index yet, or an unreadable one: `why`).
-async fn rebuild(lake: &Lake, spec: &CollectionSpec, why: &str) -> Result<KeyIndex> {
+/// It holds every key in memory: a recovery path.
+pub async fn rebuild(lake: &Lake, spec: &CollectionSpec, why: &str) -> Result<KeyIndex> {
     if !why.is_empty() {
         tracing::warn!(collection = %spec.name(), error = %why, "Key index unreadable; rebuilding it from the lake");
     }
@@ -343,6 +377,26 @@ mod tests {
         want.extend([("k09".into(), "p7".into()), ("k10".into(), "p1".into())]);
         let got: Vec<(String, String)> = index.entries().iter().map(|(k, p)| (k.to_string(), p.to_string())).collect();
         assert_eq!(got, want);
+
+        // Visiting every key reads the unloaded segments one at a time and leaves them unloaded; the keys come
+        // in order, this run's changes applied (k03 removed, k11 added: in a loaded segment and the last one).
+        let mut index = load_or_rebuild(&lake, &spec).await.unwrap();
+        load_for(&mut index, &lake, &spec, visit(&["k03", "k11"])).await.unwrap();
+        index.remove("k03");
+        index.set("k11", Arc::from("p2"));
+        let mut visited = Vec::new();
+        visit_keys(&index, &lake, &spec, |k| {
+            visited.push(k.to_string());
+            Ok(())
+        })
+        .await
+        .unwrap();
+        assert_eq!(visited, (0..12).filter(|i| *i != 3).map(key).collect::<Vec<_>>());
+        assert_eq!(index.segments_loaded(), (5, 2), "the visit kept nothing loaded");
+        // A lost segment is an error for the caller (reconcile rebuilds the index), not a panic.
+        lake.delete(&segment_path(&lake, &spec, &after[1])).await.unwrap();
+        let err = visit_keys(&index, &lake, &spec, |_| Ok(())).await.unwrap_err().to_string();
+        assert!(err.contains("is missing"), "{err}");
     }
 
     #[tokio::test]
