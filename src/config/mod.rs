@@ -6,11 +6,12 @@
 //! `collections.csv` only skips that collection (it is reported as failed), a bad *environment* stops the run.
 pub mod collections;
 pub mod environment;
+mod raw;
+pub mod secret;
 
 pub use collections::{CollectionSpec, CollectionsFile, PartitionKey, PartitionSpec};
-pub use environment::{
-    CatalogConfig, EmailConfig, Environment, LakeConfig, MaskingConfig, MongoConfig, SecretRef, SyncConfig,
-};
+pub use environment::{CatalogConfig, EmailConfig, Environment, LakeConfig, MaskingConfig, MongoConfig, SyncConfig};
+pub use secret::{SecretRef, ValueOrRef};
 
 use crate::{Error, Result};
 use std::path::{Path, PathBuf};

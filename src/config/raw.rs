@@ -1,0 +1,248 @@
+//! The environment TOML as serde reads it: every key, its default, `deny_unknown_fields` so a typo is an error
+//! naming the key. [`super::environment`] validates it into the typed configuration a run uses.
+use super::secret::{SecretRef, ValueOrRef};
+use serde::Deserialize;
+use std::path::PathBuf;
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawEnvironment {
+    pub(super) mongodb: RawMongo,
+    pub(super) lake: RawLake,
+    #[serde(default)]
+    pub(super) sync: RawSync,
+    pub(super) email: Option<RawEmail>,
+    #[serde(default)]
+    pub(super) catalog: RawCatalog,
+    #[serde(default)]
+    pub(super) masking: MaskingConfig,
+}
+
+/// `[masking]`: secrets of the masking rules in collections.csv's `mask` column (see [`crate::mask`]).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct MaskingConfig {
+    /// The HMAC-SHA-256 key of `hash` rules (at least 16 characters): one key per environment, so hashed ids
+    /// join across collections; rotating it changes every hash.
+    pub hmac_key: Option<SecretRef>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMongo {
+    pub(super) uri: ValueOrRef,
+    pub(super) username: Option<ValueOrRef>,
+    pub(super) password: Option<ValueOrRef>,
+    pub(super) auth_source: Option<String>,
+    #[serde(default = "default_batch_size")]
+    pub(super) batch_size: u32,
+    #[serde(default = "default_timeout")]
+    pub(super) connect_timeout_seconds: u64,
+    pub(super) tls: Option<bool>,
+    pub(super) tls_ca_file: Option<PathBuf>,
+    pub(super) tls_certificate_key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLake {
+    pub(super) url: String,
+    pub(super) endpoint: Option<String>,
+    pub(super) region: Option<String>,
+    #[serde(default)]
+    pub(super) allow_http: bool,
+    pub(super) access_key_id: Option<ValueOrRef>,
+    pub(super) secret_access_key: Option<ValueOrRef>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSync {
+    #[serde(default = "default_tz")]
+    pub(super) timezone: String,
+    #[serde(default = "default_overlap")]
+    pub(super) overlap_seconds: u64,
+    #[serde(default = "default_concurrency")]
+    pub(super) concurrency: usize,
+    #[serde(default = "default_partition_concurrency")]
+    pub(super) partition_concurrency: usize,
+    #[serde(default = "default_memory")]
+    pub(super) memory_budget_mb: u64,
+    #[serde(default = "default_row_group")]
+    pub(super) row_group_rows: usize,
+    /// A row group also ends once it is this large, encoded (checked every 1,024 rows). Default: an eighth of
+    /// the memory budget, at most 128 (the budget's last quarter holds the partitions being encoded, two a core).
+    #[serde(default)]
+    pub(super) row_group_mb: Option<usize>,
+    /// Keys per key-index segment file.
+    #[serde(default = "default_index_segment_keys")]
+    pub(super) index_segment_keys: usize,
+    /// Reconcile (compare key sets, remove deleted documents) when the last one is this many days old.
+    #[serde(default)]
+    pub(super) reconcile_every_days: Option<u32>,
+    #[serde(default = "default_lease")]
+    pub(super) lease_seconds: u64,
+    /// Full loads read this many `_id` ranges with concurrent cursors.
+    #[serde(default = "default_read_ranges")]
+    pub(super) read_ranges: usize,
+    /// With `--shard K/N`, a first load of at least this many documents is split into N `_id` ranges that
+    /// every worker helps read and encode (0: never).
+    #[serde(default = "default_shard_ranges_min_docs")]
+    pub(super) shard_ranges_min_docs: u64,
+    /// With `--shard K/N`, a worker done with its own collections looks for ranges to help with for at least
+    /// this long after it started.
+    #[serde(default = "default_shard_help_wait")]
+    pub(super) shard_help_wait_seconds: u64,
+    /// Attempts per collection when it fails with a transient error (1: no retry).
+    #[serde(default = "default_retry_attempts")]
+    pub(super) retry_attempts: u32,
+    /// First pause before a retry; doubled per attempt, with jitter, capped at `retry_max_backoff_seconds`.
+    #[serde(default = "default_retry_backoff_ms")]
+    pub(super) retry_backoff_ms: u64,
+    #[serde(default = "default_retry_max_backoff")]
+    pub(super) retry_max_backoff_seconds: u64,
+    /// One S3 request may take this long (object_store's client timeout).
+    #[serde(default = "default_store_timeout")]
+    pub(super) store_timeout_seconds: u64,
+    #[serde(default = "default_store_connect_timeout")]
+    pub(super) store_connect_timeout_seconds: u64,
+    /// Retries of one S3 request inside object_store (5xx, SlowDown, connection errors) before the error reaches
+    /// the collection-level retry.
+    #[serde(default = "default_store_retries")]
+    pub(super) store_retries: usize,
+    /// Partition files are streamed to the lake in parts of this size (S3 multipart upload; at least 5 there).
+    #[serde(default = "default_upload_part_mb")]
+    pub(super) upload_part_mb: usize,
+}
+
+pub(super) fn default_retry_attempts() -> u32 {
+    3
+}
+pub(super) fn default_retry_backoff_ms() -> u64 {
+    2_000
+}
+pub(super) fn default_retry_max_backoff() -> u64 {
+    60
+}
+pub(super) fn default_store_timeout() -> u64 {
+    120
+}
+pub(super) fn default_store_connect_timeout() -> u64 {
+    10
+}
+pub(super) fn default_store_retries() -> usize {
+    5
+}
+pub(super) fn default_upload_part_mb() -> usize {
+    8
+}
+
+pub(super) fn default_shard_ranges_min_docs() -> u64 {
+    1_000_000
+}
+pub(super) fn default_shard_help_wait() -> u64 {
+    15
+}
+
+pub(super) fn default_read_ranges() -> usize {
+    1
+}
+
+pub(super) fn default_lease() -> u64 {
+    600
+}
+
+impl Default for RawSync {
+    fn default() -> Self {
+        toml::from_str("").expect("defaults")
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawEmail {
+    pub(super) smtp_host: String,
+    #[serde(default = "default_smtp_port")]
+    pub(super) smtp_port: u16,
+    pub(super) from: String,
+    pub(super) to: Vec<String>,
+    pub(super) username: Option<ValueOrRef>,
+    pub(super) password: Option<ValueOrRef>,
+    #[serde(default = "default_tls")]
+    pub(super) tls: String,
+    #[serde(default = "yes")]
+    pub(super) enabled: bool,
+    #[serde(default)]
+    pub(super) only_on_failure: bool,
+    /// Attach the run report as JSON (`<run-id>.json`).
+    #[serde(default = "yes")]
+    pub(super) attach_json: bool,
+    /// PEM CA bundle to verify the SMTP server with instead of the system roots (a private CA); not a secret.
+    pub(super) tls_ca_file: Option<PathBuf>,
+    /// Seconds one SMTP command may take; the whole send is bounded by four times this.
+    #[serde(default = "default_email_timeout")]
+    pub(super) timeout_seconds: u64,
+}
+
+pub(super) fn default_email_timeout() -> u64 {
+    30
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCatalog {
+    pub(super) database: Option<String>,
+    #[serde(default)]
+    pub(super) table_prefix: String,
+    #[serde(default = "default_enum_max_values")]
+    pub(super) enum_max_values: usize,
+}
+
+impl Default for RawCatalog {
+    fn default() -> Self {
+        toml::from_str("").expect("defaults")
+    }
+}
+
+pub(super) fn default_enum_max_values() -> usize {
+    // Athena's advice is "a few dozen"; the real limit is the table's metadata size in Glue (about 1 MB gzipped),
+    // which 1000 short values stay far below.
+    1000
+}
+pub(super) fn default_batch_size() -> u32 {
+    10_000
+}
+pub(super) fn default_timeout() -> u64 {
+    10
+}
+pub(super) fn default_tz() -> String {
+    "UTC".into()
+}
+pub(super) fn default_overlap() -> u64 {
+    300
+}
+pub(super) fn default_concurrency() -> usize {
+    4
+}
+pub(super) fn default_partition_concurrency() -> usize {
+    // Partition writes are mostly object-store round trips (get, put, copy, delete); encoding runs on blocking
+    // threads, so more in flight than cores pays off on S3.
+    8
+}
+pub(super) fn default_memory() -> u64 {
+    1024
+}
+pub(super) fn default_row_group() -> usize {
+    1 << 20
+}
+pub(super) fn default_index_segment_keys() -> usize {
+    crate::state::index::SEGMENT_KEYS
+}
+pub(super) fn default_smtp_port() -> u16 {
+    587
+}
+pub(super) fn default_tls() -> String {
+    "starttls".into()
+}
+pub(super) fn yes() -> bool {
+    true
+}
