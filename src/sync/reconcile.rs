@@ -96,17 +96,24 @@ pub async fn reconcile(pass: &mut ReadPass, index: &mut KeyIndex, run_entries: u
         let sorted_on_disk = sorter.spilled();
         let mut compare = Compare::new(sorter.done().map_err(io)?);
         let mut r = 0;
+        // (the comparison's own errors are kept apart from the visit's, which are the index's)
+        let mut compared: Result<()> = Ok(());
         let visited = store::visit_keys(index, &pass.ctx().lake, &pass.spec, |key| {
-            while r < read.len() && read[r].as_str() < key {
-                compare.lake_key(&read[r])?;
-                r += 1;
+            if compared.is_ok() {
+                compared = (|| {
+                    while r < read.len() && read[r].as_str() < key {
+                        compare.lake_key(&read[r])?;
+                        r += 1;
+                    }
+                    if read.get(r).is_some_and(|k| k == key) {
+                        r += 1;
+                    }
+                    compare.lake_key(key)
+                })();
             }
-            if read.get(r).is_some_and(|k| k == key) {
-                r += 1;
-            }
-            compare.lake_key(key)
         })
         .await;
+        compared?;
         match visited {
             Ok(()) => {}
             // An index segment that cannot be read: rebuild the index from the partition files (as loading
