@@ -5,13 +5,13 @@
 //! two batches of the cursor) are dropped, and the key index learns the newest one's partition, which tells the
 //! write pass to remove the key from the partition it lived in before (a moved row).
 //!
-//! A sort rather than a map per key: the index wants the keys sorted anyway, and a sorted run streams. While
-//! the rows are in memory (nothing spilled) they are sorted in memory by reference. Once rows spilled (more
-//! than the memory budget holds) the entries are sorted externally ([`extsort`]: runs of a bounded number of
-//! entries sorted in memory, written to the spill directory and merged), and a first load writes its key
-//! index segment by segment as the merge produces it ([`SegmentWriter`]). A first load then holds, besides the
-//! budget, one sort run, one index segment and what it drops; a run over an existing index holds the index
-//! segments its keys fall in.
+//! A sort rather than a map per key: the index wants the keys sorted anyway, and a sorted run streams. While the
+//! rows are in memory (nothing spilled) they are sorted in memory by reference. Once rows spilled (more than the
+//! memory budget holds) the entries are sorted externally ([`super::sort::Sorter`] over extsort: runs of a
+//! bounded number of entries sorted in memory, written to the spill directory and merged), and a first load
+//! writes its key index segment by segment as the merge produces it ([`SegmentWriter`]). A first load then holds,
+//! besides the budget, one sort run, one index segment and what it drops; a run over an existing index holds the
+//! index segments its keys fall in.
 use super::buffer::{Part, PartitionValues, SortRow};
 use crate::state::index::{store::SegmentWriter, KeyIndex};
 use crate::{Error, FastSet, Result};

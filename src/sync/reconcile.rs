@@ -15,10 +15,10 @@
 //! one inserted in between is fetched as missing.
 //!
 //! Both sets are compared as sorted streams, so memory does not grow with the collection: the live keys go
-//! through an external sort ([`extsort`]: runs of the memory budget's sort-run size, spilled to local disk past
-//! one run), and the lake's keys come from the key index a segment at a time ([`store::visit_keys`]), merged
-//! with the keys this run read (a day's changes). What is held is what differs (the deleted keys and the
-//! missing keys' values) and one sort run.
+//! through an external sort ([`super::sort::Sorter`] over extsort: runs of the memory budget's sort-run size,
+//! spilled to local disk past one run), and the lake's keys come from the key index a segment at a time
+//! ([`store::visit_keys`]), merged with the keys this run read (a day's changes). What is held is what differs
+//! (the deleted keys and the missing keys' values) and one sort run.
 use super::read::ReadPass;
 use super::sort::Sorter;
 use crate::schema::text;
