@@ -202,7 +202,7 @@ pub async fn sync_collection(
             state.last_reconcile().is_none_or(|last| read_started - last >= days as i64 * 86_400_000)
         });
     // A first load read every document: it is the reconcile the schedule asks for, without comparing key sets
-    // (which would hold every key in memory). `--reconcile` still compares.
+    // (a second scan of every key). `--reconcile` still compares.
     let compare_keys = reconcile_due && (ctx.reconcile || !(stats.full_load && index.is_empty()));
     stats.reconciled = reconcile_due;
     let deleted = if compare_keys {
