@@ -54,6 +54,11 @@ pub enum Error {
     #[error("{collection}: {message}")]
     RangeWorker { collection: String, message: String },
 
+    /// A segment of a collection's key index is missing or cannot be decoded. A run that meets one while it
+    /// updates the index rebuilds the index from the partition files and plans again.
+    #[error("key index segment {path}: {message}")]
+    IndexSegment { path: String, message: String },
+
     /// Sending the email report failed.
     #[error("email report: {0}")]
     Email(String),

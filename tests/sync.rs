@@ -361,7 +361,7 @@ async fn local_and_s3_lakes_are_identical() {
     }
 }
 
-/// 6c. The key index is split by key range: an incremental run loads and rewrites only the segments holding the
+/// 6c. The key index is split by key range: an incremental run reads and rewrites only the segments holding the
 /// keys it read (here the first, for a moved document, and the last, for an update and a new key), and the
 /// move still leaves the document in its new partition only.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -391,8 +391,9 @@ async fn the_key_index_loads_and_rewrites_only_the_segments_a_round_touches() {
     items.insert_one(doc! { "_id": "k041", "facility_id": "A", "modified_at": now }).await.unwrap();
     let run = p.sync_with("dev", &[], &[("MONGOLAKE_LOG", "mongolake=debug"), ("NO_COLOR", "1")]);
     run.assert_ok();
-    let loaded = run.stderr.lines().find(|l| l.contains("Phase: key index segments loaded")).unwrap_or_default();
-    assert!(loaded.contains("segments=10") && loaded.contains("loaded=2"), "{loaded}\n{}", run.describe());
+    let updated = run.stderr.lines().find(|l| l.contains("Phase: key index updated")).unwrap_or_default();
+    let counts = ["segments=10", "read=2", "rewritten=2"];
+    assert!(counts.iter().all(|c| updated.contains(c)), "{updated}\n{}", run.describe());
     let after = files_under(&index_dir);
     let kept = before.iter().filter(|f| after.contains(f)).count();
     assert_eq!(
@@ -406,6 +407,30 @@ async fn the_key_index_loads_and_rewrites_only_the_segments_a_round_touches() {
     let by_id = rows_by_id(t); // panics when a moved key is still in its old partition as well
     assert_eq!(by_id.len(), 41);
     assert_eq!((&by_id["k002"]["facility_id"], &by_id["k039"]["facility_id"]), (&"B".into(), &"A".into()));
+
+    // A lost segment (the first, where the next round moves k001): the run meets it while updating the index,
+    // rebuilds the index from the partition files, and plans again.
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(index_dir.join("manifest.json")).unwrap()).unwrap();
+    std::fs::remove_file(index_dir.join(manifest["segments"][0]["file"].as_str().unwrap())).unwrap();
+    items.update_one(doc! {"_id": "k001"}, doc! {"$set": {"facility_id": "A", "modified_at": now}}).await.unwrap();
+    let run = p.sync_with("dev", &[], &[("NO_COLOR", "1")]);
+    run.assert_ok();
+    assert!(
+        run.stderr.contains("rebuilding it from the lake") && run.stderr.contains("is missing"),
+        "{}",
+        run.describe()
+    );
+    let by_id = rows_by_id(table(&common::dump(&lake), &p.db, "items"))
+        .into_iter()
+        .map(|(k, v)| (k, v.clone()))
+        .collect::<Vec<_>>();
+    assert_eq!(by_id.len(), 41, "k001 moved, and is in its new partition only");
+    assert_eq!(by_id[0].1["facility_id"], "A");
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(index_dir.join("manifest.json")).unwrap()).unwrap();
+    let keys: u64 = manifest["segments"].as_array().unwrap().iter().map(|s| s["keys"].as_u64().unwrap()).sum();
+    assert_eq!((keys, files_under(&index_dir).len()), (41, 11), "the rebuilt index saved whole: 9 x 4 + 5 keys");
 }
 
 /// 6d. Two versions of one key read in the same run into different partitions (here: two documents sharing a

@@ -5,8 +5,9 @@ use std::sync::Arc;
 /// The run's memory budget (`[sync] memory_budget_mb`), shared by every collection syncing at once.
 ///
 /// Three eighths of it cap the buffered documents and their row metadata (past it, the pushing collection
-/// spills both). Three eighths are for what cannot spill: the key index of a run over an existing lake (about
-/// [`INDEX_BYTES_PER_KEY`] per key) and, for a first load, one run of the external sort of row keys
+/// spills both). Three eighths are for what cannot spill: the key index segments a run over an existing lake
+/// holds (about [`INDEX_BYTES_PER_KEY`] per key: one segment and the new files being filled, or the whole index
+/// when it is one file of an older version or was rebuilt) and, for a first load, one run of the external sort of row keys
 /// ([`MemoryBudget::sort_run_entries`]). A collection reserves its share of those before it reads
 /// ([`MemoryBudget::reserve`]); when the share is not free it waits for other collections to finish, so several
 /// collections with million-key indexes take turns instead of holding them at once. A collection alone always

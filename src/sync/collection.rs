@@ -129,7 +129,7 @@ pub async fn sync_collection(
     let old_watermark = if ctx.full { None } else { state.watermark() };
     stats.full_load = old_watermark.is_none();
     // This collection's share of the memory budget's metadata half (what cannot spill, see MemoryBudget): a
-    // run over an existing lake may hold its whole key index; a first load holds one external sort run at most
+    // run over an existing lake holds key index segments; a first load holds one external sort run at most
     // (sized by estimatedDocumentCount, also the progress bar's ETA). The index is read first (its manifest, or
     // the single file of older versions) to count its keys.
     // (estimatedDocumentCount is collection metadata on MongoDB, but SecantusDB counts: 1.4 s per 1M documents.)
@@ -141,7 +141,12 @@ pub async fn sync_collection(
     } else {
         None
     };
-    let share = ctx.memory.share_for(index.len() as u64, estimate.unwrap_or(0));
+    // (an index of segment files is updated a segment at a time: it holds one, and the new files being filled)
+    let held = match index.segments_loaded() {
+        (_, 0) => index.len().min(4 * ctx.sync.index_segment_keys),
+        _ => index.len(),
+    };
+    let share = ctx.memory.share_for(held as u64, estimate.unwrap_or(0));
     if ctx.memory.would_wait(share) {
         tracing::info!(collection = %name, share_mb = share >> 20, "Waiting for other collections to free the memory budget");
     }
@@ -213,15 +218,6 @@ pub async fn sync_collection(
     } else {
         HashSet::new()
     };
-    // Only the index segments holding the keys read, and those deleted.
-    let phase = std::time::Instant::now();
-    state::index::store::load_for(&mut index, lake, &spec, |f| {
-        deleted.iter().for_each(|k| f(k));
-        pass.buffers.for_each_key(f)
-    })
-    .await?;
-    let (segments, loaded) = index.segments_loaded();
-    tracing::debug!(collection = %name, segments, loaded, ms = phase.elapsed().as_millis() as u64, "Phase: key index segments loaded");
     let ReadPass { fields, mut buffers, present, max_ts, seq, mut rejected, hints, partitioner, masked, .. } = pass;
     stats.masked = masked;
     stats.docs_read = seq + shared.as_ref().map_or(0, |s| s.helped_docs());
@@ -300,16 +296,29 @@ pub async fn sync_collection(
         let rels: Vec<Arc<str>> = parts.iter().map(|(v, _)| Arc::from(partitioner.relative_path(v))).collect();
         let phase = std::time::Instant::now();
         let sort_dir = spill_guard.as_ref().map(|d| d.path().to_path_buf());
-        let target = if index.is_empty() && !index.changed() && !ctx.dry_run {
-            // A first load: nothing can move, and the index is this run's keys, written as they come sorted.
-            let writer = state::index::store::SegmentWriter::new(lake, &spec, &ctx.run_id, ctx.sync.index_segment_keys);
-            super::plan::IndexTarget::Stream(Box::new(writer), &mut index)
-        } else {
-            super::plan::IndexTarget::Update(&mut index)
+        let mut attempt = 0;
+        let plan = loop {
+            let segment_keys = ctx.sync.index_segment_keys;
+            let target = if index.is_empty() && !index.changed() && !ctx.dry_run {
+                // A first load: nothing can move, and the index is this run's keys, written as they come sorted.
+                let writer = state::index::store::SegmentWriter::new(lake, &spec, &ctx.run_id, segment_keys);
+                super::plan::IndexTarget::Stream(Box::new(writer), &mut index)
+            } else {
+                // The index segments the keys fall in, one at a time (see state::index::Updater).
+                let prefix = format!("{}-u{attempt}", ctx.run_id);
+                let updater = state::index::Updater::new(&mut index, lake, &spec, &prefix, segment_keys, !ctx.dry_run);
+                super::plan::IndexTarget::Update(Box::new(updater))
+            };
+            let run_entries = ctx.memory.sort_run_entries();
+            match super::plan::plan(&parts, &rels, &deleted, target, sort_dir.as_deref(), run_entries).await {
+                // A lost or corrupt segment: the partition files tell where every key lives; plan again.
+                Err(e @ Error::IndexSegment { .. }) if attempt == 0 => {
+                    index = state::index::store::rebuild(lake, &spec, &e.to_string()).await?;
+                    attempt += 1;
+                }
+                result => break result?,
+            }
         };
-        let plan =
-            super::plan::plan(&parts, &rels, &deleted, target, sort_dir.as_deref(), ctx.memory.sort_run_entries())
-                .await?;
         tracing::debug!(collection = %name, on_disk = plan.sorted_on_disk, dropped = plan.dropped.len(), ms = phase.elapsed().as_millis() as u64, "Phase: write pass planned");
         let super::plan::Plan { dropped, removals, cross_dups, rows_deleted, .. } = plan;
         stats.rows_deleted = rows_deleted;

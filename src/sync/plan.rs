@@ -13,7 +13,7 @@
 //! besides the budget, one sort run, one index segment and what it drops; a run over an existing index holds the
 //! index segments its keys fall in.
 use super::buffer::{Part, PartitionValues, SortRow};
-use crate::state::index::{store::SegmentWriter, KeyIndex};
+use crate::state::index::{store::SegmentWriter, KeyIndex, Updater};
 use crate::{Error, FastSet, Result};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -36,8 +36,8 @@ pub struct Plan {
 
 /// Where the plan writes the index to.
 pub enum IndexTarget<'a> {
-    /// Change the loaded index (its segments holding the keys read are loaded).
-    Update(&'a mut KeyIndex),
+    /// Update the saved index: the keys (read, and deleted) come sorted, so it is updated a segment at a time.
+    Update(Box<Updater<'a>>),
     /// A first load: write segments as the keys come, and replace the (empty) index with them.
     Stream(Box<SegmentWriter<'a>>, &'a mut KeyIndex),
 }
@@ -61,7 +61,18 @@ pub async fn plan(
     sort_dir: Option<&std::path::Path>,
     run_entries: usize,
 ) -> Result<Plan> {
-    let mut planner = Planner { plan: Plan::default(), deleted, rels, target, key: String::new(), group: Vec::new() };
+    let mut gone: Vec<&str> = deleted.iter().map(String::as_str).collect();
+    gone.sort_unstable();
+    let mut planner = Planner {
+        plan: Plan::default(),
+        deleted,
+        gone,
+        next_gone: 0,
+        rels,
+        target,
+        key: String::new(),
+        group: Vec::new(),
+    };
     let in_memory: Option<Vec<&[super::buffer::RowMeta]>> = parts.iter().map(|(_, p)| p.rows_if_in_memory()).collect();
     match (in_memory, sort_dir) {
         (Some(rows), _) => {
@@ -107,6 +118,10 @@ pub async fn plan(
 struct Planner<'a, 'b> {
     plan: Plan,
     deleted: &'a HashSet<String>,
+    /// The deleted keys sorted, and the next one the index has not seen: they join the index's updates in key
+    /// order (keys read and deleted, such as a document deleted after this run read it, are in both).
+    gone: Vec<&'a str>,
+    next_gone: usize,
     rels: &'a [Arc<str>],
     target: IndexTarget<'b>,
     /// The current key, and its entries so far as (read order, partition), oldest first.
@@ -128,9 +143,29 @@ impl Planner<'_, '_> {
         Ok(())
     }
 
+    /// Removes the deleted keys up to `upto` (all when None) from an index being updated, in key order.
+    async fn remove_deleted(&mut self, upto: Option<&str>) -> Result<()> {
+        while let Some(&key) = self.gone.get(self.next_gone) {
+            if upto.is_some_and(|u| key > u) {
+                break;
+            }
+            self.next_gone += 1;
+            if let IndexTarget::Update(index) = &mut self.target {
+                if let Some(old) = index.next(key, None).await? {
+                    self.plan.removals.entry(old).or_default().insert(key.to_string());
+                    self.plan.rows_deleted += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The current key is complete: its newest entry wins.
     async fn close_group(&mut self) -> Result<()> {
         let Some(&(_, pi)) = self.group.last() else { return Ok(()) };
+        let key = std::mem::take(&mut self.key);
+        self.remove_deleted(Some(&key)).await?;
+        self.key = key;
         let key = self.key.as_str();
         if self.deleted.contains(key) {
             self.plan.dropped.extend(self.group.iter().map(|(seq, _)| *seq));
@@ -143,14 +178,11 @@ impl Planner<'_, '_> {
             let rel = &self.rels[pi as usize];
             match &mut self.target {
                 IndexTarget::Stream(writer, _) => writer.push(key, rel).await?,
-                IndexTarget::Update(index) => match index.get(key) {
-                    Some(old) if old == &**rel => {}
-                    Some(old) => {
-                        self.plan.removals.entry(old.to_string()).or_default().insert(key.to_string());
-                        index.set(key, rel.clone());
+                IndexTarget::Update(index) => {
+                    if let Some(old) = index.next(key, Some(rel)).await? {
+                        self.plan.removals.entry(old).or_default().insert(key.to_string());
                     }
-                    None => index.set(key, rel.clone()),
-                },
+                }
             }
         }
         self.group.clear();
@@ -159,19 +191,11 @@ impl Planner<'_, '_> {
 
     async fn finish(mut self) -> Result<Plan> {
         self.close_group().await?;
-        let index = match self.target {
+        self.remove_deleted(None).await?;
+        match self.target {
             // (a first load's deleted keys were dropped above and never entered the index)
-            IndexTarget::Stream(writer, index) => {
-                *index = writer.finish().await?;
-                return Ok(self.plan);
-            }
-            IndexTarget::Update(index) => index,
-        };
-        for key in self.deleted {
-            if let Some(old) = index.remove(key) {
-                self.plan.removals.entry(old).or_default().insert(key.clone());
-                self.plan.rows_deleted += 1;
-            }
+            IndexTarget::Stream(writer, index) => *index = writer.finish().await?,
+            IndexTarget::Update(index) => index.finish().await?,
         }
         Ok(self.plan)
     }
@@ -206,15 +230,42 @@ mod tests {
         let rels: Vec<Arc<str>> =
             parts.iter().map(|(v, _)| Arc::from(format!("p={}", v[0].as_ref().unwrap()))).collect();
         let deleted: HashSet<String> = ["k010", "k011", "nope"].iter().map(|k| k.to_string()).collect();
+        // A saved index of segments of 8 keys: k011 lived elsewhere and is deleted now, k012 moved, and the
+        // "j" keys are neither read nor deleted (their segments stay as they were).
+        let (lake, spec) = lake();
         let mut index = KeyIndex::default();
-        index.set("k011", Arc::from("p=9")); // lived elsewhere, deleted now
-        index.set("k012", Arc::from("p=9")); // moved
+        index.set("k011", Arc::from("p=9"));
+        index.set("k012", Arc::from("p=9"));
+        for i in 0..40 {
+            index.set(&format!("j{i:02}"), Arc::from("p=7"));
+        }
+        crate::state::index::save(&lake, &spec, &index, "run0", 8).await.unwrap();
+        let mut index = crate::state::index::load_or_rebuild(&lake, &spec).await.unwrap();
+        let updater = Updater::new(&mut index, &lake, &spec, "run1-u0", 8, true);
         let sort_dir = dir.as_ref().map(|d| d.path().to_path_buf());
-        let plan = plan(&parts, &rels, &deleted, IndexTarget::Update(&mut index), sort_dir.as_deref(), run_entries)
-            .await
-            .unwrap();
-        let entries = index.entries().into_iter().map(|(k, p)| (k.to_string(), p.to_string())).collect();
+        let plan =
+            plan(&parts, &rels, &deleted, IndexTarget::Update(Box::new(updater)), sort_dir.as_deref(), run_entries)
+                .await
+                .unwrap();
+        crate::state::index::save(&lake, &spec, &index, "run1", 8).await.unwrap();
+        let mut index = crate::state::index::load_or_rebuild(&lake, &spec).await.unwrap();
+        crate::state::index::store::load_all(&mut index, &lake, &spec).await.unwrap();
+        let entries = index
+            .entries()
+            .into_iter()
+            .filter(|(k, _)| !k.starts_with('j'))
+            .map(|(k, p)| (k.to_string(), p.to_string()))
+            .collect();
+        assert_eq!(index.len(), 40 + 298, "the j keys, and the 300 keys read but k010 and k011");
         (plan, entries, spills)
+    }
+
+    fn lake() -> (crate::sink::Lake, crate::config::CollectionSpec) {
+        let store = Arc::new(object_store::memory::InMemory::new());
+        let lake = crate::sink::Lake::from_store(store, object_store::path::Path::default(), "memory://lake");
+        let text = "database,collection,timestamp_column,partition_by\nhims,visits,modified_at,\n";
+        let file = crate::config::CollectionsFile::parse(std::path::Path::new("collections.csv"), text).unwrap();
+        (lake, file.entries.into_iter().next().unwrap())
     }
 
     #[test]

@@ -7,16 +7,20 @@
 //! rerun re-reads the same documents, and removing a key a partition no longer holds changes nothing.
 //!
 //! On the lake (see [`store`]) the index is split by key range into immutable segment files listed by a manifest,
-//! so an incremental run loads and rewrites only the segments holding the keys it read: with `_id`s that grow
-//! with time (ObjectIds), a day's changes touch the newest segment or two, whatever the collection's size.
+//! so an incremental run reads and rewrites only the segments holding the keys it read: with `_id`s that grow
+//! with time (ObjectIds), a day's changes touch the newest segment or two, whatever the collection's size. It
+//! holds one segment at a time ([`Updater`]), so keys spread over every segment (random `_id`s) cost reading
+//! and rewriting them, but not holding them.
 use crate::{Error, FastMap, Result};
 use arrow::array::{Array, AsArray, RecordBatch, StringArray, StructArray};
 use arrow::datatypes::{DataType, Field, Schema};
 use std::sync::Arc;
 
 pub mod store;
+mod update;
 mod writer;
 pub use store::{load_or_rebuild, save};
+pub use update::Updater;
 
 /// Keys per segment file. A segment that grows past twice this (new keys land in the last one) is split.
 pub const SEGMENT_KEYS: usize = 128 * 1024;
@@ -24,8 +28,9 @@ pub const SEGMENT_KEYS: usize = 128 * 1024;
 /// key -> partition path relative to the table (`facility_id=BLR01/date=2025-07-02`).
 ///
 /// Each loaded segment's rows (sorted by key) stay as two Arrow string arrays and are looked up by binary
-/// search; only this run's changes live in a hash map. Segments are loaded on demand ([`store::load_for`]):
-/// looking up a key whose segment is not loaded is a bug, and panics.
+/// search; changes made through [`KeyIndex::set`] live in a hash map. A run updates the index with an
+/// [`Updater`], which loads one segment at a time and writes the changed ones as it goes; looking up a key whose
+/// segment is not loaded is a bug, and panics.
 pub struct KeyIndex {
     /// Sorted by `first`; the first one's is "" so every key falls in exactly one.
     segments: Vec<Segment>,
@@ -47,6 +52,9 @@ struct Segment {
     base: Option<Base>,
     /// Entries in `base` that a change overrides (set elsewhere, or removed).
     overridden: usize,
+    /// The files an [`Updater`] wrote for this segment in this run (none when it emptied it): the save lists
+    /// them in its place.
+    replaced: Option<Vec<store::ManifestSegment>>,
 }
 
 /// A segment's saved entries, strictly increasing by key.
@@ -84,7 +92,8 @@ impl KeyIndex {
     /// One segment covering every key, loaded, with no file (saving writes it, split as needed).
     fn from_base(base: Base) -> Self {
         let keys = base.keys.len();
-        let segment = Segment { first: String::new(), file: None, keys, base: Some(base), overridden: 0 };
+        let segment =
+            Segment { first: String::new(), file: None, keys, base: Some(base), overridden: 0, replaced: None };
         KeyIndex { segments: vec![segment], changes: FastMap::default(), unlisted: false }
     }
 
@@ -96,7 +105,7 @@ impl KeyIndex {
     fn base_of(&self, key: &str) -> (usize, &Base) {
         let s = self.segment_of(key);
         let base = self.segments[s].base.as_ref().unwrap_or_else(|| {
-            panic!("key index segment {s} is not loaded: call state::index::store::load_for with the keys first")
+            panic!("key index segment {s} is not loaded (an Updater loads segments as the keys come)")
         });
         (s, base)
     }
@@ -145,7 +154,38 @@ impl KeyIndex {
 
     /// Whether this run changed anything (a new key, a moved or removed one).
     pub fn changed(&self) -> bool {
-        !self.changes.is_empty()
+        !self.changes.is_empty() || self.segments.iter().any(|s| s.replaced.is_some())
+    }
+
+    /// Merges the changes to segment `s` (loaded) into its entries; whether there were any.
+    fn take_changes_into_base(&mut self, s: usize) -> bool {
+        let end = self.segments.get(s + 1).map(|n| n.first.clone());
+        let first = self.segments[s].first.clone();
+        let in_range = |k: &str| k >= first.as_str() && end.as_deref().is_none_or(|e| k < e);
+        let mut mine: Vec<(String, Option<std::sync::Arc<str>>)> = Vec::new();
+        self.changes.retain(|k, v| {
+            if in_range(k) {
+                mine.push((k.clone(), v.take()));
+                false
+            } else {
+                true
+            }
+        });
+        if mine.is_empty() {
+            return false;
+        }
+        mine.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let changed: Vec<(&str, Option<&str>)> = mine.iter().map(|(k, v)| (k.as_str(), v.as_deref())).collect();
+        let segment = &mut self.segments[s];
+        let base = segment.base.as_ref().expect("a segment whose changes are merged is loaded");
+        let mut entries = Vec::with_capacity(base.keys.len() + changed.len());
+        merge_into(&mut entries, base, &changed);
+        let keys = StringArray::from_iter_values(entries.iter().map(|(k, _)| *k));
+        let parts = StringArray::from_iter_values(entries.iter().map(|(_, p)| *p));
+        segment.keys = keys.len();
+        segment.overridden = 0;
+        segment.base = Some(Base { keys, parts });
+        true
     }
 
     /// Whether saving would change the lake: a change, or entries not in a segment file yet (a first load, or
@@ -362,6 +402,7 @@ mod tests {
             keys: 5,
             base: None,
             overridden: 0,
+            replaced: None,
         });
         assert_eq!(index.get("b"), None, "the loaded segment answers");
         assert_eq!(index.len(), 6, "an unloaded segment counts its keys");

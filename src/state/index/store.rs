@@ -34,18 +34,19 @@ struct Manifest {
     segments: Vec<ManifestSegment>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
-struct ManifestSegment {
-    first: String,
-    file: String,
-    keys: usize,
+/// A segment as the manifest lists it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct ManifestSegment {
+    pub(super) first: String,
+    pub(super) file: String,
+    pub(super) keys: usize,
 }
 
 fn manifest_path(lake: &Lake, spec: &CollectionSpec) -> Path {
     lake.index_dir(&spec.database, &spec.collection).join(MANIFEST)
 }
 
-fn segment_path(lake: &Lake, spec: &CollectionSpec, file: &str) -> Path {
+pub(super) fn segment_path(lake: &Lake, spec: &CollectionSpec, file: &str) -> Path {
     lake.index_dir(&spec.database, &spec.collection).join(file)
 }
 
@@ -85,13 +86,21 @@ pub async fn load_or_rebuild(lake: &Lake, spec: &CollectionSpec) -> Result<KeyIn
     let segments = manifest
         .segments
         .into_iter()
-        .map(|s| Segment { first: s.first, file: Some(s.file), keys: s.keys, base: None, overridden: 0 })
+        .map(|s| Segment {
+            first: s.first,
+            file: Some(s.file),
+            keys: s.keys,
+            base: None,
+            overridden: 0,
+            replaced: None,
+        })
         .collect();
     Ok(KeyIndex { segments, changes: Default::default(), unlisted: false })
 }
 
-/// Loads the segments covering the keys that `keys` visits (a few, when the keys are a day's changes) and are
-/// not loaded yet.
+/// Loads the segments covering the keys that `keys` visits and are not loaded yet (tests look keys up with it;
+/// a run updates the index a segment at a time with an [`super::Updater`]).
+#[cfg(test)]
 pub async fn load_for(
     index: &mut KeyIndex,
     lake: &Lake,
@@ -118,6 +127,7 @@ pub async fn load_all(index: &mut KeyIndex, lake: &Lake, spec: &CollectionSpec) 
     load_segments(index, lake, spec, wanted).await
 }
 
+#[cfg(test)]
 async fn load_segments(index: &mut KeyIndex, lake: &Lake, spec: &CollectionSpec, wanted: Vec<usize>) -> Result<()> {
     if wanted.is_empty() {
         return Ok(());
@@ -148,13 +158,16 @@ async fn load_segments(index: &mut KeyIndex, lake: &Lake, spec: &CollectionSpec,
     }
 }
 
-async fn read_segment(lake: &Lake, spec: &CollectionSpec, file: &str) -> Result<Base> {
+/// Reads segment `file`. A missing or undecodable file is an [`Error::IndexSegment`] (the index can be rebuilt);
+/// a failed read of the lake stays a store error (it may be transient, and rebuilding would not help).
+pub(super) async fn read_segment(lake: &Lake, spec: &CollectionSpec, file: &str) -> Result<Base> {
     let path = segment_path(lake, spec, file);
-    let bytes = lake
-        .get_opt(&path)
-        .await?
-        .ok_or_else(|| Error::encode("key index", format!("segment {} is missing", lake.display(&path))))?;
-    tokio::task::spawn_blocking(move || decode(bytes)).await.map_err(|e| Error::encode("key index", e))?
+    let unreadable = |message: String| Error::IndexSegment { path: lake.display(&path), message };
+    let bytes = lake.get_opt(&path).await?.ok_or_else(|| unreadable("is missing".into()))?;
+    tokio::task::spawn_blocking(move || decode(bytes))
+        .await
+        .map_err(|e| Error::encode("key index", e))?
+        .map_err(|e| unreadable(e.to_string()))
 }
 
 /// Calls `f` with every key of the index in key order, this run's changes applied, a segment at a time: a
@@ -224,6 +237,11 @@ pub async fn save(lake: &Lake, spec: &CollectionSpec, index: &KeyIndex, run_id: 
         let end = index.changes_end(s, &changed, c);
         let mine = &changed[c..end];
         c = end;
+        if let Some(replaced) = &seg.replaced {
+            // (an Updater wrote this segment's files already; its changes were merged into them)
+            listed.extend(replaced.iter().cloned());
+            continue;
+        }
         if let (true, Some(file)) = (mine.is_empty(), &seg.file) {
             listed.push(ManifestSegment { first: seg.first.clone(), file: file.clone(), keys: seg.keys });
             continue;

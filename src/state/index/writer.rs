@@ -124,7 +124,7 @@ impl<'a> SegmentWriter<'a> {
         let file = format!("{}-{:05}.parquet", self.prefix, self.written.len());
         self.lake.put(&self.dir.clone().join(file.as_str()), bytes.into()).await?;
         let first = std::mem::take(&mut self.first);
-        self.written.push(Segment { first, file: Some(file), keys: n, base: None, overridden: 0 });
+        self.written.push(Segment { first, file: Some(file), keys: n, base: None, overridden: 0, replaced: None });
         Ok(())
     }
 
