@@ -30,6 +30,7 @@ pub mod progress;
 pub mod report;
 pub mod schema;
 pub mod sink;
+mod sort;
 pub mod source;
 pub mod state;
 pub mod sync;

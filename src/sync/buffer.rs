@@ -112,7 +112,7 @@ impl extsort::Sortable for SortRow {
     }
 }
 
-impl super::sort::SortItem for SortRow {
+impl crate::sort::SortItem for SortRow {
     fn order(&self, other: &Self) -> std::cmp::Ordering {
         let (a, b) = (&self.row, &other.row);
         a.key.cmp(&b.key).then((a.timestamp, a.seq).cmp(&(b.timestamp, b.seq)))

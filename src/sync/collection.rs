@@ -91,9 +91,9 @@ pub struct CollectionStats {
 }
 
 /// Loads (or rebuilds) the collection's key index, with its time in the debug log.
-async fn load_index(lake: &crate::sink::Lake, spec: &CollectionSpec) -> Result<state::index::KeyIndex> {
+async fn load_index(ctx: &RunContext, spec: &CollectionSpec) -> Result<state::index::KeyIndex> {
     let phase = std::time::Instant::now();
-    let index = state::index::load_or_rebuild(lake, spec).await?;
+    let index = state::index::load_or_rebuild(&ctx.lake, spec, &ctx.index_rebuild()).await?;
     tracing::debug!(collection = %spec.name(), keys = index.len(), ms = phase.elapsed().as_millis() as u64, "Phase: key index loaded");
     Ok(index)
 }
@@ -133,7 +133,7 @@ pub async fn sync_collection(
     // (sized by estimatedDocumentCount, also the progress bar's ETA). The index is read first (its manifest, or
     // the single file of older versions) to count its keys.
     // (estimatedDocumentCount is collection metadata on MongoDB, but SecantusDB counts: 1.4 s per 1M documents.)
-    let mut index = load_index(lake, &spec).await?;
+    let mut index = load_index(&ctx, &spec).await?;
     let estimate = if stats.full_load {
         let estimate = ctx.client.database(db).collection::<bson::Document>(coll).estimated_document_count().await.ok();
         progress.expected.store(estimate.unwrap_or(0), Ordering::Relaxed);
@@ -313,7 +313,7 @@ pub async fn sync_collection(
             match super::plan::plan(&parts, &rels, &deleted, target, sort_dir.as_deref(), run_entries).await {
                 // A lost or corrupt segment: the partition files tell where every key lives; plan again.
                 Err(e @ Error::IndexSegment { .. }) if attempt == 0 => {
-                    index = state::index::store::rebuild(lake, &spec, &e.to_string()).await?;
+                    index = state::index::store::rebuild(lake, &spec, &e.to_string(), &ctx.index_rebuild()).await?;
                     attempt += 1;
                 }
                 result => break result?,

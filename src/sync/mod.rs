@@ -22,7 +22,6 @@ pub mod read;
 pub mod reconcile;
 pub mod rejects;
 pub mod shard;
-mod sort;
 mod stream;
 
 use crate::config::environment::RetryPolicy;
@@ -64,6 +63,18 @@ pub struct RunContext {
     pub memory: Arc<buffer::MemoryBudget>,
     /// `--shard K/N`: large first loads are shared with the other workers ([`shard`]).
     pub shard: Option<crate::config::Shard>,
+}
+
+impl RunContext {
+    /// How a key index rebuild uses the memory budget and the lake (a dry run rebuilds in memory).
+    pub fn index_rebuild(&self) -> crate::state::index::store::Rebuild {
+        crate::state::index::store::Rebuild {
+            run_entries: self.memory.sort_run_entries(),
+            whole_limit: self.memory.whole_file_limit(),
+            segment_keys: self.sync.index_segment_keys,
+            write: !self.dry_run,
+        }
+    }
 }
 
 /// Options from the command line.

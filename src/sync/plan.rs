@@ -7,7 +7,7 @@
 //!
 //! A sort rather than a map per key: the index wants the keys sorted anyway, and a sorted run streams. While the
 //! rows are in memory (nothing spilled) they are sorted in memory by reference. Once rows spilled (more than the
-//! memory budget holds) the entries are sorted externally ([`super::sort::Sorter`] over extsort: runs of a
+//! memory budget holds) the entries are sorted externally ([`crate::sort::Sorter`] over extsort: runs of a
 //! bounded number of entries sorted in memory, written to the spill directory and merged), and a first load
 //! writes its key index segment by segment as the merge produces it ([`SegmentWriter`]). A first load then holds,
 //! besides the budget, one sort run, one index segment and what it drops; a run over an existing index holds the
@@ -95,7 +95,7 @@ pub async fn plan(
             let io = |e: std::io::Error| Error::io(format!("sorting row keys in {}", dir.display()), e);
             // (a directory of its own, removed with its runs when the plan is made)
             let runs = tempfile::Builder::new().prefix("plan-").tempdir_in(dir).map_err(io)?;
-            let mut sorter = super::sort::Sorter::new(run_entries, runs.path().to_path_buf());
+            let mut sorter = crate::sort::Sorter::new(run_entries, runs.path().to_path_buf());
             let mut pushed = Ok(());
             for (pi, (_, part)) in parts.iter().enumerate() {
                 part.visit_rows(|r| {
@@ -240,7 +240,7 @@ mod tests {
             index.set(&format!("j{i:02}"), Arc::from("p=7"));
         }
         crate::state::index::save(&lake, &spec, &index, "run0", 8).await.unwrap();
-        let mut index = crate::state::index::load_or_rebuild(&lake, &spec).await.unwrap();
+        let mut index = crate::state::index::load_or_rebuild(&lake, &spec, &Default::default()).await.unwrap();
         let updater = Updater::new(&mut index, &lake, &spec, "run1-u0", 8, true);
         let sort_dir = dir.as_ref().map(|d| d.path().to_path_buf());
         let plan =
@@ -248,7 +248,7 @@ mod tests {
                 .await
                 .unwrap();
         crate::state::index::save(&lake, &spec, &index, "run1", 8).await.unwrap();
-        let mut index = crate::state::index::load_or_rebuild(&lake, &spec).await.unwrap();
+        let mut index = crate::state::index::load_or_rebuild(&lake, &spec, &Default::default()).await.unwrap();
         crate::state::index::store::load_all(&mut index, &lake, &spec).await.unwrap();
         let entries = index
             .entries()

@@ -15,13 +15,13 @@
 //! one inserted in between is fetched as missing.
 //!
 //! Both sets are compared as sorted streams, so memory does not grow with the collection: the live keys go
-//! through an external sort ([`super::sort::Sorter`] over extsort: runs of the memory budget's sort-run size,
+//! through an external sort ([`crate::sort::Sorter`] over extsort: runs of the memory budget's sort-run size,
 //! spilled to local disk past one run), and the lake's keys come from the key index a segment at a time
 //! ([`store::visit_keys`]), merged with the keys this run read (a day's changes). What is held is what differs
 //! (the deleted keys and the missing keys' values) and one sort run.
 use super::read::ReadPass;
-use super::sort::Sorter;
 use crate::schema::text;
+use crate::sort::Sorter;
 use crate::state::index::{store, KeyIndex};
 use crate::transform::get_path;
 use crate::{Error, Result};
@@ -119,7 +119,8 @@ pub async fn reconcile(pass: &mut ReadPass, index: &mut KeyIndex, run_entries: u
             // An index segment that cannot be read: rebuild the index from the partition files (as loading
             // does) and compare again; nothing was fetched or changed yet.
             Err(e) if attempt == 1 && !index.changed() => {
-                *index = store::rebuild(&pass.ctx().lake, &pass.spec, &e.to_string()).await?;
+                *index =
+                    store::rebuild(&pass.ctx().lake, &pass.spec, &e.to_string(), &pass.ctx().index_rebuild()).await?;
                 continue;
             }
             Err(e) => return Err(e),
@@ -149,7 +150,7 @@ pub async fn reconcile(pass: &mut ReadPass, index: &mut KeyIndex, run_entries: u
     Ok(out)
 }
 
-impl super::sort::SortItem for LiveKey {
+impl crate::sort::SortItem for LiveKey {
     fn order(&self, other: &Self) -> std::cmp::Ordering {
         self.key.cmp(&other.key)
     }

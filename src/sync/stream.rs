@@ -27,7 +27,7 @@ pub(super) fn build(
         .tempdir_in(spill_dir)
         .map_err(|e| Error::io(format!("creating a sort directory in {}", spill_dir.display()), e))?;
     let io = |e: std::io::Error| Error::io(format!("{context}: sorting spilled rows in {}", dir.path().display()), e);
-    let mut sorter = super::sort::Sorter::new(run_rows, dir.path().to_path_buf());
+    let mut sorter = crate::sort::Sorter::new(run_rows, dir.path().to_path_buf());
     let (mut pushed, mut read) = (Ok(()), 0u64);
     part.visit_rows(|r| {
         if pushed.is_ok() && !job.dropped.contains(&r.seq) {

@@ -16,6 +16,7 @@ use arrow::array::{Array, AsArray, RecordBatch, StringArray, StructArray};
 use arrow::datatypes::{DataType, Field, Schema};
 use std::sync::Arc;
 
+mod rebuild;
 pub mod store;
 mod update;
 mod writer;

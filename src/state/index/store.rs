@@ -13,17 +13,16 @@
 //! manifest, so if it exists, either an older mongolake wrote it after this one (it is the newer), or a save
 //! crashed between the manifest and the delete, before the watermark (stale, which is harmless, see the
 //! module docs of [`super`]). Its next save turns it into segments.
+pub use super::rebuild::{rebuild, Rebuild};
 pub use super::writer::{KeyRun, SegmentFile, SegmentWriter};
 use super::{decode, encode, merge_into, Base, KeyIndex, Segment};
 use crate::config::CollectionSpec;
-use crate::schema::{arrow as sarrow, text, LakeType};
 use crate::sink::Lake;
 use crate::{Error, Result};
 use arrow::array::Array;
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use serde::{Deserialize, Serialize};
-use std::sync::Arc;
 
 const MANIFEST: &str = "manifest.json";
 const FORMAT: u32 = 2;
@@ -52,19 +51,19 @@ pub(super) fn segment_path(lake: &Lake, spec: &CollectionSpec, file: &str) -> Pa
 
 /// The collection's index with no segment loaded yet (the pre-segment file is loaded whole), or, when there is
 /// none or it cannot be read, rebuilt from the partition files.
-pub async fn load_or_rebuild(lake: &Lake, spec: &CollectionSpec) -> Result<KeyIndex> {
+pub async fn load_or_rebuild(lake: &Lake, spec: &CollectionSpec, how: &Rebuild) -> Result<KeyIndex> {
     if let Some(bytes) = lake.get_opt(&lake.index_path(&spec.database, &spec.collection)).await? {
         match tokio::task::spawn_blocking(move || decode(bytes)).await.map_err(|e| Error::encode("key index", e))? {
             Ok(base) => return Ok(KeyIndex::from_base(base)),
-            Err(e) => return rebuild(lake, spec, &e.to_string()).await,
+            Err(e) => return rebuild(lake, spec, &e.to_string(), how).await,
         }
     }
     let Some(bytes) = lake.get_opt(&manifest_path(lake, spec)).await? else {
-        return rebuild(lake, spec, "").await;
+        return rebuild(lake, spec, "", how).await;
     };
     let manifest: Manifest = match serde_json::from_slice(&bytes) {
         Ok(m) => m,
-        Err(e) => return rebuild(lake, spec, &format!("unreadable manifest: {e}")).await,
+        Err(e) => return rebuild(lake, spec, &format!("unreadable manifest: {e}"), how).await,
     };
     if manifest.format > FORMAT {
         return Err(Error::collection(
@@ -78,7 +77,7 @@ pub async fn load_or_rebuild(lake: &Lake, spec: &CollectionSpec) -> Result<KeyIn
     }
     let ordered = manifest.segments.windows(2).all(|w| w[0].first < w[1].first);
     if !ordered || manifest.segments.first().is_some_and(|s| !s.first.is_empty()) {
-        return rebuild(lake, spec, "manifest segments out of order").await;
+        return rebuild(lake, spec, "manifest segments out of order", how).await;
     }
     if manifest.segments.is_empty() {
         return Ok(KeyIndex::default());
@@ -151,7 +150,7 @@ async fn load_segments(index: &mut KeyIndex, lake: &Lake, spec: &CollectionSpec,
         }
         // Only before this run changed anything (changes are made after loading, by every caller).
         Err(e) if !index.changed() => {
-            *index = rebuild(lake, spec, &e.to_string()).await?;
+            *index = rebuild(lake, spec, &e.to_string(), &Rebuild::default()).await?;
             Ok(())
         }
         Err(e) => Err(e),
@@ -194,36 +193,6 @@ pub async fn visit_keys(index: &KeyIndex, lake: &Lake, spec: &CollectionSpec, mu
         c = end;
     }
     Ok(())
-}
-
-/// Rebuilds the index from the key column of every partition file (no index yet, or an unreadable one: `why`).
-/// It holds every key in memory: a recovery path.
-pub async fn rebuild(lake: &Lake, spec: &CollectionSpec, why: &str) -> Result<KeyIndex> {
-    if !why.is_empty() {
-        tracing::warn!(collection = %spec.name(), error = %why, "Key index unreadable; rebuilding it from the lake");
-    }
-    let mut index = KeyIndex::default();
-    for rel in lake.list_partitions(&spec.database, &spec.collection).await? {
-        let shared: Arc<str> = Arc::from(rel.as_str());
-        let file = lake.partition_file(&spec.database, &spec.collection, &rel);
-        let Some(bytes) = lake.get_opt(&file).await? else { continue };
-        let context = lake.display(&file);
-        let (batches, ty) = tokio::task::spawn_blocking(move || crate::sink::parquet::decode(bytes, &context))
-            .await
-            .map_err(|e| Error::encode("index rebuild", e))??;
-        let LakeType::Struct { fields } = &ty else { continue };
-        let Some(col) = fields.iter().position(|f| f.source == spec.key) else { continue };
-        for batch in batches {
-            let array = batch.column(col);
-            for row in 0..array.len() {
-                if let Some(v) = sarrow::to_bson(array.as_ref(), row, &fields[col].ty) {
-                    let raw = bson::RawBson::try_from(v).map_err(|e| Error::encode("index rebuild", e))?;
-                    index.set(&text::render(raw.as_raw_bson_ref()), shared.clone());
-                }
-            }
-        }
-    }
-    Ok(index)
 }
 
 /// Saves what this run changed: the segments holding changed keys are written anew (split into `target` keys
@@ -297,6 +266,7 @@ pub async fn saved_keys(lake: &Lake, db: &str, coll: &str) -> Result<Option<u64>
 mod tests {
     use super::*;
     use crate::state::index::SEGMENT_KEYS;
+    use std::sync::Arc;
 
     fn setup() -> (Lake, CollectionSpec) {
         let store = Arc::new(object_store::memory::InMemory::new());
@@ -346,11 +316,14 @@ mod tests {
         assert_eq!(files(&lake, &spec).await.len(), 3, "two full segments written as they filled, and the stray");
         let index = writer.finish().await.unwrap();
         assert_eq!((index.len(), index.segments_loaded(), index.needs_save()), (7, (3, 0), true));
-        assert!(load_or_rebuild(&lake, &spec).await.unwrap().is_empty(), "unlisted until the manifest");
+        assert!(
+            load_or_rebuild(&lake, &spec, &Rebuild::default()).await.unwrap().is_empty(),
+            "unlisted until the manifest"
+        );
         save(&lake, &spec, &index, "run1", 3).await.unwrap();
         let listed = files(&lake, &spec).await;
         assert_eq!(listed, ["manifest.json", "run1-00000.parquet", "run1-00001.parquet", "run1-00002.parquet"]);
-        let mut index = load_or_rebuild(&lake, &spec).await.unwrap();
+        let mut index = load_or_rebuild(&lake, &spec, &Rebuild::default()).await.unwrap();
         load_all(&mut index, &lake, &spec).await.unwrap();
         let want: Vec<(String, String)> = (0..7).map(|i| (key(i), format!("p{}", i % 2))).collect();
         let got: Vec<(String, String)> = index.entries().iter().map(|(k, p)| (k.to_string(), p.to_string())).collect();
@@ -372,7 +345,7 @@ mod tests {
         assert_eq!(files(&lake, &spec).await.len(), 6, "ten keys past twice the target of 2: five segments");
         assert_eq!(saved_keys(&lake, "hims", "visits").await.unwrap(), Some(10));
 
-        let mut index = load_or_rebuild(&lake, &spec).await.unwrap();
+        let mut index = load_or_rebuild(&lake, &spec, &Rebuild::default()).await.unwrap();
         assert_eq!((index.segments_loaded(), index.len()), ((5, 0), 10));
         load_for(&mut index, &lake, &spec, visit(&["k09", "k10"])).await.unwrap();
         assert_eq!(index.segments_loaded(), (5, 1), "the newest keys live in the last segment");
@@ -385,7 +358,7 @@ mod tests {
         assert_eq!(before[..5], after[..5], "the manifest, and untouched segments keep their files");
         assert!(after[5].starts_with("run2-") && after.len() == 6, "{after:?}");
 
-        let mut index = load_or_rebuild(&lake, &spec).await.unwrap();
+        let mut index = load_or_rebuild(&lake, &spec, &Rebuild::default()).await.unwrap();
         load_all(&mut index, &lake, &spec).await.unwrap();
         let mut want: Vec<(String, String)> = (0..9).map(|i| (key(i), format!("p{}", i % 3))).collect();
         want.extend([("k09".into(), "p7".into()), ("k10".into(), "p1".into())]);
@@ -394,7 +367,7 @@ mod tests {
 
         // Visiting every key reads the unloaded segments one at a time and leaves them unloaded; the keys come
         // in order, this run's changes applied (k03 removed, k11 added: in a loaded segment and the last one).
-        let mut index = load_or_rebuild(&lake, &spec).await.unwrap();
+        let mut index = load_or_rebuild(&lake, &spec, &Rebuild::default()).await.unwrap();
         load_for(&mut index, &lake, &spec, visit(&["k03", "k11"])).await.unwrap();
         index.remove("k03");
         index.set("k11", Arc::from("p2"));
@@ -416,18 +389,18 @@ mod tests {
             index.set(&key(i), Arc::from("p"));
         }
         save(&lake, &spec, &index, "run1", 2).await.unwrap();
-        let mut index = load_or_rebuild(&lake, &spec).await.unwrap();
+        let mut index = load_or_rebuild(&lake, &spec, &Rebuild::default()).await.unwrap();
         load_for(&mut index, &lake, &spec, visit(&["k00", "k01"])).await.unwrap();
         index.remove("k00");
         index.remove("k01");
         save(&lake, &spec, &index, "run2", 2).await.unwrap();
-        let mut index = load_or_rebuild(&lake, &spec).await.unwrap();
+        let mut index = load_or_rebuild(&lake, &spec, &Rebuild::default()).await.unwrap();
         assert_eq!((index.segments_loaded().0, index.len()), (2, 4));
         load_for(&mut index, &lake, &spec, visit(&["a", "k00"])).await.unwrap();
         assert_eq!((index.get("a"), index.get("k00")), (None, None));
         index.set("a", Arc::from("q"));
         save(&lake, &spec, &index, "run3", 2).await.unwrap();
-        let mut index = load_or_rebuild(&lake, &spec).await.unwrap();
+        let mut index = load_or_rebuild(&lake, &spec, &Rebuild::default()).await.unwrap();
         load_all(&mut index, &lake, &spec).await.unwrap();
         let keys: Vec<&str> = index.entries().iter().map(|(k, _)| *k).collect();
         assert_eq!(keys, ["a", "k02", "k03", "k04", "k05"]);
@@ -441,19 +414,19 @@ mod tests {
         // A stray file of a save that crashed before its manifest.
         lake.put(&lake.index_dir("hims", "visits").join("crashed-00000.parquet"), vec![1u8].into()).await.unwrap();
         assert_eq!(saved_keys(&lake, "hims", "visits").await.unwrap(), Some(2));
-        let mut index = load_or_rebuild(&lake, &spec).await.unwrap();
+        let mut index = load_or_rebuild(&lake, &spec, &Rebuild::default()).await.unwrap();
         assert_eq!(index.segments_loaded(), (1, 1), "loaded whole");
         assert_eq!(index.get("b"), Some("p2"));
         index.set("c", Arc::from("p3"));
         save(&lake, &spec, &index, "run1", SEGMENT_KEYS).await.unwrap();
         assert_eq!(lake.get_opt(&legacy).await.unwrap(), None, "the old file goes once the manifest is written");
         assert_eq!(files(&lake, &spec).await, ["manifest.json", "run1-00000.parquet"], "stray files go too");
-        let mut index = load_or_rebuild(&lake, &spec).await.unwrap();
+        let mut index = load_or_rebuild(&lake, &spec, &Rebuild::default()).await.unwrap();
         load_all(&mut index, &lake, &spec).await.unwrap();
         assert_eq!(index.entries(), [("a", "p1"), ("b", "p2"), ("c", "p3")]);
         // An older mongolake running after this one writes the single file again: it is the newer, and wins.
         lake.put(&legacy, encode(&[("a", "p9")]).unwrap().into()).await.unwrap();
-        let index = load_or_rebuild(&lake, &spec).await.unwrap();
+        let index = load_or_rebuild(&lake, &spec, &Rebuild::default()).await.unwrap();
         assert_eq!((index.get("a"), index.len()), (Some("p9"), 1));
     }
 
@@ -464,13 +437,13 @@ mod tests {
         index.set("a", Arc::from("p1"));
         save(&lake, &spec, &index, "run1", SEGMENT_KEYS).await.unwrap();
         lake.delete(&lake.index_dir("hims", "visits").join("run1-00000.parquet")).await.unwrap();
-        let mut index = load_or_rebuild(&lake, &spec).await.unwrap();
+        let mut index = load_or_rebuild(&lake, &spec, &Rebuild::default()).await.unwrap();
         load_for(&mut index, &lake, &spec, visit(&["a"])).await.unwrap();
         assert_eq!((index.get("a"), index.len()), (None, 0), "rebuilt from the (empty) lake, not a panic");
 
         let newer = br#"{"format": 3, "segments": []}"#.to_vec();
         lake.put(&lake.index_dir("hims", "visits").join(MANIFEST), newer.into()).await.unwrap();
-        let err = load_or_rebuild(&lake, &spec).await.err().expect("refused").to_string();
+        let err = load_or_rebuild(&lake, &spec, &Rebuild::default()).await.err().expect("refused").to_string();
         assert!(err.contains("upgrade mongolake"), "{err}");
     }
 }

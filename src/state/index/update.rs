@@ -303,7 +303,7 @@ mod tests {
         let mut model = saved(&lake, &spec).await;
         let before = files(&lake, &spec).await;
         assert_eq!(before.len(), 21, "20 segments and the manifest");
-        let mut index = load_or_rebuild(&lake, &spec).await.unwrap();
+        let mut index = load_or_rebuild(&lake, &spec, &Default::default()).await.unwrap();
         let mut updater = Updater::new(&mut index, &lake, &spec, "run1-u0", 10, true);
         // Every 7th key: odd ones are new, of the even ones (saved) a third are removed, a third move and a third
         // stay. None in segments 5 to 8 (keys 100..180), and in segment 10 (200..220) every key stays. Keys 10
@@ -346,7 +346,7 @@ mod tests {
         assert_eq!(index.len(), model.len());
         crate::state::index::save(&lake, &spec, &index, "run1", 10).await.unwrap();
 
-        let mut index = load_or_rebuild(&lake, &spec).await.unwrap();
+        let mut index = load_or_rebuild(&lake, &spec, &Default::default()).await.unwrap();
         load_all(&mut index, &lake, &spec).await.unwrap();
         let got: BTreeMap<String, String> =
             index.entries().into_iter().map(|(k, p)| (k.to_string(), p.to_string())).collect();
@@ -364,7 +364,7 @@ mod tests {
         let (lake, spec) = setup();
         let model = saved(&lake, &spec).await;
         let before = files(&lake, &spec).await;
-        let mut index = load_or_rebuild(&lake, &spec).await.unwrap();
+        let mut index = load_or_rebuild(&lake, &spec, &Default::default()).await.unwrap();
         let mut updater = Updater::new(&mut index, &lake, &spec, "run1-u0", 10, false);
         assert_eq!(updater.next("k0000", None).await.unwrap().as_deref(), Some("p0"));
         assert_eq!(updater.next("k0001", Some("n")).await.unwrap(), None);
@@ -378,7 +378,7 @@ mod tests {
     async fn a_missing_segment_is_an_index_segment_error() {
         let (lake, spec) = setup();
         saved(&lake, &spec).await;
-        let mut index = load_or_rebuild(&lake, &spec).await.unwrap();
+        let mut index = load_or_rebuild(&lake, &spec, &Default::default()).await.unwrap();
         let victim = index.segments[3].file.clone().unwrap();
         lake.delete(&segment_path(&lake, &spec, &victim)).await.unwrap();
         let mut updater = Updater::new(&mut index, &lake, &spec, "run1-u0", 10, true);

@@ -1,4 +1,5 @@
-//! The run's external sorts (row keys for the plan, spilled rows of a partition, live keys of a reconcile):
+//! The run's external sorts (row keys for the plan, spilled rows of a partition, live keys of a reconcile,
+//! the keys of a key index rebuild):
 //! [`extsort`]'s push sorter, with a guard against a loss in it.
 //!
 //! extsort 0.5.0 (the latest release; `PushExternalSorter::done` in src/push.rs) writes a sorted run to disk
@@ -13,7 +14,7 @@ use std::io::{Read, Write};
 use std::path::PathBuf;
 
 /// An item of an external sort, with the order it is sorted in.
-pub(super) trait SortItem: extsort::Sortable {
+pub(crate) trait SortItem: extsort::Sortable {
     fn order(&self, other: &Self) -> Ordering;
 }
 
@@ -57,7 +58,7 @@ fn entry_order<T: SortItem>(a: &Entry<T>, b: &Entry<T>) -> Ordering {
 type Order<T> = fn(&Entry<T>, &Entry<T>) -> Ordering;
 
 /// An external sort: runs of `run` items sorted in memory, written under `dir` once there is more than one.
-pub(super) struct Sorter<T: SortItem> {
+pub(crate) struct Sorter<T: SortItem> {
     inner: extsort::PushExternalSorter<Entry<T>, Order<T>>,
     run: u64,
     pushed: u64,
