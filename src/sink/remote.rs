@@ -89,6 +89,11 @@ impl RemoteFile {
         self.meta.metadata().file_metadata().num_rows().max(0) as u64
     }
 
+    /// The file's size in bytes.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
     pub fn schema(&self) -> SchemaRef {
         self.meta.schema().clone()
     }

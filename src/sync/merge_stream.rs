@@ -221,46 +221,116 @@ pub(super) fn widen(
     job: &Job<'_>,
     sink: ChunkSink,
 ) -> Result<Option<Built>> {
-    let Job { remove, spec, context, .. } = *job;
-    let mut out = DocEncoder::new(job, Some(sink));
-    let mut scratch = Vec::new();
-    let mut push_fresh = |out: &mut DocEncoder<'_>, j: usize| -> Result<()> {
-        let r = &fresh.rows[fresh.winners[j]];
-        out.push(&r.key, buffered_doc(fresh.bytes, r, &mut scratch, context)?)
-    };
-    let (mut j, mut replaced, mut prev): (usize, u64, Option<String>) = (0, 0, None);
+    let mut merge = DocMerge::new(fresh, job, sink);
     for batch in file.batches(None, None)? {
         let s = StructArray::from(batch?);
         for row in 0..s.len() {
-            let doc = match sarrow::to_bson(&s, row, file_ty) {
-                Some(bson::Bson::Document(d)) => d,
-                _ => bson::Document::new(),
-            };
-            let doc = RawDocumentBuf::try_from(&doc).map_err(|e| Error::encode(context, e))?;
-            let key = get_path(&doc, &spec.key).map(text::render).unwrap_or_default();
-            if prev.as_deref().is_some_and(|p| p >= key.as_str()) {
+            let (key, doc) = row_doc(&s, row, file_ty, job)?;
+            if !merge.push_old(key, &doc)? {
                 return Ok(None); // not in key order
             }
-            while j < fresh.len() && fresh.key(j) < key.as_str() {
-                push_fresh(&mut out, j)?;
-                j += 1;
-            }
-            if j < fresh.len() && fresh.key(j) == key {
-                replaced += u64::from(!remove.contains(&key));
-                push_fresh(&mut out, j)?;
-                j += 1;
-            } else if !remove.contains(&key) {
-                out.push(&key, &doc)?;
-            }
-            prev = Some(key);
         }
     }
-    for j in j..fresh.len() {
-        push_fresh(&mut out, j)?;
+    merge.finish().map(Some)
+}
+
+/// Row `row` of a file's batch as BSON (as the in-memory path reads it back), with its key text.
+pub(super) fn row_doc(
+    s: &StructArray,
+    row: usize,
+    file_ty: &LakeType,
+    job: &Job<'_>,
+) -> Result<(String, RawDocumentBuf)> {
+    let doc = match sarrow::to_bson(s, row, file_ty) {
+        Some(bson::Bson::Document(d)) => d,
+        _ => bson::Document::new(),
+    };
+    let doc = RawDocumentBuf::try_from(&doc).map_err(|e| Error::encode(job.context, e))?;
+    let key = get_path(&doc, &job.spec.key).map(text::render).unwrap_or_default();
+    Ok((key, doc))
+}
+
+/// A file's rows, given as BSON in key order, joined with this run's winners into a new file (a fresh document
+/// always wins; a row whose key moved away is dropped). Rows sharing a key (a file written by other means) are
+/// all kept, or all replaced by the fresh document, as the in-memory merge does.
+pub(super) struct DocMerge<'f, 'j> {
+    out: DocEncoder<'j>,
+    fresh: &'f FreshRows<'f>,
+    job: &'j Job<'j>,
+    scratch: Vec<u8>,
+    /// The next fresh winner.
+    j: usize,
+    replaced: u64,
+    /// The last row's key, and whether a fresh document replaced it.
+    prev: Option<(String, bool)>,
+}
+
+impl<'f, 'j> DocMerge<'f, 'j> {
+    pub fn new(fresh: &'f FreshRows<'f>, job: &'j Job<'j>, sink: ChunkSink) -> Self {
+        DocMerge {
+            out: DocEncoder::new(job, Some(sink)),
+            fresh,
+            job,
+            scratch: Vec::new(),
+            j: 0,
+            replaced: 0,
+            prev: None,
+        }
     }
-    let rows = out.rows();
-    let (bytes, rejects) = out.finish()?;
-    Ok(Some(Built { bytes, rows, dups: fresh.dups(), replaced, rejects }))
+
+    fn push_fresh(&mut self) -> Result<()> {
+        let r = &self.fresh.rows[self.fresh.winners[self.j]];
+        self.j += 1;
+        self.out.push(&r.key, buffered_doc(self.fresh.bytes, r, &mut self.scratch, self.job.context)?)
+    }
+
+    /// The file's next row; false (and nothing done) when its key is below the last one's.
+    pub fn push_old(&mut self, key: String, doc: &bson::RawDocument) -> Result<bool> {
+        let remove = self.job.remove;
+        let again = match &self.prev {
+            Some((p, _)) if p.as_str() > key.as_str() => return Ok(false),
+            Some((p, replaced)) if *p == key => Some(*replaced),
+            _ => None,
+        };
+        let replaced = match again {
+            Some(true) => {
+                self.replaced += u64::from(!remove.contains(&key));
+                true
+            }
+            Some(false) => {
+                if !remove.contains(&key) {
+                    self.out.push(&key, doc)?;
+                }
+                false
+            }
+            None => {
+                while self.j < self.fresh.len() && self.fresh.key(self.j) < key.as_str() {
+                    self.push_fresh()?;
+                }
+                if self.j < self.fresh.len() && self.fresh.key(self.j) == key {
+                    self.replaced += u64::from(!remove.contains(&key));
+                    self.push_fresh()?;
+                    true
+                } else {
+                    if !remove.contains(&key) {
+                        self.out.push(&key, doc)?;
+                    }
+                    false
+                }
+            }
+        };
+        self.prev = Some((key, replaced));
+        Ok(true)
+    }
+
+    pub fn finish(mut self) -> Result<Built> {
+        while self.j < self.fresh.len() {
+            self.push_fresh()?;
+        }
+        let rows = self.out.rows();
+        let (bytes, rejects) = self.out.finish()?;
+        Ok(Built { bytes, rows, dups: self.fresh.dups(), replaced: self.replaced, rejects })
+    }
 }
 
 /// The check of [`super::merge::unchanged`], streamed: every fresh winner's key is in the file, in the same

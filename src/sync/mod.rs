@@ -16,6 +16,7 @@ pub mod buffer;
 pub mod collection;
 mod merge;
 mod merge_stream;
+mod merge_unsorted;
 pub mod partition;
 mod plan;
 pub mod read;

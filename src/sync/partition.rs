@@ -101,7 +101,8 @@ impl PartitionWriter {
         // Memory first, then a core: a write waiting for memory holds no core. A new partition whose rows
         // spilled streams them from an external sort (one sort run in memory); any other holds its rows.
         let run_rows = self.ctx.memory.sort_run_entries();
-        let stream_in = self.spill_dir.clone().filter(|_| existing.is_none() && part.rows_if_in_memory().is_none());
+        let spill_dir = self.spill_dir.clone();
+        let stream_in = spill_dir.clone().filter(|_| existing.is_none() && part.rows_if_in_memory().is_none());
         // An existing file decoded takes about four times its size; a large one's merge holds a row group of it
         // and the encoder's (about `row_group_mb` each) and a batch of each side.
         let existing_need = match &existing {
@@ -129,7 +130,9 @@ impl PartitionWriter {
             };
             match (stream_in, existing) {
                 (Some(dir), _) => super::stream::build(part, &job, &dir, run_rows, sink),
-                (None, Some(Existing::Large(file))) => build_large(&file, part, &job, sink.expect("opened above")),
+                (None, Some(Existing::Large(file))) => {
+                    build_large(&file, part, &job, sink.expect("opened above"), spill_dir.as_deref())
+                }
                 (None, Some(Existing::Whole(bytes))) => build_partition(Some(bytes), part, &job, sink),
                 (None, None) => build_partition(None, part, &job, sink),
             }
@@ -223,11 +226,24 @@ fn fresh_rows(part: Part, dropped: &crate::FastSet<u64>) -> Result<(PartBytes, V
 
 /// A partition whose existing file is too large to hold: merged a row group at a time, at the Arrow level when
 /// the file has the collection's type, else (a widening) through BSON as a small file's widening is. A file not
-/// in key order (written by other means) is read whole and merged as a small one is.
-fn build_large(file: &RemoteFile, part: Part, job: &Job<'_>, sink: ChunkSink) -> Result<Built> {
+/// in key order (written by other means) has its rows sorted on disk first ([`super::merge_unsorted`]), in
+/// `spill_dir` when the collection has one.
+fn build_large(
+    file: &RemoteFile,
+    part: Part,
+    job: &Job<'_>,
+    sink: ChunkSink,
+    spill_dir: Option<&std::path::Path>,
+) -> Result<Built> {
     let (fresh_bytes, rows) = fresh_rows(part, job.dropped)?;
     let ty = file.lake_type()?;
     let fresh = super::merge_stream::FreshRows::new(&fresh_bytes, &rows);
+    if !super::merge_unsorted::in_key_order(file, &ty, &job.spec.key)? {
+        tracing::info!(file = %job.context, "The partition file is not in key order: sorting its rows on local disk to merge them");
+        // (its rows sorted held at once: about a row group's bytes, as the streamed merges hold)
+        let run_bytes = (job.row_groups.bytes as u64).clamp(4 << 20, 256 << 20);
+        return super::merge_unsorted::merge_unsorted(file, &ty, &fresh, job, sink, spill_dir, run_bytes);
+    }
     let streamed = if &ty == job.file_ty && merge::arrow_mergeable(&file.schema(), job.file_ty, &job.spec.key) {
         super::merge_stream::merge(file, &fresh, job, sink)?
     } else {
