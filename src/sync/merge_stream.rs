@@ -6,8 +6,9 @@
 //! Files are written sorted by key text, and this run's winners are sorted the same way, so a merge join gives
 //! exactly the rows, in exactly the order, of the in-memory merge ([`super::merge`]); the output is handed to the
 //! encoder in batches of [`OUT_BATCH_ROWS`], so the bytes are the same too. A file not in strictly increasing
-//! key order (written by other means) is detected as it is read, and the partition falls back to the in-memory
-//! merge. As there, a partition whose fresh documents are all re-reads of identical rows is recognised first from
+//! key order (written by other means) is found by a read of its key column first, and merged by
+//! [`super::merge_unsorted`] instead (should one still be found out of order as it is read, the partition falls
+//! back to the in-memory merge). As there, a partition whose fresh documents are all re-reads of identical rows is recognised first from
 //! the key column and those rows, and left alone.
 use super::buffer::{PartBytes, RowMeta};
 use super::merge::{key_text, same_row};
@@ -213,7 +214,8 @@ pub(super) fn merge(file: &RemoteFile, fresh: &FreshRows<'_>, job: &Job<'_>, sin
 
 /// A widening's merge (the file has an older type), streamed: each of the file's rows is read back as BSON, as
 /// the in-memory path does, and joined in key order with this run's winners into a file of the new type (a fresh
-/// document always wins; a row whose key moved away is dropped). None when the file is not in key order.
+/// document always wins; a row whose key moved away is dropped). None when the file is not in key order (rows
+/// sharing a key are in order, see [`DocMerge`]).
 pub(super) fn widen(
     file: &RemoteFile,
     file_ty: &LakeType,
