@@ -232,7 +232,7 @@ mod tests {
         let deleted: HashSet<String> = ["k010", "k011", "nope"].iter().map(|k| k.to_string()).collect();
         // A saved index of segments of 8 keys: k011 lived elsewhere and is deleted now, k012 moved, and the
         // "j" keys are neither read nor deleted (their segments stay as they were).
-        let (lake, spec) = lake();
+        let (lake, spec) = crate::state::index::test_lake::setup();
         let mut index = KeyIndex::default();
         index.set("k011", Arc::from("p=9"));
         index.set("k012", Arc::from("p=9"));
@@ -258,14 +258,6 @@ mod tests {
             .collect();
         assert_eq!(index.len(), 40 + 298, "the j keys, and the 300 keys read but k010 and k011");
         (plan, entries, spills)
-    }
-
-    fn lake() -> (crate::sink::Lake, crate::config::CollectionSpec) {
-        let store = Arc::new(object_store::memory::InMemory::new());
-        let lake = crate::sink::Lake::from_store(store, object_store::path::Path::default(), "memory://lake");
-        let text = "database,collection,timestamp_column,partition_by\nhims,visits,modified_at,\n";
-        let file = crate::config::CollectionsFile::parse(std::path::Path::new("collections.csv"), text).unwrap();
-        (lake, file.entries.into_iter().next().unwrap())
     }
 
     #[test]

@@ -345,6 +345,30 @@ fn decode(bytes: bytes::Bytes) -> Result<Base> {
     Ok(Base { keys: k, parts: p })
 }
 
+/// A lake in memory and the collection `hims.visits`, for the index's tests.
+#[cfg(test)]
+pub(crate) mod test_lake {
+    use crate::config::CollectionSpec;
+    use crate::sink::Lake;
+
+    pub fn setup() -> (Lake, CollectionSpec) {
+        let store = std::sync::Arc::new(object_store::memory::InMemory::new());
+        let lake = Lake::from_store(store, object_store::path::Path::default(), "memory://lake");
+        let text = "database,collection,timestamp_column,partition_by\nhims,visits,modified_at,\n";
+        let file = crate::config::CollectionsFile::parse(std::path::Path::new("collections.csv"), text).unwrap();
+        (lake, file.entries.into_iter().next().unwrap())
+    }
+
+    /// The index folder's file names, sorted.
+    pub async fn files(lake: &Lake, spec: &CollectionSpec) -> Vec<String> {
+        let dir = lake.index_dir(&spec.database, &spec.collection);
+        let mut v: Vec<String> =
+            lake.list(&dir).await.unwrap().into_iter().map(|p| p.filename().unwrap().to_string()).collect();
+        v.sort();
+        v
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -165,15 +165,8 @@ mod tests {
     use crate::schema::Field;
     use arrow::array::{Int64Array, StringArray};
     use arrow::datatypes::{Field as ArrowField, Schema};
-    use object_store::path::Path;
 
-    fn setup() -> (Lake, CollectionSpec) {
-        let store = Arc::new(object_store::memory::InMemory::new());
-        let lake = Lake::from_store(store, Path::default(), "memory://lake");
-        let text = "database,collection,timestamp_column,partition_by\nhims,visits,modified_at,ward\n";
-        let file = crate::config::CollectionsFile::parse(std::path::Path::new("collections.csv"), text).unwrap();
-        (lake, file.entries.into_iter().next().unwrap())
-    }
+    use crate::state::index::test_lake::setup;
 
     /// Writes partition `rel` with `_id`s `ids` (or, with `ids` None, a file without an `_id` column), in row
     /// groups of 3.

@@ -268,25 +268,7 @@ mod tests {
     use crate::state::index::SEGMENT_KEYS;
     use std::sync::Arc;
 
-    fn setup() -> (Lake, CollectionSpec) {
-        let store = Arc::new(object_store::memory::InMemory::new());
-        let lake = Lake::from_store(store, Path::default(), "memory://lake");
-        let text = "database,collection,timestamp_column,partition_by\nhims,visits,modified_at,\n";
-        let file = crate::config::CollectionsFile::parse(std::path::Path::new("collections.csv"), text).unwrap();
-        (lake, file.entries.into_iter().next().unwrap())
-    }
-
-    async fn files(lake: &Lake, spec: &CollectionSpec) -> Vec<String> {
-        let mut v: Vec<String> = lake
-            .list(&lake.index_dir(&spec.database, &spec.collection))
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|p| p.filename().unwrap().to_string())
-            .collect();
-        v.sort();
-        v
-    }
+    use crate::state::index::test_lake::{files, setup};
 
     /// The keys, as `load_for` visits a run's keys.
     fn visit<'a>(keys: &'a [&'a str]) -> impl FnOnce(&mut dyn FnMut(&str)) -> Result<()> + 'a {

@@ -178,12 +178,8 @@ impl<'a> Updater<'a> {
     async fn copy(&mut self, s: usize, from: usize, to: usize) -> Result<()> {
         for i in from..to {
             let base = self.index.segments[s].base.as_ref().expect("the current segment is loaded");
-            let (k, p) = (base.keys.value(i), base.parts.value(i));
             let out = self.out.as_mut().expect("copying into an output");
-            out.keys.append_value(k);
-            out.parts.append_value(p);
-            out.total += 1;
-            if out.keys.len() >= 2 * self.target {
+            if out.append(base.keys.value(i), base.parts.value(i), self.target) {
                 self.cut().await?;
             }
         }
@@ -191,11 +187,7 @@ impl<'a> Updater<'a> {
     }
 
     async fn push(&mut self, key: &str, part: &str) -> Result<()> {
-        let out = self.out.as_mut().expect("pushing into an output");
-        out.keys.append_value(key);
-        out.parts.append_value(part);
-        out.total += 1;
-        if out.keys.len() >= 2 * self.target {
+        if self.out.as_mut().expect("pushing into an output").append(key, part, self.target) {
             self.cut().await?;
         }
         Ok(())
@@ -236,6 +228,14 @@ impl Output {
     fn new(first: String) -> Output {
         Output { first, keys: StringBuilder::new(), parts: StringBuilder::new(), written: Vec::new(), total: 0 }
     }
+
+    /// Appends an entry; whether a file of `target` keys is due (twice that are buffered).
+    fn append(&mut self, key: &str, part: &str, target: usize) -> bool {
+        self.keys.append_value(key);
+        self.parts.append_value(part);
+        self.total += 1;
+        self.keys.len() >= 2 * target
+    }
 }
 
 /// The first `n` entries of `array`, as an array of their own (a slice would encode the whole buffer).
@@ -264,25 +264,10 @@ fn lower_bound(base: &Base, from: usize, key: &str) -> usize {
 mod tests {
     use super::*;
     use crate::state::index::store::{load_all, load_or_rebuild};
-    use object_store::path::Path;
     use std::collections::BTreeMap;
     use std::sync::Arc;
 
-    fn setup() -> (Lake, CollectionSpec) {
-        let store = Arc::new(object_store::memory::InMemory::new());
-        let lake = Lake::from_store(store, Path::default(), "memory://lake");
-        let text = "database,collection,timestamp_column,partition_by\nhims,visits,modified_at,\n";
-        let file = crate::config::CollectionsFile::parse(std::path::Path::new("collections.csv"), text).unwrap();
-        (lake, file.entries.into_iter().next().unwrap())
-    }
-
-    async fn files(lake: &Lake, spec: &CollectionSpec) -> Vec<String> {
-        let dir = lake.index_dir(&spec.database, &spec.collection);
-        let mut v: Vec<String> =
-            lake.list(&dir).await.unwrap().into_iter().map(|p| p.filename().unwrap().to_string()).collect();
-        v.sort();
-        v
-    }
+    use crate::state::index::test_lake::{files, setup};
 
     /// A saved index of keys k0000, k0002, ... k0398 (200 keys) in segments of 10.
     async fn saved(lake: &Lake, spec: &CollectionSpec) -> BTreeMap<String, String> {
