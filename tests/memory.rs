@@ -38,6 +38,13 @@ fn peak_and_spills(run: &Run) -> (u64, u64) {
     (peak, spills)
 }
 
+/// The key counts of the segments that the key index of `db.coll` in `lake` lists.
+fn index_segments(lake: &str, db: &str, coll: &str) -> Vec<u64> {
+    let manifest = std::path::Path::new(lake).join(format!("_mongolake/index/{db}/{coll}/manifest.json"));
+    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
+    manifest["segments"].as_array().unwrap().iter().map(|s| s["keys"].as_u64().unwrap()).collect()
+}
+
 /// On environment `small`: the process's own baseline (syncing the one-document `empty` collection), then the
 /// peak and spills of loading `coll`, and that run.
 fn baseline_then_load(p: &Project, coll: &str) -> (u64, u64, u64, Run) {
@@ -144,11 +151,9 @@ async fn many_small_documents_load_within_the_budget() {
     assert_eq!(rows_by_id(t).len(), SMALL as usize); // panics on a duplicate _id
     assert_one_file_per_partition(t);
     // The key index was written as segments of 65,536 keys while the keys streamed out of the sort.
-    let manifest = std::path::Path::new(&lake).join(format!("_mongolake/index/{}/ticks/manifest.json", p.db));
-    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
-    let segments = manifest["segments"].as_array().unwrap();
+    let segments = index_segments(&lake, &p.db, "ticks");
     assert_eq!(segments.len(), (SMALL as usize).div_ceil(65_536));
-    assert_eq!(segments.iter().map(|s| s["keys"].as_u64().unwrap()).sum::<u64>(), SMALL as u64);
+    assert_eq!(segments.iter().sum::<u64>(), SMALL as u64);
     // And the next run, over that index, changes nothing.
     let again = p.sync("small", &["--only", &format!("{}.ticks", p.db)]);
     again.assert_ok();
@@ -376,10 +381,7 @@ async fn a_spilled_load_of_exactly_one_sort_run_and_one_keeps_every_row() {
     assert_eq!(rows_by_id(t).len(), run as usize + 1, "{}", load.stdout);
     assert_one_file_per_partition(t);
     // The plan's sort fed the key index every key.
-    let manifest = std::path::Path::new(&lake).join(format!("_mongolake/index/{}/items/manifest.json", p.db));
-    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
-    let keys: u64 = manifest["segments"].as_array().unwrap().iter().map(|s| s["keys"].as_u64().unwrap()).sum();
-    assert_eq!(keys, run as u64 + 1);
+    assert_eq!(index_segments(&lake, &p.db, "items").iter().sum::<u64>(), run as u64 + 1);
 }
 
 /// Random `_id`s (UUID strings, as many hospital systems use) put a day's changes in every key index segment.
@@ -450,10 +452,7 @@ async fn an_incremental_run_over_random_keys_holds_one_index_segment() {
     assert_eq!(rows.len(), KEYS as usize);
     assert_eq!(rows.values().filter(|r| r["v"] == -1).count(), moved.len());
     assert_one_file_per_partition(t);
-    let manifest = std::path::Path::new(&lake).join(format!("_mongolake/index/{}/orders/manifest.json", p.db));
-    let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
-    let keys: u64 = saved["segments"].as_array().unwrap().iter().map(|s| s["keys"].as_u64().unwrap()).sum();
-    assert_eq!(keys, KEYS);
+    assert_eq!(index_segments(&lake, &p.db, "orders").iter().sum::<u64>(), KEYS);
     // A second run over the moved rows finds them where the index says: nothing moves, nothing duplicates.
     let again = p.sync("small", &["--only", &format!("{}.orders", p.db)]);
     again.assert_ok();
@@ -461,7 +460,7 @@ async fn an_incremental_run_over_random_keys_holds_one_index_segment() {
 
     // The index lost: the next run rebuilds it from the key column of the partition files, the keys sorted on
     // disk and written a segment at a time, and moves 4,000 more documents with it.
-    std::fs::remove_dir_all(manifest.parent().unwrap()).unwrap();
+    std::fs::remove_dir_all(std::path::Path::new(&lake).join("_mongolake/index").join(&p.db).join("orders")).unwrap();
     let moved: Vec<String> = (50..KEYS).step_by(100).map(uuid).collect();
     c.update_many(doc! { "_id": { "$in": &moved } }, doc! { "$set": { "modified_at": day(31), "v": -2 } })
         .await
@@ -472,10 +471,9 @@ async fn an_incremental_run_over_random_keys_holds_one_index_segment() {
     eprintln!("index rebuild of 400,000 random keys, budget 32 MB: peak {peak} MB (baseline {baseline} MB)");
     assert!(run.stderr.contains("No key index; building it from the lake"), "{}", run.describe());
     assert!(peak - baseline <= 32, "rebuild: peak {peak} MB, baseline {baseline} MB, budget 32 MB");
-    let rows = rows_by_id(table(&common::dump(&lake), &p.db, "orders")).into_values().filter(|r| r["v"] == -2).count();
-    assert_eq!(rows, moved.len());
-    assert_eq!(rows_by_id(table(&common::dump(&lake), &p.db, "orders")).len(), KEYS as usize);
-    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
-    let keys: u64 = manifest["segments"].as_array().unwrap().iter().map(|s| s["keys"].as_u64().unwrap()).sum();
-    assert_eq!(keys, KEYS);
+    let dump = common::dump(&lake);
+    let rows = rows_by_id(table(&dump, &p.db, "orders"));
+    assert_eq!(rows.len(), KEYS as usize);
+    assert_eq!(rows.values().filter(|r| r["v"] == -2).count(), moved.len());
+    assert_eq!(index_segments(&lake, &p.db, "orders").iter().sum::<u64>(), KEYS);
 }

@@ -10,8 +10,8 @@
 //! memory budget holds) the entries are sorted externally ([`crate::sort::Sorter`] over extsort: runs of a
 //! bounded number of entries sorted in memory, written to the spill directory and merged), and a first load
 //! writes its key index segment by segment as the merge produces it ([`SegmentWriter`]). A first load then holds,
-//! besides the budget, one sort run, one index segment and what it drops; a run over an existing index holds the
-//! index segments its keys fall in.
+//! besides the budget, one sort run, one index segment and what it drops; a run over an existing index holds one
+//! index segment at a time and the one being written ([`Updater`], fed the keys in the same sorted order).
 use super::buffer::{Part, PartitionValues, SortRow};
 use crate::state::index::{store::SegmentWriter, KeyIndex, Updater};
 use crate::{Error, FastSet, Result};

@@ -15,7 +15,7 @@ use super::{encode_arrays, Base, KeyIndex};
 use crate::config::CollectionSpec;
 use crate::sink::Lake;
 use crate::{Error, Result};
-use arrow::array::{Array, ArrayBuilder, StringArray, StringBuilder};
+use arrow::array::{Array, ArrayBuilder, StringBuilder};
 
 /// Applies a run's changes to `index` in key order, one segment loaded at a time; see the module docs.
 pub struct Updater<'a> {
@@ -213,7 +213,8 @@ impl<'a> Updater<'a> {
         let file = format!("{}-{:05}.parquet", self.prefix, self.files);
         self.files += 1;
         if self.write {
-            let (keys, parts): (StringArray, StringArray) = (slice(&keys, n), slice(&parts, n));
+            // (a slice: the writer encodes only the rows it covers)
+            let (keys, parts) = (keys.slice(0, n), parts.slice(0, n));
             let bytes = tokio::task::spawn_blocking(move || encode_arrays(keys, parts))
                 .await
                 .map_err(|e| Error::encode("key index", e))??;
@@ -236,14 +237,6 @@ impl Output {
         self.total += 1;
         self.keys.len() >= 2 * target
     }
-}
-
-/// The first `n` entries of `array`, as an array of their own (a slice would encode the whole buffer).
-fn slice(array: &StringArray, n: usize) -> StringArray {
-    if n == array.len() {
-        return array.clone();
-    }
-    StringArray::from_iter_values((0..n).map(|i| array.value(i)))
 }
 
 /// How many of `base`'s entries from `from` on are below `key`.
