@@ -47,6 +47,10 @@ class Run:
     seconds: float
     rss_mb: float
     stdout: str
+    cpu: float = 0.0
+    """CPU seconds of the process (user + system, from wait4)."""
+    server_cpu: float | None = None
+    """CPU seconds the benchmark's server spent meanwhile (from /proc/<pid>/stat), when known."""
 
 
 @dataclass
@@ -63,6 +67,17 @@ class Step:
         return statistics.median(r.seconds for r in self.runs)
 
     @property
+    def cpu(self) -> float:
+        """Median client CPU seconds."""
+        return statistics.median(r.cpu for r in self.runs)
+
+    @property
+    def server_cpu(self) -> float | None:
+        """Median server CPU seconds, when measured."""
+        xs = [r.server_cpu for r in self.runs if r.server_cpu is not None]
+        return statistics.median(xs) if xs else None
+
+    @property
     def peak_rss(self) -> float:
         """Largest peak RSS over the repetitions, MB."""
         return max(r.rss_mb for r in self.runs)
@@ -73,9 +88,20 @@ def log(msg: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
+def process_cpu(pid: int) -> float | None:
+    """CPU seconds (user + system) a running process has used so far; None when it cannot be read."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def measure(cmd: list[str], env: dict[str, str] | None = None, what: str = "") -> Run:
-    """Runs cmd to completion; returns wall time, peak RSS (wait4 ru_maxrss) and stdout. Fails loudly on a
-    non-zero exit, showing the end of stderr."""
+    """Runs cmd to completion; returns wall time, peak RSS (wait4 ru_maxrss), CPU time (its own from wait4, the
+    benchmark server's from /proc) and stdout. Fails loudly on a non-zero exit, showing the end of stderr."""
+    server = Servers.active.pid if Servers.active else None
+    server_before = process_cpu(server) if server else None
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         start = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env)
@@ -92,8 +118,12 @@ def measure(cmd: list[str], env: dict[str, str] | None = None, what: str = "") -
     if "panicked at" in stderr:
         line = next(ln for ln in stderr.splitlines() if "panicked at" in ln)
         log(f"WARNING: {what} exited 0 but a thread panicked: {line.strip()}")
-    run = Run(seconds, usage.ru_maxrss / 1024, stdout)
-    log(f"{what}: {seconds:.2f} s, peak RSS {run.rss_mb:.0f} MB")
+    server_after = process_cpu(server) if server else None
+    run = Run(seconds, usage.ru_maxrss / 1024, stdout, cpu=usage.ru_utime + usage.ru_stime,
+              server_cpu=server_after - server_before if server_before is not None and server_after is not None
+              else None)
+    server_note = f", server CPU {run.server_cpu:.2f} s" if run.server_cpu is not None else ""
+    log(f"{what}: {seconds:.2f} s, CPU {run.cpu:.2f} s{server_note}, peak RSS {run.rss_mb:.0f} MB")
     return run
 
 
@@ -135,10 +165,14 @@ class Servers:
     """The benchmark's own MongoDB-compatible server, through scripts/servers.sh (stopped by `stop`, or by its
     watchdog if this process dies first)."""
 
+    active: "Servers | None" = None
+    """The running server, whose CPU time [`measure`] records."""
+
     def __init__(self, directory: Path, port: int):
         self.dir = directory
         self.port = port
         self.uri = ""
+        self.pid: int | None = None
 
     def start(self) -> str:
         """Starts the server; returns its URI."""
@@ -151,10 +185,16 @@ class Servers:
         if not m:
             raise SystemExit(f"no MONGOLAKE_TEST_MONGO_URI in {self.dir}/env.sh")
         self.uri = m.group(1)
+        try:  # scripts/servers.sh writes "<pid> <start time>"
+            self.pid = int((self.dir / "mongo.pid").read_text().split()[0])
+        except (OSError, IndexError, ValueError):
+            log(f"no readable {self.dir}/mongo.pid: server CPU time is not reported")
+        Servers.active = self
         return self.uri
 
     def stop(self) -> None:
         """Stops what start started."""
+        Servers.active = None
         subprocess.run([str(ROOT / "scripts/servers.sh"), "stop", str(self.dir)], stdout=sys.stderr,
                        stderr=sys.stderr, check=False)
 
@@ -211,6 +251,7 @@ def bench_size(total: int, args, work: Path, bin_dir: Path) -> dict:
                str(args.collections), "--timezone", "Asia/Kolkata", "--parallelism", args.pma_parallelism]
         raw = {r: Step(f"raw drain, {r} range{'s' if r > 1 else ''} per collection") for r in args.ranges}
         full = {r: Step(f"mongolake full load, read_ranges = {r}") for r in args.ranges}
+        walk = Step("raw drain + one checked walk of every element (`raw_drain --walk`)")
         pma_full = Step("PyMongoArrow full sync" + ("" if args.pma_parallelism == "off"
                                                       else f", parallelism = {args.pma_parallelism}"))
         for rep in range(1, args.reps + 1):
@@ -219,6 +260,11 @@ def bench_size(total: int, args, work: Path, bin_dir: Path) -> dict:
                                *COLLECTIONS], what=f"rep {rep}: raw drain x{r}")
                 raw[r].runs.append(run)
                 raw[r].docs = json.loads(run.stdout)["docs"]
+                if r == args.ranges[0]:
+                    run = measure([str(bin_dir / "raw_drain"), "--walk", "--uri", uri, "--db", DB, "--ranges",
+                                   str(r), *COLLECTIONS], what=f"rep {rep}: raw drain + walk x{r}")
+                    walk.runs.append(run)
+                    walk.docs = json.loads(run.stdout)["docs"]
                 fresh(work / "lake-ml")
                 run = measure([mongolake, "sync", "--env", "bench", "--config-dir", str(cfg[r]), "--no-email"],
                               env=env, what=f"rep {rep}: mongolake full x{r}")
@@ -231,6 +277,10 @@ def bench_size(total: int, args, work: Path, bin_dir: Path) -> dict:
             pma_full.runs.append(run)
             pma_full.docs = json.loads(run.stdout)["docs"]
         raw_json = json.loads(raw[args.ranges[0]].runs[-1].stdout)
+        elements = json.loads(walk.runs[-1].stdout)["elements"]
+        # Parquet encoding alone for the lake mongolake wrote (src/bin/encode_floor.rs): one thread, CPU time.
+        floor = json.loads(measure([str(bin_dir / "encode_floor"), "--lake", str(work / "lake-ml-full")],
+                                   what="encode floor").stdout)
 
         mut = measure([mongolake, "mutate", "--uri", uri, "--db", DB, "--fraction", str(args.fraction),
                        "--seed", "42"], what="mutate")
@@ -266,6 +316,7 @@ def bench_size(total: int, args, work: Path, bin_dir: Path) -> dict:
         files = sum(1 for _ in (work / "lake-ml-full" / DB).rglob("*.parquet"))
         pma_files = sum(1 for _ in (work / "lake-pma-full" / DB).rglob("*.parquet"))
         return {"total": total, "per": per, "seed": seed, "raw": raw, "full": full, "pma_full": pma_full,
+                "walk": walk, "elements": elements, "floor": floor,
                 "ml_incr": ml_incr, "pma_incr": pma_incr, "bytes": raw_json["bytes"], "mutate": mut.stdout.strip(),
                 "files": files, "pma_files": pma_files, "ml_recent": ml_recent, "pma_recent": pma_recent,
                 "mutate_recent": mut_recent.stdout.strip(), "touched_recent": touched}
@@ -294,7 +345,9 @@ def size_report(res: dict, ranges: list[int]) -> list[str]:
         read = f"{step.docs:,}" if step.docs is not None else "?"
         dps = f"{docs / step.median:,.0f}" if rate else "–"
         mbs = f"{mb / step.median:,.1f}" if rate else "–"
-        return f"| {step.label} | **{fmt_s(step.median)}** | {runs} | {read} | {dps} | {mbs} | {step.peak_rss:,.0f} | {ratio} |"
+        server = f"{step.server_cpu:.2f}" if step.server_cpu is not None else "?"
+        return (f"| {step.label} | **{fmt_s(step.median)}** | {runs} | {read} | {dps} | {mbs} | {step.cpu:.2f} | "
+                f"{server} | {step.peak_rss:,.0f} | {ratio} |")
 
     ml_vs_raw = full.median / raw.median
     pma_vs_ml = pma_full.median / full.median
@@ -304,9 +357,10 @@ def size_report(res: dict, ranges: list[int]) -> list[str]:
         f"Seeded in {res['seed'].seconds:.1f} s. Lake: {res['files']} partition files (mongolake), "
         f"{res['pma_files']} (PyMongoArrow). Mutation: {res['mutate']}.",
         "",
-        "| step | median s | runs s | docs read | docs/s | MB/s | peak RSS MB | ratio |",
-        "|---|---:|---|---:|---:|---:|---:|---|",
+        "| step | median s | runs s | docs read | docs/s | MB/s | CPU s | server CPU s | peak RSS MB | ratio |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---|",
         row(raw, "baseline"),
+        row(res["walk"], f"{res['walk'].median / raw.median:.2f}x raw drain; {res['elements']:,} elements"),
         row(full, f"**{ml_vs_raw:.2f}x raw drain** (target <= 1.5x)"),
         row(pma_full, f"**{pma_vs_ml:.1f}x mongolake** (target >= 10x)"),
         row(ml_incr, f"{ml_incr.median / full.median:.2f}x mongolake full load", rate=False),
@@ -321,6 +375,7 @@ def size_report(res: dict, ranges: list[int]) -> list[str]:
         f"Targets: full load within 1.5x of the raw drain: **{'met' if ml_vs_raw <= 1.5 else 'NOT met'}**; "
         f"PyMongoArrow at least 10x slower: **{'met' if pma_vs_ml >= 10 else 'NOT met'}**.",
         "",
+        *floor_report(res, raw, full),
     ]
     if len(ranges) > 1:
         lines += [
@@ -335,6 +390,35 @@ def size_report(res: dict, ranges: list[int]) -> list[str]:
                          f"{docs / b.median:,.0f} | {b.peak_rss:,.0f} | {b.median / a.median:.2f}x |")
         lines.append("")
     return lines
+
+
+def floor_report(res: dict, raw: Step, full: Step) -> list[str]:
+    """What the 1.5x target leaves: the CPU the server needs to serve the data, one checked read of every
+    element and the Parquet encoding of the lake alone, against the CPU time the cores offer in 1.5x the raw
+    drain's wall time."""
+    cores = len(os.sched_getaffinity(0))
+    runs = {r["compression"]: r for r in res["floor"]["runs"]}
+    encode = res["floor"]["runs"][0]
+    walk = max(0.0, res["walk"].cpu - raw.cpu)
+    server = raw.server_cpu
+    if server is None:
+        return ["(server CPU time not measured: no floor computed)", ""]
+    target = 1.5 * raw.median
+    need = server + raw.cpu + walk + encode["cpu_seconds"]
+    codecs = ", ".join(f"{name} {r['cpu_seconds']:.2f} s ({r['bytes'] / 1e6:,.1f} MB)" for name, r in runs.items())
+    verdict = ("below that floor: no client writing this lake with this Parquet writer reaches it on this machine"
+               if need / cores > target else "above that floor: reachable in principle")
+    return [
+        f"Floor (CPU seconds; {cores} cores): the server spent {server:.2f} s serving the raw drain and the drain "
+        f"itself {raw.cpu:.2f} s; reading every element once more, checked, {walk:.2f} s (`raw_drain --walk`: "
+        f"{res['walk'].cpu:.2f} s); encoding the lake's {res['floor']['rows']:,} rows from Arrow into its "
+        f"{res['floor']['files']} files, nothing else (`encode_floor`, one thread), {encode['cpu_seconds']:.2f} s "
+        f"with the lake's {encode['compression']} (others: {codecs}). Together {need:.2f} s of CPU, at least "
+        f"{need / cores:.2f} s of wall time on {cores} cores even if nothing else were done and nothing waited. "
+        f"The target, 1.5x the raw drain, is {target:.2f} s: {verdict}. mongolake's full load used {full.cpu:.2f} s "
+        f"of CPU and the server {full.server_cpu or 0:.2f} s meanwhile.",
+        "",
+    ]
 
 
 def report(results: list[dict], args, command: str, versions: str, started: str) -> str:
@@ -410,7 +494,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     bin_dir = ROOT / "target" / "release"
-    for b in ("mongolake", "raw_drain"):
+    for b in ("mongolake", "raw_drain", "encode_floor"):
         if not (bin_dir / b).exists():
             raise SystemExit(f"{bin_dir / b} missing: run `cargo build --release --bins` (scripts/bench.sh does)")
     versions = subprocess.run(

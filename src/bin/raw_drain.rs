@@ -8,6 +8,10 @@
 //! Collections (and, with `--ranges K`, the K `_id` ranges of each) are read concurrently, one cursor each.
 //! Prints one JSON line: `{"docs":..,"bytes":..,"seconds":..,"ranges":K,"collections":{name:{docs,bytes}}}`.
 //! `seconds` covers the reading only (after connecting and splitting into ranges).
+//!
+//! With `--walk`, every element of every document (nested documents and arrays included) is also read once
+//! with the `bson` crate's checked iterator (lengths, UTF-8), and `elements` counts them: the least any client
+//! that decodes the documents does, which the benchmark uses for its floor (see `bench/README.md`).
 
 use anyhow::{bail, Context, Result};
 use bson::{doc, Document};
@@ -30,15 +34,47 @@ struct Args {
     /// Documents per batch asked of the server (mongolake's default `[mongodb] batch_size`).
     #[arg(long, default_value_t = 10_000)]
     batch_size: u32,
+    /// Also read every element of every document once (checked), as a decoder must at least.
+    #[arg(long)]
+    walk: bool,
     /// Collections to drain.
     #[arg(required = true)]
     collections: Vec<String>,
 }
 
-/// Drains one cursor: returns (documents, bytes of BSON).
-async fn drain(coll: mongodb::Collection<Document>, filter: Document, batch_size: u32) -> Result<(u64, u64)> {
+/// Elements of `doc`, nested ones included, each read with bson's checked iterator.
+fn walk(doc: &bson::RawDocument) -> Result<u64> {
+    let mut n = 0;
+    for el in doc {
+        let (_, value) = el.context("unreadable BSON")?;
+        n += 1 + walk_value(value)?;
+    }
+    Ok(n)
+}
+
+fn walk_value(value: bson::RawBsonRef<'_>) -> Result<u64> {
+    Ok(match value {
+        bson::RawBsonRef::Document(d) => walk(d)?,
+        bson::RawBsonRef::Array(a) => {
+            let mut n = 0;
+            for v in a {
+                n += 1 + walk_value(v.context("unreadable BSON")?)?;
+            }
+            n
+        }
+        _ => 0,
+    })
+}
+
+/// Drains one cursor: returns (documents, bytes of BSON, elements walked).
+async fn drain(
+    coll: mongodb::Collection<Document>,
+    filter: Document,
+    batch_size: u32,
+    walk_elements: bool,
+) -> Result<(u64, u64, u64)> {
     let mut cursor = coll.find(filter).batch_size(batch_size).batch().await.context("find")?;
-    let (mut docs, mut bytes) = (0u64, 0u64);
+    let (mut docs, mut bytes, mut elements) = (0u64, 0u64, 0u64);
     while let Some(batch) = cursor.next().await {
         let batch = batch.context("reading a batch")?;
         for raw in batch.doc_slices().context("batch documents")? {
@@ -46,9 +82,12 @@ async fn drain(coll: mongodb::Collection<Document>, filter: Document, batch_size
             let Some(d) = raw.as_document() else { bail!("a batch element is not a document") };
             docs += 1;
             bytes += d.as_bytes().len() as u64;
+            if walk_elements {
+                elements += walk(d)?;
+            }
         }
     }
-    Ok((docs, bytes))
+    Ok((docs, bytes, elements))
 }
 
 #[tokio::main]
@@ -70,16 +109,18 @@ async fn main() -> Result<()> {
     let handles: Vec<_> = jobs
         .into_iter()
         .map(|(name, coll, filter)| {
-            let batch_size = args.batch_size;
-            (name, tokio::spawn(async move { drain(coll, filter, batch_size).await }))
+            let (batch_size, walk) = (args.batch_size, args.walk);
+            (name, tokio::spawn(async move { drain(coll, filter, batch_size, walk).await }))
         })
         .collect();
     let mut per: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
+    let mut elements = 0;
     for (name, handle) in handles {
-        let (d, b) = handle.await.context("a reader task failed")?.with_context(|| format!("{name}: drain"))?;
+        let (d, b, n) = handle.await.context("a reader task failed")?.with_context(|| format!("{name}: drain"))?;
         let e = per.entry(name).or_default();
         e.0 += d;
         e.1 += b;
+        elements += n;
     }
     let seconds = start.elapsed().as_secs_f64();
     let (docs, bytes) = per.values().fold((0, 0), |a, v| (a.0 + v.0, a.1 + v.1));
@@ -87,6 +128,7 @@ async fn main() -> Result<()> {
         per.into_iter().map(|(n, (d, b))| (n, serde_json::json!({ "docs": d, "bytes": b }))).collect();
     let out = serde_json::json!({
         "docs": docs, "bytes": bytes, "seconds": seconds, "ranges": args.ranges, "collections": collections,
+        "elements": elements,
     });
     println!("{out}");
     client.shutdown().await;

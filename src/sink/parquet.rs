@@ -11,7 +11,7 @@ use arrow::datatypes::SchemaRef;
 use bytes::Bytes;
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReaderBuilder, RowSelection};
 use parquet::arrow::{ArrowWriter, ProjectionMask};
-use parquet::basic::{Compression, ZstdLevel};
+pub use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
 use std::sync::Arc;
@@ -32,6 +32,11 @@ impl RowGroups {
     pub fn rows(rows: usize) -> RowGroups {
         RowGroups { rows, bytes: usize::MAX }
     }
+}
+
+/// The compression of every lake file: zstd, level 3.
+pub fn file_compression() -> Compression {
+    Compression::ZSTD(ZstdLevel::try_new(3).expect("valid level"))
 }
 
 /// The size check of [`RowGroups::bytes`] happens at these row counts from the file's start, whatever the
@@ -102,8 +107,21 @@ impl Encoder {
         row_groups: RowGroups,
         context: &str,
     ) -> Result<Encoder> {
+        Self::with_compression(sink, schema, lake_type, row_groups, file_compression(), context)
+    }
+
+    /// [`Encoder::to_sink`] with another compression: the benchmark's encode floor (`src/bin/encode_floor.rs`)
+    /// compares codecs on the same rows; the lake's files always use [`file_compression`].
+    pub fn with_compression(
+        sink: FileSink,
+        schema: SchemaRef,
+        lake_type: &LakeType,
+        row_groups: RowGroups,
+        compression: Compression,
+        context: &str,
+    ) -> Result<Encoder> {
         let props = WriterProperties::builder()
-            .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("valid level")))
+            .set_compression(compression)
             .set_max_row_group_row_count(Some(row_groups.rows))
             .set_key_value_metadata(Some(vec![KeyValue::new(
                 LAKE_TYPE_KEY.to_string(),
