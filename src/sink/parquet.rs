@@ -280,6 +280,22 @@ mod tests {
     }
 
     #[test]
+    fn every_column_chunk_is_zstd_level_1() {
+        use parquet::file::metadata::ParquetMetaDataReader;
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("name", DataType::Utf8, true),
+        ]));
+        let bytes = file(&schema, &[1, 2, 3], &["a", "b", "c"]);
+        let meta = ParquetMetaDataReader::new().parse_and_finish(&bytes).unwrap();
+        let codecs: Vec<_> =
+            meta.row_groups().iter().flat_map(|g| g.columns().iter().map(|c| c.compression())).collect();
+        // (the level is not stored in the file: the footer says zstd, and file_compression() says which)
+        assert_eq!(codecs, vec![Compression::ZSTD(Default::default()); 2]);
+        assert_eq!(file_compression(), Compression::ZSTD(ZstdLevel::try_new(1).unwrap()));
+    }
+
+    #[test]
     fn joined_files_hold_every_row_in_order_and_keep_the_lake_type() {
         let schema = Arc::new(Schema::new(vec![
             Field::new("id", DataType::Int64, false),
