@@ -270,6 +270,11 @@ mod tests {
     use arrow::array::{Int64Array, StringArray};
     use arrow::datatypes::{DataType, Field, Schema};
 
+    /// A schema of a non-null `id` and a nullable text column `text`.
+    fn id_and(text: &str) -> SchemaRef {
+        Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false), Field::new(text, DataType::Utf8, true)]))
+    }
+
     fn file(schema: &SchemaRef, ids: &[i64], names: &[&str]) -> Bytes {
         let batch = RecordBatch::try_new(
             schema.clone(),
@@ -282,10 +287,7 @@ mod tests {
     #[test]
     fn every_column_chunk_is_zstd_level_1() {
         use parquet::file::metadata::ParquetMetaDataReader;
-        let schema = Arc::new(Schema::new(vec![
-            Field::new("id", DataType::Int64, false),
-            Field::new("name", DataType::Utf8, true),
-        ]));
+        let schema = id_and("name");
         let bytes = file(&schema, &[1, 2, 3], &["a", "b", "c"]);
         let meta = ParquetMetaDataReader::new().parse_and_finish(&bytes).unwrap();
         let codecs: Vec<_> =
@@ -297,10 +299,7 @@ mod tests {
 
     #[test]
     fn joined_files_hold_every_row_in_order_and_keep_the_lake_type() {
-        let schema = Arc::new(Schema::new(vec![
-            Field::new("id", DataType::Int64, false),
-            Field::new("name", DataType::Utf8, true),
-        ]));
+        let schema = id_and("name");
         let a = file(&schema, &[1, 2, 3], &["a", "b", "c"]);
         let b = file(&schema, &[7, 8], &["x", "y"]);
         let joined = concat(&[a, b.clone()], "test").unwrap();
@@ -311,10 +310,7 @@ mod tests {
         assert_eq!(ids, vec![1, 2, 3, 7, 8]);
         assert_eq!(header(joined, "test").unwrap().2, 5);
 
-        let other = Arc::new(Schema::new(vec![
-            Field::new("id", DataType::Int64, false),
-            Field::new("label", DataType::Utf8, true),
-        ]));
+        let other = id_and("label");
         let c = file(&other, &[9], &["z"]);
         let err = concat(&[b, c], "test").unwrap_err().to_string();
         assert!(err.contains("another schema"), "{err}");
@@ -331,10 +327,7 @@ mod tests {
 
     #[test]
     fn row_groups_end_at_the_byte_cap_and_the_bytes_do_not_depend_on_the_batches() {
-        let schema = Arc::new(Schema::new(vec![
-            Field::new("id", DataType::Int64, false),
-            Field::new("name", DataType::Utf8, true),
-        ]));
+        let schema = id_and("name");
         let n = 100_000;
         let groups = RowGroups { rows: 1 << 20, bytes: 256 << 10 };
         let whole = encode(schema.clone(), &[rows(&schema, 0, n)], &LakeType::Bool, groups, "t").unwrap();
