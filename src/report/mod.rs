@@ -7,7 +7,7 @@ pub mod email;
 pub mod fix;
 pub mod render;
 
-use crate::sync::collection::CollectionStats;
+use crate::sync::stats::CollectionStats;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -130,7 +130,7 @@ pub struct RunReport {
     pub collections: Vec<CollectionReport>,
     /// `--shard`: ranges of other workers' first loads this worker read and encoded.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub ranges_helped: Vec<crate::sync::shard::helper::HelpedRange>,
+    pub ranges_helped: Vec<crate::sync::stats::HelpedRange>,
 }
 
 impl RunReport {

@@ -29,6 +29,12 @@ use std::sync::Arc;
 /// File name of every partition's single data file.
 pub const DATA_FILE: &str = "part-0.parquet";
 
+/// A partition's file staged under a shared first load's range folder (`<dir>/parts/<partition>/part-0.parquet`).
+pub fn range_partition_file(dir: &Path, rel: &str) -> Path {
+    let text = format!("{}/parts/{}/{}", dir.as_ref(), rel.trim_matches('/'), DATA_FILE);
+    Path::parse(text.replace("//", "/")).unwrap_or_else(|_| Path::from(text.as_str()))
+}
+
 /// A handle on the lake.
 #[derive(Clone)]
 pub struct Lake {

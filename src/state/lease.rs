@@ -80,6 +80,19 @@ fn holder_is_dead(r: &LeaseRecord) -> bool {
     r.host == host() && r.pid != std::process::id() && !std::path::Path::new(&format!("/proc/{}", r.pid)).exists()
 }
 
+/// Fails when this run's lease on collection `name` was taken over (`lost` is the lease's
+/// [`Lease::lost_flag`]): the run stops before its next write and before the watermark.
+pub fn check(lost: &AtomicBool, name: &str) -> Result<()> {
+    if lost.load(Ordering::SeqCst) {
+        return Err(Error::collection(
+            name,
+            "this run's lease on the collection expired and another run took it over (was this process stalled \
+             for longer than [sync] lease_seconds?); stopped before the watermark, the other run completes it",
+        ));
+    }
+    Ok(())
+}
+
 /// Tries once to take the lease of `db.coll` for `run_id`.
 pub async fn try_acquire(lake: &Lake, db: &str, coll: &str, run_id: &str, ttl: Duration) -> Result<Acquired> {
     if let Some(dir) = lake.local_dir() {

@@ -114,8 +114,9 @@ impl extsort::Sortable for SortRow {
 
 impl crate::sort::SortItem for SortRow {
     fn order(&self, other: &Self) -> std::cmp::Ordering {
+        use crate::transform::dedup::Version;
         let (a, b) = (&self.row, &other.row);
-        a.key.cmp(&b.key).then((a.timestamp, a.seq).cmp(&(b.timestamp, b.seq)))
+        a.key.cmp(&b.key).then(Version::read(a.timestamp, a.seq).cmp(&Version::read(b.timestamp, b.seq)))
     }
 }
 

@@ -1,102 +1,70 @@
-//! Syncing one collection: the commit protocol.
+//! Syncing one collection: the commit protocol, as a chain of stages.
 //!
 //! ```text
 //!  0 take the collection's lease (sync::run; state::lease)        ── held by another run: skip, nothing touched
+//!  ┌ Prepared::prepare ──────────────────────────────────────────────────────────────────────────────────────┐
 //!  1 clean staging/ and rejects of runs that never committed
-//!  2 read state  ──► watermark W (none: full load)
+//!  2 read state  ──► watermark W (none: full load); key index; this collection's share of the memory budget
 //!  3 read schema ──► stored type S
+//!  └──────────────────────────────────────────────────────────────────────────────────────────► Prepared ───┘
+//!  ┌ Prepared::read ─────────────────────────────────────────────────────────────────────────────────────────┐
 //!  4 PASS 1  find({ts >= W - overlap, in every representation}) as raw batches               ✝ after_batch
 //!            per document: key, timestamp, partition values; S := S ⊔ type(doc); raw bytes -> partition buffer
 //!    RECONCILE (optional) keys of every live document vs the key index: deleted keys marked for removal,
 //!            missing documents fetched by key into pass 1
+//!  └─────────────────────────────────────────────────────────────────────────────────────────────► Read ────┘
+//!  ┌ Read::evolve (super::evolve, pure) ─────────────────────────────────────────────────────────────────────┐
 //!  5 if S widened: save S with rewrite_pending (write-ahead), and every partition joins pass 2
-//!  6 PASS 2  for each touched partition:
+//!  └──────────────────────────────────────────────────────────────────────────────────────────► Evolved ────┘
+//!  ┌ Evolved::plan (super::plan) ────────────────────────────────────────────────────────────────────────────┐
+//!    the partitions to write (touched, every one on a widening, those keys moved out of or were deleted
+//!    from), the newest version of each key and where it lives now; a lost index segment rebuilds the index
+//!    and plans again (once)                                              ── dry run: Planned::dry_run, stop
+//!  └──────────────────────────────────────────────────────────────────────────────────────────► Planned ────┘
+//!  ┌ Planned::write (super::write) ──────────────────────────────────────────────────────────────────────────┐
+//!  6 PASS 2  for each partition:
 //!            existing file rows ∪ buffered documents − moved/deleted keys ─► latest per key ─► Arrow(S) ─► Parquet
 //!            write to staging/ (✝ staged), then move over <table>/<partition>/part-0.parquet
 //!            (atomic for readers; a partition left with no rows is deleted)                   ✝ after_partition
+//!  └──────────────────────────────────────────────────────────────────────────────────────────► Written ────┘
+//!  ┌ Written::commit ────────────────────────────────────────────────────────────────────────────────────────┐
 //!  7 rejects file, key index                                                                  ✝ before_schema
 //!  8 schema S (rewrite_pending cleared)                                                       ✝ before_watermark
-//!  9 append state row with the new watermark                                     ◄── the commit point
-//! 10 release the lease
+//!  9 append state row with the new watermark ([`next_watermark`])              ◄── the commit point
+//!    table definition (catalog), derived, never failing the collection
+//!  └──────────────────────────────────────────────────────────────────────────────────► CollectionStats ────┘
+//! 10 release the lease (sync::run)
 //! ```
-//! `sync --dry-run` runs 2-5 (reads only: no lease, no cleaning, no spill outside the local temp dir), lists what
-//! 6 would rewrite and whether 5 would widen the schema, and returns before the first write.
+//! Each stage is a type only the stage before can produce, so none can be skipped or run out of order. A
+//! shared first load (`--shard`, [`super::shard`]) plans and writes its ranges with the other workers: its
+//! `Planned` joins their files instead of writing partitions here.
+//!
+//! `sync --dry-run` runs 1-5 without writing (no lease, no cleaning, no spill outside the local temp dir), lists
+//! what 6 would rewrite and whether 5 would widen the schema, and stops at `Planned`.
 //!
 //! A crash anywhere (✝ marks the `MONGOLAKE_FAULT` points the tests kill at) before 9 leaves the old watermark,
 //! so the next run re-reads the same documents (and more) and, because merging is idempotent (a re-read document
 //! replaces its own earlier copy), lands in the same lake. Readers never see a partial file: staging is outside
 //! every table, and a move replaces a whole file. A run that lost its lease stops before 6's next file and 9.
-use super::buffer::Part;
-use super::partition::{PartitionOutcome, PartitionWriter};
+use super::buffer::{Part, PartitionBuffers};
+use super::context::RunContext;
+use super::evolve::{evolve, Evolution};
 use super::read::ReadPass;
-use super::rejects;
-use super::RunContext;
+use super::rejects::{self, Reject};
+use super::shard::owner::Shared;
+use super::write::{Destination, PartitionWriter};
 use crate::config::CollectionSpec;
-use crate::schema::registry::{describe_changes, SchemaChange, StoredSchema};
-use crate::schema::{arrow as sarrow, file_type, text, LakeType};
-use crate::state::{self, StateRow};
+use crate::schema::registry::StoredSchema;
+use crate::schema::{text, LakeType};
+use crate::state::index::KeyIndex;
+use crate::state::{self, lease, StateRow};
+use crate::transform::partition::Partitioner;
 use crate::{Error, Result};
-use futures::{StreamExt, TryStreamExt};
-use serde::Serialize;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-/// What happened to one collection, for the report.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct CollectionStats {
-    pub docs_read: u64,
-    pub rows_written: u64,
-    /// Rows in the partition files written (a partition file is rewritten whole).
-    pub partitions_written: u64,
-    /// Partitions whose merge changed nothing (e.g. documents re-read in the overlap window): left alone.
-    pub partitions_unchanged: u64,
-    pub duplicates_dropped: u64,
-    pub rows_replaced: u64,
-    /// Rows removed from their old partition because an update moved the document to another one.
-    pub rows_moved: u64,
-    pub spills: u64,
-    pub full_load: bool,
-    pub old_watermark: Option<String>,
-    pub new_watermark: Option<String>,
-    pub schema_version: u64,
-    pub schema_changes: Vec<String>,
-    /// Values stored as null because their column cannot hold them (kept in the rejects area).
-    pub values_rejected: u64,
-    /// Documents that could not be decoded at all (kept, as raw BSON, in the rejects area).
-    pub documents_rejected: u64,
-    /// This run compared key sets with MongoDB (`--reconcile` or the schedule).
-    pub reconciled: bool,
-    /// Rows removed because their documents were deleted in MongoDB (reconcile).
-    pub rows_deleted: u64,
-    /// Documents the lake lacked that reconcile fetched by key (no timestamp, or written too late).
-    pub docs_fetched: u64,
-    /// The Athena/Glue table definition stored next to the schema changed: re-apply it.
-    pub table_definition_changed: bool,
-    /// Values masked per rule (collections.csv `mask`).
-    pub masked: crate::mask::MaskCounts,
-    /// No index starts with the timestamp column (incremental runs scan the whole collection): the command that
-    /// creates one.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub missing_index: Option<String>,
-    /// `sync --dry-run`: the partitions (relative to the table) that would be rewritten.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub planned_partitions: Vec<String>,
-    /// `sync --dry-run`: the documents read would change the stored schema ...
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub schema_would_change: bool,
-    /// ... and widen a column's file type, which rewrites every partition.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub schema_would_widen: bool,
-}
-
-/// Loads (or rebuilds) the collection's key index, with its time in the debug log.
-async fn load_index(ctx: &RunContext, spec: &CollectionSpec) -> Result<state::index::KeyIndex> {
-    let phase = std::time::Instant::now();
-    let index = state::index::load_or_rebuild(&ctx.lake, spec, &ctx.index_rebuild()).await?;
-    tracing::debug!(collection = %spec.name(), keys = index.len(), ms = phase.elapsed().as_millis() as u64, "Phase: key index loaded");
-    Ok(index)
-}
+pub use super::stats::CollectionStats;
 
 /// Syncs one collection. `lease_lost` is raised if this run's lease on the collection was taken over; the
 /// collection then stops before its next partition write and before its watermark.
@@ -105,354 +73,534 @@ pub async fn sync_collection(
     spec: CollectionSpec,
     lease_lost: Arc<AtomicBool>,
 ) -> Result<CollectionStats> {
-    let name = spec.name();
-    let lake = &ctx.lake;
-    let (db, coll) = (spec.database.as_str(), spec.collection.as_str());
-    let mut stats = CollectionStats::default();
-
-    let progress = ctx.progress.clone();
-    progress.set_phase(crate::progress::Phase::Reading);
-    if !ctx.dry_run {
-        let cleaned = lake.clean_staging(db, coll).await?;
-        if cleaned > 0 {
-            tracing::warn!(collection = %name, cleaned, "Removed staging objects left by an interrupted run");
-        }
+    let read = Prepared::prepare(ctx, spec, lease_lost).await?.read().await?;
+    let planned = read.evolve().await?.plan().await?;
+    if planned.base.ctx.dry_run {
+        return Ok(planned.dry_run());
     }
-    let state = state::load(lake, db, coll).await?;
-    if !ctx.dry_run {
-        let committed = state.rows.iter().map(|r| r.run_id.clone()).collect();
-        let stale = rejects::clean_uncommitted(lake, db, coll, &committed).await?;
-        if stale > 0 {
-            tracing::info!(collection = %name, files = stale, "Removed rejects of runs that did not commit (this run re-reads them)");
-        }
-    }
-    let old_watermark = if ctx.full { None } else { state.watermark() };
-    stats.full_load = old_watermark.is_none();
-    // This collection's share of the memory budget's metadata half (what cannot spill, see MemoryBudget): a
-    // run over an existing lake holds key index segments; a first load holds one external sort run at most
-    // (sized by estimatedDocumentCount, also the progress bar's ETA). The index is read first (its manifest, or
-    // the single file of older versions) to count its keys.
-    // (estimatedDocumentCount is collection metadata on MongoDB, but SecantusDB counts: 1.4 s per 1M documents.)
-    let mut index = load_index(&ctx, &spec).await?;
-    let estimate = if stats.full_load {
-        let estimate = ctx.client.database(db).collection::<bson::Document>(coll).estimated_document_count().await.ok();
-        progress.expected.store(estimate.unwrap_or(0), Ordering::Relaxed);
-        estimate
-    } else {
-        None
-    };
-    // (an index of segment files is updated a segment at a time: it holds one, and the new files being filled)
-    let held = match index.segments_loaded() {
-        (_, 0) => index.len().min(4 * ctx.sync.index_segment_keys),
-        _ => index.len(),
-    };
-    let share = ctx.memory.share_for(held as u64, estimate.unwrap_or(0));
-    if ctx.memory.would_wait(share) {
-        tracing::info!(collection = %name, share_mb = share >> 20, "Waiting for other collections to free the memory budget");
-    }
-    let _memory = ctx.memory.reserve(share).await;
-    stats.old_watermark = state.watermark().map(text::format_millis);
+    planned.write().await?.commit().await
+}
 
-    let schema_path = lake.schema_path(db, coll);
-    let mut stored =
-        crate::schema::registry::load(lake, db, coll).await?.unwrap_or_else(|| StoredSchema::new(db, coll));
-    let old_document = stored.document.clone();
+/// The new watermark: the newest timestamp read (never past the moment the read started, so a writer's clock
+/// ahead of ours cannot hide later documents), and never behind the old one. The run and the dry run alike.
+pub fn next_watermark(old: Option<i64>, max_read: Option<i64>, read_started: i64) -> Option<i64> {
+    match (old, max_read.map(|m| m.min(read_started))) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    }
+}
 
-    // PASS 1: read.
-    let in_path = spec.path_fields();
-    let fields = match std::mem::replace(&mut stored.document, LakeType::Null) {
-        LakeType::Struct { fields } => fields,
-        _ => Vec::new(),
-    };
-    let mut pass = ReadPass::new(&spec, fields, &ctx)?;
-    let phase = std::time::Instant::now();
-    let filter = match old_watermark {
-        Some(w) => crate::source::incremental_filter(&spec.timestamp_column, w - ctx.sync.overlap.num_milliseconds()),
-        None => bson::Document::new(),
-    };
-    if old_watermark.is_some() {
-        // The incremental query only grows with the changes when an index serves it.
-        let c = ctx.client.database(db).collection::<bson::Document>(coll);
-        match crate::source::timestamp_index(&c, &spec.timestamp_column).await {
-            Ok(Some(_)) => {}
-            Ok(None) => {
-                let hint = crate::source::create_index_hint(db, coll, &spec.timestamp_column);
-                tracing::warn!(collection = %name, create = %hint, "No index starts with the timestamp column: this incremental run scans the whole collection");
-                stats.missing_index = Some(hint);
+/// What every stage carries from the preparation to the commit.
+struct Base {
+    ctx: Arc<RunContext>,
+    spec: CollectionSpec,
+    name: String,
+    lease_lost: Arc<AtomicBool>,
+    stats: CollectionStats,
+    /// None: a full load.
+    old_watermark: Option<i64>,
+    /// The stored schema (its document type is moved into pass 1 and back by the evolution).
+    stored: StoredSchema,
+    index: KeyIndex,
+    /// This collection's share of the memory budget, held to the end.
+    _memory: tokio::sync::OwnedSemaphorePermit,
+}
+
+/// Stage 1: the lake's state of the collection, read, and staging cleaned.
+pub struct Prepared {
+    base: Base,
+    state: state::StateFile,
+    /// `estimatedDocumentCount` on a full load.
+    estimate: Option<u64>,
+}
+
+impl Prepared {
+    pub async fn prepare(ctx: Arc<RunContext>, spec: CollectionSpec, lease_lost: Arc<AtomicBool>) -> Result<Prepared> {
+        let name = spec.name();
+        let lake = &ctx.lake;
+        let (db, coll) = (spec.database.as_str(), spec.collection.as_str());
+        let mut stats = CollectionStats::default();
+        ctx.progress.set_phase(crate::progress::Phase::Reading);
+        if !ctx.dry_run {
+            let cleaned = lake.clean_staging(db, coll).await?;
+            if cleaned > 0 {
+                tracing::warn!(collection = %name, cleaned, "Removed staging objects left by an interrupted run");
             }
-            Err(e) => tracing::debug!(collection = %name, error = %e, "Could not list indexes"),
         }
-    }
-    let read_started = chrono::Utc::now().timestamp_millis();
-    // A large first load with `--shard`: shared with the other workers in `_id` ranges (see super::shard).
-    let mut shared = match (stats.full_load && index.is_empty() && !stored.rewrite_pending, estimate) {
-        (true, Some(docs)) => super::shard::owner::start(&ctx, &spec, &pass, docs).await?,
-        _ => None,
-    };
-    if let Some(s) = shared.as_mut() {
-        s.read(&mut pass).await?;
-        let (here, helped) = s.ranges();
-        tracing::info!(collection = %name, ranges_here = here, ranges_helped = helped, "Shared first load read");
-    } else if old_watermark.is_none() && ctx.sync.read_ranges > 1 && spec.key == "_id" {
-        // A full load: several cursors over `_id` ranges (see ReadPass::id_ranges).
-        let ranges = pass.id_ranges(ctx.sync.read_ranges, estimate).await?;
-        tracing::debug!(collection = %name, ranges = ranges.len(), "Full load in _id ranges");
-        pass.read_all(ranges).await?;
-    } else {
-        pass.read(filter).await?;
-    }
-    tracing::debug!(collection = %name, docs = pass.seq, ms = phase.elapsed().as_millis() as u64, "Phase: read");
-    let reconcile_due = ctx.reconcile
-        || ctx.sync.reconcile_every_days.is_some_and(|days| {
-            state.last_reconcile().is_none_or(|last| read_started - last >= days as i64 * 86_400_000)
-        });
-    // A first load read every document: it is the reconcile the schedule asks for, without comparing key sets
-    // (a second scan of every key). `--reconcile` still compares.
-    let compare_keys = reconcile_due && (ctx.reconcile || !(stats.full_load && index.is_empty()));
-    stats.reconciled = reconcile_due;
-    let deleted = if compare_keys {
-        // (it visits the index a segment at a time, and fetches what the lake lacks into this pass)
-        let r = super::reconcile::reconcile(&mut pass, &mut index, ctx.memory.sort_run_entries()).await?;
-        stats.docs_fetched = r.fetched;
-        r.deleted
-    } else {
-        HashSet::new()
-    };
-    let ReadPass { fields, mut buffers, present, max_ts, seq, mut rejected, hints, partitioner, masked, .. } = pass;
-    stats.masked = masked;
-    stats.docs_read = seq + shared.as_ref().map_or(0, |s| s.helped_docs());
-    stats.spills = buffers.spills;
-    let document = LakeType::Struct { fields };
-
-    if stats.docs_read > 0 {
-        let missing: Vec<&str> = spec
-            .partition
-            .keys
-            .iter()
-            .zip(&present)
-            .filter(|(k, n)| **n == 0 && !old_document_has(&old_document, k.path()))
-            .map(|(k, _)| k.path())
-            .collect();
-        if !missing.is_empty() {
-            return Err(Error::collection(&name, format!(
-                "partition field(s) {} exist in none of the {} documents read; fix `partition_by` on line {} of collections.csv",
-                missing.iter().map(|m| format!("`{m}`")).collect::<Vec<_>>().join(", "), stats.docs_read, spec.line
-            )));
+        let state = state::load(lake, db, coll).await?;
+        if !ctx.dry_run {
+            let committed = state.rows.iter().map(|r| r.run_id.clone()).collect();
+            let stale = rejects::clean_uncommitted(lake, db, coll, &committed).await?;
+            if stale > 0 {
+                tracing::info!(collection = %name, files = stale, "Removed rejects of runs that did not commit (this run re-reads them)");
+            }
         }
+        let old_watermark = if ctx.full { None } else { state.watermark() };
+        stats.full_load = old_watermark.is_none();
+        stats.old_watermark = state.watermark().map(text::format_millis);
+        // This collection's share of the memory budget's metadata half (what cannot spill, see MemoryBudget): a
+        // run over an existing lake holds key index segments; a first load holds one external sort run at most
+        // (sized by estimatedDocumentCount, also the progress bar's ETA). The index is read first (its manifest,
+        // or the single file of older versions) to count its keys.
+        // (estimatedDocumentCount is collection metadata on MongoDB, but SecantusDB counts: 1.4 s per 1M docs.)
+        let phase = std::time::Instant::now();
+        let index = state::index::load_or_rebuild(lake, &spec, &ctx.index_rebuild()).await?;
+        tracing::debug!(collection = %name, keys = index.len(), ms = phase.elapsed().as_millis() as u64, "Phase: key index loaded");
+        let estimate = if stats.full_load {
+            let c = ctx.client.database(db).collection::<bson::Document>(coll);
+            let estimate = c.estimated_document_count().await.ok();
+            ctx.progress.expected.store(estimate.unwrap_or(0), Ordering::Relaxed);
+            estimate
+        } else {
+            None
+        };
+        // (an index of segment files is updated a segment at a time: it holds one, and the new files being filled)
+        let held = match index.segments_loaded() {
+            (_, 0) => index.len().min(4 * ctx.sync.index_segment_keys),
+            _ => index.len(),
+        };
+        let share = ctx.memory.share_for(held as u64, estimate.unwrap_or(0));
+        if ctx.memory.would_wait(share) {
+            tracing::info!(collection = %name, share_mb = share >> 20, "Waiting for other collections to free the memory budget");
+        }
+        let memory = ctx.memory.reserve(share).await;
+        let stored =
+            crate::schema::registry::load(lake, db, coll).await?.unwrap_or_else(|| StoredSchema::new(db, coll));
+        let base = Base { ctx, spec, name, lease_lost, stats, old_watermark, stored, index, _memory: memory };
+        Ok(Prepared { base, state, estimate })
     }
 
-    // PASS 2: write every touched partition (every partition, when a column's Arrow type changed).
-    let changes = match &old_document {
-        LakeType::Struct { fields } if fields.is_empty() => match &document {
-            LakeType::Struct { fields } if !fields.is_empty() => vec![format!("created with {} columns", fields.len())],
+    /// Pass 1 (and a reconcile when one is asked for or due).
+    pub async fn read(self) -> Result<Read> {
+        let Prepared { mut base, state, estimate } = self;
+        let (ctx, spec, name) = (base.ctx.clone(), base.spec.clone(), base.name.clone());
+        let (db, coll) = (spec.database.as_str(), spec.collection.as_str());
+        let old_document = base.stored.document.clone();
+        let fields = match std::mem::replace(&mut base.stored.document, LakeType::Null) {
+            LakeType::Struct { fields } => fields,
             _ => Vec::new(),
-        },
-        _ => describe_changes(&old_document, &document),
-    };
-    let file_ty = Arc::new(file_type(&document, &in_path));
-    let arrow_changed = sarrow::data_type(&file_type(&old_document, &in_path)) != sarrow::data_type(&file_ty);
-    let widened = arrow_changed && !matches!(&old_document, LakeType::Struct { fields } if fields.is_empty());
-    let schema_dirty = document != old_document || stored.rewrite_pending;
-    // (pass 1 moved the stored document type out; put the widened one back in every case)
-    stored.document = document.clone();
-    if document != old_document && !changes.is_empty() {
-        stored.version += 1;
-        stored.history.push(SchemaChange {
-            version: stored.version,
-            run_id: ctx.run_id.clone(),
-            changed_at: text::format_millis(read_started),
-            changes: changes.clone(),
-        });
-    }
-    let rewrite_all = widened || stored.rewrite_pending;
-    if widened && !ctx.dry_run {
-        // Write-ahead: the widened schema and the intent to rewrite every file, before the first file changes.
-        stored.rewrite_pending = true;
-        lake.put(&schema_path, serde_json::to_vec_pretty(&stored).expect("serialisable").into()).await?;
-    }
-    if let Some(shared) = shared.as_ref() {
-        // A shared first load: the ranges read here are encoded like the helpers' and all are joined.
-        progress.set_phase(crate::progress::Phase::Writing);
-        let rows = super::shard::RangeRows { buffers, hints, partitioner };
-        let joined = shared.write(rows, &document, lease_lost.clone()).await?;
-        stats.rows_written = joined.rows;
-        stats.partitions_written = joined.partitions;
-        stats.duplicates_dropped = joined.dups;
-        rejected.extend(joined.rejects);
-        index = joined.index;
-        lake.finish_staging(db, coll).await?;
-    } else {
-        let (mut parts, spill_guard) = buffers.drain();
-        if rewrite_all {
-            let existing = lake.list_partitions(db, coll).await?;
-            for rel in existing {
-                let values = partition_values_of(&rel, &spec);
-                if !parts.iter().any(|(v, _)| partitioner.relative_path(v) == rel) {
-                    parts.push((values, Part::default()));
-                }
+        };
+        let mut pass = ReadPass::new(&spec, fields, &ctx)?;
+        let phase = std::time::Instant::now();
+        let filter = match base.old_watermark {
+            Some(w) => {
+                crate::source::incremental_filter(&spec.timestamp_column, w - ctx.sync.overlap.num_milliseconds())
             }
+            None => bson::Document::new(),
+        };
+        if base.old_watermark.is_some() {
+            base.stats.missing_index = missing_index(&ctx, &spec).await;
         }
-        // Which rows are written (newest version per key), and where each key lives now: see [`super::plan`].
-        let rels: Vec<Arc<str>> = parts.iter().map(|(v, _)| Arc::from(partitioner.relative_path(v))).collect();
+        let read_started = chrono::Utc::now().timestamp_millis();
+        // A large first load with `--shard`: shared with the other workers in `_id` ranges (see super::shard).
+        let first_load = base.stats.full_load && base.index.is_empty() && !base.stored.rewrite_pending;
+        let mut shared = match (first_load, estimate) {
+            (true, Some(docs)) => super::shard::owner::start(&ctx, &spec, &pass, docs).await?,
+            _ => None,
+        };
+        if let Some(s) = shared.as_mut() {
+            s.read(&mut pass).await?;
+            let (here, helped) = s.ranges();
+            tracing::info!(collection = %name, ranges_here = here, ranges_helped = helped, "Shared first load read");
+        } else if base.old_watermark.is_none() && ctx.sync.read_ranges > 1 && spec.key == "_id" {
+            // A full load: several cursors over `_id` ranges (see ReadPass::id_ranges).
+            let ranges = pass.id_ranges(ctx.sync.read_ranges, estimate).await?;
+            tracing::debug!(collection = %name, ranges = ranges.len(), "Full load in _id ranges");
+            pass.read_all(ranges).await?;
+        } else {
+            pass.read(filter).await?;
+        }
+        tracing::debug!(collection = %name, docs = pass.seq, ms = phase.elapsed().as_millis() as u64, "Phase: read");
+        let reconcile_due = ctx.reconcile
+            || ctx.sync.reconcile_every_days.is_some_and(|days| {
+                state.last_reconcile().is_none_or(|last| read_started - last >= days as i64 * 86_400_000)
+            });
+        // A first load read every document: it is the reconcile the schedule asks for, without comparing key
+        // sets (a second scan of every key). `--reconcile` still compares.
+        let compare_keys = reconcile_due && (ctx.reconcile || !(base.stats.full_load && base.index.is_empty()));
+        base.stats.reconciled = reconcile_due;
+        let deleted = if compare_keys {
+            // (it visits the index a segment at a time, and fetches what the lake lacks into this pass)
+            let r = super::reconcile::reconcile(&mut pass, &mut base.index, ctx.memory.sort_run_entries()).await?;
+            base.stats.docs_fetched = r.fetched;
+            r.deleted
+        } else {
+            HashSet::new()
+        };
+        let ReadPass { fields, buffers, present, max_ts, seq, rejected, hints, partitioner, masked, .. } = pass;
+        base.stats.masked = masked;
+        base.stats.docs_read = seq + shared.as_ref().map_or(0, |s| s.helped_docs());
+        base.stats.spills = buffers.spills;
+        if base.stats.docs_read > 0 {
+            check_partition_fields(&spec, &present, &old_document, base.stats.docs_read)?;
+        }
+        let _ = (db, coll);
+        Ok(Read {
+            base,
+            old_document,
+            document: LakeType::Struct { fields },
+            rows: ReadRows { buffers, hints, partitioner },
+            shared,
+            deleted,
+            read: ReadMarks { read_started, max_ts, rejected },
+        })
+    }
+}
+
+/// What pass 1 leaves for pass 2: the buffered documents and how to place and encode them.
+struct ReadRows {
+    buffers: PartitionBuffers,
+    hints: Vec<String>,
+    partitioner: Partitioner,
+}
+
+/// What pass 1 leaves for the commit.
+struct ReadMarks {
+    read_started: i64,
+    /// The newest timestamp read.
+    max_ts: Option<i64>,
+    rejected: Vec<Reject>,
+}
+
+/// Stage 2: this run's documents read (and the keys reconcile found deleted).
+pub struct Read {
+    base: Base,
+    /// The stored document type before this run.
+    old_document: LakeType,
+    /// ... and joined with every document read.
+    document: LakeType,
+    rows: ReadRows,
+    shared: Option<Shared>,
+    deleted: HashSet<String>,
+    read: ReadMarks,
+}
+
+impl Read {
+    /// Schema evolution ([`evolve`]), and the write-ahead of a widened schema before any file changes.
+    pub async fn evolve(self) -> Result<Evolved> {
+        let Read { mut base, old_document, document, rows, shared, deleted, read } = self;
+        let in_path = base.spec.path_fields();
+        let evolution = evolve(&old_document, document, &in_path, base.stored.rewrite_pending);
+        // (pass 1 moved the stored document type out; the evolved one goes back in every case)
+        evolution.apply(&mut base.stored, &base.ctx.run_id, text::format_millis(read.read_started));
+        if evolution.widened && !base.ctx.dry_run {
+            // Write-ahead: the widened schema and the intent to rewrite every file, before the first file changes.
+            base.stored.rewrite_pending = true;
+            save_schema(&base).await?;
+        }
+        Ok(Evolved { base, evolution, rows, shared, deleted, read })
+    }
+}
+
+/// Stage 3: the schema this run writes under.
+pub struct Evolved {
+    base: Base,
+    evolution: Evolution,
+    rows: ReadRows,
+    shared: Option<Shared>,
+    deleted: HashSet<String>,
+    read: ReadMarks,
+}
+
+impl Evolved {
+    /// Which partitions pass 2 writes, and which rows (see [`super::plan`]).
+    pub async fn plan(self) -> Result<Planned> {
+        let Evolved { mut base, evolution, rows, shared, deleted, read } = self;
+        let ReadRows { mut buffers, hints, partitioner } = rows;
+        if let Some(shared) = shared {
+            // A shared first load: the ranges read here are encoded like the helpers' and all are joined.
+            let rows = super::shard::RangeRows { buffers, hints, partitioner };
+            return Ok(Planned { base, evolution, read, write: PlannedWrite::Shared { shared, rows } });
+        }
+        let (ctx, spec) = (base.ctx.clone(), base.spec.clone());
+        let lake = &ctx.lake;
+        let (buffered, spill_guard) = buffers.drain();
+        let mut parts: Vec<(String, Part)> =
+            buffered.into_iter().map(|(v, part)| (partitioner.relative_path(&v), part)).collect();
+        if evolution.rewrite_all {
+            let known: HashSet<String> = parts.iter().map(|(rel, _)| rel.clone()).collect();
+            let existing = lake.list_partitions(&spec.database, &spec.collection).await?;
+            parts.extend(existing.into_iter().filter(|rel| !known.contains(rel)).map(|rel| (rel, Part::default())));
+        }
         let phase = std::time::Instant::now();
         let sort_dir = spill_guard.as_ref().map(|d| d.path().to_path_buf());
-        let mut attempt = 0;
-        let plan = loop {
-            let segment_keys = ctx.sync.index_segment_keys;
-            let target = if index.is_empty() && !index.changed() && !ctx.dry_run {
-                // A first load: nothing can move, and the index is this run's keys, written as they come sorted.
-                let writer = state::index::store::SegmentWriter::new(lake, &spec, &ctx.run_id, segment_keys);
-                super::plan::IndexTarget::Stream(Box::new(writer), &mut index)
-            } else {
-                // The index segments the keys fall in, one at a time (see state::index::Updater).
-                let prefix = format!("{}-u{attempt}", ctx.run_id);
-                let updater = state::index::Updater::new(&mut index, lake, &spec, &prefix, segment_keys, !ctx.dry_run);
-                super::plan::IndexTarget::Update(Box::new(updater))
-            };
-            let run_entries = ctx.memory.sort_run_entries();
-            match super::plan::plan(&parts, &rels, &deleted, target, sort_dir.as_deref(), run_entries).await {
-                // A lost or corrupt segment: the partition files tell where every key lives; plan again.
-                Err(e @ Error::IndexSegment { .. }) if attempt == 0 => {
-                    index = state::index::store::rebuild(lake, &spec, &e.to_string(), &ctx.index_rebuild()).await?;
-                    attempt += 1;
-                }
-                result => break result?,
-            }
-        };
-        tracing::debug!(collection = %name, on_disk = plan.sorted_on_disk, dropped = plan.dropped.len(), ms = phase.elapsed().as_millis() as u64, "Phase: write pass planned");
+        let plan = plan_rows(&mut base, &parts, &deleted, sort_dir.as_deref()).await?;
+        tracing::debug!(collection = %base.name, on_disk = plan.sorted_on_disk, dropped = plan.dropped.len(), ms = phase.elapsed().as_millis() as u64, "Phase: write pass planned");
         let super::plan::Plan { dropped, removals, cross_dups, rows_deleted, .. } = plan;
-        stats.rows_deleted = rows_deleted;
-        for rel in removals.keys() {
-            if !parts.iter().any(|(v, _)| partitioner.relative_path(v) == *rel) {
-                parts.push((partition_values_of(rel, &spec), Part::default()));
+        base.stats.rows_deleted = rows_deleted;
+        // Partitions that only lose rows (keys moved out, or deleted) are rewritten too.
+        let known: HashSet<String> = parts.iter().map(|(rel, _)| rel.clone()).collect();
+        let mut emptied: Vec<String> = removals.keys().filter(|rel| !known.contains(*rel)).cloned().collect();
+        emptied.sort();
+        parts.extend(emptied.into_iter().map(|rel| (rel, Part::default())));
+        let rows_moved = removals.values().map(|k| k.len() as u64).sum();
+        let writer = PartitionWriter {
+            env: ctx.write_env(),
+            spec: spec.clone(),
+            destination: Destination::Table,
+            removals: Arc::new(removals),
+            dropped: Arc::new(dropped),
+            file_ty: Arc::new(evolution.file_ty.clone()),
+            hints,
+            in_path: spec.path_fields(),
+            lease_lost: base.lease_lost.clone(),
+            spill_dir: sort_dir,
+        };
+        let write = PlannedWrite::Table { writer, parts, spill_guard, cross_dups, rows_moved };
+        Ok(Planned { base, evolution, read, write })
+    }
+}
+
+/// Plans the rows of `parts` into the key index; a lost or corrupt index segment rebuilds the index from the
+/// partition files (they tell where every key lives) and plans again, once.
+async fn plan_rows(
+    base: &mut Base,
+    parts: &[(String, Part)],
+    deleted: &HashSet<String>,
+    sort_dir: Option<&std::path::Path>,
+) -> Result<super::plan::Plan> {
+    let ctx = base.ctx.clone();
+    let (lake, spec) = (&ctx.lake, &base.spec);
+    let rels: Vec<Arc<str>> = parts.iter().map(|(rel, _)| Arc::from(rel.as_str())).collect();
+    let segment_keys = ctx.sync.index_segment_keys;
+    let mut attempt = 0;
+    loop {
+        let index = &mut base.index;
+        let target = if index.is_empty() && !index.changed() && !ctx.dry_run {
+            // A first load: nothing can move, and the index is this run's keys, written as they come sorted.
+            let writer = state::index::store::SegmentWriter::new(lake, spec, &ctx.run_id, segment_keys);
+            super::plan::IndexTarget::Stream(Box::new(writer), index)
+        } else {
+            // The index segments the keys fall in, one at a time (see state::index::Updater).
+            let prefix = format!("{}-u{attempt}", ctx.run_id);
+            let updater = state::index::Updater::new(index, lake, spec, &prefix, segment_keys, !ctx.dry_run);
+            super::plan::IndexTarget::Update(Box::new(updater))
+        };
+        let run_entries = ctx.memory.sort_run_entries();
+        match super::plan::plan(parts, &rels, deleted, target, sort_dir, run_entries).await {
+            Err(e @ Error::IndexSegment { .. }) if attempt == 0 => {
+                base.index = state::index::store::rebuild(lake, spec, &e.to_string(), &ctx.index_rebuild()).await?;
+                attempt += 1;
             }
+            result => return result,
         }
-        if ctx.dry_run {
-            let mut planned: Vec<String> = parts.iter().map(|(v, _)| partitioner.relative_path(v)).collect();
+    }
+}
+
+/// How pass 2 will write.
+enum PlannedWrite {
+    /// A shared first load: this worker's ranges encoded into their folder, then every range's files joined.
+    Shared { shared: Shared, rows: super::shard::RangeRows },
+    /// Each partition merged and replaced in the table.
+    Table {
+        writer: PartitionWriter,
+        parts: Vec<(String, Part)>,
+        /// The collection's spill directory (removed once pass 2 is done).
+        spill_guard: Option<tempfile::TempDir>,
+        cross_dups: u64,
+        rows_moved: u64,
+    },
+}
+
+/// Stage 4: what pass 2 will write.
+pub struct Planned {
+    base: Base,
+    evolution: Evolution,
+    read: ReadMarks,
+    write: PlannedWrite,
+}
+
+impl Planned {
+    /// `--dry-run`: what would be written, and nothing written.
+    pub fn dry_run(self) -> CollectionStats {
+        let Planned { base, evolution, read, write } = self;
+        let mut stats = base.stats;
+        if let PlannedWrite::Table { parts, .. } = &write {
+            let mut planned: Vec<String> = parts.iter().map(|(rel, _)| rel.clone()).collect();
             planned.sort();
             planned.dedup();
             stats.planned_partitions = planned;
-            stats.schema_would_change = document != old_document && !changes.is_empty();
-            stats.schema_would_widen = widened;
-            stats.schema_changes = changes;
-            stats.schema_version = stored.version;
-            let would = match (old_watermark, max_ts.map(|m| m.min(read_started))) {
-                (Some(a), Some(b)) => Some(a.max(b)),
-                (a, b) => a.or(b),
-            };
-            stats.new_watermark = would.map(text::format_millis);
-            tracing::info!(collection = %name, docs_read = stats.docs_read, partitions = stats.planned_partitions.len(), widen = widened, "Dry run: nothing written");
-            return Ok(stats);
         }
-        progress.set_phase(crate::progress::Phase::Writing);
-        let phase = std::time::Instant::now();
-        let removals = Arc::new(removals);
+        stats.schema_would_change = evolution.new_version;
+        stats.schema_would_widen = evolution.widened;
+        stats.schema_changes = evolution.changes;
+        stats.schema_version = base.stored.version;
+        let would = next_watermark(base.old_watermark, read.max_ts, read.read_started);
+        stats.new_watermark = would.map(text::format_millis);
+        tracing::info!(collection = %base.name, docs_read = stats.docs_read, partitions = stats.planned_partitions.len(), widen = evolution.widened, "Dry run: nothing written");
+        stats
+    }
 
-        let writer = Arc::new(PartitionWriter {
-            removals: removals.clone(),
-            dropped: Arc::new(dropped),
-            ctx: ctx.clone(),
-            spec: spec.clone(),
-            file_ty,
-            hints: hints.clone(),
-            in_path: in_path.clone(),
-            lease_lost: lease_lost.clone(),
-            spill_dir: spill_guard.as_ref().map(|d| d.path().to_path_buf()),
-            stage_to: None,
-        });
-        let results: Vec<PartitionOutcome> = futures::stream::iter(parts.into_iter().map(|(values, part)| {
-            let w = writer.clone();
-            let rel = partitioner.relative_path(&values);
-            async move { w.write(rel, part).await }
-        }))
-        .buffer_unordered(ctx.sync.partition_concurrency)
-        .try_collect()
-        .await?;
-        drop(spill_guard);
-        lake.finish_staging(db, coll).await?;
-        for r in results.iter().filter(|r| r.written) {
-            stats.rows_written += r.rows;
-            stats.rows_replaced += r.replaced;
-            stats.partitions_written += 1;
+    /// Pass 2.
+    pub async fn write(self) -> Result<Written> {
+        let Planned { mut base, evolution, mut read, write } = self;
+        let ctx = base.ctx.clone();
+        let (lake, spec) = (&ctx.lake, base.spec.clone());
+        ctx.progress.set_phase(crate::progress::Phase::Writing);
+        let shared = match write {
+            PlannedWrite::Shared { shared, rows } => {
+                let joined = shared.write(rows, &evolution.document, base.lease_lost.clone()).await?;
+                base.stats.rows_written = joined.rows;
+                base.stats.partitions_written = joined.partitions;
+                base.stats.duplicates_dropped = joined.dups;
+                read.rejected.extend(joined.rejects);
+                base.index = joined.index;
+                Some(shared)
+            }
+            PlannedWrite::Table { writer, parts, spill_guard, cross_dups, rows_moved } => {
+                let phase = std::time::Instant::now();
+                let results = Arc::new(writer).write_all(parts).await?;
+                drop(spill_guard);
+                let stats = &mut base.stats;
+                for (_, r) in results.iter().filter(|(_, r)| r.written) {
+                    stats.rows_written += r.rows;
+                    stats.rows_replaced += r.replaced;
+                    stats.partitions_written += 1;
+                }
+                stats.duplicates_dropped = cross_dups + results.iter().map(|(_, r)| r.dups).sum::<u64>();
+                stats.rows_moved = rows_moved;
+                stats.partitions_unchanged = results.iter().filter(|(_, r)| !r.written).count() as u64;
+                tracing::debug!(collection = %base.name, partitions = results.len(), ms = phase.elapsed().as_millis() as u64, "Phase: partitions written");
+                read.rejected.extend(results.into_iter().flat_map(|(_, r)| r.rejects));
+                None
+            }
+        };
+        lake.finish_staging(&spec.database, &spec.collection).await?;
+        Ok(Written { base, evolution, read, shared })
+    }
+}
+
+/// Stage 5: every partition file written; nothing committed yet.
+pub struct Written {
+    base: Base,
+    evolution: Evolution,
+    read: ReadMarks,
+    shared: Option<Shared>,
+}
+
+impl Written {
+    /// Rejects, key index, schema, then the watermark (the commit point), while this run holds the lease; then
+    /// the table definition.
+    pub async fn commit(self) -> Result<CollectionStats> {
+        let Written { mut base, evolution, read, shared } = self;
+        let ctx = base.ctx.clone();
+        let (lake, spec, name) = (&ctx.lake, base.spec.clone(), base.name.clone());
+        let (db, coll) = (spec.database.as_str(), spec.collection.as_str());
+        // (a run whose documents all stayed in their partitions leaves the index as it was: nothing to write)
+        if base.index.needs_save() {
+            let phase = std::time::Instant::now();
+            state::index::save(lake, &spec, &base.index, &ctx.run_id, ctx.sync.index_segment_keys).await?;
+            tracing::debug!(collection = %name, keys = base.index.len(), ms = phase.elapsed().as_millis() as u64, "Phase: key index saved");
         }
-        stats.duplicates_dropped = cross_dups + results.iter().map(|r| r.dups).sum::<u64>();
-        stats.rows_moved = removals.values().map(|k| k.len() as u64).sum();
-        tracing::debug!(collection = %name, partitions = results.len(), ms = phase.elapsed().as_millis() as u64, "Phase: partitions written");
-        stats.partitions_unchanged = results.iter().filter(|r| !r.written).count() as u64;
-        rejected.extend(results.into_iter().flat_map(|r| r.rejects));
-    }
-    // (a run whose documents all stayed in their partitions leaves the index as it was: nothing to write)
-    if index.needs_save() {
-        let phase = std::time::Instant::now();
-        state::index::save(lake, &spec, &index, &ctx.run_id, ctx.sync.index_segment_keys).await?;
-        tracing::debug!(collection = %name, keys = index.len(), ms = phase.elapsed().as_millis() as u64, "Phase: key index saved");
-    }
-    stats.documents_rejected = rejected.iter().filter(|r| r.is_document()).count() as u64;
-    stats.values_rejected = rejected.len() as u64 - stats.documents_rejected;
-    if !rejected.is_empty() {
-        tracing::warn!(
-            collection = %name,
-            values = stats.values_rejected,
-            documents = stats.documents_rejected,
-            file = %lake.display(&lake.rejects_path(db, coll, &ctx.run_id)),
-            "Some values could not be stored; they are kept in the rejects area"
-        );
-    }
-    rejects::write(lake, db, coll, &ctx.run_id, &rejected).await?;
+        let rejected = &read.rejected;
+        let stats = &mut base.stats;
+        stats.documents_rejected = rejected.iter().filter(|r| r.is_document()).count() as u64;
+        stats.values_rejected = rejected.len() as u64 - stats.documents_rejected;
+        if !rejected.is_empty() {
+            tracing::warn!(
+                collection = %name,
+                values = stats.values_rejected,
+                documents = stats.documents_rejected,
+                file = %lake.display(&lake.rejects_path(db, coll, &ctx.run_id)),
+                "Some values could not be stored; they are kept in the rejects area"
+            );
+        }
+        rejects::write(lake, db, coll, &ctx.run_id, rejected).await?;
 
-    // Commit: schema, then watermark (only while this run still holds the collection).
-    check_lease(&lease_lost, &name)?;
-    crate::fault::point("before_schema");
-    if schema_dirty || widened {
-        stored.rewrite_pending = false;
-        lake.put(&schema_path, serde_json::to_vec_pretty(&stored).expect("serialisable").into()).await?;
-    }
-    crate::fault::point("before_watermark");
-    check_lease(&lease_lost, &name)?;
-    stats.schema_version = stored.version;
-    stats.schema_changes = changes;
-    let new_watermark = match (old_watermark, max_ts.map(|m| m.min(read_started))) {
-        (Some(a), Some(b)) => Some(a.max(b)),
-        (a, b) => a.or(b),
-    };
-    stats.new_watermark = new_watermark.map(text::format_millis);
-    state::append(
-        lake,
-        db,
-        coll,
-        StateRow {
+        // Commit: schema, then watermark (only while this run still holds the collection).
+        lease::check(&base.lease_lost, &name)?;
+        crate::fault::point("before_schema");
+        if evolution.dirty || evolution.widened {
+            base.stored.rewrite_pending = false;
+            save_schema(&base).await?;
+        }
+        crate::fault::point("before_watermark");
+        lease::check(&base.lease_lost, &name)?;
+        let stats = &mut base.stats;
+        stats.schema_version = base.stored.version;
+        stats.schema_changes = evolution.changes;
+        let new_watermark = next_watermark(base.old_watermark, read.max_ts, read.read_started);
+        stats.new_watermark = new_watermark.map(text::format_millis);
+        let mode = match (stats.reconciled, stats.full_load) {
+            (true, _) => "reconcile",
+            (false, true) => "full",
+            (false, false) => "incremental",
+        };
+        let row = StateRow {
             run_id: ctx.run_id.clone(),
-            started_at: read_started,
+            started_at: read.read_started,
             finished_at: chrono::Utc::now().timestamp_millis(),
             watermark: new_watermark,
             rows_read: stats.docs_read,
             rows_written: stats.rows_written,
             status: "ok".into(),
-            mode: if stats.reconciled {
-                "reconcile"
-            } else if stats.full_load {
-                "full"
-            } else {
-                "incremental"
-            }
-            .into(),
+            mode: mode.into(),
             rows_deleted: stats.rows_deleted,
-        },
-    )
-    .await?;
-    // The Athena DDL and Glue TableInput next to the schema: derived (rebuilt by `mongolake ddl` at any time),
-    // so written after the commit point and never failing the collection. New partitions change enum values
-    // and the date range start, so it is refreshed on every run and rewritten only when its text changes.
-    match crate::catalog::publish(lake, &spec, &stored, &ctx.catalog).await {
-        Ok(changed) => stats.table_definition_changed = changed,
+        };
+        state::append(lake, db, coll, row).await?;
+        // The Athena DDL and Glue TableInput next to the schema: derived (rebuilt by `mongolake ddl` at any time),
+        // so written after the commit point and never failing the collection. New partitions change enum values
+        // and the date range start, so it is refreshed on every run and rewritten only when its text changes.
+        match crate::catalog::publish(lake, &spec, &base.stored, &ctx.catalog).await {
+            Ok(changed) => base.stats.table_definition_changed = changed,
+            Err(e) => {
+                tracing::warn!(collection = %name, error = %e, "Could not update the table definition next to the schema")
+            }
+        }
+        if let Some(s) = shared {
+            s.finish().await;
+        }
+        Ok(base.stats)
+    }
+}
+
+async fn save_schema(base: &Base) -> Result<()> {
+    let lake = &base.ctx.lake;
+    let path = lake.schema_path(&base.spec.database, &base.spec.collection);
+    lake.put(&path, serde_json::to_vec_pretty(&base.stored).expect("serialisable").into()).await
+}
+
+/// The command that creates the index an incremental query needs, when no index starts with the timestamp
+/// column (the run then scans the whole collection).
+async fn missing_index(ctx: &RunContext, spec: &CollectionSpec) -> Option<String> {
+    let (db, coll) = (spec.database.as_str(), spec.collection.as_str());
+    let c = ctx.client.database(db).collection::<bson::Document>(coll);
+    match crate::source::timestamp_index(&c, &spec.timestamp_column).await {
+        Ok(Some(_)) => None,
+        Ok(None) => {
+            let hint = crate::source::create_index_hint(db, coll, &spec.timestamp_column);
+            tracing::warn!(collection = %spec.name(), create = %hint, "No index starts with the timestamp column: this incremental run scans the whole collection");
+            Some(hint)
+        }
         Err(e) => {
-            tracing::warn!(collection = %name, error = %e, "Could not update the table definition next to the schema")
+            tracing::debug!(collection = %spec.name(), error = %e, "Could not list indexes");
+            None
         }
     }
-    if let Some(s) = shared {
-        s.finish().await;
+}
+
+/// Fails when a partition field is in none of the documents read (nor in the stored schema): a typo in
+/// `partition_by`.
+fn check_partition_fields(spec: &CollectionSpec, present: &[u64], old_document: &LakeType, docs: u64) -> Result<()> {
+    let missing: Vec<&str> = spec
+        .partition
+        .keys
+        .iter()
+        .zip(present)
+        .filter(|(k, n)| **n == 0 && !old_document_has(old_document, k.path()))
+        .map(|(k, _)| k.path())
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
     }
-    Ok(stats)
+    Err(Error::collection(
+        spec.name(),
+        format!(
+            "partition field(s) {} exist in none of the {docs} documents read; fix `partition_by` on line {} of collections.csv",
+            missing.iter().map(|m| format!("`{m}`")).collect::<Vec<_>>().join(", "),
+            spec.line
+        ),
+    ))
 }
 
 fn old_document_has(doc: &LakeType, path: &str) -> bool {
@@ -460,27 +608,36 @@ fn old_document_has(doc: &LakeType, path: &str) -> bool {
     matches!(doc, LakeType::Struct { fields } if fields.iter().any(|f| f.source == first))
 }
 
-fn partition_values_of(rel: &str, spec: &CollectionSpec) -> Vec<Option<String>> {
-    let mut values = vec![None; spec.partition.keys.len()];
-    for seg in rel.split('/') {
-        if let Some((k, v)) = seg.split_once('=') {
-            if let Some(i) = spec.partition.keys.iter().position(|p| p.column() == k) {
-                if v != crate::transform::partition::HIVE_NULL {
-                    values[i] = Some(crate::transform::partition::unescape(v));
-                }
-            }
-        }
-    }
-    values
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-pub(crate) fn check_lease(lost: &AtomicBool, name: &str) -> Result<()> {
-    if lost.load(Ordering::SeqCst) {
-        return Err(Error::collection(
-            name,
-            "this run's lease on the collection expired and another run took it over (was this process stalled \
-             for longer than [sync] lease_seconds?); stopped before the watermark, the other run completes it",
-        ));
+    #[test]
+    fn the_watermark_is_the_newest_read_never_ahead_of_the_read_nor_behind_the_old_one() {
+        // A first load: the newest timestamp read.
+        assert_eq!(next_watermark(None, Some(100), 1_000), Some(100));
+        // Nothing read, nothing known.
+        assert_eq!(next_watermark(None, None, 1_000), None);
+        // Nothing read: the old watermark stays.
+        assert_eq!(next_watermark(Some(50), None, 1_000), Some(50));
+        // Newer documents move it on.
+        assert_eq!(next_watermark(Some(50), Some(80), 1_000), Some(80));
+        // Documents re-read in the overlap window never move it back.
+        assert_eq!(next_watermark(Some(50), Some(40), 1_000), Some(50));
+        // A writer's clock ahead of ours: capped at the moment the read started.
+        assert_eq!(next_watermark(Some(50), Some(5_000), 1_000), Some(1_000));
+        assert_eq!(next_watermark(None, Some(5_000), 1_000), Some(1_000));
     }
-    Ok(())
+
+    #[test]
+    fn a_partition_field_in_no_document_names_the_line_to_fix() {
+        let text = "database,collection,key,timestamp_column,partition_by\n\n\n\n\n\nhims,visits,_id,modified_at,facility_id/date(created_at)\n";
+        let file = crate::config::collections::CollectionsFile::parse(std::path::Path::new("collections.csv"), text)
+            .expect("a valid file");
+        let spec = file.entries[0].clone();
+        assert_eq!(spec.line, 7);
+        let e = check_partition_fields(&spec, &[0, 3], &LakeType::empty_struct(), 3).unwrap_err().to_string();
+        assert!(e.contains("`facility_id`") && e.contains("line 7 of collections.csv"), "{e}");
+        assert!(check_partition_fields(&spec, &[2, 3], &LakeType::empty_struct(), 3).is_ok());
+    }
 }

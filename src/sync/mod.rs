@@ -14,19 +14,18 @@
 mod budget;
 pub mod buffer;
 pub mod collection;
-mod merge;
-mod merge_stream;
-mod merge_unsorted;
-pub mod partition;
+pub mod context;
+mod evolve;
 mod plan;
 pub mod read;
 pub mod reconcile;
 pub mod rejects;
 pub mod shard;
-mod stream;
+pub mod stats;
+pub mod write;
 
 use crate::config::environment::RetryPolicy;
-use crate::config::{Config, SyncConfig};
+use crate::config::Config;
 use crate::progress::{Board, Phase};
 use crate::report::{CollectionReport, RunReport, Status};
 use crate::sink::Lake;
@@ -37,46 +36,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use crate::progress::Progress;
-
-/// What every collection's sync shares (each collection gets its own copy with its own progress counters).
-#[derive(Clone)]
-pub struct RunContext {
-    pub run_id: String,
-    pub lake: Lake,
-    pub client: mongodb::Client,
-    pub sync: SyncConfig,
-    pub batch_size: u32,
-    /// Ignore watermarks (`--full`).
-    pub full: bool,
-    /// Compare key sets with MongoDB and remove deleted documents (`--reconcile`).
-    pub reconcile: bool,
-    /// Read and plan only; write nothing (`--dry-run`).
-    pub dry_run: bool,
-    /// Names and projection limits for the table definitions written next to each schema.
-    pub catalog: crate::config::CatalogConfig,
-    /// Secrets of the masking rules.
-    pub masking: crate::config::MaskingConfig,
-    pub progress: Arc<Progress>,
-    /// Partition encodes (CPU-bound, on blocking threads) running at once, across all collections: one per core.
-    /// More only adds working sets (builders, pages, output) that compete for the same cores and memory.
-    pub encode_slots: Arc<tokio::sync::Semaphore>,
-    /// `[sync] memory_budget_mb`, shared by every collection: buffered documents and per-document metadata.
-    pub memory: Arc<buffer::MemoryBudget>,
-    /// `--shard K/N`: large first loads are shared with the other workers ([`shard`]).
-    pub shard: Option<crate::config::Shard>,
-}
-
-impl RunContext {
-    /// How a key index rebuild uses the memory budget and the lake (a dry run rebuilds in memory).
-    pub fn index_rebuild(&self) -> crate::state::index::store::Rebuild {
-        crate::state::index::store::Rebuild {
-            run_entries: self.memory.sort_run_entries(),
-            whole_limit: self.memory.whole_file_limit(),
-            segment_keys: self.sync.index_segment_keys,
-            write: !self.dry_run,
-        }
-    }
-}
+pub use context::{new_run_id, RunContext};
 
 /// Options from the command line.
 #[derive(Debug, Clone, Default)]
@@ -89,12 +49,6 @@ pub struct SyncOptions {
     /// `--shard K/N`, and every listed collection (this worker's and the others'), whose shared first loads
     /// this worker helps with once its own collections are done.
     pub shard: Option<(crate::config::Shard, Vec<crate::config::CollectionSpec>)>,
-}
-
-/// A new run id: sortable UTC time (to the millisecond) plus a random suffix (`20250701T020000123Z-3f2a`).
-pub fn new_run_id() -> String {
-    // Milliseconds in the time: run ids (and report file names) sort by start even for runs in the same second.
-    format!("{}-{:04x}", chrono::Utc::now().format("%Y%m%dT%H%M%S%3fZ"), rand::random::<u16>())
 }
 
 /// The pause before retry number `attempt` (1 = the first retry): `backoff * 2^(attempt-1)`, capped, of which
@@ -250,7 +204,7 @@ async fn sync_with_retries(
 
 /// How one pass over a collection ended (errors aside).
 enum Attempt {
-    Synced(Box<collection::CollectionStats>),
+    Synced(Box<stats::CollectionStats>),
     /// Another run holds the lease (named): skipped, never retried.
     Busy(String),
 }

@@ -12,7 +12,7 @@
 //! writes its key index segment by segment as the merge produces it ([`SegmentWriter`]). A first load then holds,
 //! besides the budget, one sort run, one index segment and what it drops; a run over an existing index holds one
 //! index segment at a time and the one being written ([`Updater`], fed the keys in the same sorted order).
-use super::buffer::{Part, PartitionValues, SortRow};
+use super::buffer::{Part, SortRow};
 use crate::state::index::{store::SegmentWriter, KeyIndex, Updater};
 use crate::{Error, FastSet, Result};
 use std::collections::{HashMap, HashSet};
@@ -53,8 +53,8 @@ fn prefix(key: &str) -> u128 {
 
 /// Plans the write pass over `parts` (`rels`: their relative paths, by position). When rows were spilled, the
 /// entries are sorted on disk in the spill directory `sort_dir`, `run_entries` at a time.
-pub async fn plan(
-    parts: &[(PartitionValues, Part)],
+pub async fn plan<P: Sync>(
+    parts: &[(P, Part)],
     rels: &[Arc<str>],
     deleted: &HashSet<String>,
     target: IndexTarget<'_>,

@@ -2,8 +2,8 @@
 //! infer its type into the collection's schema, compute its key, timestamp and partition, and buffer its raw
 //! bytes per partition. Reconcile feeds the documents it fetches by key through the same [`ReadPass::ingest`].
 use super::buffer::PartitionBuffers;
+use super::context::RunContext;
 use super::rejects::Reject;
-use super::RunContext;
 use crate::config::{CollectionSpec, PartitionKey};
 use crate::schema::{text, Field, LakeType};
 use crate::transform::partition::Partitioner;

@@ -1,10 +1,36 @@
-//! Keeping one row per key: the latest version.
+//! Keeping one row per key: the latest version. The rule is [`Version`]'s order, written here once.
 //!
 //! Candidates for a partition are the rows of its existing file and the documents read in this run. A document
 //! read in this run always supersedes the file's row for the same key: it *is* the live version, even if a
 //! writer's clock put an older timestamp on it. Among documents read in this run, the greatest timestamp wins,
 //! then the one read last (a document returned twice by a cursor was updated in between). The outcome depends
 //! only on the candidates, never on hash order, and rows are emitted sorted by key so files are reproducible.
+//!
+//! Who applies it: [`latest`] (a partition's candidates), the external sorts of buffered rows (ordered by key,
+//! then [`Version`]: the last row of a key is its newest, `sync::buffer::SortRow`), and the merges of pass 2
+//! (`sync::write`), which keep a file's row only when no document read in this run has its key
+//! ([`Version::read`] outranks every [`Version::file_row`]).
+
+/// One version of a key, ordered by the rule: greater wins. A version read in this run (`fresh`) beats any row
+/// of the existing file; then the greater timestamp (a missing one is the least); then the later read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Version {
+    pub fresh: bool,
+    pub timestamp: Option<i64>,
+    pub seq: u64,
+}
+
+impl Version {
+    /// A document read in this run, the `seq`-th.
+    pub fn read(timestamp: Option<i64>, seq: u64) -> Version {
+        Version { fresh: true, timestamp, seq }
+    }
+
+    /// Row `seq` of the partition's existing file.
+    pub fn file_row(timestamp: Option<i64>, seq: u64) -> Version {
+        Version { fresh: false, timestamp, seq }
+    }
+}
 
 /// One version of a row. The key is borrowed from the buffered row's metadata when it can be (one allocation
 /// and copy less per document).
@@ -19,8 +45,8 @@ pub struct Candidate<'a> {
 }
 
 impl Candidate<'_> {
-    fn rank(&self) -> (bool, Option<i64>, u64) {
-        (self.fresh, self.timestamp, self.seq)
+    fn rank(&self) -> Version {
+        Version { fresh: self.fresh, timestamp: self.timestamp, seq: self.seq }
     }
 }
 
@@ -61,6 +87,15 @@ mod tests {
             c("c", true, None, 3),
         ];
         assert_eq!(latest(&cands), vec![4, 2, 5]);
+    }
+
+    #[test]
+    fn a_version_read_in_this_run_outranks_every_file_row() {
+        let newest_file_row = Version::file_row(Some(i64::MAX), u64::MAX);
+        assert!(Version::read(None, 0) > newest_file_row);
+        assert!(Version::read(Some(2), 0) > Version::read(Some(1), 9), "the greater timestamp first");
+        assert!(Version::read(Some(1), 2) > Version::read(Some(1), 1), "then the later read");
+        assert!(Version::read(Some(i64::MIN), 0) > Version::read(None, 5), "a missing timestamp is the least");
     }
 
     #[test]

@@ -7,27 +7,13 @@ use super::{
 use crate::config::CollectionSpec;
 use crate::progress::{Board, Phase};
 use crate::state::lease::{self, Acquired, Lease};
+use crate::sync::context::RunContext;
 use crate::sync::read::ReadPass;
-use crate::sync::RunContext;
+pub use crate::sync::stats::HelpedRange;
 use crate::{Error, Result};
-use serde::Serialize;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// One range this worker read and encoded for another worker's load (for the run report).
-#[derive(Debug, Clone, Serialize)]
-pub struct HelpedRange {
-    pub collection: String,
-    pub range: usize,
-    pub ranges: usize,
-    pub owner_run_id: String,
-    pub docs_read: u64,
-    pub duration_ms: u64,
-    /// Why the range was given up (the owner then reads it itself, or retries).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
 
 /// Helps with the shared loads of other workers' collections in `specs`. Only the other workers' first loads
 /// large enough to share can publish a plan: with none of them (an ordinary incremental night) it returns at

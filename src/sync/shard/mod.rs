@@ -29,15 +29,15 @@
 pub mod helper;
 pub mod owner;
 
-use super::partition::{PartitionOutcome, PartitionWriter};
+use super::context::RunContext;
 use super::rejects::Reject;
-use super::RunContext;
+use super::write::{Destination, PartitionWriter};
 use crate::config::CollectionSpec;
 use crate::schema::{Field, LakeType};
 use crate::sink::Lake;
 use crate::state::index::store::{SegmentFile, SegmentWriter};
 use crate::{Error, Result};
-use futures::{StreamExt, TryStreamExt};
+
 use object_store::path::Path;
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
@@ -211,25 +211,19 @@ pub async fn encode_ranges(
         super::plan::plan(&parts, &rels, &HashSet::new(), target, sort_dir.as_deref(), ctx.memory.sort_run_entries())
             .await?;
     let writer = Arc::new(PartitionWriter {
+        env: ctx.write_env(),
+        spec: spec.clone(),
+        destination: Destination::Range(dir.clone()),
         removals: Arc::new(plan.removals),
         dropped: Arc::new(plan.dropped),
-        ctx: ctx.clone(),
-        spec: spec.clone(),
         file_ty,
         hints,
         in_path,
         lease_lost,
         spill_dir: sort_dir.clone(),
-        stage_to: Some(dir.clone()),
     });
-    let results: Vec<(String, PartitionOutcome)> = futures::stream::iter(parts.into_iter().map(|(values, part)| {
-        let w = writer.clone();
-        let rel = partitioner.relative_path(&values);
-        async move { w.write(rel.clone(), part).await.map(|o| (rel, o)) }
-    }))
-    .buffer_unordered(ctx.sync.partition_concurrency)
-    .try_collect()
-    .await?;
+    let parts = parts.into_iter().map(|(values, part)| (partitioner.relative_path(&values), part)).collect();
+    let results = writer.write_all(parts).await?;
     drop(spill_guard);
     let mut done = RangeDone { run_id: ctx.run_id.clone(), keys: index.segment_files(), ..Default::default() };
     done.dups = plan.cross_dups;
@@ -246,8 +240,7 @@ pub async fn encode_ranges(
 
 /// Where a range's partition file was staged.
 pub fn staged_file(dir: &Path, rel: &str) -> Path {
-    let text = format!("{}/parts/{}/{}", dir.as_ref(), rel.trim_matches('/'), crate::sink::DATA_FILE);
-    Path::parse(text.replace("//", "/")).unwrap_or_else(|_| Path::from(text.as_str()))
+    crate::sink::range_partition_file(dir, rel)
 }
 
 #[cfg(test)]

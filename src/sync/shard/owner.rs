@@ -8,8 +8,8 @@ use crate::schema::LakeType;
 use crate::state::index::store::{KeyRun, SegmentWriter};
 use crate::state::index::KeyIndex;
 use crate::state::lease::{self, Acquired, Lease};
+use crate::sync::context::RunContext;
 use crate::sync::read::ReadPass;
-use crate::sync::RunContext;
 use crate::{Error, Result};
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
@@ -66,7 +66,7 @@ pub async fn start(ctx: &Arc<RunContext>, spec: &CollectionSpec, pass: &ReadPass
     let ttl = ctx.sync.lease;
     let plan = RangePlan {
         format: FORMAT,
-        plan_id: crate::sync::new_run_id(),
+        plan_id: crate::sync::context::new_run_id(),
         owner_run_id: ctx.run_id.clone(),
         database: db.to_string(),
         collection: coll.to_string(),
@@ -236,7 +236,7 @@ impl Shared {
             if let Some(d) = get_json::<RangeDone>(lake, &done_path).await? {
                 return Ok(d);
             }
-            crate::sync::collection::check_lease(lease_lost, &self.spec.name())?;
+            crate::state::lease::check(lease_lost, &self.spec.name())?;
             let (db, ttl) = (self.spec.database.as_str(), self.ctx.sync.lease);
             if let Acquired::Held(l) =
                 lease::try_acquire(lake, db, &claim_name(&self.plan, k), &self.ctx.run_id, ttl).await?
@@ -261,7 +261,7 @@ impl Shared {
     /// Puts one partition's file in place: a range's file moves there; the files of several ranges are joined
     /// (row groups copied) and the result moves there through staging.
     async fn join_partition(&self, rel: String, files: Vec<(Path, u64)>, lease_lost: &AtomicBool) -> Result<u64> {
-        crate::sync::collection::check_lease(lease_lost, &self.spec.name())?;
+        crate::state::lease::check(lease_lost, &self.spec.name())?;
         let lake = &self.ctx.lake;
         let (db, coll) = (self.spec.database.as_str(), self.spec.collection.as_str());
         let target = lake.partition_file(db, coll, &rel);

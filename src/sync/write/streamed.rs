@@ -4,122 +4,27 @@
 //! So the merge holds a row group, a batch of each side and the encoder's row group, whatever the file's size.
 //!
 //! Files are written sorted by key text, and this run's winners are sorted the same way, so a merge join gives
-//! exactly the rows, in exactly the order, of the in-memory merge ([`super::merge`]); the output is handed to the
+//! exactly the rows, in exactly the order, of the in-memory merge ([`super::in_memory`]); the output is handed to the
 //! encoder in batches of [`OUT_BATCH_ROWS`], so the bytes are the same too. A file not in strictly increasing
 //! key order (written by other means) is found by a read of its key column first, and merged by
-//! [`super::merge_unsorted`] instead (should one still be found out of order as it is read, the partition falls
+//! [`super::unsorted`] instead (should one still be found out of order as it is read, the partition falls
 //! back to the in-memory merge). As there, a partition whose fresh documents are all re-reads of identical rows is recognised first from
 //! the key column and those rows, and left alone.
-use super::buffer::{PartBytes, RowMeta};
-use super::merge::{key_text, same_row};
-use super::partition::{
-    buffered_doc, finish_batch, prepare_fn, Built, DocEncoder, Job, ENCODE_BATCH_BYTES, ENCODE_BATCH_ROWS,
+use super::encode::{
+    key_text, row_doc, same_row, Built, DocMerge, FreshRows, Job, ENCODE_BATCH_BYTES, ENCODE_BATCH_ROWS,
 };
-use super::rejects::Reject;
-use crate::schema::arrow::{self as sarrow, ColumnBuilder, Prepare};
-use crate::schema::{text, LakeType};
+use crate::schema::LakeType;
 use crate::sink::parquet::{self, Encoded, FileSink};
 use crate::sink::remote::RemoteFile;
 use crate::sink::upload::ChunkSink;
-use crate::transform::dedup::{latest, Candidate};
-use crate::transform::get_path;
 use crate::{Error, Result};
 use arrow::array::{Array, RecordBatch, StructArray};
 use arrow::datatypes::SchemaRef;
-use bson::RawDocumentBuf;
-use std::borrow::Cow;
 
 /// Rows per merged batch handed to the encoder: a multiple of the writer's 1024-row mini-batch, so the bytes are
 /// those of the in-memory merge (see [`parquet::Encoder::write`]), and few, because a large file's rows may be
 /// large.
 const OUT_BATCH_ROWS: usize = parquet::CHECK_ROWS;
-
-/// This run's documents for one partition, deduplicated (one per key) and sorted by key, not yet built.
-pub(super) struct FreshRows<'r> {
-    bytes: &'r PartBytes,
-    rows: &'r [RowMeta],
-    pub candidates: Vec<Candidate<'r>>,
-    /// Indices into `candidates` (and `rows`) of the winners, sorted by key.
-    pub winners: Vec<usize>,
-}
-
-impl<'r> FreshRows<'r> {
-    pub fn new(bytes: &'r PartBytes, rows: &'r [RowMeta]) -> FreshRows<'r> {
-        let candidates: Vec<Candidate> = rows
-            .iter()
-            .map(|r| Candidate { key: Cow::Borrowed(r.key.as_str()), fresh: true, timestamp: r.timestamp, seq: r.seq })
-            .collect();
-        let winners = latest(&candidates);
-        FreshRows { bytes, rows, candidates, winners }
-    }
-
-    pub fn len(&self) -> usize {
-        self.winners.len()
-    }
-
-    /// The key of the `j`-th winner.
-    pub fn key(&self, j: usize) -> &str {
-        &self.candidates[self.winners[j]].key
-    }
-
-    /// Documents read for the partition that a newer one read in this run superseded.
-    pub fn dups(&self) -> u64 {
-        (self.candidates.len() - self.winners.len()) as u64
-    }
-
-    /// The winners built into Arrow in order, batches of `max_rows` rows or fewer once their documents pass
-    /// `max_bytes`.
-    pub fn batches<'a>(&'a self, job: &'a Job<'a>, max_rows: usize, max_bytes: usize) -> FreshBatches<'a, 'r> {
-        FreshBatches {
-            fresh: self,
-            job,
-            next: 0,
-            max_rows,
-            max_bytes,
-            prepare: prepare_fn(job.hints, job.in_path),
-            builder: ColumnBuilder::for_document(job.file_ty),
-            scratch: Vec::new(),
-            value_rejects: Vec::new(),
-            rejects: Vec::new(),
-        }
-    }
-}
-
-/// Builds [`FreshRows`]' winners into Arrow batches; see [`FreshRows::batches`].
-pub(super) struct FreshBatches<'a, 'r> {
-    fresh: &'a FreshRows<'r>,
-    job: &'a Job<'a>,
-    next: usize,
-    max_rows: usize,
-    max_bytes: usize,
-    prepare: Box<Prepare>,
-    builder: ColumnBuilder,
-    scratch: Vec<u8>,
-    value_rejects: Vec<sarrow::ValueReject>,
-    /// Values the built documents' columns could not hold.
-    pub rejects: Vec<Reject>,
-}
-
-impl FreshBatches<'_, '_> {
-    /// The next batch; an empty one (the type's schema) once every winner is built.
-    pub fn next_batch(&mut self) -> Result<RecordBatch> {
-        let Job { spec, context, .. } = *self.job;
-        let (mut n, mut bytes) = (0, 0);
-        while self.next < self.fresh.len() && n < self.max_rows && bytes < self.max_bytes {
-            let r = &self.fresh.rows[self.fresh.winners[self.next]];
-            let doc = buffered_doc(self.fresh.bytes, r, &mut self.scratch, context)?;
-            bytes += doc.as_bytes().len();
-            self.builder.append_document(doc, self.prepare.as_ref(), &mut self.value_rejects).map_err(|m| {
-                Error::collection(format!("{}.{}", spec.database, spec.collection), format!("document {}: {m}", r.key))
-            })?;
-            for v in self.value_rejects.drain(..) {
-                self.rejects.push(Reject::value(&r.key, v));
-            }
-            (self.next, n) = (self.next + 1, n + 1);
-        }
-        finish_batch(&mut self.builder, context)
-    }
-}
 
 /// Merges `file` (too large to hold) with this run's documents for its partition, streaming the new file into
 /// `sink`. None when the file is not in strictly increasing key order (the caller merges in memory instead);
@@ -223,7 +128,7 @@ pub(super) fn widen(
     job: &Job<'_>,
     sink: ChunkSink,
 ) -> Result<Option<Built>> {
-    let mut merge = DocMerge::new(fresh, job, sink);
+    let mut merge = DocMerge::new(fresh, job, Some(sink));
     for batch in file.batches(None, None)? {
         let s = StructArray::from(batch?);
         for row in 0..s.len() {
@@ -236,106 +141,7 @@ pub(super) fn widen(
     merge.finish().map(Some)
 }
 
-/// Row `row` of a file's batch as BSON (as the in-memory path reads it back), with its key text.
-pub(super) fn row_doc(
-    s: &StructArray,
-    row: usize,
-    file_ty: &LakeType,
-    job: &Job<'_>,
-) -> Result<(String, RawDocumentBuf)> {
-    let doc = match sarrow::to_bson(s, row, file_ty) {
-        Some(bson::Bson::Document(d)) => d,
-        _ => bson::Document::new(),
-    };
-    let doc = RawDocumentBuf::try_from(&doc).map_err(|e| Error::encode(job.context, e))?;
-    let key = get_path(&doc, &job.spec.key).map(text::render).unwrap_or_default();
-    Ok((key, doc))
-}
-
-/// A file's rows, given as BSON in key order, joined with this run's winners into a new file (a fresh document
-/// always wins; a row whose key moved away is dropped). Rows sharing a key (a file written by other means) are
-/// all kept, or all replaced by the fresh document, as the in-memory merge does.
-pub(super) struct DocMerge<'f, 'j> {
-    out: DocEncoder<'j>,
-    fresh: &'f FreshRows<'f>,
-    job: &'j Job<'j>,
-    scratch: Vec<u8>,
-    /// The next fresh winner.
-    j: usize,
-    replaced: u64,
-    /// The last row's key, and whether a fresh document replaced it.
-    prev: Option<(String, bool)>,
-}
-
-impl<'f, 'j> DocMerge<'f, 'j> {
-    pub fn new(fresh: &'f FreshRows<'f>, job: &'j Job<'j>, sink: ChunkSink) -> Self {
-        DocMerge {
-            out: DocEncoder::new(job, Some(sink)),
-            fresh,
-            job,
-            scratch: Vec::new(),
-            j: 0,
-            replaced: 0,
-            prev: None,
-        }
-    }
-
-    fn push_fresh(&mut self) -> Result<()> {
-        let r = &self.fresh.rows[self.fresh.winners[self.j]];
-        self.j += 1;
-        self.out.push(&r.key, buffered_doc(self.fresh.bytes, r, &mut self.scratch, self.job.context)?)
-    }
-
-    /// The file's next row; false (and nothing done) when its key is below the last one's.
-    pub fn push_old(&mut self, key: String, doc: &bson::RawDocument) -> Result<bool> {
-        let remove = self.job.remove;
-        let again = match &self.prev {
-            Some((p, _)) if p.as_str() > key.as_str() => return Ok(false),
-            Some((p, replaced)) if *p == key => Some(*replaced),
-            _ => None,
-        };
-        let replaced = match again {
-            Some(true) => {
-                self.replaced += u64::from(!remove.contains(&key));
-                true
-            }
-            Some(false) => {
-                if !remove.contains(&key) {
-                    self.out.push(&key, doc)?;
-                }
-                false
-            }
-            None => {
-                while self.j < self.fresh.len() && self.fresh.key(self.j) < key.as_str() {
-                    self.push_fresh()?;
-                }
-                if self.j < self.fresh.len() && self.fresh.key(self.j) == key {
-                    self.replaced += u64::from(!remove.contains(&key));
-                    self.push_fresh()?;
-                    true
-                } else {
-                    if !remove.contains(&key) {
-                        self.out.push(&key, doc)?;
-                    }
-                    false
-                }
-            }
-        };
-        self.prev = Some((key, replaced));
-        Ok(true)
-    }
-
-    pub fn finish(mut self) -> Result<Built> {
-        while self.j < self.fresh.len() {
-            self.push_fresh()?;
-        }
-        let rows = self.out.rows();
-        let (bytes, rejects) = self.out.finish()?;
-        Ok(Built { bytes, rows, dups: self.fresh.dups(), replaced: self.replaced, rejects })
-    }
-}
-
-/// The check of [`super::merge::unchanged`], streamed: every fresh winner's key is in the file, in the same
+/// The check of [`super::in_memory::unchanged`], streamed: every fresh winner's key is in the file, in the same
 /// order, and its row there holds the same values. Reads the key column, then only those rows.
 fn unchanged(
     file: &RemoteFile,

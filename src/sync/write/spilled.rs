@@ -1,14 +1,14 @@
 //! Writing a partition of a first load whose rows spilled, in key order, without holding its rows.
 //!
-//! The in-memory write ([`super::partition`]) reads every row of the partition back and keeps the newest per key
+//! The in-memory write ([`super::new`]) reads every row of the partition back and keeps the newest per key
 //! in a map: memory that grows with the partition. A partition of a first load has no existing file to merge,
 //! so its rows (key, timestamp, read order, place) are sorted on disk instead (runs of a bounded number of
 //! rows, merged), and the merge yields them in key order: the last row of each key is its newest version
 //! (greatest timestamp, then read last, as [`crate::transform::dedup`] ranks them), and its document is read
 //! from the buffers and encoded at once. The file is the same, byte for byte; only the memory differs.
-use super::buffer::{Part, SortRow};
-use super::partition::{buffered_doc, Built, DocEncoder, Job};
+use super::encode::{buffered_doc, Built, DocEncoder, Job};
 use crate::sink::upload::ChunkSink;
+use crate::sync::buffer::{Part, SortRow};
 use crate::{Error, Result};
 use std::path::Path;
 

@@ -1,21 +1,22 @@
-//! The incremental merge of one partition without a BSON round trip (pass 2, see [`super::partition`]): the
+//! The incremental merge of one partition without a BSON round trip (pass 2, see [`super`]): the
 //! existing file's rows stay Arrow, this run's documents for the partition are built into Arrow once
 //! ([`Fresh`]), and the union is sorted by key text: exactly the order and values the BSON path gives, so an
 //! unchanged merge still yields identical bytes.
 //!
 //! Most partitions an incremental run touches only hold documents re-read in the overlap window: [`unchanged`]
 //! recognises them from the file's key column and the few rows those keys hold, without decoding the rest.
-use super::buffer::{PartBytes, RowMeta};
-use super::merge_stream::FreshRows;
-use super::partition::{Built, Job};
-use super::rejects::Reject;
+use super::encode::{arrow_mergeable, buffered_doc, fresh_rows, key_text, same_row, Built, DocEncoder, FreshRows, Job};
 use crate::schema::arrow as sarrow;
 use crate::schema::{text, LakeType};
 use crate::sink::parquet::{self, Encoded};
+use crate::sink::upload::ChunkSink;
+use crate::sync::buffer::{Part, PartBytes, RowMeta};
+use crate::sync::rejects::Reject;
+use crate::transform::dedup::{latest, Candidate};
+use crate::transform::{get_path, timestamp};
 use crate::{Error, Result};
-use arrow::array::{Array, AsArray, BooleanArray, RecordBatch, StringArray};
-use arrow::datatypes::SchemaRef;
-use std::borrow::Cow;
+use arrow::array::{Array, BooleanArray, RecordBatch, StringArray, StructArray};
+use bson::{RawDocument, RawDocumentBuf};
 
 /// This run's documents for one partition, deduplicated (one per key) and built into Arrow under the file type.
 pub(super) struct Fresh<'r> {
@@ -145,28 +146,6 @@ pub(super) fn merge_arrow(old: &[RecordBatch], fresh: Fresh<'_>, job: &Job<'_>) 
     Ok(Built { bytes, rows: kept_rows + fresh_rows.len() as u64, dups, replaced, rejects })
 }
 
-/// The text a key is matched by (as [`text::render`] gives it for the BSON value). A string key, the common
-/// case (ObjectIds are stored as their hex text), is borrowed straight from the array without a BSON round trip.
-pub(super) fn key_text<'a>(array: &'a dyn Array, row: usize, ty: &LakeType) -> Cow<'a, str> {
-    match (ty, array.data_type()) {
-        (LakeType::String, arrow::datatypes::DataType::Utf8) if !array.is_null(row) => {
-            Cow::Borrowed(array.as_string::<i32>().value(row))
-        }
-        _ => Cow::Owned(
-            sarrow::to_bson(array, row, ty)
-                .and_then(|b| bson::RawBson::try_from(b).ok())
-                .map(|raw| text::render(raw.as_raw_bson_ref()))
-                .unwrap_or_default(),
-        ),
-    }
-}
-
-/// Whether row `ar` of `a` holds the same values as row `br` of `b` (logical equality of one-row slices, as
-/// [`same_rows`] compares whole files).
-pub(super) fn same_row(a: &RecordBatch, ar: usize, b: &RecordBatch, br: usize) -> bool {
-    a.columns().iter().zip(b.columns()).all(|(x, y)| x.slice(ar, 1).to_data() == y.slice(br, 1).to_data())
-}
-
 /// Whether `merged` holds exactly the rows of `old`, in the same order (column by column, logically).
 fn same_rows(merged: &RecordBatch, old: &[RecordBatch]) -> bool {
     let mut start = 0;
@@ -177,14 +156,78 @@ fn same_rows(merged: &RecordBatch, old: &[RecordBatch]) -> bool {
     })
 }
 
-/// The Arrow merge needs the key as a top-level column, and the file's Arrow types exactly those the builders
-/// produce for the collection's type (they are, unless a file was written by a different version).
-pub(super) fn arrow_mergeable(schema: &SchemaRef, file_ty: &LakeType, key: &str) -> bool {
-    let LakeType::Struct { fields } = file_ty else { return false };
-    if !fields.iter().any(|f| f.source == key) {
-        return false;
+/// A partition with an existing file held whole (or none): merged at the Arrow level when the file has the
+/// collection's type, else through BSON under the new type (a widening).
+pub(super) fn build(
+    existing: Option<bytes::Bytes>,
+    part: Part,
+    job: &Job<'_>,
+    sink: Option<ChunkSink>,
+) -> Result<Built> {
+    let (fresh_bytes, rows) = fresh_rows(part, job.dropped)?;
+    build_from(existing, &fresh_bytes, rows, job, sink)
+}
+
+pub(super) fn build_from(
+    existing: Option<bytes::Bytes>,
+    fresh_bytes: &PartBytes,
+    rows: Vec<RowMeta>,
+    job: &Job<'_>,
+    sink: Option<ChunkSink>,
+) -> Result<Built> {
+    let Job { remove, file_ty, spec, context, .. } = *job;
+    // Rows of the existing file: merged at the Arrow level when the file already has the collection's type (the
+    // common incremental case; see [`merge`]), else back as BSON and rebuilt under the new type (a widening).
+    let mut old_docs: Vec<RawDocumentBuf> = Vec::new();
+    if let Some(b) = existing {
+        let (ty, schema, file_rows) = parquet::header(b.clone(), context)?;
+        if &ty == file_ty && arrow_mergeable(&schema, file_ty, &spec.key) {
+            let fresh = Fresh::build(fresh_bytes, &rows, job)?;
+            if remove.is_empty() {
+                if let Some(built) = unchanged(&b, file_rows, &fresh, job)? {
+                    return Ok(built);
+                }
+            }
+            let (batches, _) = parquet::decode(b.clone(), context)?;
+            return merge_arrow(&batches, fresh, job);
+        }
+        let (batches, ty) = parquet::decode(b, context)?;
+        for batch in batches {
+            let s = StructArray::from(batch);
+            for row in 0..s.len() {
+                let doc = match sarrow::to_bson(&s, row, &ty) {
+                    Some(bson::Bson::Document(d)) => d,
+                    _ => bson::Document::new(),
+                };
+                old_docs.push(RawDocumentBuf::try_from(&doc).map_err(|e| Error::encode(context, e))?);
+            }
+        }
     }
-    let want = sarrow::struct_fields(fields);
-    schema.fields().len() == want.len()
-        && schema.fields().iter().zip(want.iter()).all(|(g, w)| g.name() == w.name() && g.data_type() == w.data_type())
+    let mut scratch = Vec::new();
+    let mut candidates = Vec::with_capacity(old_docs.len() + rows.len());
+    old_docs.retain(|d| !remove.contains(&get_path(d, &spec.key).map(text::render).unwrap_or_default()));
+    for (i, d) in old_docs.iter().enumerate() {
+        let key = get_path(d, &spec.key).map(text::render).unwrap_or_default();
+        let ts = get_path(d, &spec.timestamp_column).and_then(timestamp::instant_millis);
+        candidates.push(Candidate { key: key.into(), fresh: false, timestamp: ts, seq: i as u64 });
+    }
+    for r in &rows {
+        candidates.push(Candidate { key: r.key.as_str().into(), fresh: true, timestamp: r.timestamp, seq: r.seq });
+    }
+    let winners = latest(&candidates);
+    let fresh_winners = winners.iter().filter(|&&i| i >= old_docs.len()).count() as u64;
+    let dups = rows.len() as u64 - fresh_winners;
+    let replaced = old_docs.len() as u64 - (winners.len() as u64 - fresh_winners);
+
+    let mut out = DocEncoder::new(job, sink);
+    for &i in &winners {
+        let doc: &RawDocument = if i < old_docs.len() {
+            &old_docs[i]
+        } else {
+            buffered_doc(fresh_bytes, &rows[i - old_docs.len()], &mut scratch, context)?
+        };
+        out.push(&candidates[i].key, doc)?;
+    }
+    let (bytes, rejects) = out.finish()?;
+    Ok(Built { bytes, rows: winners.len() as u64, dups, replaced, rejects })
 }

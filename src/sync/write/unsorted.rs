@@ -1,13 +1,11 @@
 //! The merge of a partition file too large to hold that is not in key order: files mongolake writes are sorted
 //! by key text, but one written by other means (or holding a key twice) is not, and the streamed merges of
-//! [`super::merge_stream`] join in key order. Such a file's rows are read back as BSON a row group at a time and
+//! [`super::streamed`] join in key order. Such a file's rows are read back as BSON a row group at a time and
 //! put through the external sort ([`crate::sort::Sorter`], runs sized to the partition's share of the memory
 //! budget, spilled to local disk), then joined with this run's winners as a widening is ([`DocMerge`]). The new
 //! file is in key order, so the next run streams it. Rows sharing a key are kept in file order, as the
 //! in-memory merge keeps them.
-use super::merge::key_text;
-use super::merge_stream::{row_doc, DocMerge, FreshRows};
-use super::partition::{Built, Job};
+use super::encode::{key_text, row_doc, Built, DocMerge, FreshRows, Job};
 use crate::schema::LakeType;
 use crate::sink::remote::RemoteFile;
 use crate::sink::upload::ChunkSink;
@@ -63,7 +61,7 @@ pub(super) fn merge_unsorted(
             seq += 1;
         }
     }
-    let mut merge = DocMerge::new(fresh, job, sink);
+    let mut merge = DocMerge::new(fresh, job, Some(sink));
     for row in sorter.done().map_err(io)? {
         let OldRow { key, doc, .. } = row.map_err(io)?;
         let doc = bson::RawDocument::from_bytes(&doc).map_err(|e| Error::encode(job.context, e))?;

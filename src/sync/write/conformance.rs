@@ -1,0 +1,299 @@
+//! Every write strategy gives the same file: the same existing file and the same documents through each
+//! strategy the dispatcher can choose (the in-memory merge, the streamed merge of a file too large to hold,
+//! that file out of key order, and for a new partition: rows held or spilled), on object_store's `InMemory`,
+//! with replacements, keys moved out or deleted, duplicates, rows the plan dropped, and a widened column. The
+//! bytes must be identical, and the rows those a model of the rule ([`crate::transform::dedup`]) keeps.
+use super::*;
+use crate::config::collections::CollectionsFile;
+use crate::schema::arrow as sarrow;
+use crate::sink::parquet;
+use crate::sync::buffer::PartitionBuffers;
+use arrow::array::{Array, StructArray};
+use object_store::memory::InMemory;
+use proptest::prelude::{any, ProptestConfig};
+use proptest::proptest;
+use proptest::strategy::Strategy as _;
+use std::collections::BTreeMap;
+
+const REL: &str = "p=a";
+/// `v` of the existing file's rows (plus 1000 times the key) and of this run's documents (plus the read order).
+const OLD_V: i64 = 1_000_000;
+const FRESH_V: i64 = 2_000_000;
+
+fn spec() -> CollectionSpec {
+    let text = "database,collection,key,timestamp_column,partition_by\ndb,c,_id,ts,p\n";
+    CollectionsFile::parse(std::path::Path::new("collections.csv"), text).expect("valid").entries[0].clone()
+}
+
+fn lake() -> Lake {
+    Lake::from_store(Arc::new(InMemory::new()), Path::from("lake"), "memory://lake")
+}
+
+/// A run's environment: `budget` bytes of memory (a small one makes every existing file "too large to hold").
+fn env(lake: Lake, budget: u64) -> WriteEnv {
+    WriteEnv {
+        lake,
+        run_id: "20261201T000000000Z-0001".into(),
+        memory: MemoryBudget::new(budget),
+        encode_slots: Arc::new(tokio::sync::Semaphore::new(1)),
+        progress: Arc::new(Progress::default()),
+        row_groups: RowGroups { rows: 3, bytes: usize::MAX },
+        partition_concurrency: 1,
+    }
+}
+
+/// A document; `ts` and `v` keep as many digits as each other's kind (the lattice records integers' digits, so a
+/// value with more would widen the column: `text` does that on purpose).
+fn doc(key: u8, ts: i64, v: i64, text: bool) -> bson::RawDocumentBuf {
+    let v = if text { bson::Bson::String(format!("t{v}")) } else { bson::Bson::Int64(v) };
+    let d = bson::doc! { "_id": format!("k{key:02}"), "p": "a", "ts": 1000 + ts, "v": v };
+    bson::RawDocumentBuf::try_from(&d).expect("encodable")
+}
+
+fn observe(ty: &mut LakeType, docs: &[bson::RawDocumentBuf]) {
+    for d in docs {
+        ty.observe(bson::RawBsonRef::Document(d)).expect("readable");
+    }
+}
+
+/// This run's documents for the partition, buffered as pass 1 buffers them (`spill`: under a budget so small
+/// that every push spills to disk).
+fn buffered(docs: &[(u8, i64, bson::RawDocumentBuf)], spill: bool) -> (Part, Option<tempfile::TempDir>) {
+    if docs.is_empty() {
+        return (Part::default(), None);
+    }
+    // (a budget of a few bytes: every push spills)
+    let budget = MemoryBudget::new(if spill { 8 } else { 1 << 30 });
+    let mut buffers = PartitionBuffers::new(budget);
+    for (seq, (key, ts, d)) in docs.iter().enumerate() {
+        buffers
+            .push(vec![Some("a".into())], d.as_bytes(), format!("k{key:02}"), Some(1000 + *ts), seq as u64)
+            .expect("push");
+    }
+    let (mut parts, dir) = buffers.drain();
+    assert!(spill == parts[0].1.rows_if_in_memory().is_none(), "spilled as asked");
+    (parts.remove(0).1, dir)
+}
+
+/// What one strategy was given.
+#[derive(Debug, Clone)]
+struct Case {
+    /// The existing file's rows: key -> timestamp (None: a new partition).
+    old: Option<BTreeMap<u8, i64>>,
+    /// This run's documents, in read order: (key, timestamp).
+    fresh: Vec<(u8, i64)>,
+    /// Keys whose rows leave the existing file (moved out, or deleted).
+    removed: Vec<u8>,
+    /// Read orders the plan dropped (their key's newest version is elsewhere).
+    dropped: Vec<u64>,
+    /// This run's documents hold `v` as text: the column widens from bigint to string.
+    widen: bool,
+}
+
+/// The file's bytes before the run: encoded by the write path itself; `reversed`: its rows in the opposite order
+/// (a file written by other means).
+async fn existing_file(case: &Case, old_ty: &LakeType, reversed: bool) -> Option<bytes::Bytes> {
+    let old = case.old.as_ref()?;
+    let docs: Vec<_> = old.iter().map(|(k, ts)| (*k, *ts, doc(*k, *ts, OLD_V + i64::from(*k) * 1000, false))).collect();
+    let lake = lake();
+    let (part, _dir) = buffered(&docs, false);
+    let writer = writer(env(lake.clone(), 1 << 30), old_ty, Default::default(), Default::default(), None);
+    writer.write(REL.into(), part).await.expect("existing file written");
+    let bytes = lake.get_opt(&lake.partition_file("db", "c", REL)).await.expect("readable").expect("written");
+    if !reversed {
+        return Some(bytes);
+    }
+    let (batches, ty) = parquet::decode(bytes, "test").expect("decodes");
+    let all = arrow::compute::concat_batches(&batches[0].schema(), &batches).expect("one batch");
+    let order = arrow::array::UInt32Array::from_iter_values((0..all.num_rows() as u32).rev());
+    let rev = arrow::compute::take_record_batch(&all, &order).expect("reversed");
+    Some(parquet::encode(rev.schema(), &[rev], &ty, RowGroups::rows(3), "test").expect("encodes"))
+}
+
+fn writer(
+    env: WriteEnv,
+    file_ty: &LakeType,
+    removals: HashMap<String, HashSet<String>>,
+    dropped: crate::FastSet<u64>,
+    spill_dir: Option<std::path::PathBuf>,
+) -> PartitionWriter {
+    let spec = spec();
+    PartitionWriter {
+        env,
+        in_path: spec.path_fields(),
+        spec,
+        destination: Destination::Table,
+        removals: Arc::new(removals),
+        dropped: Arc::new(dropped),
+        file_ty: Arc::new(sarrow_file_type(file_ty)),
+        hints: Vec::new(),
+        lease_lost: Arc::new(AtomicBool::new(false)),
+        spill_dir,
+    }
+}
+
+fn sarrow_file_type(document: &LakeType) -> LakeType {
+    crate::schema::file_type(document, &spec().path_fields())
+}
+
+/// How the dispatcher is steered to each strategy.
+#[derive(Debug, Clone, Copy)]
+enum Steer {
+    /// The existing file held whole (in-memory merge), or a new partition's rows in memory.
+    Held,
+    /// The existing file too large to hold (streamed merge), or a new partition's rows spilled.
+    Large,
+    /// As `Large`, with the existing file's rows out of key order (sorted on disk first).
+    LargeUnsorted,
+    /// As `Held`, with the existing file out of key order.
+    HeldUnsorted,
+}
+
+/// Runs `case` through one strategy: the partition's file afterwards (None: no file) and the outcome's rows.
+async fn run(case: &Case, steer: Steer) -> (Option<bytes::Bytes>, u64) {
+    let fresh_docs: Vec<_> = case
+        .fresh
+        .iter()
+        .enumerate()
+        .map(|(seq, (k, ts))| (*k, *ts, doc(*k, *ts, FRESH_V + seq as i64, case.widen)))
+        .collect();
+    let mut old_ty = LakeType::empty_struct();
+    if let Some(old) = &case.old {
+        let docs: Vec<_> = old.iter().map(|(k, ts)| doc(*k, *ts, OLD_V, false)).collect();
+        observe(&mut old_ty, &docs);
+    }
+    let mut new_ty = old_ty.clone();
+    observe(&mut new_ty, &fresh_docs.iter().map(|(_, _, d)| d.clone()).collect::<Vec<_>>());
+    let reversed = matches!(steer, Steer::LargeUnsorted | Steer::HeldUnsorted);
+    let before = existing_file(case, &old_ty, reversed).await;
+    let lake = lake();
+    let target = lake.partition_file("db", "c", REL);
+    if let Some(b) = &before {
+        lake.put(&target, b.clone().into()).await.expect("seeded");
+    }
+    let large = matches!(steer, Steer::Large | Steer::LargeUnsorted);
+    // A new partition is steered by spilling its rows; an existing file by the budget's whole-file limit.
+    let spill = large && case.old.is_none();
+    let (part, dir) = buffered(&fresh_docs, spill);
+    let budget = if large && case.old.is_some() { 16 << 10 } else { 1 << 30 };
+    let env = env(lake.clone(), budget);
+    if let Some(b) = &before {
+        assert_eq!(large, b.len() as u64 > env.memory.whole_file_limit(), "steered to the strategy asked for");
+    }
+    let removals = if case.removed.is_empty() {
+        HashMap::new()
+    } else {
+        HashMap::from([(REL.to_string(), case.removed.iter().map(|k| format!("k{k:02}")).collect())])
+    };
+    let dropped = case.dropped.iter().copied().collect();
+    let w = writer(env, &new_ty, removals, dropped, dir.as_ref().map(|d| d.path().to_path_buf()));
+    let outcome = w.write(REL.into(), part).await.expect("written");
+    (lake.get_opt(&target).await.expect("readable"), outcome.rows)
+}
+
+/// The rows the rule keeps: (key, timestamp, whether the row is this run's).
+fn model(case: &Case) -> BTreeMap<String, (i64, bool)> {
+    let mut rows: BTreeMap<String, (i64, bool)> = BTreeMap::new();
+    for (k, ts) in case.old.iter().flatten() {
+        if !case.removed.contains(k) {
+            rows.insert(format!("k{k:02}"), (*ts, false));
+        }
+    }
+    let mut best: BTreeMap<String, crate::transform::dedup::Version> = BTreeMap::new();
+    for (seq, (k, ts)) in case.fresh.iter().enumerate() {
+        if case.dropped.contains(&(seq as u64)) {
+            continue;
+        }
+        let v = crate::transform::dedup::Version::read(Some(*ts), seq as u64);
+        let key = format!("k{k:02}");
+        if best.get(&key).is_none_or(|b| v > *b) {
+            best.insert(key.clone(), v);
+            rows.insert(key, (*ts, true));
+        }
+    }
+    rows
+}
+
+/// The rows of a lake file, as the model gives them.
+fn rows_of(bytes: &bytes::Bytes) -> BTreeMap<String, (i64, bool)> {
+    let (batches, ty) = parquet::decode(bytes.clone(), "test").expect("decodes");
+    let mut out = BTreeMap::new();
+    for batch in batches {
+        let s = StructArray::from(batch);
+        for row in 0..s.len() {
+            let Some(bson::Bson::Document(d)) = sarrow::to_bson(&s, row, &ty) else { panic!("a row is a document") };
+            let key = d.get_str("_id").expect("key").to_string();
+            let ts = d.get_i64("ts").expect("ts") - 1000;
+            let fresh = match d.get("v") {
+                Some(bson::Bson::Int64(v)) => *v >= FRESH_V,
+                Some(bson::Bson::String(t)) => t.starts_with("t2"),
+                other => panic!("v is {other:?}"),
+            };
+            assert!(out.insert(key, (ts, fresh)).is_none(), "one row per key");
+        }
+    }
+    out
+}
+
+fn check(case: &Case) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let steers: &[Steer] = match case.old {
+        Some(_) => &[Steer::Held, Steer::Large, Steer::LargeUnsorted, Steer::HeldUnsorted],
+        None => &[Steer::Held, Steer::Large],
+    };
+    let results: Vec<_> = steers.iter().map(|s| (*s, rt.block_on(run(case, *s)))).collect();
+    let want = model(case);
+    let (first, (first_bytes, _)) = &results[0];
+    for (steer, (bytes, rows)) in &results {
+        assert_eq!(*rows, want.len() as u64, "{steer:?}: rows reported");
+        match bytes {
+            None => assert!(want.is_empty(), "{steer:?}: no file left, but the rule keeps {want:?}"),
+            Some(b) => assert_eq!(rows_of(b), want, "{steer:?}: the rows the rule keeps"),
+        }
+        assert!(bytes == first_bytes, "{steer:?} and {first:?} wrote different bytes for {case:?}");
+    }
+}
+
+fn case() -> impl proptest::strategy::Strategy<Value = Case> {
+    let old = proptest::option::weighted(0.75, proptest::collection::btree_map(0u8..24, 0i64..50, 0..20));
+    let fresh = proptest::collection::vec((0u8..24, 0i64..80), 0..24);
+    (old, fresh, any::<bool>(), any::<u64>()).prop_map(|(old, fresh, widen, pick)| {
+        // Keys that leave the file have no version here but dropped ones (their newest lives elsewhere).
+        let removed: Vec<u8> = match &old {
+            Some(o) => o.keys().copied().filter(|k| (pick >> (k % 64)) & 1 == 1).collect(),
+            None => Vec::new(),
+        };
+        let dropped = fresh
+            .iter()
+            .enumerate()
+            .filter(|(seq, (k, _))| removed.contains(k) || (pick.rotate_left(*seq as u32) & 0b111) == 0)
+            .map(|(seq, _)| seq as u64)
+            .collect();
+        let old = old.filter(|o| !o.is_empty());
+        Case { old, fresh, removed, dropped, widen: widen && pick % 3 == 0 }
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #[test]
+    fn every_strategy_writes_the_same_file(case in case()) {
+        check(&case);
+    }
+}
+
+#[test]
+fn replacements_moves_duplicates_and_a_widening_agree() {
+    let old: BTreeMap<u8, i64> = (0..12).map(|k| (k, i64::from(k))).collect();
+    let fresh = vec![(3, 60), (3, 70), (3, 65), (20, 1), (5, 2), (5, 2), (9, 40)];
+    for widen in [false, true] {
+        let case = Case { old: Some(old.clone()), fresh: fresh.clone(), removed: vec![1, 7], dropped: vec![6], widen };
+        check(&case);
+        assert_eq!(model(&case).get("k03"), Some(&(70, true)), "the greatest timestamp wins");
+        assert_eq!(model(&case).get("k09"), Some(&(9, false)), "a dropped row leaves the file's row");
+    }
+    // Every row leaves: no file.
+    check(&Case { old: Some(old.clone()), fresh: vec![], removed: (0..12).collect(), dropped: vec![], widen: false });
+    // A new partition.
+    check(&Case { old: None, fresh, removed: vec![], dropped: vec![1], widen: false });
+}

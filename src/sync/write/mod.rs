@@ -1,0 +1,325 @@
+//! The write path (pass 2 of the commit protocol in [`super::collection`]): one partition's existing file and
+//! this run's documents for it in, one Parquet file out, replaced atomically.
+//!
+//! ```text
+//!                       ┌──────────────────── PartitionWriter::write (this module: the dispatcher) ───────────┐
+//!  Part (buffered rows) │ existing file?                                                                    │
+//!  + Destination ──────►│   none, rows in memory ─────────────► new::build          (winners, in key order)  │
+//!                       │   none, rows spilled ───────────────► spilled::build      (external sort of rows)  │
+//!                       │   held whole ───────────────────────► in_memory::build    (Arrow merge; BSON when  │
+//!                       │                                                             the type widened)      │
+//!                       │   too large to hold, in key order ──► streamed::merge / streamed::widen           │
+//!                       │   too large to hold, not in order ──► unsorted::merge_unsorted (rows sorted on    │
+//!                       │                                                             disk, then joined)     │
+//!                       └──── Built { bytes, rows, dups, replaced, rejects } ──► place it ──► PartitionOutcome
+//! ```
+//! Every strategy gives the same bytes for the same rows (the conformance test below says so), so which one
+//! ran never shows in the lake. What they share ([`encode`]: the job, the fresh rows, the encoder, the BSON
+//! merge) has a module of its own; the strategies never import each other or this dispatcher. Which version of
+//! a key wins is [`crate::transform::dedup`]'s rule.
+//!
+//! The write path knows only what it uses ([`WriteEnv`]): the lake, the memory budget, the encode slots, the
+//! progress counters, the run id and the row-group settings; no MongoDB client, no secrets. Where the file goes
+//! is a [`Destination`]: a table's partition (staged, then moved over the target) or a shared load's range
+//! folder (written where the owner joins it).
+//!
+//! Encoding is deterministic, so a merge that changes nothing yields identical bytes and the file is left alone:
+//! a rerun with no changes rewrites nothing.
+#[cfg(test)]
+mod conformance;
+mod encode;
+mod in_memory;
+mod new;
+mod spilled;
+mod streamed;
+mod unsorted;
+
+use super::buffer::{MemoryBudget, Part};
+use super::rejects::Reject;
+use crate::config::CollectionSpec;
+use crate::progress::Progress;
+use crate::schema::LakeType;
+use crate::sink::parquet::{Encoded, RowGroups};
+use crate::sink::remote::{Existing, RemoteFile};
+use crate::sink::upload::{settle, ChunkSink};
+use crate::sink::Lake;
+use crate::{Error, Result};
+use encode::{fresh_rows, Built, FreshRows, Job};
+use futures::{StreamExt, TryStreamExt};
+use object_store::path::Path;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// What the write path uses of a run, and nothing else.
+#[derive(Clone)]
+pub struct WriteEnv {
+    pub lake: Lake,
+    pub run_id: String,
+    /// `[sync] memory_budget_mb`, shared by every collection.
+    pub memory: Arc<MemoryBudget>,
+    /// Partition encodes (CPU-bound, on blocking threads) running at once, across all collections.
+    pub encode_slots: Arc<tokio::sync::Semaphore>,
+    pub progress: Arc<Progress>,
+    pub row_groups: RowGroups,
+    /// Partitions of one collection written at once (`[sync] partition_concurrency`).
+    pub partition_concurrency: usize,
+}
+
+/// Where a partition's new file goes.
+#[derive(Debug, Clone)]
+pub enum Destination {
+    /// The table: the existing file (if any) is merged, the new one is written to this run's staging and moved
+    /// over `<table>/<partition>/part-0.parquet`.
+    Table,
+    /// A worker's range of a shared first load ([`super::shard`]): no existing file; the file is written under
+    /// the range's folder (`parts/<partition>/part-0.parquet`), where the owner joins it.
+    Range(Path),
+}
+
+/// Where one partition's file is read from, written to first, and ends up.
+struct Placement {
+    /// The final file.
+    target: Path,
+    /// Where the new file is written first (the target itself for a range folder).
+    upload_to: Path,
+    /// The existing file is read and merged.
+    merges: bool,
+    /// The new file is moved over the target once complete (a table's partition).
+    moves: bool,
+}
+
+impl Destination {
+    fn place(&self, env: &WriteEnv, spec: &CollectionSpec, rel: &str) -> Placement {
+        let (db, coll) = (spec.database.as_str(), spec.collection.as_str());
+        match self {
+            Destination::Table => Placement {
+                target: env.lake.partition_file(db, coll, rel),
+                upload_to: env.lake.staging_path(&env.run_id, db, coll, rel),
+                merges: true,
+                moves: true,
+            },
+            Destination::Range(dir) => {
+                let target = crate::sink::range_partition_file(dir, rel);
+                Placement { upload_to: target.clone(), target, merges: false, moves: false }
+            }
+        }
+    }
+}
+
+/// What writing one partition did.
+pub struct PartitionOutcome {
+    /// Rows in the partition's file.
+    pub rows: u64,
+    /// Documents read in this run superseded by a newer one read in this run.
+    pub dups: u64,
+    /// Rows of the existing file replaced by a document read in this run.
+    pub replaced: u64,
+    /// False when the merged file was identical to the existing one and left alone.
+    pub written: bool,
+    /// Values of this run's documents that their columns could not hold (null in the file, kept here).
+    pub rejects: Vec<Reject>,
+}
+
+/// Writes the partitions of one collection: merge, dedup, encode, atomic replace.
+pub struct PartitionWriter {
+    pub env: WriteEnv,
+    pub spec: CollectionSpec,
+    pub destination: Destination,
+    /// Keys to drop from a partition's existing rows (their newest version lives in another partition).
+    pub removals: Arc<HashMap<String, HashSet<String>>>,
+    /// Read orders of buffered rows not to write (see [`super::plan::Plan::dropped`]).
+    pub dropped: Arc<crate::FastSet<u64>>,
+    pub file_ty: Arc<LakeType>,
+    pub hints: Vec<String>,
+    pub in_path: Vec<String>,
+    /// Raised when this run lost the collection's lease: stop before touching another file.
+    pub lease_lost: Arc<AtomicBool>,
+    /// The collection's spill directory, when its buffers spilled: a new partition whose rows spilled is sorted
+    /// there ([`spilled`]) instead of held.
+    pub spill_dir: Option<std::path::PathBuf>,
+}
+
+/// The strategy a partition is written by (see the module docs).
+enum Strategy {
+    New,
+    Spilled(std::path::PathBuf),
+    Whole(bytes::Bytes),
+    Large(RemoteFile),
+}
+
+impl PartitionWriter {
+    /// Writes every partition, `partition_concurrency` at once; the outcomes with each partition's path.
+    pub async fn write_all(self: Arc<Self>, parts: Vec<(String, Part)>) -> Result<Vec<(String, PartitionOutcome)>> {
+        let concurrency = self.env.partition_concurrency;
+        futures::stream::iter(parts.into_iter().map(|(rel, part)| {
+            let w = self.clone();
+            async move { w.write(rel.clone(), part).await.map(|o| (rel, o)) }
+        }))
+        .buffer_unordered(concurrency)
+        .try_collect()
+        .await
+    }
+
+    pub async fn write(&self, rel: String, part: Part) -> Result<PartitionOutcome> {
+        let env = &self.env;
+        let lake = &env.lake;
+        let (db, coll) = (self.spec.database.as_str(), self.spec.collection.as_str());
+        let place = self.destination.place(env, &self.spec, &rel);
+        let context = format!("{}.{} partition {rel}", db, coll);
+        // A file too large to hold is merged a row group at a time ([`streamed`]).
+        let existing = match place.merges {
+            true => lake.existing(&place.target, env.memory.whole_file_limit(), &context).await?,
+            false => None,
+        };
+        let had_file = existing.is_some();
+        let before = match &existing {
+            Some(Existing::Whole(b)) => Some(b.clone()),
+            _ => None,
+        };
+        // A new partition (nothing to merge with, nothing to compare) and a large file's merge stream their file
+        // to the lake as it is encoded instead of holding it ([`crate::sink::upload`]).
+        let (sink, upload) = match existing {
+            None | Some(Existing::Large(_)) => {
+                let (sink, upload) = lake.upload(&place.upload_to);
+                (Some(sink), Some(upload))
+            }
+            Some(Existing::Whole(_)) => (None, None),
+        };
+        let run_rows = env.memory.sort_run_entries();
+        let strategy = match (self.spill_dir.clone(), existing) {
+            (Some(dir), None) if part.rows_if_in_memory().is_none() => Strategy::Spilled(dir),
+            (_, None) => Strategy::New,
+            (_, Some(Existing::Whole(bytes))) => Strategy::Whole(bytes),
+            (_, Some(Existing::Large(file))) => Strategy::Large(file),
+        };
+        // Memory first, then a core: a write waiting for memory holds no core. A new partition whose rows
+        // spilled streams them from an external sort (one sort run in memory); any other holds its rows. An
+        // existing file decoded takes about four times its size; a large one's merge holds a row group of it and
+        // the encoder's (about `row_group_mb` each) and a batch of each side.
+        let existing_need = match &strategy {
+            Strategy::New | Strategy::Spilled(_) => 0,
+            Strategy::Whole(b) => b.len() as u64 * 4,
+            Strategy::Large(_) => env.row_groups.bytes.min(1 << 40) as u64 * 2 + (16 << 20),
+        };
+        let mut need = part.row_count() * super::budget::WRITE_BYTES_PER_ROW + existing_need;
+        if matches!(strategy, Strategy::Spilled(_)) {
+            need = need.min(run_rows as u64 * super::budget::SORT_ENTRY_BYTES + (16 << 20));
+        }
+        let memory = env.memory.reserve_write(need).await;
+        let slot = env.encode_slots.clone().acquire_owned().await.expect("never closed");
+        let remove = self.removals.get(&rel).cloned().unwrap_or_default();
+        let (dropped, file_ty, hints, in_path, spec) =
+            (self.dropped.clone(), self.file_ty.clone(), self.hints.clone(), self.in_path.clone(), self.spec.clone());
+        let (row_groups, spill_dir) = (env.row_groups, self.spill_dir.clone());
+        let built = tokio::task::spawn_blocking(move || {
+            let (_slot, _memory) = (slot, memory);
+            let job = Job {
+                remove: &remove,
+                dropped: &dropped,
+                file_ty: &file_ty,
+                hints: &hints,
+                in_path: &in_path,
+                spec: &spec,
+                row_groups,
+                context: &context,
+            };
+            match strategy {
+                Strategy::New => new::build(part, &job, sink),
+                Strategy::Spilled(dir) => spilled::build(part, &job, &dir, run_rows, sink),
+                Strategy::Whole(bytes) => in_memory::build(Some(bytes), part, &job, sink),
+                Strategy::Large(file) => {
+                    build_large(&file, part, &job, sink.expect("opened above"), spill_dir.as_deref())
+                }
+            }
+        })
+        .await
+        .map_err(|e| Error::encode("partition task", e))
+        .and_then(|built| built);
+        let built = match upload {
+            Some(upload) => settle(upload, built).await?.0,
+            None => built?,
+        };
+        self.place(built, &place, had_file, before.as_ref()).await
+    }
+
+    /// Puts a built file where it goes. Encoding is deterministic: identical bytes mean the merge changed
+    /// nothing (documents re-read in the overlap window), and the file is left alone.
+    async fn place(
+        &self,
+        built: Built,
+        place: &Placement,
+        had_file: bool,
+        before: Option<&bytes::Bytes>,
+    ) -> Result<PartitionOutcome> {
+        let lake = &self.env.lake;
+        let Built { bytes, rows, dups, replaced, rejects } = built;
+        if rows == 0 {
+            // Every row left (deleted documents, or all moved elsewhere): the partition goes, file and folder.
+            if had_file {
+                lake.delete(&place.target).await?;
+                crate::fault::point("after_partition");
+            }
+            return Ok(PartitionOutcome { rows, dups, replaced, written: had_file, rejects });
+        }
+        let same_bytes = matches!((before, &bytes), (Some(old), Encoded::Memory(new)) if old == new);
+        if same_bytes || matches!(bytes, Encoded::Unchanged) {
+            return Ok(PartitionOutcome { rows, dups, replaced, written: false, rejects });
+        }
+        if self.lease_lost.load(Ordering::SeqCst) {
+            if matches!(bytes, Encoded::Streamed(_)) {
+                lake.delete(&place.upload_to).await?;
+            }
+            return Err(Error::collection(
+                self.spec.name(),
+                "lease lost to another run; stopped before rewriting another partition",
+            ));
+        }
+        match (bytes, place.moves) {
+            // Streamed: already complete at `upload_to`.
+            (Encoded::Streamed(_), true) => lake.move_into_place(&place.upload_to, &place.target).await?,
+            (Encoded::Streamed(_), false) => {}
+            (Encoded::Memory(bytes), true) => lake.replace(&place.upload_to, &place.target, bytes).await?,
+            (Encoded::Memory(bytes), false) => lake.put(&place.target, bytes.into()).await?,
+            (Encoded::Unchanged, _) => unreachable!("returned above"),
+        }
+        if place.moves {
+            crate::fault::point("after_partition");
+            self.env.progress.rows_written.fetch_add(rows, Ordering::Relaxed);
+        }
+        Ok(PartitionOutcome { rows, dups, replaced, written: true, rejects })
+    }
+}
+
+/// A partition whose existing file is too large to hold: merged a row group at a time, at the Arrow level when
+/// the file has the collection's type, else (a widening) through BSON as a small file's widening is. A file not
+/// in key order (written by other means) has its rows sorted on disk first ([`unsorted`]), in `spill_dir` when
+/// the collection has one.
+fn build_large(
+    file: &RemoteFile,
+    part: Part,
+    job: &Job<'_>,
+    sink: ChunkSink,
+    spill_dir: Option<&std::path::Path>,
+) -> Result<Built> {
+    let (fresh_bytes, rows) = fresh_rows(part, job.dropped)?;
+    let ty = file.lake_type()?;
+    let fresh = FreshRows::new(&fresh_bytes, &rows);
+    if !unsorted::in_key_order(file, &ty, &job.spec.key)? {
+        tracing::info!(file = %job.context, "The partition file is not in key order: sorting its rows on local disk to merge them");
+        // (its rows sorted held at once: about a row group's bytes, as the streamed merges hold)
+        let run_bytes = (job.row_groups.bytes as u64).clamp(4 << 20, 256 << 20);
+        return unsorted::merge_unsorted(file, &ty, &fresh, job, sink, spill_dir, run_bytes);
+    }
+    let streamed = if &ty == job.file_ty && encode::arrow_mergeable(&file.schema(), job.file_ty, &job.spec.key) {
+        streamed::merge(file, &fresh, job, sink)?
+    } else {
+        streamed::widen(file, &ty, &fresh, job, sink)?
+    };
+    if let Some(built) = streamed {
+        return Ok(built);
+    }
+    // Found out of order while streaming: the in-memory merge decides.
+    drop(fresh);
+    in_memory::build_from(Some(file.whole()?), &fresh_bytes, rows, job, None)
+}
