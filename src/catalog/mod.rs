@@ -237,12 +237,12 @@ fn projection(key: &PartitionKey, values: BTreeSet<Option<String>>, enum_max_val
 
 /// Where the Athena DDL is kept: next to the schema, `<lake>/_mongolake/schema/<db>/<coll>.athena.sql`.
 pub fn athena_path(lake: &Lake, db: &str, coll: &str) -> Path {
-    lake.path(&format!("_mongolake/schema/{db}/{coll}.athena.sql"))
+    lake.layout().athena_ddl(db, coll)
 }
 
 /// Where the Glue `TableInput` is kept: `<lake>/_mongolake/schema/<db>/<coll>.glue.json`.
 pub fn glue_path(lake: &Lake, db: &str, coll: &str) -> Path {
-    lake.path(&format!("_mongolake/schema/{db}/{coll}.glue.json"))
+    lake.layout().glue_table(db, coll)
 }
 
 /// Builds the table definition of a collection from the lake: its partitions, and the rows of the partitions a

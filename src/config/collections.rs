@@ -122,7 +122,7 @@ pub struct CollectionSpec {
     /// The field that identifies a document across versions (default `_id`).
     pub key: String,
     /// Masking rules applied to every document as it is read (the optional `mask` column).
-    pub mask: crate::mask::MaskRules,
+    pub mask: super::masking::MaskRules,
     /// 1-based line in collections.csv, for messages.
     pub line: usize,
 }
@@ -311,7 +311,7 @@ fn parse_row(
     let partition = PartitionSpec::parse(&get("partition_by"), &timestamp_column).map_err(fail)?;
     let key = get("key");
     let key = if key.is_empty() { "_id".to_string() } else { key };
-    let mask = crate::mask::MaskRules::parse(&get("mask"), &key, &timestamp_column).map_err(fail)?;
+    let mask = super::masking::MaskRules::parse(&get("mask"), &key, &timestamp_column).map_err(fail)?;
     Ok(CollectionSpec { database, collection, timestamp_column, partition, key, mask, line })
 }
 

@@ -4,10 +4,10 @@
 //! Secrets (passwords, keys) are only ever references, `{ env = "VAR" }` or `{ file = "/run/secrets/x" }`; a
 //! literal secret is refused with an explanation, and so is a password embedded in the MongoDB URI. Unknown keys
 //! are an error naming the key, so a typo never silently falls back to a default.
-pub use super::raw::MaskingConfig;
 use super::raw::*;
+pub use super::raw::{MaskingConfig, INDEX_SEGMENT_KEYS};
 pub use super::secret::{SecretRef, ValueOrRef};
-use crate::transform::timezone::LakeTimeZone;
+use super::timezone::LakeTimeZone;
 use crate::{Error, Result};
 use std::path::{Path, PathBuf};
 
@@ -79,8 +79,24 @@ pub struct SyncConfig {
 
 impl SyncConfig {
     /// Where the partition files' row groups end.
-    pub fn row_groups(&self) -> crate::sink::parquet::RowGroups {
-        crate::sink::parquet::RowGroups { rows: self.row_group_rows, bytes: self.row_group_bytes }
+    pub fn row_groups(&self) -> RowGroups {
+        RowGroups { rows: self.row_group_rows, bytes: self.row_group_bytes }
+    }
+}
+
+/// Where row groups end: at `rows` rows, or at the first multiple of `sink::parquet::CHECK_ROWS` rows where the
+/// row group's encoded size has reached `bytes` (`[sync] row_group_rows`, `row_group_mb`). The writer holds the
+/// row group being encoded, so `bytes` bounds that memory however large a partition is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RowGroups {
+    pub rows: usize,
+    pub bytes: usize,
+}
+
+impl RowGroups {
+    /// Row groups bounded by rows only.
+    pub fn rows(rows: usize) -> RowGroups {
+        RowGroups { rows, bytes: usize::MAX }
     }
 }
 
@@ -203,7 +219,7 @@ impl Environment {
             if !uri.starts_with("mongodb://") && !uri.starts_with("mongodb+srv://") {
                 return Err(err(format!(
                     "[mongodb] uri `{}` must start with mongodb:// or mongodb+srv://",
-                    crate::source::redact_uri(uri)
+                    redact_uri(uri)
                 )));
             }
             if uri_has_password(uri) {
@@ -354,6 +370,20 @@ fn validate_catalog(raw: RawCatalog) -> std::result::Result<CatalogConfig, Strin
         ));
     }
     Ok(CatalogConfig { database: raw.database, table_prefix: raw.table_prefix, enum_max_values: raw.enum_max_values })
+}
+
+/// Replaces the password of a URI (if any) with `***` for logs and errors.
+pub fn redact_uri(uri: &str) -> String {
+    let Some((scheme, rest)) = uri.split_once("://") else { return uri.to_string() };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{scheme}://{user}:***@{host}{tail}")
+        }
+        None => uri.to_string(),
+    }
 }
 
 fn uri_has_password(uri: &str) -> bool {

@@ -6,8 +6,10 @@
 //! `collections.csv` only skips that collection (it is reported as failed), a bad *environment* stops the run.
 pub mod collections;
 pub mod environment;
+pub mod masking;
 mod raw;
 pub mod secret;
+pub mod timezone;
 
 pub use collections::{CollectionSpec, CollectionsFile, PartitionKey, PartitionSpec};
 pub use environment::{CatalogConfig, EmailConfig, Environment, LakeConfig, MaskingConfig, MongoConfig, SyncConfig};

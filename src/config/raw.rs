@@ -234,8 +234,12 @@ pub(super) fn default_memory() -> u64 {
 pub(super) fn default_row_group() -> usize {
     1 << 20
 }
+/// Keys per key-index segment file, by default (`[sync] index_segment_keys`). A segment that grows past twice
+/// this (new keys land in the last one) is split.
+pub const INDEX_SEGMENT_KEYS: usize = 128 * 1024;
+
 pub(super) fn default_index_segment_keys() -> usize {
-    crate::state::index::SEGMENT_KEYS
+    INDEX_SEGMENT_KEYS
 }
 pub(super) fn default_smtp_port() -> u16 {
     587

@@ -185,7 +185,7 @@ async fn check_lake(config: &Config, out: &mut Out) {
         Ok(l) => l,
         Err(e) => return out.push(Level::Fail, "lake", format!("{e}; fix [lake]")),
     };
-    let probe = lake.path(&format!("_mongolake/check/probe-{}.txt", crate::sync::new_run_id()));
+    let probe = lake.layout().check_probe(&crate::sync::new_run_id());
     let body = b"mongolake check probe; safe to delete".to_vec();
     let result = async {
         lake.put(&probe, body.clone().into()).await?;

@@ -78,7 +78,7 @@ pub async fn collect(config: &Config) -> Result<Vec<CollectionStatus>> {
 
 /// The newest run reports (parsed loosely: older mongolake versions wrote fewer fields).
 async fn newest_reports(lake: &Lake) -> Result<Vec<serde_json::Value>> {
-    let mut paths = lake.list(&lake.path("_mongolake/runs")).await?;
+    let mut paths = lake.list(&lake.layout().runs_dir()).await?;
     paths.retain(|p| p.extension() == Some("json"));
     // Run ids start with their UTC time, so names sort by age.
     paths.sort_by(|a, b| b.as_ref().cmp(a.as_ref()));

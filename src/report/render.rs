@@ -3,6 +3,7 @@
 //! likely fix), then one table row per collection with its notes (schema changes, rejects, reconcile, dry-run
 //! plan) below it.
 use super::{CollectionReport, RunReport, Status};
+use crate::sink::layout::Layout;
 
 /// Partitions listed by name in a dry-run plan before "and N more".
 const PLAN_SHOWN: usize = 20;
@@ -44,6 +45,8 @@ fn totals(r: &RunReport) -> String {
 /// What to say under a collection's row (schema changes, rejects, reconcile, retries, the dry-run plan).
 fn notes(r: &RunReport, c: &CollectionReport) -> Vec<String> {
     let s = &c.stats;
+    // `db.coll`: its folders in the lake are `<db>/<coll>`.
+    let (db, coll) = c.name.split_once('.').unwrap_or((c.name.as_str(), ""));
     let mut out = Vec::new();
     if c.status == Status::Skipped {
         if let Some(e) = &c.error {
@@ -58,8 +61,8 @@ fn notes(r: &RunReport, c: &CollectionReport) -> Vec<String> {
     }
     if s.table_definition_changed {
         out.push(format!(
-            "table definition changed: re-apply _mongolake/schema/{}.athena.sql (or .glue.json)",
-            c.name.replacen('.', "/", 1)
+            "table definition changed: re-apply {} (or .glue.json)",
+            Layout::default().athena_ddl(db, coll)
         ));
     }
     if let Some(create) = &s.missing_index {
@@ -75,11 +78,11 @@ fn notes(r: &RunReport, c: &CollectionReport) -> Vec<String> {
     }
     if s.values_rejected + s.documents_rejected > 0 {
         out.push(format!(
-            "REJECTED: {} values (stored as null), {} whole documents: see {}/_mongolake/rejects/{}/",
+            "REJECTED: {} values (stored as null), {} whole documents: see {}/{}/",
             s.values_rejected,
             s.documents_rejected,
             r.lake.trim_end_matches('/'),
-            c.name.replacen('.', "/", 1)
+            Layout::default().rejects_dir(db, coll)
         ));
     }
     if r.dry_run && c.status == Status::Ok {

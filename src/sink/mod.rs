@@ -1,18 +1,27 @@
-//! The lake: one [`ObjectStore`] for S3 and local disk alike, and the layout on it.
+//! The lake: one [`ObjectStore`] for S3 and local disk alike, and the layout on it ([`layout`], where every path
+//! is defined):
 //!
 //! ```text
-//! <lake>/<database>/<collection>/<k1>=<v1>/.../part-0.parquet     one file per partition (the Athena table)
-//! <lake>/_mongolake/state/<database>/<collection>.csv             watermarks, one row per run
-//! <lake>/_mongolake/schema/<database>/<collection>.json           the persisted lake schema
-//! <lake>/_mongolake/index/<database>/<collection>.parquet        key -> partition (to move updated rows)
-//! <lake>/_mongolake/leases/<database>/<collection>.json           which run holds the collection (S3)
-//! <lake>/_mongolake/runs/<run-id>.json                            run reports
-//! <lake>/_mongolake/staging/<run-id>/...                          files being written (outside every table)
+//! <lake>/<db>/<coll>/<k1>=<v1>/.../part-0.parquet          one file per partition (the Athena table)
+//! <lake>/_mongolake/state/<db>/<coll>.csv                  watermarks, one row per run
+//! <lake>/_mongolake/schema/<db>/<coll>.json                the persisted lake schema
+//!                                 <coll>.athena.sql, .glue.json   its table definitions
+//! <lake>/_mongolake/index/<db>/<coll>/manifest.json        the key index (key -> partition, to move updated
+//! <lake>/_mongolake/index/<db>/<coll>/<prefix>-<n>.parquet  rows): its segments, listed by the manifest
+//! <lake>/_mongolake/index/<db>/<coll>.parquet              the single index file of older versions (read)
+//! <lake>/_mongolake/rejects/<db>/<coll>/<run-id>.jsonl     what a run could not store
+//! <lake>/_mongolake/leases/<db>/<coll>.json                which run holds the collection (`.lock` on disk)
+//! <lake>/_mongolake/runs/<run-id>.json                     run reports
+//! <lake>/_mongolake/staging/<run-id>/<db>/<coll>/<k1>=<v1>+<k2>=<v2>.parquet   files being written
+//! <lake>/_mongolake/check/probe-<id>.txt                   `mongolake check`'s write probe
+//! <lake>/_mongolake/shards/plans/<db>/<coll>.json          `--shard`: a first load shared in _id ranges,
+//! <lake>/_mongolake/shards/data/<db>/<coll>/<plan-id>/...  and what the workers staged for it
 //! ```
 //! A partition file is replaced atomically: the new file is written in full under `staging/` and then moved over
 //! the old one (S3: a server-side copy, atomic for readers; local disk: `rename(2)`). A reader listing a partition
 //! at any moment sees exactly one complete file.
 pub mod conditional;
+pub mod layout;
 pub mod parquet;
 pub mod remote;
 pub mod upload;
@@ -26,20 +35,15 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use std::sync::Arc;
 
-/// File name of every partition's single data file.
-pub const DATA_FILE: &str = "part-0.parquet";
-
-/// A partition's file staged under a shared first load's range folder (`<dir>/parts/<partition>/part-0.parquet`).
-pub fn range_partition_file(dir: &Path, rel: &str) -> Path {
-    let text = format!("{}/parts/{}/{}", dir.as_ref(), rel.trim_matches('/'), DATA_FILE);
-    Path::parse(text.replace("//", "/")).unwrap_or_else(|_| Path::from(text.as_str()))
-}
+use layout::Layout;
+pub use layout::DATA_FILE;
 
 /// A handle on the lake.
 #[derive(Clone)]
 pub struct Lake {
     store: Arc<dyn ObjectStore>,
-    root: Path,
+    /// Every path of the lake, under its root.
+    layout: Layout,
     url: String,
     /// The lake's directory when it is on local disk.
     local_dir: Option<std::path::PathBuf>,
@@ -82,7 +86,7 @@ impl Lake {
                     .with_automatic_cleanup(true);
                 Ok(Lake {
                     store: Arc::new(store),
-                    root: Path::default(),
+                    layout: Layout::default(),
                     url: shown,
                     local_dir: Some(dir),
                     part_bytes: tuning.part_bytes,
@@ -125,7 +129,13 @@ impl Lake {
                 let store = b.build().map_err(|e| Error::store(format!("opening {shown}"), e))?;
                 let root =
                     Path::parse(url.path()).map_err(|e| Error::config("[lake]", None, format!("url {shown}: {e}")))?;
-                Ok(Lake { store: Arc::new(store), root, url: shown, local_dir: None, part_bytes: tuning.part_bytes })
+                Ok(Lake {
+                    store: Arc::new(store),
+                    layout: Layout::new(root),
+                    url: shown,
+                    local_dir: None,
+                    part_bytes: tuning.part_bytes,
+                })
             }
             other => Err(Error::config("[lake]", None, format!("unsupported scheme {other}"))),
         }
@@ -133,7 +143,13 @@ impl Lake {
 
     /// A lake over any store (used by tests with the in-memory store).
     pub fn from_store(store: Arc<dyn ObjectStore>, root: Path, url: &str) -> Lake {
-        Lake { store, root, url: url.into(), local_dir: None, part_bytes: StoreTuning::default().part_bytes }
+        Lake {
+            store,
+            layout: Layout::new(root),
+            url: url.into(),
+            local_dir: None,
+            part_bytes: StoreTuning::default().part_bytes,
+        }
     }
 
     /// The same lake with streamed uploads in parts of `bytes` (see [`upload`]).
@@ -146,50 +162,54 @@ impl Lake {
         &self.url
     }
 
+    /// Every path of the lake.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
     /// A path under the lake root, from `/`-separated relative text (already escaped).
     pub fn path(&self, relative: &str) -> Path {
-        let root = self.root.as_ref();
-        let joined = if root.is_empty() { relative.to_string() } else { format!("{root}/{relative}") };
-        Path::parse(joined.trim_matches('/')).unwrap_or_else(|_| Path::from(joined.as_str()))
+        self.layout.path(relative)
     }
 
     /// The path as the user would type it (for messages).
     pub fn display(&self, path: &Path) -> String {
-        let rel = path.as_ref().strip_prefix(self.root.as_ref()).unwrap_or(path.as_ref()).trim_start_matches('/');
+        let rel =
+            path.as_ref().strip_prefix(self.layout.root().as_ref()).unwrap_or(path.as_ref()).trim_start_matches('/');
         format!("{}/{}", self.url.trim_end_matches('/'), rel)
     }
 
     pub fn table_path(&self, db: &str, coll: &str) -> Path {
-        self.path(&format!("{db}/{coll}"))
+        self.layout.table(db, coll)
     }
     pub fn partition_file(&self, db: &str, coll: &str, partition: &str) -> Path {
-        self.path(&format!("{db}/{coll}/{partition}/{DATA_FILE}"))
+        self.layout.partition_file(db, coll, partition)
     }
     pub fn state_path(&self, db: &str, coll: &str) -> Path {
-        self.path(&format!("_mongolake/state/{db}/{coll}.csv"))
+        self.layout.state(db, coll)
     }
     pub fn schema_path(&self, db: &str, coll: &str) -> Path {
-        self.path(&format!("_mongolake/schema/{db}/{coll}.json"))
+        self.layout.schema(db, coll)
     }
     /// The key index as versions before segments kept it, one file (read, then replaced by [`Lake::index_dir`]).
     pub fn index_path(&self, db: &str, coll: &str) -> Path {
-        self.path(&format!("_mongolake/index/{db}/{coll}.parquet"))
+        self.layout.legacy_index(db, coll)
     }
     /// The key index's manifest and segment files (`state::index::store`).
     pub fn index_dir(&self, db: &str, coll: &str) -> Path {
-        self.path(&format!("_mongolake/index/{db}/{coll}"))
+        self.layout.index_dir(db, coll)
     }
     pub fn rejects_dir(&self, db: &str, coll: &str) -> Path {
-        self.path(&format!("_mongolake/rejects/{db}/{coll}"))
+        self.layout.rejects_dir(db, coll)
     }
     pub fn rejects_path(&self, db: &str, coll: &str, run_id: &str) -> Path {
-        self.path(&format!("_mongolake/rejects/{db}/{coll}/{run_id}.jsonl"))
+        self.layout.rejects_file(db, coll, run_id)
     }
     pub fn lease_path(&self, db: &str, coll: &str) -> Path {
-        self.path(&format!("_mongolake/leases/{db}/{coll}.json"))
+        self.layout.lease(db, coll)
     }
     pub fn run_report_path(&self, run_id: &str) -> Path {
-        self.path(&format!("_mongolake/runs/{run_id}.json"))
+        self.layout.run_report(run_id)
     }
     /// Where a partition's new file is written before it moves into place: one flat folder per run and
     /// collection (`k1=v1/k2=v2` becomes `k1=v1+k2=v2.parquet`; values escape `=`, so this stays unique), because
@@ -197,12 +217,7 @@ impl Lake {
     /// first load's CPU). Cleaning goes by the `<run>/<db>/<coll>` prefix, so an older version's nested leftovers
     /// are removed the same way.
     pub fn staging_path(&self, run_id: &str, db: &str, coll: &str, partition: &str) -> Path {
-        let name = if partition.is_empty() {
-            DATA_FILE.to_string()
-        } else {
-            format!("{}.parquet", partition.replace('/', "+"))
-        };
-        self.path(&format!("_mongolake/staging/{run_id}/{db}/{coll}/{name}"))
+        self.layout.staging_file(run_id, db, coll, partition)
     }
 
     /// Reads an object, None when it does not exist.
@@ -255,7 +270,7 @@ impl Lake {
     /// Deletes every object under `prefix` (and, on local disk, the emptied folders).
     pub async fn remove_tree(&self, prefix: &Path) -> Result<()> {
         if let Some(dir) = &self.local_dir {
-            let rel = prefix.as_ref().strip_prefix(self.root.as_ref()).unwrap_or(prefix.as_ref());
+            let rel = prefix.as_ref().strip_prefix(self.layout.root().as_ref()).unwrap_or(prefix.as_ref());
             let target = dir.join(rel.trim_start_matches('/'));
             return match std::fs::remove_dir_all(&target) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
@@ -310,11 +325,11 @@ impl Lake {
     /// Removes what a crashed earlier run left under `staging/` for this collection (never visible to Athena,
     /// but it should not accumulate).
     pub async fn clean_staging(&self, db: &str, coll: &str) -> Result<usize> {
-        let staging = self.path("_mongolake/staging");
+        let staging = self.layout.staging_dir();
         let mut n = 0;
         // On local disk an interrupted write leaves `part-0.parquet#N` temporaries that listing does not show.
         if let Some(dir) = &self.local_dir {
-            let base = dir.join("_mongolake/staging");
+            let base = dir.join(layout::STAGING_DIR);
             for run in std::fs::read_dir(&base).into_iter().flatten().flatten() {
                 let target = run.path().join(db).join(coll);
                 if target.exists() {

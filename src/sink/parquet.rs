@@ -18,21 +18,7 @@ use std::sync::Arc;
 
 pub const LAKE_TYPE_KEY: &str = "mongolake.lake_type";
 
-/// Where row groups end: at `rows` rows, or at the first multiple of [`CHECK_ROWS`] rows where the row group's
-/// encoded size has reached `bytes` (`[sync] row_group_rows`, `row_group_mb`). The writer holds the row group
-/// being encoded, so `bytes` bounds that memory however large a partition is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RowGroups {
-    pub rows: usize,
-    pub bytes: usize,
-}
-
-impl RowGroups {
-    /// Row groups bounded by rows only.
-    pub fn rows(rows: usize) -> RowGroups {
-        RowGroups { rows, bytes: usize::MAX }
-    }
-}
+pub use crate::config::environment::RowGroups;
 
 /// The compression of every lake file: zstd, level 1 (pyarrow's default too). On the benchmark's 1M lake
 /// (`encode_floor --compression zstd:1,zstd:3`, least of 3) it encodes in 1.23 CPU-seconds against level 3's

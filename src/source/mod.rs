@@ -10,19 +10,8 @@ use crate::{Error, Result};
 use bson::{doc, Document};
 use mongodb::options::{ClientOptions, Credential, Tls, TlsOptions};
 
-/// Replaces the password of a URI (if any) with `***` for logs and errors.
-pub fn redact_uri(uri: &str) -> String {
-    let Some((scheme, rest)) = uri.split_once("://") else { return uri.to_string() };
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split(':').next().unwrap_or("");
-            format!("{scheme}://{user}:***@{host}{tail}")
-        }
-        None => uri.to_string(),
-    }
-}
+/// Replaces the password of a URI (if any) with `***` (defined beside the `[mongodb]` settings that hold URIs).
+pub use crate::config::environment::redact_uri;
 
 /// Connects (lazily: the driver opens connections on first use) with credentials from the environment.
 pub async fn connect(cfg: &MongoConfig) -> Result<mongodb::Client> {

@@ -174,9 +174,9 @@ async fn renew(
 
 fn try_lock_local(dir: &std::path::Path, db: &str, coll: &str, run_id: &str) -> Result<Acquired> {
     use std::io::{Read, Seek, Write};
-    let lock_dir = dir.join("_mongolake/leases").join(db);
+    let lock_dir = dir.join(crate::sink::layout::local_lock_dir(db));
     std::fs::create_dir_all(&lock_dir).map_err(|e| Error::io(format!("creating {}", lock_dir.display()), e))?;
-    let path = lock_dir.join(format!("{coll}.lock"));
+    let path = lock_dir.join(crate::sink::layout::local_lock_file(coll));
     let mut file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)

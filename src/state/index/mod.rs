@@ -23,8 +23,9 @@ mod writer;
 pub use store::{load_or_rebuild, save};
 pub use update::Updater;
 
-/// Keys per segment file. A segment that grows past twice this (new keys land in the last one) is split.
-pub const SEGMENT_KEYS: usize = 128 * 1024;
+/// Keys per segment file by default (`[sync] index_segment_keys`, a setting of [`crate::config`]). A segment that
+/// grows past twice this (new keys land in the last one) is split.
+pub use crate::config::environment::INDEX_SEGMENT_KEYS as SEGMENT_KEYS;
 
 /// key -> partition path relative to the table (`facility_id=BLR01/date=2025-07-02`).
 ///

@@ -6,7 +6,7 @@
 //! budget), and the sorted keys are written as segment files by a [`SegmentWriter`], unlisted until the run
 //! saves the manifest. So a rebuild holds one sort run and one segment, not the index. A dry run, which writes
 //! nothing to the lake, rebuilds in memory instead.
-use super::store::SegmentWriter;
+use super::writer::SegmentWriter;
 use super::KeyIndex;
 use crate::config::CollectionSpec;
 use crate::schema::{arrow as sarrow, text, LakeType};

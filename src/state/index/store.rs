@@ -24,7 +24,7 @@ use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use serde::{Deserialize, Serialize};
 
-const MANIFEST: &str = "manifest.json";
+use crate::sink::layout::{segment_file_name, INDEX_MANIFEST as MANIFEST};
 const FORMAT: u32 = 2;
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -42,11 +42,11 @@ pub(super) struct ManifestSegment {
 }
 
 fn manifest_path(lake: &Lake, spec: &CollectionSpec) -> Path {
-    lake.index_dir(&spec.database, &spec.collection).join(MANIFEST)
+    lake.layout().index_manifest(&spec.database, &spec.collection)
 }
 
 pub(super) fn segment_path(lake: &Lake, spec: &CollectionSpec, file: &str) -> Path {
-    lake.index_dir(&spec.database, &spec.collection).join(file)
+    lake.layout().index_segment(&spec.database, &spec.collection, file)
 }
 
 /// The collection's index with no segment loaded yet (the pre-segment file is loaded whole), or, when there is
@@ -220,7 +220,7 @@ pub async fn save(lake: &Lake, spec: &CollectionSpec, index: &KeyIndex, run_id: 
         merge_into(&mut entries, base, mine);
         let chunk = if entries.len() > 2 * target { target } else { entries.len().max(1) };
         for (i, part) in entries.chunks(chunk).enumerate() {
-            let file = format!("{run_id}-{:05}.parquet", listed.len());
+            let file = segment_file_name(run_id, listed.len());
             let first = if i == 0 { seg.first.clone() } else { part[0].0.to_string() };
             writes.push((segment_path(lake, spec, &file), encode(part)?));
             listed.push(ManifestSegment { first, file, keys: part.len() });
@@ -255,7 +255,7 @@ pub async fn saved_keys(lake: &Lake, db: &str, coll: &str) -> Result<Option<u64>
         let (_, _, rows) = crate::sink::parquet::header(bytes, &format!("key index {}", lake.display(&legacy)))?;
         return Ok(Some(rows));
     }
-    let path = lake.index_dir(db, coll).join(MANIFEST);
+    let path = lake.layout().index_manifest(db, coll);
     let Some(bytes) = lake.get_opt(&path).await? else { return Ok(None) };
     let manifest: Manifest =
         serde_json::from_slice(&bytes).map_err(|e| Error::encode(format!("key index {}", lake.display(&path)), e))?;

@@ -210,7 +210,7 @@ impl<'a> Updater<'a> {
             out.keys.append_value(keys.value(i));
             out.parts.append_value(parts.value(i));
         }
-        let file = format!("{}-{:05}.parquet", self.prefix, self.files);
+        let file = crate::sink::layout::segment_file_name(&self.prefix, self.files);
         self.files += 1;
         if self.write {
             // (a slice: the writer encodes only the rows it covers)

@@ -121,7 +121,7 @@ impl<'a> SegmentWriter<'a> {
         let bytes = tokio::task::spawn_blocking(move || encode_arrays(keys, parts))
             .await
             .map_err(|e| Error::encode("key index", e))??;
-        let file = format!("{}-{:05}.parquet", self.prefix, self.written.len());
+        let file = crate::sink::layout::segment_file_name(&self.prefix, self.written.len());
         self.lake.put(&self.dir.clone().join(file.as_str()), bytes.into()).await?;
         let first = std::mem::take(&mut self.first);
         self.written.push(Segment { first, file: Some(file), keys: n, base: None, overridden: 0, replaced: None });

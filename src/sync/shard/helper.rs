@@ -6,6 +6,7 @@ use super::{
 };
 use crate::config::CollectionSpec;
 use crate::progress::{Board, Phase};
+use crate::sink::layout;
 use crate::state::lease::{self, Acquired, Lease};
 use crate::sync::context::RunContext;
 use crate::sync::read::ReadPass;
@@ -145,7 +146,7 @@ async fn open_plans(ctx: &RunContext) -> Result<Vec<RangePlan>> {
 /// Claims range `k` when nobody read or claimed it. None: nothing to do.
 async fn claim(ctx: &Arc<RunContext>, plan: &RangePlan, k: usize) -> Result<Option<Lease>> {
     let lake = &ctx.lake;
-    let read_path = range_dir(lake, plan, Some(k)).join("read.json");
+    let read_path = layout::range_read(&range_dir(lake, plan, Some(k)));
     if lake.get_opt(&read_path).await?.is_some() {
         return Ok(None);
     }
@@ -232,7 +233,7 @@ async fn help_range(
     if !current(ctx, plan).await? || lost.load(Ordering::SeqCst) {
         return Err(gone());
     }
-    put_json(lake, &dir.clone().join("read.json"), &read).await?;
+    put_json(lake, &layout::range_read(&dir), &read).await?;
     crate::fault::point("helper_read");
     // The owner fixes the type once every range is read.
     let document = loop {
@@ -249,5 +250,5 @@ async fn help_range(
     if !current(ctx, plan).await? || lost.load(Ordering::SeqCst) {
         return Err(gone());
     }
-    put_json(lake, &dir.join("done.json"), &done).await
+    put_json(lake, &layout::range_done(&dir), &done).await
 }

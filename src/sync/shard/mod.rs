@@ -122,26 +122,25 @@ pub struct StagedPartition {
 
 /// `_mongolake/shards/plans/<db>/<coll>.json`: few objects, so helpers list them cheaply.
 pub fn plans_dir(lake: &Lake) -> Path {
-    lake.path("_mongolake/shards/plans")
+    lake.layout().shard_plans_dir()
 }
 pub fn plan_path(lake: &Lake, db: &str, coll: &str) -> Path {
-    lake.path(&format!("_mongolake/shards/plans/{db}/{coll}.json"))
+    lake.layout().shard_plan(db, coll)
 }
 /// Everything the workers stage for one collection (deleted by the owner).
 pub fn data_dir(lake: &Lake, db: &str, coll: &str) -> Path {
-    lake.path(&format!("_mongolake/shards/data/{db}/{coll}"))
+    lake.layout().shard_data_dir(db, coll)
 }
 pub fn final_path(lake: &Lake, plan: &RangePlan) -> Path {
-    data_dir(lake, &plan.database, &plan.collection).join(plan.plan_id.as_str()).join("final.json")
+    lake.layout().shard_final(&plan.database, &plan.collection, &plan.plan_id)
 }
 /// A range's folder; `k = None` is the owner's own ranges.
 pub fn range_dir(lake: &Lake, plan: &RangePlan, k: Option<usize>) -> Path {
-    let name = k.map_or_else(|| "owner".to_string(), |k| format!("range-{k}"));
-    data_dir(lake, &plan.database, &plan.collection).join(plan.plan_id.as_str()).join(name.as_str())
+    lake.layout().shard_range_dir(&plan.database, &plan.collection, &plan.plan_id, k)
 }
 /// The name a range's claim is leased under (as if a collection: `<coll>.range-<plan>-<k>`).
 pub fn claim_name(plan: &RangePlan, k: usize) -> String {
-    format!("{}.range-{}-{k}", plan.collection, plan.plan_id)
+    crate::sink::layout::claim_name(&plan.collection, &plan.plan_id, k)
 }
 
 /// What must agree between the owner and a helper for their files to join: the collections.csv row (not its
@@ -203,7 +202,7 @@ pub async fn encode_ranges(
     let (parts, spill_guard) = buffers.drain();
     let rels: Vec<Arc<str>> = parts.iter().map(|(v, _)| Arc::from(partitioner.relative_path(v))).collect();
     let mut index = crate::state::index::KeyIndex::default();
-    let keys_dir = dir.clone().join("keys");
+    let keys_dir = crate::sink::layout::range_keys_dir(dir);
     let writer = SegmentWriter::in_dir(lake, keys_dir, "keys", ctx.sync.index_segment_keys);
     let target = super::plan::IndexTarget::Stream(Box::new(writer), &mut index);
     let sort_dir = spill_guard.as_ref().map(|d| d.path().to_path_buf());
@@ -240,7 +239,7 @@ pub async fn encode_ranges(
 
 /// Where a range's partition file was staged.
 pub fn staged_file(dir: &Path, rel: &str) -> Path {
-    crate::sink::range_partition_file(dir, rel)
+    crate::sink::layout::range_staged_file(dir, rel)
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@ use super::{
 };
 use crate::config::CollectionSpec;
 use crate::schema::LakeType;
+use crate::sink::layout;
 use crate::state::index::store::{KeyRun, SegmentWriter};
 use crate::state::index::KeyIndex;
 use crate::state::lease::{self, Acquired, Lease};
@@ -152,7 +153,7 @@ impl Shared {
     /// False while another worker holds it without having reported.
     async fn take(&mut self, k: usize, pass: &mut ReadPass) -> Result<bool> {
         let lake = &self.ctx.lake;
-        let read_path = range_dir(lake, &self.plan, Some(k)).join("read.json");
+        let read_path = layout::range_read(&range_dir(lake, &self.plan, Some(k)));
         if let Some(r) = get_json::<RangeRead>(lake, &read_path).await? {
             self.helped.push((k, r));
             return Ok(true);
@@ -217,7 +218,7 @@ impl Shared {
         let runs = dones
             .iter()
             .map(|(dir, d)| {
-                let files = d.keys.iter().map(|f| dir.clone().join("keys").join(f.file.as_str())).collect();
+                let files = d.keys.iter().map(|f| layout::range_keys_file(dir, &f.file)).collect();
                 KeyRun::new(lake.clone(), files)
             })
             .collect();
@@ -231,7 +232,7 @@ impl Shared {
     /// without them means the reader stopped, and this attempt fails (retried with a new plan).
     async fn wait_done(&self, k: usize, lease_lost: &AtomicBool) -> Result<RangeDone> {
         let lake = &self.ctx.lake;
-        let done_path = range_dir(lake, &self.plan, Some(k)).join("done.json");
+        let done_path = layout::range_done(&range_dir(lake, &self.plan, Some(k)));
         loop {
             if let Some(d) = get_json::<RangeDone>(lake, &done_path).await? {
                 return Ok(d);
@@ -313,7 +314,7 @@ impl Shared {
             // Local claims are lock files that outlive their locks.
             for k in 0..self.plan.ranges.len() {
                 let _ = std::fs::remove_file(
-                    dir.join("_mongolake/leases").join(&db).join(format!("{}.lock", claim_name(&self.plan, k))),
+                    dir.join(layout::local_lock_dir(&db)).join(layout::local_lock_file(&claim_name(&self.plan, k))),
                 );
             }
         }

@@ -100,7 +100,7 @@ impl Destination {
                 moves: true,
             },
             Destination::Range(dir) => {
-                let target = crate::sink::range_partition_file(dir, rel);
+                let target = crate::sink::layout::range_staged_file(dir, rel);
                 Placement { upload_to: target.clone(), target, merges: false, moves: false }
             }
         }
