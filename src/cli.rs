@@ -269,7 +269,7 @@ async fn run(command: Command, terminal: bool) -> ExitCode {
                         spec.name(),
                         lake.display(&lake.schema_path(&spec.database, &spec.collection))
                     ),
-                    Err(e @ crate::Error::Encode { .. }) => eprintln!("{}: unreadable {e}", spec.name()),
+                    Err(e) if e.is_encoding() => eprintln!("{}: unreadable {e}", spec.name()),
                     Err(e) => return fatal(e),
                 }
             }
@@ -340,7 +340,7 @@ async fn run_ddl(config_dir: &std::path::Path, env: &str, collection: Option<Str
         let note = |text: String| if glue { eprintln!("{text}") } else { println!("-- {text}\n") };
         let schema = match crate::schema::registry::load(&lake, &spec.database, &spec.collection).await {
             Ok(Some(s)) => s,
-            Err(e @ crate::Error::Encode { .. }) => {
+            Err(e) if e.is_encoding() => {
                 eprintln!("error: {}: unreadable {e}", spec.name());
                 code = ExitCode::from(1);
                 continue;

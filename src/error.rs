@@ -41,9 +41,43 @@ pub enum Error {
         source: object_store::Error,
     },
 
-    /// Parquet or Arrow encoding/decoding failed.
+    /// Parquet or Arrow encoding/decoding failed, known only by its message (a check of our own: a missing
+    /// metadata key, files of another schema). Failures with an error of their own are the variants below.
     #[error("{context}: {message}")]
     Encode { context: String, message: String },
+
+    /// The Parquet reader or writer failed for a reason of its own (bad file, unsupported type). A lake or I/O
+    /// failure met inside it comes out as [`Error::Store`] or [`Error::Io`] instead (see [`Error::parquet`]).
+    #[error("{context}: {source}")]
+    Parquet {
+        context: String,
+        #[source]
+        source: parquet::errors::ParquetError,
+    },
+
+    /// An Arrow computation failed (see [`Error::arrow`] for the lake and I/O failures inside it).
+    #[error("{context}: {source}")]
+    Arrow {
+        context: String,
+        #[source]
+        source: arrow::error::ArrowError,
+    },
+
+    /// A JSON document of ours (schema, key index manifest, range plan) could not be read or written.
+    #[error("{context}: {source}")]
+    Json {
+        context: String,
+        #[source]
+        source: serde_json::Error,
+    },
+
+    /// A task (an encode on a blocking thread, an upload) panicked or was cancelled.
+    #[error("{context}: {source}")]
+    Task {
+        context: String,
+        #[source]
+        source: tokio::task::JoinError,
+    },
 
     /// A collection-level problem (bad partition spec, missing partition fields, unconvertible data).
     #[error("{collection}: {message}")]
@@ -82,14 +116,105 @@ impl Error {
     pub fn store(context: impl Into<String>, source: object_store::Error) -> Self {
         Error::Store { context: context.into(), source }
     }
-    pub fn encode(context: impl Into<String>, message: impl std::fmt::Display) -> Self {
-        Error::Encode { context: context.into(), message: message.to_string() }
+    /// An encoding or decoding failure. A message that is one of the error types with a variant of its own
+    /// (Parquet, Arrow, JSON, a task's [`tokio::task::JoinError`], I/O, object_store) keeps its type: it goes
+    /// through [`Error::parquet`], [`Error::arrow`] and the like, so a lake failure met while encoding is still a
+    /// [`Error::Store`] that [`Error::is_transient`] can classify. Anything else becomes [`Error::Encode`].
+    pub fn encode<M: std::fmt::Display + 'static>(context: impl Into<String>, message: M) -> Self {
+        use std::any::Any;
+        let context = context.into();
+        let mut slot = Some(message);
+        let any: &mut dyn Any = &mut slot;
+        if let Some(e) = any.downcast_mut::<Option<parquet::errors::ParquetError>>().and_then(Option::take) {
+            return Self::parquet(context, e);
+        }
+        if let Some(e) = any.downcast_mut::<Option<arrow::error::ArrowError>>().and_then(Option::take) {
+            return Self::arrow(context, e);
+        }
+        if let Some(source) = any.downcast_mut::<Option<serde_json::Error>>().and_then(Option::take) {
+            return Error::Json { context, source };
+        }
+        if let Some(source) = any.downcast_mut::<Option<tokio::task::JoinError>>().and_then(Option::take) {
+            return Error::Task { context, source };
+        }
+        if let Some(e) = any.downcast_mut::<Option<std::io::Error>>().and_then(Option::take) {
+            return Self::io(context, e);
+        }
+        if let Some(e) = any.downcast_mut::<Option<object_store::Error>>().and_then(Option::take) {
+            return Self::store(context, e);
+        }
+        let message = slot.map(|m| m.to_string()).unwrap_or_default();
+        Error::Encode { context, message }
+    }
+    /// A Parquet reader's or writer's error. Parquet wraps whatever its `Write` sink or async reader returned
+    /// in [`parquet::errors::ParquetError::External`]: an object_store error there (a ranged GET of the lake)
+    /// comes back out as [`Error::Store`], an I/O error as [`Error::Io`] (or `Store`, when the I/O error
+    /// carries an object_store error), an Arrow error through [`Error::arrow`].
+    pub fn parquet(context: impl Into<String>, source: parquet::errors::ParquetError) -> Self {
+        use parquet::errors::ParquetError;
+        let context = context.into();
+        match source {
+            ParquetError::External(boxed) => match Self::external(context, boxed) {
+                Ok(e) => e,
+                Err((context, boxed)) => Error::Parquet { context, source: ParquetError::External(boxed) },
+            },
+            source => Error::Parquet { context, source },
+        }
+    }
+    /// An Arrow error: its external or I/O cause, when it has one we classify, as with [`Error::parquet`].
+    pub fn arrow(context: impl Into<String>, source: arrow::error::ArrowError) -> Self {
+        use arrow::error::ArrowError;
+        let context = context.into();
+        match source {
+            ArrowError::ExternalError(boxed) => match Self::external(context, boxed) {
+                Ok(e) => e,
+                Err((context, boxed)) => Error::Arrow { context, source: ArrowError::ExternalError(boxed) },
+            },
+            ArrowError::IoError(_, io) => Self::io(context, io),
+            source => Error::Arrow { context, source },
+        }
+    }
+    /// The typed error in a boxed one (what Parquet and Arrow wrap), or the box back when it is none of ours.
+    #[allow(clippy::type_complexity)]
+    fn external(
+        context: String,
+        boxed: Box<dyn std::error::Error + Send + Sync>,
+    ) -> std::result::Result<Self, (String, Box<dyn std::error::Error + Send + Sync>)> {
+        let boxed = match boxed.downcast::<object_store::Error>() {
+            Ok(e) => return Ok(Self::store(context, *e)),
+            Err(b) => b,
+        };
+        let boxed = match boxed.downcast::<std::io::Error>() {
+            Ok(e) => return Ok(Self::io(context, *e)),
+            Err(b) => b,
+        };
+        let boxed = match boxed.downcast::<parquet::errors::ParquetError>() {
+            Ok(e) => return Ok(Self::parquet(context, *e)),
+            Err(b) => b,
+        };
+        match boxed.downcast::<arrow::error::ArrowError>() {
+            Ok(e) => Ok(Self::arrow(context, *e)),
+            Err(b) => Err((context, b)),
+        }
     }
     pub fn collection(collection: impl Into<String>, message: impl Into<String>) -> Self {
         Error::Collection { collection: collection.into(), message: message.into() }
     }
+    /// A local I/O failure; an I/O error that only carries an object_store error (object_store's `AsyncWrite`
+    /// for a streamed upload, its readers) is that store error, [`Error::Store`].
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
-        Error::Io { context: context.into(), source }
+        let context = context.into();
+        if source.get_ref().is_some_and(|inner| inner.is::<object_store::Error>()) {
+            let inner = source.into_inner().expect("checked above");
+            return Self::store(context, *inner.downcast::<object_store::Error>().expect("checked above"));
+        }
+        Error::Io { context, source }
+    }
+
+    /// Whether this is a file's content that could not be encoded or decoded (an unreadable file), as opposed
+    /// to a failure to reach it.
+    pub fn is_encoding(&self) -> bool {
+        matches!(self, Error::Encode { .. } | Error::Parquet { .. } | Error::Arrow { .. } | Error::Json { .. })
     }
 
     /// Whether retrying the same work later may succeed: network errors, a primary stepping down or a node
@@ -102,8 +227,27 @@ impl Error {
             Error::Store { source, .. } => store_is_transient(source),
             Error::Io { source, .. } => io_is_transient(source),
             Error::RangeWorker { .. } => true,
+            // (the constructors take lake and I/O causes out; one nested deeper is still looked for)
+            Error::Parquet { .. } | Error::Arrow { .. } => self.nested_is_transient(),
             _ => false,
         }
+    }
+
+    /// Whether a lake or I/O error somewhere below this error is transient.
+    fn nested_is_transient(&self) -> bool {
+        let mut cur = std::error::Error::source(self);
+        while let Some(e) = cur {
+            if let Some(s) = e.downcast_ref::<object_store::Error>() {
+                return store_is_transient(s);
+            }
+            if let Some(io) = e.downcast_ref::<std::io::Error>() {
+                if io_is_transient(io) {
+                    return true;
+                }
+            }
+            cur = e.source();
+        }
+        false
     }
 
     /// The sources below this error's own message, outermost first (each variant's message already shows its
@@ -222,6 +366,130 @@ mod tests {
         };
         assert!(!Error::store("writing", denied).is_transient());
         assert!(!Error::collection("c", "partition field missing").is_transient());
+    }
+
+    /// What S3 answers a throttled request, as object_store renders it.
+    fn slow_down() -> object_store::Error {
+        object_store::Error::Generic {
+            store: "S3",
+            source:
+                "Server returned non-2xx status code: 503 Service Unavailable: <Error><Code>SlowDown</Code></Error>"
+                    .into(),
+        }
+    }
+
+    #[test]
+    fn a_store_error_inside_a_parquet_error_comes_back_out_as_a_transient_store_error() {
+        use parquet::errors::ParquetError;
+        let e = Error::parquet("db.c partition p=1", ParquetError::External(Box::new(slow_down())));
+        assert!(
+            matches!(&e, Error::Store { context, source: object_store::Error::Generic { .. } } if context == "db.c partition p=1"),
+            "{e:?}"
+        );
+        assert!(e.is_transient());
+        assert!(e.to_string().contains("SlowDown"), "{e}");
+        // ... also when the writer's sink gave it as an I/O error (object_store's AsyncWrite does).
+        let io = std::io::Error::other(slow_down());
+        let e = Error::parquet("p", ParquetError::External(Box::new(io)));
+        assert!(matches!(e, Error::Store { .. }), "{e:?}");
+        assert!(e.is_transient());
+        // A missing object stays permanent; a plain I/O failure is Io, classified by its kind.
+        let gone = object_store::Error::NotFound { path: "x".into(), source: "missing".into() };
+        let e = Error::parquet("p", ParquetError::External(Box::new(gone)));
+        assert!(matches!(e, Error::Store { .. }) && !e.is_transient(), "{e:?}");
+        let reset = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
+        let e = Error::parquet("p", ParquetError::External(Box::new(reset)));
+        assert!(matches!(e, Error::Io { .. }) && e.is_transient(), "{e:?}");
+        // Parquet's own errors keep their type and their message (as `Error::Encode` rendered them).
+        let bad = Error::parquet("reading f", ParquetError::General("corrupt footer".into()));
+        assert!(matches!(bad, Error::Parquet { .. }) && !bad.is_transient() && bad.is_encoding());
+        assert_eq!(bad.to_string(), format!("reading f: {}", ParquetError::General("corrupt footer".into())));
+        // An external error of another type stays inside the Parquet error, its source kept.
+        let other = Error::parquet("p", ParquetError::External("something else".into()));
+        assert!(matches!(other, Error::Parquet { .. }));
+        assert_eq!(std::error::Error::source(&other).unwrap().to_string(), "External: something else");
+    }
+
+    #[test]
+    fn arrow_errors_give_back_their_store_and_io_causes() {
+        use arrow::error::ArrowError;
+        let e = Error::arrow("merging", ArrowError::ExternalError(Box::new(slow_down())));
+        assert!(matches!(e, Error::Store { .. }) && e.is_transient(), "{e:?}");
+        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let e = Error::arrow("merging", ArrowError::IoError("refused".into(), refused));
+        assert!(matches!(e, Error::Io { .. }) && e.is_transient(), "{e:?}");
+        let nested = parquet_in_arrow(slow_down());
+        let e = Error::arrow("reading", nested);
+        assert!(matches!(e, Error::Store { .. }) && e.is_transient(), "{e:?}");
+        let cast = Error::arrow("merging", ArrowError::CastError("no".into()));
+        assert!(matches!(cast, Error::Arrow { .. }) && !cast.is_transient());
+        assert_eq!(cast.to_string(), "merging: Cast error: no");
+    }
+
+    /// A store error as Arrow's record batch reader gives it: inside a Parquet error inside an Arrow error.
+    fn parquet_in_arrow(e: object_store::Error) -> arrow::error::ArrowError {
+        let p = parquet::errors::ParquetError::External(Box::new(e));
+        arrow::error::ArrowError::ExternalError(Box::new(p))
+    }
+
+    #[test]
+    fn an_io_error_carrying_a_store_error_is_the_store_error() {
+        let e = Error::io("completing the upload of s3://b/f", std::io::Error::other(slow_down()));
+        assert!(matches!(&e, Error::Store { context, .. } if context == "completing the upload of s3://b/f"));
+        assert!(e.is_transient());
+        // Local I/O stays I/O, with its message.
+        let e = Error::io("spill", std::io::Error::other("disk full"));
+        assert!(matches!(e, Error::Io { .. }));
+        assert_eq!(e.to_string(), "spill: disk full");
+    }
+
+    /// A `Write` sink failing as a streamed upload's does once the store has failed.
+    struct FailingSink;
+    impl std::io::Write for FailingSink {
+        fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+            Err(std::io::Error::other(slow_down()))
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_store_failure_met_by_the_parquet_writer_is_a_transient_store_error() {
+        use arrow::array::{Int64Array, RecordBatch};
+        use arrow::datatypes::{DataType, Field, Schema};
+        let schema = std::sync::Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)]));
+        let batch =
+            RecordBatch::try_new(schema.clone(), vec![std::sync::Arc::new(Int64Array::from(vec![1, 2, 3]))]).unwrap();
+        // The writer writes its magic at the first flush or at the end; either way the sink's error comes back.
+        let failed = parquet::arrow::ArrowWriter::try_new(FailingSink, schema, None)
+            .and_then(|mut w| w.write(&batch).and_then(|_| w.close()))
+            .map(|_| ())
+            .map_err(|e| Error::parquet("db.c partition p=1", e))
+            .unwrap_err();
+        assert!(matches!(failed, Error::Store { .. }), "{failed:?}");
+        assert!(failed.is_transient());
+    }
+
+    #[tokio::test]
+    async fn encode_keeps_the_type_of_errors_that_have_a_variant() {
+        let p = Error::encode("f", parquet::errors::ParquetError::General("bad".into()));
+        assert!(matches!(p, Error::Parquet { .. }));
+        let s = Error::encode("f", parquet::errors::ParquetError::External(Box::new(slow_down())));
+        assert!(matches!(s, Error::Store { .. }) && s.is_transient());
+        let a = Error::encode("f", arrow::error::ArrowError::ComputeError("x".into()));
+        assert!(matches!(a, Error::Arrow { .. }));
+        let j = Error::encode("schema", serde_json::from_str::<u32>("nope").unwrap_err());
+        assert!(matches!(j, Error::Json { .. }) && j.is_encoding());
+        let join = tokio::spawn(async { panic!("boom") }).await.unwrap_err();
+        let t = Error::encode("partition task", join);
+        assert!(matches!(t, Error::Task { .. }) && !t.is_transient());
+        assert!(t.to_string().starts_with("partition task: "), "{t}");
+        // Text stays text.
+        let m = Error::encode("index", "keys out of order");
+        assert!(matches!(m, Error::Encode { .. }));
+        assert_eq!(m.to_string(), "index: keys out of order");
+        assert_eq!(Error::encode("index", format!("{} of {}", 1, 2)).to_string(), "index: 1 of 2");
     }
 
     #[test]

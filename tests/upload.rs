@@ -177,3 +177,174 @@ fn row_groups(file: &std::path::Path) -> usize {
     let bytes = bytes::Bytes::from(std::fs::read(file).unwrap());
     parquet::file::metadata::ParquetMetaDataReader::new().parse_and_finish(&bytes).unwrap().num_row_groups()
 }
+
+/// What the fault proxy does to an upload part it fails.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Fault {
+    /// Answers `503 Slow Down` with S3's XML error body, as S3 does when throttling.
+    SlowDown,
+    /// Reads the request and closes the connection without an answer.
+    Drop,
+}
+
+/// Faults to inject, and what was injected (`<fault> <request line>`).
+#[derive(Default)]
+struct Faults {
+    /// One per multipart upload, in the order uploads send their first part.
+    planned: std::collections::VecDeque<Fault>,
+    uploads_seen: std::collections::HashSet<String>,
+    injected: Vec<String>,
+}
+
+/// An HTTP proxy in front of the S3 server that fails the first UploadPart (`PUT ...?partNumber=N&uploadId=U`)
+/// of each of the first multipart uploads, one planned fault each, and forwards every other request as it is
+/// (one request per connection: `Connection: close` both ways). Returns its endpoint.
+async fn fault_proxy(faults: Arc<std::sync::Mutex<Faults>>) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let upstream = s3_endpoint().trim_start_matches("http://").to_string();
+    tokio::spawn(async move {
+        loop {
+            let Ok((conn, _)) = listener.accept().await else { return };
+            tokio::spawn(proxy_one(conn, upstream.clone(), faults.clone()));
+        }
+    });
+    endpoint
+}
+
+async fn proxy_one(mut client: tokio::net::TcpStream, upstream: String, faults: Arc<std::sync::Mutex<Faults>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = Vec::new();
+    let mut chunk = vec![0u8; 64 << 10];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        match client.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+    let mut lines = head.split("\r\n");
+    let request_line = lines.next().unwrap_or_default().to_string();
+    let mut headers: Vec<String> = lines.filter(|l| !l.is_empty()).map(str::to_string).collect();
+    let length: usize = headers
+        .iter()
+        .find_map(|h| h.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case("content-length")))
+        .map(|(_, v)| v.trim().parse().unwrap())
+        .unwrap_or(0);
+    while buf.len() < head_end + length {
+        match client.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let target = request_line.split(' ').nth(1).unwrap_or_default();
+    let upload_id = target
+        .split_once('?')
+        .filter(|_| request_line.starts_with("PUT ") && target.contains("partNumber="))
+        .and_then(|(_, q)| q.split('&').find_map(|kv| kv.strip_prefix("uploadId=")))
+        .map(str::to_string);
+    let fault = upload_id.and_then(|id| {
+        let mut f = faults.lock().unwrap();
+        if !f.uploads_seen.insert(id) {
+            return None;
+        }
+        let fault = f.planned.pop_front()?;
+        f.injected.push(format!("{fault:?} {request_line}"));
+        Some(fault)
+    });
+    match fault {
+        Some(Fault::SlowDown) => {
+            let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>SlowDown</Code>\
+                        <Message>Please reduce your request rate.</Message><RequestId>fault-proxy</RequestId></Error>";
+            let answer = format!(
+                "HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\
+                 Connection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = client.write_all(answer.as_bytes()).await;
+            let _ = client.shutdown().await;
+        }
+        Some(Fault::Drop) => drop(client),
+        None => {
+            let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await else { return };
+            headers.retain(|h| !h.to_ascii_lowercase().starts_with("connection:"));
+            headers.push("Connection: close".into());
+            let head = format!("{request_line}\r\n{}\r\n\r\n", headers.join("\r\n"));
+            if server.write_all(head.as_bytes()).await.is_err()
+                || server.write_all(&buf[head_end..head_end + length]).await.is_err()
+            {
+                return;
+            }
+            let _ = tokio::io::copy(&mut server, &mut client).await;
+            let _ = client.shutdown().await;
+        }
+    }
+}
+
+/// A streamed partition upload that S3 throttles (503 SlowDown) on one attempt and whose connection drops on
+/// the next: the store errors reach the collection as store errors (not as encoding errors), so the collection
+/// is retried whole and the lake ends as a clean run leaves it; the run report records both retried causes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_503_and_a_dropped_connection_during_a_streamed_upload_retry_the_collection_with_the_cause_reported() {
+    let p = Project::new("uploadfault");
+    seed_noisy(&p).await;
+    let whole = p.local_env("whole", "UTC");
+    let bucket = unique_bucket("uploadfault");
+    p.s3_env("s3", &bucket, "lake", "UTC");
+    let faults = Arc::new(std::sync::Mutex::new(Faults {
+        planned: [Fault::SlowDown, Fault::Drop].into(),
+        ..Default::default()
+    }));
+    let proxy = fault_proxy(faults.clone()).await;
+    let env_file = p.path().join("environments/s3.toml");
+    let toml = std::fs::read_to_string(&env_file).unwrap();
+    let toml = toml.replace(&format!("endpoint = \"{}\"", s3_endpoint()), &format!("endpoint = \"{proxy}\""));
+    assert!(toml.contains(&proxy), "{toml}");
+    std::fs::write(&env_file, toml).unwrap();
+    // object_store retries no request itself (so the fault reaches mongolake); the collection may be retried.
+    // Parts of 6 MB: the 10 MB file is two parts, and the failed first part is met when the upload completes
+    // (object_store's `AsyncWrite` shutdown, whose error is an I/O error carrying the store's).
+    p.set_sync("s3", "upload_part_mb = 6\nstore_retries = 0\nretry_attempts = 4\nretry_backoff_ms = 100");
+
+    p.sync("whole", &[]).assert_ok();
+    let dir = p.path().to_path_buf();
+    let run = tokio::task::spawn_blocking(move || {
+        let d = dir.to_str().unwrap();
+        run_binary(&["sync", "--env", "s3", "--config-dir", d, "--no-email"], &dir, &[])
+    })
+    .await
+    .unwrap();
+    run.assert_ok();
+    let injected = faults.lock().unwrap().injected.clone();
+    assert_eq!(injected.len(), 2, "both faults were injected: {injected:?}\n{}", run.describe());
+    assert!(injected.iter().all(|i| i.contains("partNumber=")), "{injected:?}");
+
+    // The lake holds exactly what a clean run writes.
+    let lake = format!("s3://{bucket}/lake");
+    let reference = dump(&whole);
+    assert_eq!(rows(table(&reference, &p.db, "scans")).len(), 2_600);
+    assert_same_lake(&reference, &dump(&lake), "retried after upload faults vs a clean local run");
+    assert_one_file_per_partition(table(&dump(&lake), &p.db, "scans"));
+
+    // The run report: ok after three attempts, each retried one with its cause.
+    let run_id = run.stdout.lines().nth(1).and_then(|l| l.strip_prefix("run ")).and_then(|l| l.split(' ').next());
+    let run_id = run_id.unwrap_or_else(|| panic!("no run id in {}", run.describe()));
+    let report: serde_json::Value = serde_json::from_slice(
+        &s3_get(&bucket, &format!("lake/_mongolake/runs/{run_id}.json")).await.expect("run report"),
+    )
+    .unwrap();
+    let name = format!("{}.scans", p.db);
+    let c = report["collections"].as_array().unwrap().iter().find(|c| c["name"] == name.as_str()).unwrap();
+    assert_eq!((c["status"].as_str(), c["attempts"].as_u64()), (Some("ok"), Some(3)), "{c}");
+    assert_eq!(c["docs_read"], 2_600, "a retried pass counts its documents once: {c}");
+    let retried: Vec<&str> = c["retried_errors"].as_array().unwrap().iter().map(|e| e.as_str().unwrap()).collect();
+    assert_eq!(retried.len(), 2, "{c}");
+    assert!(retried[0].contains("503") && retried[0].contains("SlowDown"), "the throttled attempt: {}", retried[0]);
+    assert!(retried.iter().all(|e| e.starts_with("lake ") && e.contains("partNumber=")), "store errors: {retried:?}");
+    // ... and the printed (and emailed) report says it too.
+    assert!(run.stdout.contains("3 attempts; retried after: lake "), "{}", run.stdout);
+    assert!(run.stdout.contains("SlowDown"), "{}", run.stdout);
+}

@@ -35,7 +35,7 @@ pub struct CollectionReport {
     pub transient: bool,
     /// Passes made over the collection (more than 1 when a transient error was retried).
     pub attempts: u32,
-    /// The transient errors that were retried, in order.
+    /// The transient errors that were retried, in order, each with its causes ([`with_causes`]).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub retried_errors: Vec<String>,
     pub duration_ms: u64,
@@ -90,6 +90,17 @@ impl CollectionReport {
         } else {
             self.stats.docs_read as f64 * 1000.0 / self.duration_ms as f64
         }
+    }
+}
+
+/// An error's message and its deeper causes ([`crate::Error::chain`]): `message (caused by: a; b)`. What
+/// `retried_errors` records of each failed attempt.
+pub fn with_causes(e: &crate::Error) -> String {
+    let chain = e.chain();
+    if chain.is_empty() {
+        e.to_string()
+    } else {
+        format!("{e} (caused by: {})", chain.join("; "))
     }
 }
 

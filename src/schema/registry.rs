@@ -35,8 +35,8 @@ pub struct SchemaChange {
 
 pub const FORMAT: u32 = 1;
 
-/// Reads a collection's stored schema: None before its first sync; an unreadable file is an
-/// [`crate::Error::Encode`] naming it (a failed read of the lake is a store error).
+/// Reads a collection's stored schema: None before its first sync; an unreadable file is an encoding error
+/// naming it ([`crate::Error::Json`], see [`crate::Error::is_encoding`]; a failed read of the lake is a store error).
 pub async fn load(lake: &crate::sink::Lake, db: &str, coll: &str) -> crate::Result<Option<StoredSchema>> {
     let path = lake.schema_path(db, coll);
     match lake.get_opt(&path).await? {

@@ -118,7 +118,7 @@ impl Encoder {
             )]))
             .set_created_by(format!("mongolake {}", env!("CARGO_PKG_VERSION")))
             .build();
-        let writer = ArrowWriter::try_new(sink, schema, Some(props)).map_err(|e| Error::encode(context, e))?;
+        let writer = ArrowWriter::try_new(sink, schema, Some(props)).map_err(|e| Error::parquet(context, e))?;
         Ok(Encoder { writer, context: context.to_string(), row_group_bytes: row_groups.bytes, rows: 0 })
     }
 
@@ -126,7 +126,8 @@ impl Encoder {
     /// batch but the last has a multiple of 1024 rows (the writer's mini-batch, where it decides page breaks):
     /// batches are cut at every [`CHECK_ROWS`]-th row of the file, where the row group's size is checked.
     pub fn write(&mut self, batch: &RecordBatch) -> Result<()> {
-        let enc = |e| Error::encode(&self.context, e);
+        // (a lake failure of a streamed upload, met by the writer as its sink's error, stays a store error)
+        let enc = |e| Error::parquet(&self.context, e);
         let mut offset = 0;
         while offset < batch.num_rows() {
             let n = (CHECK_ROWS - self.rows % CHECK_ROWS).min(batch.num_rows() - offset);
@@ -150,9 +151,9 @@ impl Encoder {
     /// Ends the file; a streamed one is handed to its upload for completion.
     pub fn finish_file(self) -> Result<Encoded> {
         let context = self.context;
-        match self.writer.into_inner().map_err(|e| Error::encode(&context, e))? {
+        match self.writer.into_inner().map_err(|e| Error::parquet(&context, e))? {
             FileSink::Memory(v) => Ok(Encoded::Memory(Bytes::from(v))),
-            FileSink::Upload(u) => Ok(Encoded::Streamed(u.finish().map_err(|e| Error::encode(&context, e))?)),
+            FileSink::Upload(u) => Ok(Encoded::Streamed(u.finish().map_err(|e| Error::io(&context, e))?)),
         }
     }
 }
@@ -164,7 +165,7 @@ pub fn concat(inputs: &[Bytes], context: &str) -> Result<Bytes> {
     use parquet::column::writer::ColumnCloseResult;
     use parquet::file::metadata::{PageIndexPolicy, ParquetMetaDataReader};
     use parquet::file::writer::SerializedFileWriter;
-    let enc = |e: parquet::errors::ParquetError| Error::encode(context, e);
+    let enc = |e: parquet::errors::ParquetError| Error::parquet(context, e);
     let metas = inputs
         .iter()
         .map(|b| ParquetMetaDataReader::new().with_page_index_policy(PageIndexPolicy::Optional).parse_and_finish(b))
@@ -206,28 +207,28 @@ pub fn concat(inputs: &[Bytes], context: &str) -> Result<Bytes> {
 
 /// Reads a whole file: its batches and the lake type it was written with.
 pub fn decode(bytes: Bytes, context: &str) -> Result<(Vec<RecordBatch>, LakeType)> {
-    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| Error::encode(context, e))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| Error::parquet(context, e))?;
     let lake_type = lake_type_of(&builder, context)?;
     Ok((read_all(builder, context)?, lake_type))
 }
 
 /// A file's lake type, Arrow schema and row count, from its footer (no page is decoded).
 pub fn header(bytes: Bytes, context: &str) -> Result<(LakeType, SchemaRef, u64)> {
-    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| Error::encode(context, e))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| Error::parquet(context, e))?;
     let rows = builder.metadata().file_metadata().num_rows().max(0) as u64;
     Ok((lake_type_of(&builder, context)?, builder.schema().clone(), rows))
 }
 
 /// Top-level column `col` of every row, decoding no other column (to find a few rows by key).
 pub fn decode_column(bytes: Bytes, col: usize, context: &str) -> Result<Vec<RecordBatch>> {
-    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| Error::encode(context, e))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| Error::parquet(context, e))?;
     let mask = ProjectionMask::roots(builder.parquet_schema(), [col]);
     read_all(builder.with_projection(mask), context)
 }
 
 /// Only the rows numbered `rows` (ascending, of `total`) of every column.
 pub fn decode_rows(bytes: Bytes, rows: &[usize], total: usize, context: &str) -> Result<Vec<RecordBatch>> {
-    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| Error::encode(context, e))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| Error::parquet(context, e))?;
     let selection = RowSelection::from_consecutive_ranges(rows.iter().map(|&r| r..r + 1), total);
     read_all(builder.with_row_selection(selection), context)
 }
@@ -242,12 +243,13 @@ pub fn lake_type_in(kv: Option<&Vec<KeyValue>>, context: &str) -> Result<LakeTyp
         kv.and_then(|kv| kv.iter().find(|k| k.key == LAKE_TYPE_KEY)).and_then(|k| k.value.as_deref()).ok_or_else(
             || Error::encode(context, "the file has no mongolake.lake_type metadata: it was not written by mongolake"),
         )?;
-    serde_json::from_str(lake_type).map_err(|e| Error::encode(context, format!("bad lake type metadata: {e}")))
+    serde_json::from_str(lake_type)
+        .map_err(|source| Error::Json { context: format!("{context}: bad lake type metadata"), source })
 }
 
 fn read_all(builder: ParquetRecordBatchReaderBuilder<Bytes>, context: &str) -> Result<Vec<RecordBatch>> {
-    let reader = builder.with_batch_size(8192).build().map_err(|e| Error::encode(context, e))?;
-    reader.collect::<std::result::Result<Vec<_>, _>>().map_err(|e| Error::encode(context, e))
+    let reader = builder.with_batch_size(8192).build().map_err(|e| Error::parquet(context, e))?;
+    reader.collect::<std::result::Result<Vec<_>, _>>().map_err(|e| Error::arrow(context, e))
 }
 
 #[cfg(test)]

@@ -71,7 +71,7 @@ impl Lake {
         let mut reader = LakeReader { store: self.store.clone(), path: path.clone(), size };
         let meta = ArrowReaderMetadata::load_async(&mut reader, ArrowReaderOptions::new())
             .await
-            .map_err(|e| Error::encode(context, e))?;
+            .map_err(|e| Error::parquet(context, e))?;
         Ok(Some(Existing::Large(RemoteFile {
             store: self.store.clone(),
             path: path.clone(),
@@ -118,10 +118,11 @@ impl RemoteFile {
             builder = builder
                 .with_row_selection(RowSelection::from_consecutive_ranges(rows.iter().map(|&r| r..r + 1), total));
         }
-        let mut stream = builder.build().map_err(|e| Error::encode(&self.context, e))?;
+        let mut stream = builder.build().map_err(|e| Error::parquet(&self.context, e))?;
         let (handle, context) = (self.handle.clone(), self.context.clone());
         Ok(Box::new(std::iter::from_fn(move || {
-            handle.block_on(stream.next()).map(|b| b.map_err(|e| Error::encode(&context, e)))
+            // (a failed ranged GET comes back as the store error it is, so the collection is retried)
+            handle.block_on(stream.next()).map(|b| b.map_err(|e| Error::parquet(&context, e)))
         })))
     }
 

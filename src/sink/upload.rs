@@ -60,6 +60,8 @@ impl Lake {
                         }
                     }
                     Some(Chunk::Done) => {
+                        // The last parts and the completion: object_store's `AsyncWrite` gives their store error
+                        // inside an I/O error, which `Error::io` takes back out (a `Store` error, classifiable).
                         writer
                             .shutdown()
                             .await
@@ -115,12 +117,28 @@ impl std::io::Write for ChunkSink {
 }
 
 /// Waits for an upload and says whether it completed; a store error wins over `encoded`'s (which is then only
-/// "the upload stopped").
+/// "the upload stopped", a broken pipe): the error reported, and classified for a retry, is the lake's own.
 pub async fn settle<T>(upload: Upload, encoded: Result<T>) -> Result<(T, Option<u64>)> {
-    let uploaded = upload.await.map_err(|e| Error::encode("upload task", e))?;
+    let uploaded = upload.await.map_err(|source| Error::Task { context: "upload task".into(), source })?;
     match (encoded, uploaded) {
         (_, Err(e)) => Err(e),
         (Err(e), Ok(_)) => Err(e),
         (Ok(v), Ok(n)) => Ok((v, n)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_store_error_of_an_upload_wins_over_the_encoders_broken_pipe() {
+        let slow = object_store::Error::Generic { store: "S3", source: "503 Service Unavailable: SlowDown".into() };
+        let upload: Upload = tokio::spawn(async move { Err(Error::store("writing s3://b/f", slow)) });
+        let stopped = std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the upload stopped (see its error)");
+        let encoded: Result<()> = Err(Error::parquet("p", parquet::errors::ParquetError::External(Box::new(stopped))));
+        let e = settle(upload, encoded).await.unwrap_err();
+        assert!(matches!(e, Error::Store { .. }), "{e:?}");
+        assert!(e.is_transient() && e.to_string().contains("SlowDown"), "{e}");
     }
 }

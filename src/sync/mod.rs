@@ -184,7 +184,7 @@ async fn sync_with_retries(
                 let pause = backoff(&policy, attempt);
                 tracing::warn!(collection = %name, error = %e, attempt, of = policy.attempts, pause_ms = pause.as_millis() as u64, "Transient failure; retrying the collection");
                 ctx.progress.set_phase(Phase::Retrying);
-                retried.push(e.to_string());
+                retried.push(crate::report::with_causes(&e));
                 tokio::time::sleep(pause).await;
                 ctx.progress.reset();
                 attempt += 1;

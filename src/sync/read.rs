@@ -153,7 +153,8 @@ impl ReadPass {
         }
         drop(rx);
         for r in readers {
-            r.await.map_err(|e| Error::collection(&self.name, format!("a reader task failed: {e}")))?;
+            r.await
+                .map_err(|source| Error::Task { context: format!("{}: a reader task failed", self.name), source })?;
         }
         outcome
     }
