@@ -91,7 +91,13 @@ pub enum Error {
     /// A segment of a collection's key index is missing or cannot be decoded. A run that meets one while it
     /// updates the index rebuilds the index from the partition files and plans again.
     #[error("key index segment {path}: {message}")]
-    IndexSegment { path: String, message: String },
+    IndexSegment {
+        path: String,
+        message: String,
+        /// Why it could not be decoded (None: it is missing).
+        #[source]
+        source: Option<Box<Error>>,
+    },
 
     /// Sending the email report failed.
     #[error("email report: {0}")]

@@ -161,12 +161,16 @@ async fn load_segments(index: &mut KeyIndex, lake: &Lake, spec: &CollectionSpec,
 /// a failed read of the lake stays a store error (it may be transient, and rebuilding would not help).
 pub(super) async fn read_segment(lake: &Lake, spec: &CollectionSpec, file: &str) -> Result<Base> {
     let path = segment_path(lake, spec, file);
-    let unreadable = |message: String| Error::IndexSegment { path: lake.display(&path), message };
-    let bytes = lake.get_opt(&path).await?.ok_or_else(|| unreadable("is missing".into()))?;
+    let unreadable = |message: String, source: Option<Box<Error>>| Error::IndexSegment {
+        path: lake.display(&path),
+        message,
+        source,
+    };
+    let bytes = lake.get_opt(&path).await?.ok_or_else(|| unreadable("is missing".into(), None))?;
     tokio::task::spawn_blocking(move || decode(bytes))
         .await
         .map_err(|e| Error::encode("key index", e))?
-        .map_err(|e| unreadable(e.to_string()))
+        .map_err(|e| unreadable(e.to_string(), Some(Box::new(e))))
 }
 
 /// Calls `f` with every key of the index in key order, this run's changes applied, a segment at a time: a
