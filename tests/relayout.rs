@@ -169,6 +169,25 @@ async fn a_changed_key_is_refused_then_relaid_also_after_a_kill_in_the_middle() 
     p.sync("a", &[]).assert_ok();
     assert_lake_has_each_document_once(&lake, &p.db, "patients").await;
     assert_same_as_fresh(&p, &lake, "Asia/Kolkata", "key");
+
+    // A timestamp column change rewrites nothing; the next sync re-reads the whole collection.
+    let rows = rows_for(&p, "facility_id/date(created_at)", "mrn");
+    let rows: Vec<String> =
+        rows.iter().map(|r| r.replacen(",patients,modified_at,", ",patients,created_at,", 1)).collect();
+    p.write_collections(&rows.iter().map(String::as_str).collect::<Vec<_>>());
+    let run = p.sync("a", &[]);
+    run.assert_code(1);
+    assert!(run.text().contains("timestamp_column was `modified_at`, now `created_at`"), "{}", run.describe());
+    assert!(run.text().contains("the next sync re-reads the whole collection"), "{}", run.describe());
+    let files_before = files_under(&Path::new(&lake).join(&p.db).join("patients"));
+    let run = relayout(&p, "a", &patients, &[]);
+    run.assert_ok();
+    assert!(run.stdout.contains("no file rewritten"), "{}", run.describe());
+    assert_eq!(files_under(&Path::new(&lake).join(&p.db).join("patients")), files_before);
+    p.sync("a", &[]).assert_ok();
+    let (_, state) = state_rows(&lake, &p.db, "patients");
+    assert_eq!(state.last().map(|r| r["mode"].as_str()), Some("full"), "{state:?}");
+    assert_lake_has_each_document_once(&lake, &p.db, "patients").await;
 }
 
 /// Killed while the new layout's files are being written (the table untouched), and just before the record:
