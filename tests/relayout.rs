@@ -145,13 +145,24 @@ async fn a_changed_key_is_refused_then_relaid_also_after_a_kill_in_the_middle() 
     let lake = p.local_env("a", "Asia/Kolkata");
     p.sync("a", &[]).assert_ok();
 
+    // A key two documents share is refused before the table changes, and the intent withdrawn.
+    let patients = format!("{}.patients", p.db);
+    write_rows(&p, "facility_id/date(created_at)", "facility_id");
+    let files_before = files_under(&Path::new(&lake).join(&p.db).join("patients"));
+    let run = relayout(&p, "a", &patients, &[]);
+    run.assert_code(1);
+    assert!(run.stdout.contains("the new key `facility_id` is not unique"), "{}", run.describe());
+    assert_eq!(files_under(&Path::new(&lake).join(&p.db).join("patients")), files_before);
+    let run = p.sync("a", &[]);
+    run.assert_code(1);
+    assert!(run.text().contains("key was `_id`, now `facility_id`"), "{}", run.describe());
+
     write_rows(&p, "facility_id/date(created_at)", "mrn");
     let run = p.sync("a", &[]);
     run.assert_code(1);
     assert!(run.text().contains("key was `_id`, now `mrn`"), "{}", run.describe());
     assert!(run.text().contains("collections.csv line 2"), "{}", run.describe());
 
-    let patients = format!("{}.patients", p.db);
     let run = relayout(&p, "a", &patients, &[("MONGOLAKE_FAULT", "relayout_moved:2")]);
     assert_ne!(run.code, Some(0), "{}", run.describe());
     assert!(run.stderr.contains("MONGOLAKE_FAULT: aborting at `relayout_moved`"), "{}", run.describe());

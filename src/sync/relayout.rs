@@ -21,11 +21,13 @@
 //!  6 record.settings = new, pending cleared (one write: the commit point); table definition republished
 //! ```
 //! While `pending` is set, a sync of the collection refuses to run. A relayout that finds one pending (a crash)
-//! finishes it with the settings it recorded, whatever collections.csv says now.
+//! in the moving phase finishes it with the settings it recorded, whatever collections.csv says now; one still
+//! writing (the table untouched) is abandoned when the settings changed since, else started over. A relayout
+//! that fails while writing (a row without the new key, say) withdraws its intent.
 //!
 //! What needs a rewrite: `partition_by`, the time zone (of a table with a `date(...)` key) and the key (files
-//! are kept in key order and one row per key; rows sharing a new key keep the newest by timestamp, as a load
-//! with that key would). A `timestamp_column` change alone rewrites nothing: it only decides which documents a
+//! are kept in key order, one row per key: every row needs the new key, and no two may share one; the command
+//! refuses before it changes the table otherwise). A `timestamp_column` change alone rewrites nothing: it only decides which documents a
 //! run reads, so the command records it with a state row without a watermark, and the next sync re-reads the
 //! whole collection (merged, never duplicated).
 use super::buffer::{MemoryBudget, Part, PartitionBuffers};
@@ -210,6 +212,13 @@ async fn relayout(
         );
         return Ok(summary);
     };
+    // An intent whose new files were not all written left the table untouched: abandoned for the settings of now.
+    if let Some(p) = record.pending.clone().filter(|p| p.phase == Phase::Writing && p.to != now) {
+        tracing::warn!(collection = %name, relayout = %p.id, pending = %layout::describe(&layout::differences(&record.settings, &p.to)), "Abandoning an interrupted relayout to other settings (its files were not all written; the table is untouched)");
+        lake.remove_tree(&lake.layout().relayout_root(db, coll)).await?;
+        record.pending = None;
+        layout::save(lake, &record).await?;
+    }
     let pending = match record.pending.clone() {
         Some(p) => {
             if p.to != now {
@@ -269,8 +278,17 @@ async fn relayout(
                     row_groups: sync.row_groups(),
                     partition_concurrency: sync.partition_concurrency,
                 };
-                let relaid =
-                    write_new_layout(&env, &old_spec, &new_spec, new_tz, &stored, dir.clone(), lost.clone()).await?;
+                let written = write_new_layout(&env, &old_spec, &new_spec, new_tz, &stored, dir.clone(), lost.clone());
+                let relaid = match written.await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        // Nothing of the table changed: the intent is withdrawn, so syncs name the change again.
+                        lake.remove_tree(&lake.layout().relayout_root(db, coll)).await?;
+                        record.pending = None;
+                        layout::save(lake, &record).await?;
+                        return Err(e);
+                    }
+                };
                 crate::fault::point("relayout_written");
                 let phase = Phase::Moving {
                     partitions: relaid.partitions.clone(),
@@ -461,6 +479,9 @@ async fn write_new_layout(
     let partitioner = Partitioner::new(&to.partition, tz);
     let mut buffers = PartitionBuffers::new(env.memory.clone());
     let mut seq = 0u64;
+    // A new key must be unique: the old index kept the old one so, nothing vouches for the new one (the keys are
+    // held to check, about 60 B each).
+    let mut seen = (from.key != to.key).then(crate::FastSet::<String>::default);
     let rels = lake.list_partitions(db, coll).await?;
     for rel in &rels {
         let values = parse_relative_path(rel, &from.partition.keys).ok_or_else(|| {
@@ -481,8 +502,10 @@ async fn write_new_layout(
             continue;
         };
         let (partitioner, to) = (partitioner.clone(), to.clone());
-        (buffers, seq) = tokio::task::spawn_blocking(move || {
-            read_rows(existing, &fill, &partitioner, &to, &mut buffers, &mut seq, &context).map(|()| (buffers, seq))
+        (buffers, seq, seen) = tokio::task::spawn_blocking(move || {
+            let mut rows = Rows { buffers, seq, seen };
+            read_rows(existing, &fill, &partitioner, &to, &mut rows, &context)
+                .map(|()| (rows.buffers, rows.seq, rows.seen))
         })
         .await
         .map_err(|e| Error::encode("relayout task", e))??;
@@ -515,19 +538,28 @@ async fn write_new_layout(
     partitions.sort();
     let rows_written = results.iter().map(|(_, r)| r.rows).sum();
     if rows_written < seq {
-        tracing::warn!(collection = %name, rows = seq, kept = rows_written, "Rows sharing a key: the newest of each kept (as a load with this key would)");
+        // (only a lake that already held a key twice, as layouts mixed by an older mongolake do)
+        tracing::warn!(collection = %name, rows = seq, kept = rows_written, "Rows sharing a key: the newest of each kept");
     }
     Ok(Relaid { partitions, rows_read: seq, rows_written })
 }
 
-/// Every row of one partition file, with its old partition fields put back, into `buffers` by new partition.
+/// Where step 2 puts the rows it reads back.
+struct Rows {
+    buffers: PartitionBuffers,
+    /// Rows read so far (also their read order).
+    seq: u64,
+    /// The new keys seen, when the key changes.
+    seen: Option<crate::FastSet<String>>,
+}
+
+/// Every row of one partition file, with its old partition fields put back, into `rows` by new partition.
 fn read_rows(
     existing: Existing,
     fill: &[(String, Option<bson::Bson>)],
     partitioner: &Partitioner,
     to: &CollectionSpec,
-    buffers: &mut PartitionBuffers,
-    seq: &mut u64,
+    rows: &mut Rows,
     context: &str,
 ) -> Result<()> {
     let (batches, ty): (crate::sink::remote::Batches, LakeType) = match existing {
@@ -560,9 +592,21 @@ fn read_rows(
                     ),
                 )
             })?;
+            if let Some(seen) = rows.seen.as_mut() {
+                if !seen.insert(key.clone()) {
+                    return Err(Error::collection(
+                        to.name(),
+                        format!(
+                            "the new key `{}` is not unique: two rows have `{key}` (one in {context}); the table was \
+                             not changed",
+                            to.key
+                        ),
+                    ));
+                }
+            }
             let ts = get_path(&raw, &to.timestamp_column).and_then(timestamp::instant_millis);
-            buffers.push(partitioner.values(&raw), raw.as_bytes(), key, ts, *seq)?;
-            *seq += 1;
+            rows.buffers.push(partitioner.values(&raw), raw.as_bytes(), key, ts, rows.seq)?;
+            rows.seq += 1;
         }
     }
     Ok(())
