@@ -131,6 +131,40 @@ schema is unreadable, 2 bad config or lake."
         #[arg(long, default_value = "athena", value_parser = ["athena", "glue"])]
         format: String,
     },
+    /// Re-lay a collection's table in the layout collections.csv and the environment now give it, from the lake's
+    /// own files (no reload from MongoDB).
+    ///
+    /// Each sync compares a collection's partition_by, [sync] timezone, key and timestamp_column with those the
+    /// lake recorded, and refuses the collection when they differ (a table must never mix two layouts). This
+    /// command applies the change: every row of every partition file is read back, placed by the new settings,
+    /// written as the new layout's files, moved into the table, and the old files removed; the key index is
+    /// rebuilt and the new settings recorded last.
+    #[command(
+        after_help = "Example (collections.csv changed hims.visits from facility_id/date(created_at) to date(created_at)):
+  mongolake sync --env env1          # hims.visits FAILED: partition_by was `facility_id/date(created_at)`, now ...
+  mongolake relayout --env env1 --collection hims.visits
+  mongolake sync --env env1          # syncs again, in the new layout
+
+Needs no MongoDB; holds the collection's lease (a sync of it waits or skips). Crash-safe: the intent is written to
+the lake first (`_mongolake/layout/<db>/<coll>.json`), the new files are written outside the table, and a rerun of
+this command after a crash finishes the job; until then syncs of the collection refuse to run. While the files
+move (after every new file is written), a reader of the table may see some rows twice or miss some; before, it
+sees the old layout, after, the new one. A timestamp_column change alone rewrites nothing: the next sync re-reads
+the whole collection.
+
+Exit codes: 0 every named collection re-laid (or nothing to do), 1 some failed (the others ran), 2 bad config."
+    )]
+    Relayout {
+        /// Environment name: reads <config-dir>/environments/<env>.toml.
+        #[arg(long)]
+        env: String,
+        /// Directory holding collections.csv and environments/.
+        #[arg(long, default_value = ".")]
+        config_dir: PathBuf,
+        /// The collections to re-lay (`db.coll`, comma-separated or repeated).
+        #[arg(long, value_delimiter = ',', required = true)]
+        collection: Vec<String>,
+    },
     /// Seed a MongoDB database with realistic, messy hospital data (demo and benchmarks).
     Seed {
         #[arg(long, env = "MONGOLAKE_SEED_URI")]
@@ -275,6 +309,7 @@ async fn run(command: Command, terminal: bool) -> ExitCode {
             }
             ExitCode::SUCCESS
         }
+        Command::Relayout { env, config_dir, collection } => run_relayout(&config_dir, &env, &collection).await,
         Command::Ddl { env, config_dir, collection, format } => run_ddl(&config_dir, &env, collection, &format).await,
         Command::Seed { uri, db, docs, seed, days } => {
             let opts = crate::generator::GenOptions { seed, docs, end: chrono::Utc::now(), days };
@@ -361,6 +396,37 @@ async fn run_ddl(config_dir: &std::path::Path, env: &str, collection: Option<Str
             print!("{}", def.to_glue_json());
         } else {
             println!("{}", def.to_athena_sql());
+        }
+    }
+    code
+}
+
+/// `mongolake relayout`: see [`crate::sync::relayout`].
+async fn run_relayout(config_dir: &std::path::Path, env: &str, collections: &[String]) -> ExitCode {
+    let mut config = match Config::load(config_dir, env) {
+        Ok(c) => c,
+        Err(e) => return fatal(e),
+    };
+    if let Some(bad) =
+        config.collections.errors.iter().find(|e| e.name.as_ref().is_some_and(|n| collections.contains(n)))
+    {
+        return fatal(crate::Error::config(&config.collections.path, Some(bad.line), bad.message.clone()));
+    }
+    if let Err(e) = config.restrict_to(collections) {
+        return fatal(e);
+    }
+    let mut code = ExitCode::SUCCESS;
+    for (name, outcome) in crate::sync::relayout::run(&config).await {
+        match outcome {
+            Ok(summary) => {
+                tracing::info!(collection = %name, "Relayout done");
+                println!("{}", summary.to_text());
+            }
+            Err(e) => {
+                tracing::error!(collection = %name, error = %e, "Relayout failed");
+                println!("{name}: FAILED: {e}");
+                code = ExitCode::from(1);
+            }
         }
     }
     code

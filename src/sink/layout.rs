@@ -10,6 +10,11 @@
 //! <lake>/_mongolake/index/<db>/<coll>/<prefix>-<n>.parquet  key index segments (key -> partition)
 //! <lake>/_mongolake/index/<db>/<coll>.parquet               key index of versions before segments (read)
 //! <lake>/_mongolake/rejects/<db>/<coll>/<run-id>.jsonl      what a run could not store
+//! <lake>/_mongolake/layout/<db>/<coll>.json                 the table's layout (partition_by, time zone, key,
+//!                                                           timestamp column) and a pending relayout
+//! <lake>/_mongolake/relayout/<db>/<coll>/<id>/parts/<k1>=<v1>/.../part-0.parquet
+//!                                                           `mongolake relayout`: the new layout's files
+//!                                                           before they move into the table
 //! <lake>/_mongolake/leases/<db>/<coll>.json                 which run holds the collection (object stores)
 //! <lake>/_mongolake/leases/<db>/<coll>.lock                 the same on local disk (a file lock)
 //! <lake>/_mongolake/runs/<run-id>.json                      run reports
@@ -108,6 +113,19 @@ impl Layout {
     }
     pub fn rejects_file(&self, db: &str, coll: &str, run_id: &str) -> Path {
         self.path(&format!("_mongolake/rejects/{db}/{coll}/{run_id}.jsonl"))
+    }
+    /// The layout the table's files are in, and a relayout in progress ([`crate::state::layout`]).
+    pub fn layout_record(&self, db: &str, coll: &str) -> Path {
+        self.path(&format!("_mongolake/layout/{db}/{coll}.json"))
+    }
+    /// Everything `mongolake relayout` stages for a collection.
+    pub fn relayout_root(&self, db: &str, coll: &str) -> Path {
+        self.path(&format!("_mongolake/relayout/{db}/{coll}"))
+    }
+    /// One relayout's folder: its partition files go to `parts/<partition>/part-0.parquet` under it (as a
+    /// range's do, [`range_staged_file`]).
+    pub fn relayout_dir(&self, db: &str, coll: &str, id: &str) -> Path {
+        self.relayout_root(db, coll).join(id)
     }
     /// A collection's lease on an object store (a range claim's too, `coll` being its [`claim_name`]).
     pub fn lease(&self, db: &str, coll: &str) -> Path {
@@ -232,6 +250,14 @@ mod tests {
             assert_eq!(p(l.rejects_dir("hims", "visits")), "_mongolake/rejects/hims/visits");
             assert_eq!(p(l.rejects_file("hims", "visits", "run1")), "_mongolake/rejects/hims/visits/run1.jsonl");
             assert_eq!(p(l.lease("hims", "visits")), "_mongolake/leases/hims/visits.json");
+            assert_eq!(p(l.layout_record("hims", "visits")), "_mongolake/layout/hims/visits.json");
+            assert_eq!(p(l.relayout_root("hims", "visits")), "_mongolake/relayout/hims/visits");
+            let relayout = l.relayout_dir("hims", "visits", "r1");
+            assert_eq!(p(relayout.clone()), "_mongolake/relayout/hims/visits/r1");
+            assert_eq!(
+                p(range_staged_file(&relayout, "date=2025-07-02")),
+                "_mongolake/relayout/hims/visits/r1/parts/date=2025-07-02/part-0.parquet"
+            );
             assert_eq!(p(l.runs_dir()), "_mongolake/runs");
             assert_eq!(p(l.run_report("run1")), "_mongolake/runs/run1.json");
             assert_eq!(p(l.staging_dir()), "_mongolake/staging");

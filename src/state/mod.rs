@@ -10,6 +10,7 @@
 //! newest `ok` row's watermark minus the overlap. Readers look columns up by header name and ignore columns they
 //! do not know, so a newer mongolake can add columns and an older file stays readable.
 pub mod index;
+pub mod layout;
 pub mod lease;
 
 use crate::schema::text::format_millis;

@@ -3,7 +3,8 @@
 //! ```text
 //!  0 take the collection's lease (sync::run; state::lease)        ── held by another run: skip, nothing touched
 //!  ┌ Prepared::prepare ──────────────────────────────────────────────────────────────────────────────────────┐
-//!  1 clean staging/ and rejects of runs that never committed
+//!  1 the recorded layout vs this run's settings (super::relayout::check): changed or relayout pending: fail
+//!    clean staging/ and rejects of runs that never committed
 //!  2 read state  ──► watermark W (none: full load); key index; this collection's share of the memory budget
 //!  3 read schema ──► stored type S
 //!  └──────────────────────────────────────────────────────────────────────────────────────────► Prepared ───┘
@@ -128,6 +129,8 @@ impl Prepared {
             }
         }
         let state = state::load(lake, db, coll).await?;
+        // The table's recorded layout against this row and environment: a change fails here, before any write.
+        super::relayout::check(&ctx, &spec, &state).await?;
         if !ctx.dry_run {
             let committed = state.rows.iter().map(|r| r.run_id.clone()).collect();
             let stale = rejects::clean_uncommitted(lake, db, coll, &committed).await?;

@@ -11,6 +11,9 @@ use std::sync::Arc;
 #[derive(Clone)]
 pub struct RunContext {
     pub run_id: String,
+    /// The environment's name and the config directory, for the commands messages suggest.
+    pub env_name: String,
+    pub config_dir: std::path::PathBuf,
     pub lake: Lake,
     pub client: mongodb::Client,
     pub sync: SyncConfig,

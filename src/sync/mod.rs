@@ -20,6 +20,7 @@ mod plan;
 pub mod read;
 pub mod reconcile;
 pub mod rejects;
+pub mod relayout;
 pub mod shard;
 pub mod stats;
 pub mod write;
@@ -71,6 +72,8 @@ pub async fn run(config: &Config, options: &SyncOptions, board: Arc<Board>) -> R
     tracing::info!(run_id = %run_id, env = %config.env_name, lake = %lake.url(), collections = config.collections.entries.len(), dry_run = options.dry_run, "Starting sync");
     let ctx = RunContext {
         run_id: run_id.clone(),
+        env_name: config.env_name.clone(),
+        config_dir: config.config_dir.clone(),
         lake: lake.clone(),
         client,
         sync: env.sync.clone(),
