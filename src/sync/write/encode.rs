@@ -97,7 +97,7 @@ impl<'a> DocEncoder<'a> {
             Error::collection(format!("{}.{}", spec.database, spec.collection), format!("document {key}: {m}"))
         })?;
         for r in self.value_rejects.drain(..) {
-            self.rejects.push(Reject::value(key, r));
+            self.rejects.push(Reject::value(&shown_key(doc, &spec.key, key), r));
         }
         self.in_batch += 1;
         self.rows += 1;
@@ -140,6 +140,12 @@ impl<'a> DocEncoder<'a> {
         }
         Ok((self.encoder.expect("at least one batch").finish_file()?, self.rejects))
     }
+}
+
+/// A document's key as the rejects area shows it: the plain text of its value (`42`), as the read pass's
+/// rejects show it, rather than the type-tagged text rows are matched by.
+fn shown_key(doc: &RawDocument, field: &str, matched: &str) -> String {
+    get_path(doc, field).map(text::render).unwrap_or_else(|| matched.to_string())
 }
 
 pub(super) fn buffered_doc<'a>(
@@ -255,7 +261,7 @@ impl FreshBatches<'_, '_> {
                 Error::collection(format!("{}.{}", spec.database, spec.collection), format!("document {}: {m}", r.key))
             })?;
             for v in self.value_rejects.drain(..) {
-                self.rejects.push(Reject::value(&r.key, v));
+                self.rejects.push(Reject::value(&shown_key(doc, &spec.key, &r.key), v));
             }
             (self.next, n) = (self.next + 1, n + 1);
         }
