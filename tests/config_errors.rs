@@ -170,3 +170,47 @@ async fn unreachable_mongodb_fails_every_collection_clearly() {
     assert!(out.contains(&format!("127.0.0.1:{port}")), "the message names the server: {}", run.describe());
     assert!(!synced(lake.to_str().unwrap(), &p.db, "one"));
 }
+
+/// Issue 25.1: a listed collection that does not exist fails that collection (exit 1) with the closest names in
+/// its database and the line of collections.csv; `check` says the same; a view syncs like a collection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_collection_fails_with_the_closest_names_and_a_view_syncs() {
+    let p = Project::new("cfg_missing");
+    small_collection(&p.db, "visits").await;
+    small_collection(&p.db, "Patients").await;
+    let client = client().await;
+    client
+        .database(&p.db)
+        .run_command(doc! { "create": "recent_visits", "viewOn": "visits", "pipeline": [{ "$match": { "_id": { "$gte": 2 } } }] })
+        .await
+        .unwrap();
+    p.write_collections(&[
+        "{db},visits,modified_at,facility_id,",
+        "{db},vists,modified_at,facility_id,",
+        "{db},patients,modified_at,facility_id,",
+        "{db},recent_visits,modified_at,facility_id,",
+    ]);
+    let lake = p.local_env("dev", "UTC");
+    let run = p.sync("dev", &[]);
+    run.assert_code(1);
+    let text = run.text();
+    for (name, close, line) in [("vists", "visits", 3), ("patients", "Patients", 4)] {
+        let want = format!("collection `{name}` does not exist in database `{}` (did you mean `{close}`?); correct line {line} of collections.csv", p.db);
+        assert!(text.contains(&want), "wanted {want:?} in:\n{}", run.describe());
+        assert!(!synced(&lake, &p.db, name), "{name} has no state");
+    }
+    assert!(synced(&lake, &p.db, "visits"), "the existing collection still synced");
+    let dump = dump(&lake);
+    assert_eq!(rows(table(&dump, &p.db, "recent_visits")).len(), 3, "the view's documents (_id >= 2) are read");
+
+    let dir = p.path().to_str().unwrap().to_string();
+    let check = run_binary(&["check", "--env", "dev", "--config-dir", &dir], p.path(), &[]);
+    check.assert_code(1);
+    let out = check.text();
+    assert!(
+        out.contains("did you mean `visits`?") && out.contains("line 3 of collections.csv"),
+        "{}",
+        check.describe()
+    );
+    assert!(out.lines().any(|l| l.contains("recent_visits") && l.contains("a view")), "{}", check.describe());
+}

@@ -238,3 +238,75 @@ async fn a_document_near_the_16_mb_limit() {
     assert_eq!(by_id["1"]["numbers"].as_array().unwrap().len(), 100_000);
     assert_eq!(by_id["2"]["text"], json!("small"));
 }
+
+/// Issue 25.6: `_id`s of different BSON types that render alike (the integer 42 and the string "42", a binary
+/// and the string of its base64, a document and the string of its JSON, ...) stay distinct rows through a first
+/// load, an incremental run updating every one of them, and a reconcile deleting some.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_of_every_type_that_render_alike_stay_distinct_rows() {
+    let p = Project::new("keytypes");
+    let client = client().await;
+    let c = coll(&client, &p.db, "mixed");
+    let uuid = Binary { subtype: BinarySubtype::Uuid, bytes: (0u8..16).collect() };
+    let bin = Binary { subtype: BinarySubtype::Generic, bytes: vec![0x69, 0xb7, 0x1d] }; // base64 "abcd"
+                                                                                         // (MongoDB holds 42, 42L and 42.0 as one _id: each number type gets its own value, with its string twin)
+    let ids: Vec<Bson> = vec![
+        Bson::Int32(42),
+        Bson::String("42".into()),
+        Bson::Int64(4_200_000_000),
+        Bson::String("4200000000".into()),
+        Bson::Double(44.5),
+        Bson::String("44.5".into()),
+        Bson::ObjectId(bson::oid::ObjectId::parse_str("65f1a2b3c4d5e6f708192a3b").unwrap()),
+        Bson::Binary(uuid),
+        Bson::Binary(bin),
+        Bson::String("abcd".into()),
+        Bson::Document(doc! { "a": 1 }),
+        Bson::String(r#"{"a":1}"#.into()),
+    ];
+    let t0 = now_millis() - 3_600_000;
+    let docs: Vec<Document> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| doc! { "_id": id.clone(), "n": i as i64, "status": "v1", "modified_at": DateTime::from_millis(t0) })
+        .collect();
+    c.insert_many(docs).await.unwrap();
+    p.write_collections(&["{db},mixed,modified_at,,"]);
+    let lake = p.local_env("dev", "UTC");
+    let statuses = |lake: &str| -> std::collections::BTreeMap<i64, String> {
+        let d = dump(lake);
+        let t = table(&d, &p.db, "mixed");
+        rows_by_id(t); // every _id once
+        let mut out = std::collections::BTreeMap::new();
+        for r in rows(t) {
+            let n = r["n"].as_i64().unwrap();
+            assert!(out.insert(n, r["status"].as_str().unwrap().to_string()).is_none(), "document {n} twice: {r}");
+        }
+        out
+    };
+    p.sync("dev", &[]).assert_ok();
+    assert_eq!(statuses(&lake).len(), ids.len(), "one row per document after the first load");
+    let d = dump(&lake);
+    let t = table(&d, &p.db, "mixed");
+    assert_eq!(column_type(t, "_id"), "string");
+    let texts: Vec<&str> = rows(t).iter().map(|r| r["_id"].as_str().unwrap()).collect();
+    for plain in ["42", "65f1a2b3c4d5e6f708192a3b", "00010203-0405-0607-0809-0a0b0c0d0e0f", "abcd", r#"{"a":1}"#] {
+        assert!(texts.contains(&plain), "{plain} keeps its plain text: {texts:?}");
+    }
+    assert!(texts.contains(&r#"{"$number":"42"}"#), "the integer's text is tagged: {texts:?}");
+
+    // Every document updated: each row replaced, none doubled.
+    let now = now_millis();
+    c.update_many(doc! {}, doc! { "$set": { "status": "v2", "modified_at": DateTime::from_millis(now) } })
+        .await
+        .unwrap();
+    p.sync("dev", &[]).assert_ok();
+    let after = statuses(&lake);
+    assert!(after.len() == ids.len() && after.values().all(|s| s == "v2"), "{after:?}");
+
+    // Deleting the integer 42 and the binary removes those rows only, not their string twins.
+    c.delete_many(doc! { "_id": { "$in": [ids[0].clone(), ids[8].clone()] } }).await.unwrap();
+    p.sync("dev", &["--reconcile"]).assert_ok();
+    let after = statuses(&lake);
+    assert_eq!(after.keys().copied().collect::<Vec<_>>(), [1, 2, 3, 4, 5, 6, 7, 9, 10, 11], "{after:?}");
+}

@@ -4,6 +4,10 @@
 //! (`MONGOLAKE_FAULT`, an abort: no cleanup) and then rerun. After every round the lake must equal the live
 //! collection, row by row. Against a local-disk lake and an S3 lake. Needs the servers of scripts/test.sh.
 //!
+//! The syncs are plain nightly runs (no `--reconcile`): inserts without a timestamp have ObjectId `_id`s (the
+//! others integers, so the `_id`s are of mixed types) and land through the ObjectId branch of the incremental
+//! query; deletes land through the reconcile that MongoDB's count differing from the lake's rows starts.
+//!
 //! Reproduce a failure with the seed it prints: `MONGOLAKE_ROUNDS_SEED=<seed> cargo nextest run --test rounds`.
 mod common;
 
@@ -58,6 +62,9 @@ fn lake_view(lake: &str, db: &str) -> View {
     rows_by_id(t)
         .into_iter()
         .map(|(id, r)| {
+            // (integer keys in a key column stored as text, the `_id`s being of mixed types, are tagged)
+            let id =
+                id.strip_prefix(r#"{"$number":""#).and_then(|n| n.strip_suffix(r#""}"#)).unwrap_or(&id).to_string();
             let v = (
                 r["v"].as_i64().unwrap_or_else(|| panic!("v in {r}")),
                 r["facility"].as_str().unwrap_or_else(|| panic!("facility in {r}")).to_string(),
@@ -89,16 +96,18 @@ async fn change_round(rng: &mut StdRng, db: &str, next_id: &mut i64, watermark: 
             Bson::Int64(n)
         }
     };
-    // Inserts, some without the timestamp field (only reconcile can see those).
+    // Inserts, some without the timestamp field: those have ObjectId _ids, made now, and land the same night.
     let mut new_docs: Vec<Document> = Vec::new();
     for _ in 0..rng.random_range(5..20) {
         *next_id += 1;
         let created = now - rng.random_range(0..10) * DAY;
+        let stamped = !rng.random_bool(0.1);
+        let id = if stamped { Bson::Int64(*next_id) } else { Bson::ObjectId(bson::oid::ObjectId::new()) };
         let mut d = doc! {
-            "_id": *next_id, "v": 1i64, "facility": FACILITIES[rng.random_range(0..4)],
+            "_id": id, "v": 1i64, "facility": FACILITIES[rng.random_range(0..4)],
             "created_at": DateTime::from_millis(created), "payload": payload(rng),
         };
-        if !rng.random_bool(0.1) {
+        if stamped {
             d.insert("modified_at", DateTime::from_millis(now));
         }
         new_docs.push(d);
@@ -162,7 +171,7 @@ async fn rounds(name: &str, s3: bool, rounds: u32) {
             // The schema and watermark points are reached once per run; the others once per batch or partition.
             let nth = if point.starts_with("before_") { 1 } else { rng.random_range(1..4) };
             let fault = format!("{point}:{nth}");
-            let run = p.sync_with("dev", &["--reconcile"], &[("MONGOLAKE_FAULT", &fault)]);
+            let run = p.sync_with("dev", &[], &[("MONGOLAKE_FAULT", &fault)]);
             eprintln!("round {round}: sync with MONGOLAKE_FAULT={fault}: exit {:?}", run.code);
             if run.code.is_none() {
                 crashes += 1;
@@ -170,7 +179,7 @@ async fn rounds(name: &str, s3: bool, rounds: u32) {
                 run.assert_ok(); // the point was not reached that often: a normal run
             }
         }
-        let run = p.sync("dev", &["--reconcile"]);
+        let run = p.sync("dev", &[]);
         run.assert_ok();
         let (live, in_lake) = (mongo_view(&p.db).await, lake_view(&lake, &p.db));
         if live != in_lake {
@@ -187,7 +196,7 @@ async fn rounds(name: &str, s3: bool, rounds: u32) {
     }
     assert!(crashes > 0, "seed {seed}: no round crashed; the test proved nothing about crashes");
     // Idempotence: one more run with no changes rewrites nothing.
-    let run = p.sync("dev", &["--reconcile"]);
+    let run = p.sync("dev", &[]);
     run.assert_ok();
     let line = run.stdout.lines().find(|l| l.contains(".events")).unwrap().to_string();
     let written: u64 = line.split_whitespace().nth(3).unwrap().parse().unwrap();

@@ -195,3 +195,45 @@ async fn harmonise_document_and_number() {
     )
     .await;
 }
+
+/// Issue 25.2: a timestamp column stored as a BSON Timestamp (`$currentDate: {$type: "timestamp"}`) drives
+/// incremental runs like the other representations: the column is a timestamp, the watermark its seconds, and
+/// later updates and inserts are read by the next run (and nothing else is).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bson_timestamp_column_drives_incremental_runs() {
+    let p = Project::new("bsonts");
+    let client = client().await;
+    let c = coll(&client, &p.db, "events");
+    let old = (now_millis() / 1000 - 86_400) as u32;
+    let docs: Vec<Document> = (1..=5)
+        .map(|i| doc! { "_id": i, "status": "v1", "modified_at": bson::Timestamp { time: old + 1000 * i as u32, increment: 1 } })
+        .collect();
+    c.insert_many(docs).await.unwrap();
+    p.write_collections(&["{db},events,modified_at,,"]);
+    let lake = p.local_env("dev", "UTC");
+    p.sync("dev", &[]).assert_ok();
+    assert_eq!(watermark(&lake, &p.db, "events"), (old as i64 + 5000) * 1000, "the newest Timestamp's seconds");
+    let t = dump(&lake);
+    assert_eq!(column_type(table(&t, &p.db, "events"), "modified_at"), "timestamp[ms, tz=UTC]");
+
+    // What `$currentDate: {$type: "timestamp"}` writes (the server's clock), and an insert stamped the same way.
+    let set = doc! { "$set": { "status": "v2" }, "$currentDate": { "modified_at": { "$type": "timestamp" } } };
+    c.update_one(doc! { "_id": 2 }, set).await.unwrap();
+    c.insert_one(doc! { "_id": 6, "status": "new", "modified_at": bson::Timestamp { time: (now_millis() / 1000) as u32, increment: 3 } })
+        .await
+        .unwrap();
+    let run = p.sync("dev", &[]);
+    run.assert_ok();
+    let by_id = |lake: &str| -> std::collections::BTreeMap<String, String> {
+        let d = dump(lake);
+        rows_by_id(table(&d, &p.db, "events"))
+            .into_iter()
+            .map(|(k, r)| (k, r["status"].as_str().unwrap().to_string()))
+            .collect()
+    };
+    let got = by_id(&lake);
+    assert_eq!((got["2"].as_str(), got["6"].as_str(), got["1"].as_str(), got.len()), ("v2", "new", "v1", 6), "{got:?}");
+    let line = run.stdout.lines().find(|l| l.contains(".events")).unwrap().to_string();
+    let read: u64 = line.split_whitespace().nth(2).unwrap().parse().unwrap();
+    assert_eq!(read, 3, "the two changed documents and the one inside the overlap are read: {line}");
+}

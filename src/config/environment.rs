@@ -61,6 +61,9 @@ pub struct SyncConfig {
     /// Reconcile automatically when the collection's last reconcile is at least this many days old
     /// (None: only with `--reconcile`).
     pub reconcile_every_days: Option<u32>,
+    /// After an incremental pass, reconcile when MongoDB's document count differs from the lake's row count
+    /// (see [`crate::sync::reconcile::count_mismatch`]).
+    pub reconcile_on_count_mismatch: bool,
     /// How long a collection's lease lasts without renewal; a run renews it every third of this. A crashed
     /// holder on another machine blocks the collection at most this long.
     pub lease: std::time::Duration,
@@ -287,6 +290,7 @@ impl Environment {
             row_group_bytes: row_group_mb << 20,
             index_segment_keys: raw.sync.index_segment_keys.max(1),
             reconcile_every_days: raw.sync.reconcile_every_days,
+            reconcile_on_count_mismatch: raw.sync.reconcile_on_count_mismatch,
             lease: std::time::Duration::from_secs(raw.sync.lease_seconds.max(10)),
             read_ranges: raw.sync.read_ranges.clamp(1, 64),
             shard_ranges_min_docs: raw.sync.shard_ranges_min_docs,

@@ -79,6 +79,10 @@ pub(super) struct RawSync {
     /// Reconcile (compare key sets, remove deleted documents) when the last one is this many days old.
     #[serde(default)]
     pub(super) reconcile_every_days: Option<u32>,
+    /// After an incremental pass, compare MongoDB's document count with the lake's rows and reconcile when they
+    /// differ (deletes land the same night).
+    #[serde(default = "default_count_check")]
+    pub(super) reconcile_on_count_mismatch: bool,
     #[serde(default = "default_lease")]
     pub(super) lease_seconds: u64,
     /// Full loads read this many `_id` ranges with concurrent cursors.
@@ -145,6 +149,10 @@ pub(super) fn default_shard_help_wait() -> u64 {
 
 pub(super) fn default_read_ranges() -> usize {
     1
+}
+
+pub(super) fn default_count_check() -> bool {
+    true
 }
 
 pub(super) fn default_lease() -> u64 {

@@ -9,7 +9,6 @@
 use crate::config::environment::ValueOrRef;
 use crate::config::{Config, SecretRef};
 use crate::sink::Lake;
-use bson::doc;
 
 /// How a check came out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,27 +139,20 @@ async fn check_mongo_with(client: &mongodb::Client, config: &Config, out: &mut O
     for spec in &config.collections.entries {
         let what = format!("collection {}", spec.name());
         let db = client.database(&spec.database);
-        let names = match db.list_collection_names().filter(doc! { "name": &spec.collection }).await {
-            Ok(n) => n,
-            Err(e) => {
-                out.push(
-                    Level::Fail,
-                    what,
-                    format!("cannot list collections: {e} (does the user have `read` on `{}`?)", spec.database),
-                );
+        match crate::source::find_collection(client, spec).await {
+            Ok(crate::source::Kind::Collection) => {}
+            Ok(crate::source::Kind::View) => {
+                out.push(Level::Ok, what, "a view: read like a collection (its source collection's indexes serve it)");
                 continue;
             }
-        };
-        if names.is_empty() {
-            out.push(
-                Level::Fail,
-                what,
-                format!(
-                    "does not exist in database `{}`; correct line {} of collections.csv",
-                    spec.database, spec.line
-                ),
-            );
-            continue;
+            Err(e @ crate::Error::Mongo { .. }) => {
+                out.push(Level::Fail, what, format!("{e} (does the user have `read` on `{}`?)", spec.database));
+                continue;
+            }
+            Err(e) => {
+                out.push(Level::Fail, what, e.to_string());
+                continue;
+            }
         }
         let coll = db.collection::<bson::Document>(&spec.collection);
         let ts = spec.timestamp_column.as_str();

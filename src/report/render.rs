@@ -71,8 +71,9 @@ fn notes(r: &RunReport, c: &CollectionReport) -> Vec<String> {
         ));
     }
     if s.reconciled {
+        let why = s.reconcile_reason.as_deref().map(|w| format!(" ({w})")).unwrap_or_default();
         out.push(format!(
-            "reconciled with MongoDB: deleted {} rows of deleted documents, fetched {} documents the timestamp query missed",
+            "reconciled with MongoDB{why}: deleted {} rows of deleted documents, fetched {} documents the timestamp query missed",
             s.rows_deleted, s.docs_fetched
         ));
     }

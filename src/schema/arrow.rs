@@ -42,6 +42,9 @@ pub fn struct_fields(fields: &[super::lattice::Field]) -> Fields {
 /// Appends BSON values to one Arrow column of a fixed lake type.
 pub enum ColumnBuilder {
     Text(StringBuilder),
+    /// The key column stored as text: each value's [`super::text::key_text`] (the value itself for strings and
+    /// ObjectIds), so keys of other types in a column widened to text stay distinct and are matched as written.
+    KeyText(StringBuilder),
     Bool(BooleanBuilder),
     Int(Int64Builder),
     Float(Float64Builder),
@@ -113,9 +116,22 @@ impl ColumnBuilder {
         }
     }
 
+    /// Makes the top-level column of `source` (the collection's key) a [`ColumnBuilder::KeyText`] when it is
+    /// stored as text.
+    pub fn key_column(mut self, source: &str) -> ColumnBuilder {
+        if let ColumnBuilder::Struct { sources, children, .. } = &mut self {
+            if let Some(i) = sources.iter().position(|s| s == source) {
+                if let ColumnBuilder::Text(b) = &mut children[i] {
+                    children[i] = ColumnBuilder::KeyText(std::mem::take(b));
+                }
+            }
+        }
+        self
+    }
+
     pub fn append_null(&mut self) {
         match self {
-            ColumnBuilder::Text(b) => b.append_null(),
+            ColumnBuilder::Text(b) | ColumnBuilder::KeyText(b) => b.append_null(),
             ColumnBuilder::Bool(b) => b.append_null(),
             ColumnBuilder::Int(b) => b.append_null(),
             ColumnBuilder::Float(b) => b.append_null(),
@@ -155,6 +171,7 @@ impl ColumnBuilder {
                 RawBsonRef::ObjectId(o) => b.append_value(super::text::object_id_hex(&o, &mut [0; 24])),
                 other => b.append_value(render(other)),
             },
+            ColumnBuilder::KeyText(b) => b.append_value(super::text::key_text(value)),
             ColumnBuilder::Bool(b) => match value {
                 RawBsonRef::Boolean(v) => b.append_value(v),
                 other => reject(self, mismatch("bool", other)),
@@ -310,7 +327,7 @@ impl ColumnBuilder {
     /// Finishes the column; the builder is left empty and reusable.
     pub fn finish(&mut self) -> ArrayRef {
         match self {
-            ColumnBuilder::Text(b) => Arc::new(b.finish()),
+            ColumnBuilder::Text(b) | ColumnBuilder::KeyText(b) => Arc::new(b.finish()),
             ColumnBuilder::Bool(b) => Arc::new(b.finish()),
             ColumnBuilder::Int(b) => Arc::new(b.finish()),
             ColumnBuilder::Float(b) => Arc::new(b.finish()),

@@ -90,6 +90,139 @@ pub fn render(value: RawBsonRef<'_>) -> String {
     }
 }
 
+/// The text a key is matched by: in the key index, by the merges (a file's rows and this run's documents), by
+/// reconcile, and in a key column stored as text. Written here once; everything that matches keys calls it.
+///
+/// Strings, ObjectIds (24 hex digits) and UUIDs (canonical text) are their plain text, as before type tags
+/// existed, so lakes written then keep their keys. Every other type is tagged, `{"$<kind>":...}`, so values that
+/// render alike stay distinct keys (the integer 42 and the string "42"; a document and the string of its JSON):
+/// numbers `{"$number":"42"}` (one key space, as in MongoDB, where 42, 42L, 42.0 and Decimal128 42 are one
+/// `_id`; the lake's widenings between them keep the text), dates `{"$date":<ms>}`, binary
+/// `{"$binary":"<base64>"}`, booleans `{"$bool":true}`, documents `{"$document":{...}}` (members sorted,
+/// nulls left out, as the lake's struct column gives them back) and arrays `{"$array":[...]}`; a Timestamp and a
+/// Regex as the documents `{t, i}` and `{pattern, options}` their struct columns hold. What stays ambiguous: an
+/// ObjectId and the string of its hex, a UUID and the string of its text, and a string that is itself one of
+/// the tagged texts (it begins `{"$`) of another key of the same collection.
+pub fn key_text(value: RawBsonRef<'_>) -> String {
+    match value {
+        RawBsonRef::String(s) => s.to_string(),
+        RawBsonRef::ObjectId(o) => hex(&o.bytes()),
+        RawBsonRef::Binary(b) if is_uuid(b.subtype, b.bytes) => format_uuid(b.bytes),
+        other => {
+            let mut out = String::new();
+            key_json(other, &mut out);
+            if !out.starts_with("{\"$") {
+                let kind = match other {
+                    RawBsonRef::Document(_) | RawBsonRef::Timestamp(_) | RawBsonRef::RegularExpression(_) => "document",
+                    RawBsonRef::Array(_) => "array",
+                    _ => "text",
+                };
+                out = format!("{{\"${kind}\":{out}}}");
+            }
+            out
+        }
+    }
+}
+
+/// A number's value as text, whatever its BSON type: integers and integral doubles as digits, other doubles
+/// shortest round-trip, decimals without trailing zeros (`42.50` is `42.5`, `1E+3` is `1000`).
+fn number_text(value: RawBsonRef<'_>) -> String {
+    match value {
+        RawBsonRef::Int32(v) => v.to_string(),
+        RawBsonRef::Int64(v) => v.to_string(),
+        RawBsonRef::Double(v) if v.fract() == 0.0 && v.abs() < 9.0e15 => (v as i64).to_string(),
+        RawBsonRef::Double(v) => format_f64(v),
+        RawBsonRef::Decimal128(d) => match decode(&d) {
+            Decoded::NaN => "NaN".into(),
+            Decoded::Infinity { negative } => if negative { "-Infinity" } else { "Infinity" }.into(),
+            Decoded::Finite { negative, mut coefficient, mut exponent } => {
+                if coefficient == 0 {
+                    return "0".into();
+                }
+                while coefficient % 10 == 0 && exponent < 0 {
+                    coefficient /= 10;
+                    exponent += 1;
+                }
+                let digits = coefficient.to_string();
+                let sign = if negative { "-" } else { "" };
+                if exponent >= 0 {
+                    format!("{sign}{digits}{}", "0".repeat(exponent as usize))
+                } else {
+                    let point = digits.len() as i64 + exponent as i64;
+                    if point > 0 {
+                        format!("{sign}{}.{}", &digits[..point as usize], &digits[point as usize..])
+                    } else {
+                        format!("{sign}0.{}{digits}", "0".repeat((-point) as usize))
+                    }
+                }
+            }
+        },
+        other => render(other),
+    }
+}
+
+/// A value inside a key as JSON text (see [`key_text`]): what the lake's column of it gives back, so a key read
+/// from a file has the text of the document it was written from.
+fn key_json(value: RawBsonRef<'_>, out: &mut String) {
+    let string = |s: &str, out: &mut String| out.push_str(&serde_json::Value::from(s).to_string());
+    match value {
+        RawBsonRef::Int32(_) | RawBsonRef::Int64(_) | RawBsonRef::Double(_) | RawBsonRef::Decimal128(_) => {
+            out.push_str("{\"$number\":");
+            string(&number_text(value), out);
+            out.push('}');
+        }
+        RawBsonRef::Boolean(b) => out.push_str(&format!("{{\"$bool\":{b}}}")),
+        RawBsonRef::DateTime(d) => out.push_str(&format!("{{\"$date\":{}}}", d.timestamp_millis())),
+        RawBsonRef::Null | RawBsonRef::Undefined => out.push_str("null"),
+        RawBsonRef::Binary(b) if !is_uuid(b.subtype, b.bytes) => {
+            out.push_str("{\"$binary\":");
+            string(&base64::engine::general_purpose::STANDARD.encode(b.bytes), out);
+            out.push('}');
+        }
+        RawBsonRef::Timestamp(t) => {
+            out.push_str(&format!("{{\"i\":{{\"$number\":\"{}\"}},\"t\":{{\"$number\":\"{}\"}}}}", t.increment, t.time))
+        }
+        RawBsonRef::RegularExpression(r) => {
+            out.push_str("{\"options\":");
+            string(r.options.as_str(), out);
+            out.push_str(",\"pattern\":");
+            string(r.pattern.as_str(), out);
+            out.push('}');
+        }
+        RawBsonRef::Document(d) => {
+            let mut members: Vec<(&str, RawBsonRef<'_>)> = d
+                .into_iter()
+                .filter_map(|el| el.ok())
+                .map(|(k, v)| (k.as_str(), v))
+                .filter(|(_, v)| !matches!(v, RawBsonRef::Null | RawBsonRef::Undefined))
+                .collect();
+            members.sort_by(|a, b| a.0.cmp(b.0));
+            out.push('{');
+            for (i, (k, v)) in members.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                string(k, out);
+                out.push(':');
+                key_json(v, out);
+            }
+            out.push('}');
+        }
+        RawBsonRef::Array(a) => {
+            out.push('[');
+            for (i, v) in a.into_iter().filter_map(|v| v.ok()).enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                key_json(v, out);
+            }
+            out.push(']');
+        }
+        // Stored as text in the lake (strings, ObjectIds, UUIDs, symbols, code, MinKey/MaxKey).
+        other => string(&render(other), out),
+    }
+}
+
 /// Relaxed Extended JSON of a value (documents and arrays), compact.
 pub fn to_json(value: RawBsonRef<'_>) -> String {
     match bson::Bson::try_from(value) {
@@ -124,6 +257,7 @@ pub fn to_canonical_json(value: RawBsonRef<'_>) -> String {
 mod tests {
     use super::*;
     use bson::rawdoc;
+    use std::str::FromStr;
 
     #[test]
     fn renders_scalars_plainly_and_documents_as_json() {
@@ -140,6 +274,41 @@ mod tests {
         let oid = bson::oid::ObjectId::parse_str("6ab2fcb8d78878000007cdf2").unwrap();
         assert_eq!(render(bson::RawBsonRef::ObjectId(oid)), oid.to_hex());
         assert_eq!(object_id_hex(&oid, &mut [0; 24]), oid.to_hex());
+    }
+
+    #[test]
+    fn keys_of_different_types_that_render_alike_have_different_texts() {
+        let uuid = bson::Binary { subtype: bson::spec::BinarySubtype::Uuid, bytes: (0u8..16).collect() };
+        let bin = bson::Binary { subtype: bson::spec::BinarySubtype::Generic, bytes: vec![0x69, 0xb7, 0x1d] };
+        let oid = bson::oid::ObjectId::parse_str("6ab2fcb8d78878000007cdf2").unwrap();
+        let d = rawdoc! {
+            "int": 42, "long": 42i64, "double": 42.0, "dec": bson::Decimal128::from_str("42.00").unwrap(),
+            "half": 42.5, "dec_half": bson::Decimal128::from_str("4.250E+1").unwrap(), "s": "42",
+            "oid": oid, "uuid": uuid, "bin": bin, "doc": { "b": "x", "a": 1, "n": null }, "arr": [1, "1"],
+            "date": bson::DateTime::from_millis(5), "t": true, "thousand": bson::Decimal128::from_str("1E+3").unwrap(),
+            "ts": bson::Timestamp { time: 9, increment: 2 }, "small": bson::Decimal128::from_str("0.0012").unwrap(),
+        };
+        let key = |k: &str| key_text(d.get(k).unwrap().unwrap());
+        // Strings, ObjectIds and UUIDs keep the plain text lakes already hold.
+        assert_eq!(key("s"), "42");
+        assert_eq!(key("oid"), "6ab2fcb8d78878000007cdf2");
+        assert_eq!(key("uuid"), "00010203-0405-0607-0809-0a0b0c0d0e0f");
+        // Numbers are one key space, by value, as in MongoDB (and as the lake widens them).
+        for k in ["int", "long", "double", "dec"] {
+            assert_eq!(key(k), r#"{"$number":"42"}"#, "{k}");
+        }
+        assert_eq!(key("half"), r#"{"$number":"42.5"}"#);
+        assert_eq!(key("dec_half"), key("half"));
+        assert_eq!(key("thousand"), r#"{"$number":"1000"}"#);
+        assert_eq!(key("small"), r#"{"$number":"0.0012"}"#);
+        assert_eq!(key("bin"), r#"{"$binary":"abcd"}"#);
+        assert_eq!(render(d.get("bin").unwrap().unwrap()), "abcd", "renders alike the string abcd");
+        // Members sorted, nulls out: the text a struct column gives back.
+        assert_eq!(key("doc"), r#"{"$document":{"a":{"$number":"1"},"b":"x"}}"#);
+        assert_eq!(key("arr"), r#"{"$array":[{"$number":"1"},"1"]}"#);
+        assert_eq!(key("date"), r#"{"$date":5}"#);
+        assert_eq!(key("t"), r#"{"$bool":true}"#);
+        assert_eq!(key("ts"), r#"{"$document":{"i":{"$number":"2"},"t":{"$number":"9"}}}"#);
     }
 
     #[test]

@@ -1,10 +1,10 @@
 //! MongoDB: connecting with resolved credentials, and the incremental query.
 //!
-//! The timestamp field may hold a BSON Date, epoch milliseconds or an ISO-8601 string. MongoDB compares values
-//! of different BSON types in separate brackets (a `$gte` on a Date never matches a number or a string), so the
-//! incremental filter is an `$or` with one branch per representation. The string branch compares on the date
-//! prefix a day early, which is exact for ISO-8601 strings with any offset; what it lets through in excess is
-//! merely re-read and deduplicated.
+//! The timestamp field may hold a BSON Date, epoch milliseconds, an ISO-8601 string or a BSON Timestamp. MongoDB
+//! compares values of different BSON types in separate brackets (a `$gte` on a Date never matches a number or a
+//! string), so the incremental filter is an `$or` with one branch per representation. The string branch compares
+//! on the date prefix a day early, which is exact for ISO-8601 strings with any offset; the Timestamp branch on
+//! whole seconds (rounded down). What they let through in excess is merely re-read and deduplicated.
 use crate::config::MongoConfig;
 use crate::{Error, Result};
 use bson::{doc, Document};
@@ -65,19 +65,130 @@ pub async fn ping(client: &mongodb::Client, cfg: &MongoConfig) -> Result<()> {
     })
 }
 
+/// What a collection listed in collections.csv is in MongoDB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Collection,
+    /// A view (`listCollections` says `type: "view"`): read like a collection; its indexes are its source's.
+    View,
+}
+
+/// Looks the listed collection up (`listCollections`, names only). A collection that does not exist (a typo, or a
+/// dropped collection) is an error naming the line of collections.csv to fix and the closest existing names in
+/// that database: without it the collection would sync 0 documents, `ok`, every night.
+pub async fn find_collection(client: &mongodb::Client, spec: &crate::config::CollectionSpec) -> Result<Kind> {
+    let (db, coll) = (spec.database.as_str(), spec.collection.as_str());
+    let what = |e| Error::mongo(format!("{}: listing the collections of `{db}`", spec.name()), e);
+    let database = client.database(db);
+    let listed = database
+        .run_command(
+            doc! { "listCollections": 1, "filter": { "name": coll }, "nameOnly": true, "authorizedCollections": true },
+        )
+        .await
+        .map_err(what)?;
+    let first = listed.get_document("cursor").ok().and_then(|c| c.get_array("firstBatch").ok());
+    if let Some(found) = first.and_then(|b| b.iter().find_map(|d| d.as_document())) {
+        return Ok(if found.get_str("type").ok() == Some("view") { Kind::View } else { Kind::Collection });
+    }
+    let names = database.list_collection_names().authorized_collections(true).await.map_err(what)?;
+    Err(Error::collection(spec.name(), missing_message(spec, &names)))
+}
+
+/// Why a listed collection cannot be synced, and the fix: the closest of the database's `names`.
+pub fn missing_message(spec: &crate::config::CollectionSpec, names: &[String]) -> String {
+    let (db, coll) = (spec.database.as_str(), spec.collection.as_str());
+    let hint = match closest_names(coll, names).as_slice() {
+        [] if names.is_empty() => format!("database `{db}` has no collections (is the database name right?)"),
+        [] => format!("no similar name among the {} collections of `{db}`", names.len()),
+        close => format!("did you mean {}?", close.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(" or ")),
+    };
+    format!(
+        "collection `{coll}` does not exist in database `{db}` ({hint}); correct line {} of collections.csv, or remove the row",
+        spec.line
+    )
+}
+
+/// Up to three of `names` closest to `wanted` by edit distance, ignoring case (a name differing only in case
+/// comes first), among those within a third of its length (at least 2 edits).
+pub fn closest_names(wanted: &str, names: &[String]) -> Vec<String> {
+    let w: Vec<char> = wanted.to_lowercase().chars().collect();
+    let limit = (w.len() / 3).max(2);
+    let mut scored: Vec<(usize, &String)> = names
+        .iter()
+        .map(|n| (edit_distance(&w, &n.to_lowercase().chars().collect::<Vec<_>>()), n))
+        .filter(|(d, _)| *d <= limit)
+        .collect();
+    scored.sort();
+    scored.into_iter().take(3).map(|(_, n)| n.clone()).collect()
+}
+
+/// Levenshtein distance (insertions, deletions, substitutions).
+fn edit_distance(a: &[char], b: &[char]) -> usize {
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur[j + 1] = (prev[j] + usize::from(ca != cb)).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
 /// The filter for documents changed at or after `since_millis`, in every timestamp representation.
 pub fn incremental_filter(field: &str, since_millis: i64) -> Document {
     let date = bson::DateTime::from_millis(since_millis);
     let day_before = chrono::DateTime::from_timestamp_millis(since_millis - 86_400_000)
         .map(|t| t.format("%Y-%m-%d").to_string())
         .unwrap_or_else(|| "0000".into());
+    // (a Timestamp's seconds are unsigned: an instant before 1970 takes every Timestamp)
+    let seconds = u32::try_from(since_millis.div_euclid(1000)).unwrap_or(if since_millis < 0 { 0 } else { u32::MAX });
+    let timestamp = bson::Timestamp { time: seconds, increment: 0 };
     doc! {
         "$or": [
             { field: { "$gte": date } },
             { field: { "$gte": since_millis } },
             { field: { "$gte": day_before } },
+            { field: { "$gte": timestamp } },
         ]
     }
+}
+
+/// The smallest ObjectId made at or after `since_millis` (its first 4 bytes are the seconds since the epoch,
+/// big-endian; the rest zero), rounded down to the second.
+pub fn object_id_at(since_millis: i64) -> bson::oid::ObjectId {
+    let seconds = u32::try_from(since_millis.div_euclid(1000)).unwrap_or(if since_millis < 0 { 0 } else { u32::MAX });
+    let mut bytes = [0u8; 12];
+    bytes[..4].copy_from_slice(&seconds.to_be_bytes());
+    bson::oid::ObjectId::from_bytes(bytes)
+}
+
+/// The incremental query of a collection: [`incremental_filter`] and, when the collection's `_id`s are
+/// ObjectIds, one more branch `_id >= ObjectId(since)`, so a document inserted without the timestamp field is
+/// read the night it was created (an ObjectId carries its creation second; the `_id` index serves the branch).
+///
+/// Whether the `_id`s are ObjectIds is asked of the collection (the lake's schema stores them as text, like
+/// strings): one `_id` index lookup for any ObjectId `_id`. The branch is right whatever else the `_id`s hold:
+/// like the timestamp branches it is type-bracketed, so `_id`s of other types (ints, strings, UUIDs) never
+/// match it. The ObjectId's time is the writer's clock (drivers make `_id`s on the application host), so a
+/// writer whose clock is behind by more than the overlap is seen only by a reconcile (or the count check).
+pub async fn incremental_query(
+    coll: &mongodb::Collection<Document>,
+    name: &str,
+    field: &str,
+    since_millis: i64,
+) -> Result<Document> {
+    let mut filter = incremental_filter(field, since_millis);
+    let any_object_id = coll
+        .find_one(doc! { "_id": { "$gte": bson::oid::ObjectId::from_bytes([0; 12]) } })
+        .projection(doc! { "_id": 1 })
+        .await
+        .map_err(|e| Error::mongo(format!("{name}: looking for ObjectId _ids"), e))?;
+    if any_object_id.is_some() && field != "_id" {
+        let branch = doc! { "_id": { "$gte": object_id_at(since_millis) } };
+        filter.get_array_mut("$or").expect("incremental_filter is an $or").push(branch.into());
+    }
+    Ok(filter)
 }
 
 /// The name of an index whose first key is `ts` (the incremental query's field), None when there is none:
@@ -154,6 +265,7 @@ pub async fn id_ranges(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bson::Bson;
 
     #[test]
     fn redacts_passwords() {
@@ -162,13 +274,65 @@ mod tests {
     }
 
     #[test]
+    fn the_closest_names_come_first_ignoring_case() {
+        let names: Vec<String> = ["visits", "Visit_notes", "bills", "patients", "pharmacy_stock", "VISITS_2024"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(closest_names("vists", &names), ["visits"]);
+        assert_eq!(closest_names("Visits", &names), ["visits"]);
+        assert_eq!(closest_names("patient", &names), ["patients"]);
+        assert_eq!(closest_names("visit_note", &names), ["Visit_notes"]);
+        assert!(closest_names("appointments", &names).is_empty());
+        let spec = crate::config::collections::CollectionsFile::parse(
+            std::path::Path::new("collections.csv"),
+            "database,collection,timestamp_column,partition_by\nhims,vists,modified_at,\n",
+        )
+        .unwrap()
+        .entries[0]
+            .clone();
+        let m = missing_message(&spec, &names);
+        assert!(m.contains("`vists` does not exist in database `hims`") && m.contains("did you mean `visits`?"), "{m}");
+        assert!(m.contains("line 2 of collections.csv"), "{m}");
+        assert!(missing_message(&spec, &[]).contains("has no collections"));
+    }
+
+    #[test]
+    fn the_object_id_bound_is_the_second_with_zeros() {
+        let oid = object_id_at(1_751_394_600_999);
+        assert_eq!(oid.to_hex(), format!("{:08x}0000000000000000", 1_751_394_600u32));
+        assert_eq!(oid.timestamp().timestamp_millis(), 1_751_394_600_000);
+        assert_eq!(object_id_at(-1).to_hex(), "000000000000000000000000");
+        // Every ObjectId made in or after that second sorts at or after it.
+        let later = bson::oid::ObjectId::new();
+        assert!(later >= object_id_at(later.timestamp().timestamp_millis()));
+    }
+
+    #[test]
     fn filter_has_one_branch_per_representation() {
         let f = incremental_filter("modified_at", 1_751_394_600_000);
         let branches = f.get_array("$or").unwrap();
-        assert_eq!(branches.len(), 3);
-        assert_eq!(
-            branches[2].as_document().unwrap().get_document("modified_at").unwrap().get_str("$gte").unwrap(),
-            "2025-06-30"
-        );
+        assert_eq!(branches.len(), 4);
+        let gte =
+            |i: usize| branches[i].as_document().unwrap().get_document("modified_at").unwrap().get("$gte").cloned();
+        assert_eq!(gte(2), Some(Bson::String("2025-06-30".into())));
+        // Whole seconds, rounded down: a Timestamp in the same second as the bound is taken.
+        assert_eq!(gte(3), Some(Bson::Timestamp(bson::Timestamp { time: 1_751_394_600, increment: 0 })));
+        let f = incremental_filter("modified_at", 1_751_394_600_999);
+        let t = f.get_array("$or").unwrap()[3]
+            .as_document()
+            .unwrap()
+            .get_document("modified_at")
+            .unwrap()
+            .get_timestamp("$gte");
+        assert_eq!(t.unwrap().time, 1_751_394_600);
+        let f = incremental_filter("modified_at", -5_000);
+        let t = f.get_array("$or").unwrap()[3]
+            .as_document()
+            .unwrap()
+            .get_document("modified_at")
+            .unwrap()
+            .get_timestamp("$gte");
+        assert_eq!(t.unwrap().time, 0);
     }
 }

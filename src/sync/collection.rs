@@ -122,6 +122,8 @@ impl Prepared {
         let (db, coll) = (spec.database.as_str(), spec.collection.as_str());
         let mut stats = CollectionStats::default();
         ctx.progress.set_phase(crate::progress::Phase::Reading);
+        // (a listed collection missing from MongoDB fails here, with the closest names; a view reads as one)
+        crate::source::find_collection(&ctx.client, &spec).await?;
         if !ctx.dry_run {
             let cleaned = lake.clean_staging(db, coll).await?;
             if cleaned > 0 {
@@ -187,7 +189,9 @@ impl Prepared {
         let phase = std::time::Instant::now();
         let filter = match base.old_watermark {
             Some(w) => {
-                crate::source::incremental_filter(&spec.timestamp_column, w - ctx.sync.overlap.num_milliseconds())
+                let c = ctx.client.database(db).collection::<bson::Document>(coll);
+                let since = w - ctx.sync.overlap.num_milliseconds();
+                crate::source::incremental_query(&c, &name, &spec.timestamp_column, since).await?
             }
             None => bson::Document::new(),
         };
@@ -214,14 +218,15 @@ impl Prepared {
             pass.read(filter).await?;
         }
         tracing::debug!(collection = %name, docs = pass.seq, ms = phase.elapsed().as_millis() as u64, "Phase: read");
-        let reconcile_due = ctx.reconcile
-            || ctx.sync.reconcile_every_days.is_some_and(|days| {
-                state.last_reconcile().is_none_or(|last| read_started - last >= days as i64 * 86_400_000)
-            });
+        // (`--reconcile`, the schedule, or MongoDB's count differing from the lake's after this pass)
+        let why =
+            super::reconcile::reason(&pass, &base.index, state.last_reconcile(), read_started, base.stats.full_load)
+                .await;
         // A first load read every document: it is the reconcile the schedule asks for, without comparing key
         // sets (a second scan of every key). `--reconcile` still compares.
-        let compare_keys = reconcile_due && (ctx.reconcile || !(base.stats.full_load && base.index.is_empty()));
-        base.stats.reconciled = reconcile_due;
+        let compare_keys = why.is_some() && (ctx.reconcile || !(base.stats.full_load && base.index.is_empty()));
+        base.stats.reconciled = why.is_some();
+        base.stats.reconcile_reason = why;
         let deleted = if compare_keys {
             // (it visits the index a segment at a time, and fetches what the lake lacks into this pass)
             let r = super::reconcile::reconcile(&mut pass, &mut base.index, ctx.memory.sort_run_entries()).await?;

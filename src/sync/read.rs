@@ -226,7 +226,7 @@ impl ReadPass {
             None => get_path(doc, path),
         };
         let key = match field(self.capture.key, &self.spec.key) {
-            Some(v) => text::render(v),
+            Some(v) => text::key_text(v),
             None => {
                 return Err(Error::collection(
                     &self.name,

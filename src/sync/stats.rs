@@ -27,6 +27,9 @@ pub struct CollectionStats {
     pub documents_rejected: u64,
     /// This run compared key sets with MongoDB (`--reconcile` or the schedule).
     pub reconciled: bool,
+    /// Why it did: `--reconcile`, the schedule, or MongoDB's document count differing from the lake's rows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reconcile_reason: Option<String>,
     /// Rows removed because their documents were deleted in MongoDB (reconcile).
     pub rows_deleted: u64,
     /// Documents the lake lacked that reconcile fetched by key (no timestamp, or written too late).

@@ -1,5 +1,7 @@
 //! A document's "last changed" instant, whatever its representation: BSON Date, epoch milliseconds (int32,
-//! int64 or double), or an ISO-8601 / RFC 3339 string (with `Z` or an offset; without one it is read as UTC).
+//! int64 or double), an ISO-8601 / RFC 3339 string (with `Z` or an offset; without one it is read as UTC), or
+//! a BSON Timestamp (what `$currentDate: {f: {$type: "timestamp"}}` writes: its seconds, the increment being
+//! only an ordinal within the second).
 use bson::RawBsonRef;
 
 /// Epoch milliseconds of a timestamp-like value, or None when it is not one.
@@ -21,6 +23,7 @@ pub fn instant_millis(value: RawBsonRef<'_>) -> Option<i64> {
         RawBsonRef::Int32(v) => Some(v as i64),
         RawBsonRef::Double(v) if v.is_finite() && v.abs() < 9.2e18 => Some(v as i64),
         RawBsonRef::String(s) => parse_iso(s),
+        RawBsonRef::Timestamp(t) => Some(i64::from(t.time) * 1000),
         _ => None,
     }
 }
@@ -79,6 +82,8 @@ mod tests {
         ] {
             assert_eq!(instant_millis(RawBsonRef::String(s)), Some(want), "{s}");
         }
+        let ts = bson::Timestamp { time: (want / 1000) as u32, increment: 7 };
+        assert_eq!(instant_millis(RawBsonRef::Timestamp(ts)), Some(want));
         assert_eq!(instant_millis(RawBsonRef::String("yesterday")), None);
         assert_eq!(instant_millis(RawBsonRef::Boolean(true)), None);
         assert_eq!(instant_millis(RawBsonRef::Double(f64::NAN)), None);

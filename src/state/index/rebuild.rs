@@ -119,7 +119,7 @@ async fn partition_keys<A: Send + 'static>(
             for row in 0..array.len() {
                 if let Some(v) = sarrow::to_bson(array.as_ref(), row, &fields[col].ty) {
                     let raw = bson::RawBson::try_from(v).map_err(|e| Error::encode("index rebuild", e))?;
-                    f(&mut acc, Keyed { key: text::render(raw.as_raw_bson_ref()), part })?;
+                    f(&mut acc, Keyed { key: text::key_text(raw.as_raw_bson_ref()), part })?;
                 }
             }
         }

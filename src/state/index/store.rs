@@ -25,7 +25,11 @@ use object_store::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::sink::layout::{segment_file_name, INDEX_MANIFEST as MANIFEST};
-const FORMAT: u32 = 2;
+/// 3: keys are [`crate::schema::text::key_text`]s (type-tagged except strings, ObjectIds and UUIDs); 2 and
+/// the single file before segments held untagged texts (the integer 42 and the string "42" were one key), so
+/// such an index is rebuilt once from the partition files, whose key columns hold the typed values.
+const FORMAT: u32 = 3;
+const OLD_KEY_TEXTS: &str = "written by an older mongolake (key texts before type tags, format 2); rebuilt once";
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Manifest {
@@ -52,11 +56,9 @@ pub(super) fn segment_path(lake: &Lake, spec: &CollectionSpec, file: &str) -> Pa
 /// The collection's index with no segment loaded yet (the pre-segment file is loaded whole), or, when there is
 /// none or it cannot be read, rebuilt from the partition files.
 pub async fn load_or_rebuild(lake: &Lake, spec: &CollectionSpec, how: &Rebuild) -> Result<KeyIndex> {
-    if let Some(bytes) = lake.get_opt(&lake.index_path(&spec.database, &spec.collection)).await? {
-        match tokio::task::spawn_blocking(move || decode(bytes)).await.map_err(|e| Error::encode("key index", e))? {
-            Ok(base) => return Ok(KeyIndex::from_base(base)),
-            Err(e) => return rebuild(lake, spec, &e.to_string(), how).await,
-        }
+    if lake.get_opt(&lake.index_path(&spec.database, &spec.collection)).await?.is_some() {
+        // (its keys are texts of the format before 3: rebuilt once; the next save deletes the file)
+        return rebuild(lake, spec, OLD_KEY_TEXTS, how).await;
     }
     let Some(bytes) = lake.get_opt(&manifest_path(lake, spec)).await? else {
         return rebuild(lake, spec, "", how).await;
@@ -74,6 +76,9 @@ pub async fn load_or_rebuild(lake: &Lake, spec: &CollectionSpec, how: &Rebuild) 
                 manifest.format
             ),
         ));
+    }
+    if manifest.format < FORMAT {
+        return rebuild(lake, spec, OLD_KEY_TEXTS, how).await;
     }
     let ordered = manifest.segments.windows(2).all(|w| w[0].first < w[1].first);
     if !ordered || manifest.segments.first().is_some_and(|s| !s.first.is_empty()) {
@@ -199,6 +204,37 @@ pub async fn visit_keys(index: &KeyIndex, lake: &Lake, spec: &CollectionSpec, mu
     Ok(())
 }
 
+/// How many of `keys` (sorted, distinct) the index does not hold, this run's changes applied: a run's new keys.
+/// Only the segments the keys fall in are read, one at a time (loaded ones are used as they are).
+pub async fn count_absent(index: &KeyIndex, lake: &Lake, spec: &CollectionSpec, keys: &[String]) -> Result<usize> {
+    let mut absent = 0;
+    let mut i = 0;
+    while i < keys.len() {
+        let s = index.segment_of(&keys[i]);
+        let end = index.segments.get(s + 1).map(|n| n.first.as_str());
+        let j = i + keys[i..].partition_point(|k| end.is_none_or(|e| k.as_str() < e));
+        let segment = &index.segments[s];
+        let read;
+        let base = match (&segment.base, &segment.file) {
+            (Some(base), _) => base,
+            (None, Some(file)) => {
+                read = read_segment(lake, spec, file).await?;
+                &read
+            }
+            (None, None) => unreachable!("a segment without a file is made loaded"),
+        };
+        absent += keys[i..j]
+            .iter()
+            .filter(|k| match index.changes.get(k.as_str()) {
+                Some(change) => change.is_none(),
+                None => base.find(k).is_none(),
+            })
+            .count();
+        i = j.max(i + 1);
+    }
+    Ok(absent)
+}
+
 /// Saves what this run changed: the segments holding changed keys are written anew (split into `target` keys
 /// each when they grew past twice that, dropped when emptied), then the manifest, then stale files go.
 pub async fn save(lake: &Lake, spec: &CollectionSpec, index: &KeyIndex, run_id: &str, target: usize) -> Result<()> {
@@ -321,6 +357,25 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn counting_a_runs_new_keys_reads_only_their_segments() {
+        let (lake, spec) = setup();
+        let mut index = KeyIndex::default();
+        for i in (0..20).step_by(2) {
+            index.set(&key(i), Arc::from("p0"));
+        }
+        save(&lake, &spec, &index, "run1", 2).await.unwrap();
+        let index = load_or_rebuild(&lake, &spec, &Rebuild::default()).await.unwrap();
+        let keys: Vec<String> = [0, 1, 2, 3, 17, 18, 19, 25].iter().map(|&i| key(i)).collect();
+        assert_eq!(count_absent(&index, &lake, &spec, &keys).await.unwrap(), 5, "1, 3, 17, 19 and 25 are new");
+        assert_eq!(index.segments_loaded().1, 0, "segments are read for the count and dropped");
+        assert_eq!(count_absent(&index, &lake, &spec, &[]).await.unwrap(), 0);
+        let mut changed = index;
+        changed.segments.iter_mut().for_each(|s| s.base = Some(Base::empty()));
+        changed.set(&key(1), Arc::from("p1"));
+        assert_eq!(count_absent(&changed, &lake, &spec, &[key(1), key(3)]).await.unwrap(), 1, "a change counts");
+    }
+
+    #[tokio::test]
     async fn segments_load_on_demand_and_only_changed_ones_are_rewritten() {
         let (lake, spec) = setup();
         let mut index = KeyIndex::default();
@@ -393,7 +448,8 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_single_file_of_older_versions_is_read_then_replaced_by_segments() {
+    async fn an_index_of_older_versions_is_rebuilt_once_then_replaced_by_segments() {
+        // Its key texts predate type tags: it is rebuilt from the partition files (none here), not read.
         let (lake, spec) = setup();
         let legacy = lake.index_path("hims", "visits");
         lake.put(&legacy, encode(&[("a", "p1"), ("b", "p2")]).unwrap().into()).await.unwrap();
@@ -401,19 +457,19 @@ mod tests {
         lake.put(&lake.index_dir("hims", "visits").join("crashed-00000.parquet"), vec![1u8].into()).await.unwrap();
         assert_eq!(saved_keys(&lake, "hims", "visits").await.unwrap(), Some(2));
         let mut index = load_or_rebuild(&lake, &spec, &Rebuild::default()).await.unwrap();
-        assert_eq!(index.segments_loaded(), (1, 1), "loaded whole");
-        assert_eq!(index.get("b"), Some("p2"));
+        assert_eq!(index.get("b"), None, "rebuilt from the lake's files, not read");
         index.set("c", Arc::from("p3"));
         save(&lake, &spec, &index, "run1", SEGMENT_KEYS).await.unwrap();
         assert_eq!(lake.get_opt(&legacy).await.unwrap(), None, "the old file goes once the manifest is written");
-        assert_eq!(files(&lake, &spec).await, ["manifest.json", "run1-00000.parquet"], "stray files go too");
+        assert!(files(&lake, &spec).await.iter().all(|f| !f.starts_with("crashed")), "stray files go too");
         let mut index = load_or_rebuild(&lake, &spec, &Rebuild::default()).await.unwrap();
         load_all(&mut index, &lake, &spec).await.unwrap();
-        assert_eq!(index.entries(), [("a", "p1"), ("b", "p2"), ("c", "p3")]);
-        // An older mongolake running after this one writes the single file again: it is the newer, and wins.
-        lake.put(&legacy, encode(&[("a", "p9")]).unwrap().into()).await.unwrap();
+        assert_eq!(index.entries(), [("c", "p3")]);
+        // A manifest of format 2 (segments of untagged key texts) is rebuilt too.
+        let old = br#"{"format": 2, "segments": [{"first": "", "file": "x.parquet", "keys": 9}]}"#.to_vec();
+        lake.put(&lake.index_dir("hims", "visits").join(MANIFEST), old.into()).await.unwrap();
         let index = load_or_rebuild(&lake, &spec, &Rebuild::default()).await.unwrap();
-        assert_eq!((index.get("a"), index.len()), (Some("p9"), 1));
+        assert_eq!(index.len(), 0, "rebuilt from the (empty) lake");
     }
 
     #[tokio::test]
@@ -427,7 +483,7 @@ mod tests {
         load_for(&mut index, &lake, &spec, visit(&["a"])).await.unwrap();
         assert_eq!((index.get("a"), index.len()), (None, 0), "rebuilt from the (empty) lake, not a panic");
 
-        let newer = br#"{"format": 3, "segments": []}"#.to_vec();
+        let newer = br#"{"format": 4, "segments": []}"#.to_vec();
         lake.put(&lake.index_dir("hims", "visits").join(MANIFEST), newer.into()).await.unwrap();
         let err = load_or_rebuild(&lake, &spec, &Rebuild::default()).await.err().expect("refused").to_string();
         assert!(err.contains("upgrade mongolake"), "{err}");

@@ -79,7 +79,7 @@ impl<'a> DocEncoder<'a> {
         DocEncoder {
             job,
             prepare: prepare_fn(job.hints, job.in_path),
-            builder: ColumnBuilder::for_document(job.file_ty),
+            builder: ColumnBuilder::for_document(job.file_ty).key_column(&job.spec.key),
             encoder: None,
             sink,
             value_rejects: Vec::new(),
@@ -97,7 +97,7 @@ impl<'a> DocEncoder<'a> {
             Error::collection(format!("{}.{}", spec.database, spec.collection), format!("document {key}: {m}"))
         })?;
         for r in self.value_rejects.drain(..) {
-            self.rejects.push(Reject::value(key, r));
+            self.rejects.push(Reject::value(&shown_key(doc, &spec.key, key), r));
         }
         self.in_batch += 1;
         self.rows += 1;
@@ -140,6 +140,12 @@ impl<'a> DocEncoder<'a> {
         }
         Ok((self.encoder.expect("at least one batch").finish_file()?, self.rejects))
     }
+}
+
+/// A document's key as the rejects area shows it: the plain text of its value (`42`), as the read pass's
+/// rejects show it, rather than the type-tagged text rows are matched by.
+fn shown_key(doc: &RawDocument, field: &str, matched: &str) -> String {
+    get_path(doc, field).map(text::render).unwrap_or_else(|| matched.to_string())
 }
 
 pub(super) fn buffered_doc<'a>(
@@ -219,7 +225,7 @@ impl<'r> FreshRows<'r> {
             max_rows,
             max_bytes,
             prepare: prepare_fn(job.hints, job.in_path),
-            builder: ColumnBuilder::for_document(job.file_ty),
+            builder: ColumnBuilder::for_document(job.file_ty).key_column(&job.spec.key),
             scratch: Vec::new(),
             value_rejects: Vec::new(),
             rejects: Vec::new(),
@@ -255,7 +261,7 @@ impl FreshBatches<'_, '_> {
                 Error::collection(format!("{}.{}", spec.database, spec.collection), format!("document {}: {m}", r.key))
             })?;
             for v in self.value_rejects.drain(..) {
-                self.rejects.push(Reject::value(&r.key, v));
+                self.rejects.push(Reject::value(&shown_key(doc, &spec.key, &r.key), v));
             }
             (self.next, n) = (self.next + 1, n + 1);
         }
@@ -275,7 +281,7 @@ pub(super) fn row_doc(
         _ => bson::Document::new(),
     };
     let doc = RawDocumentBuf::try_from(&doc).map_err(|e| Error::encode(job.context, e))?;
-    let key = get_path(&doc, &job.spec.key).map(text::render).unwrap_or_default();
+    let key = get_path(&doc, &job.spec.key).map(text::key_text).unwrap_or_default();
     Ok((key, doc))
 }
 
@@ -355,8 +361,9 @@ impl<'f, 'j> DocMerge<'f, 'j> {
     }
 }
 
-/// The text a key is matched by (as [`text::render`] gives it for the BSON value). A string key, the common
-/// case (ObjectIds are stored as their hex text), is borrowed straight from the array without a BSON round trip.
+/// The text a key is matched by ([`text::key_text`] of the BSON value). A key column stored as text holds that
+/// text (see [`sarrow::ColumnBuilder::key_column`]), so it is borrowed straight from the array without a BSON
+/// round trip (strings and ObjectIds, the common case).
 pub(super) fn key_text<'a>(array: &'a dyn Array, row: usize, ty: &LakeType) -> Cow<'a, str> {
     match (ty, array.data_type()) {
         (LakeType::String, arrow::datatypes::DataType::Utf8) if !array.is_null(row) => {
@@ -365,7 +372,7 @@ pub(super) fn key_text<'a>(array: &'a dyn Array, row: usize, ty: &LakeType) -> C
         _ => Cow::Owned(
             sarrow::to_bson(array, row, ty)
                 .and_then(|b| bson::RawBson::try_from(b).ok())
-                .map(|raw| text::render(raw.as_raw_bson_ref()))
+                .map(|raw| text::key_text(raw.as_raw_bson_ref()))
                 .unwrap_or_default(),
         ),
     }

@@ -205,9 +205,9 @@ pub(super) fn build_from(
     }
     let mut scratch = Vec::new();
     let mut candidates = Vec::with_capacity(old_docs.len() + rows.len());
-    old_docs.retain(|d| !remove.contains(&get_path(d, &spec.key).map(text::render).unwrap_or_default()));
+    old_docs.retain(|d| !remove.contains(&get_path(d, &spec.key).map(text::key_text).unwrap_or_default()));
     for (i, d) in old_docs.iter().enumerate() {
-        let key = get_path(d, &spec.key).map(text::render).unwrap_or_default();
+        let key = get_path(d, &spec.key).map(text::key_text).unwrap_or_default();
         let ts = get_path(d, &spec.timestamp_column).and_then(timestamp::instant_millis);
         candidates.push(Candidate { key: key.into(), fresh: false, timestamp: ts, seq: i as u64 });
     }
