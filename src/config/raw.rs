@@ -79,6 +79,10 @@ pub(super) struct RawSync {
     /// Reconcile (compare key sets, remove deleted documents) when the last one is this many days old.
     #[serde(default)]
     pub(super) reconcile_every_days: Option<u32>,
+    /// What a value its column's type cannot hold does in a collection synced for the first time
+    /// (`variant` or `widen`); a collection's schema keeps the policy it was created with.
+    #[serde(default)]
+    pub(super) type_conflicts: super::environment::TypeConflicts,
     #[serde(default = "default_lease")]
     pub(super) lease_seconds: u64,
     /// Full loads read this many `_id` ranges with concurrent cursors.

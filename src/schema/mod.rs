@@ -9,7 +9,7 @@ pub mod names;
 pub mod registry;
 pub mod text;
 
-pub use lattice::{Field, LakeType};
+pub use lattice::{Conflicts, Field, Kind, LakeType, Observe, Role};
 
 /// The type written to files: the document type without the top-level fields that live in the partition path
 /// (see [`crate::config::CollectionSpec::path_fields`]). The Athena table's data columns are exactly these.
@@ -21,3 +21,5 @@ pub fn file_type(document: &LakeType, path_fields: &[String]) -> LakeType {
         other => other.clone(),
     }
 }
+#[cfg(test)]
+mod stable_tests;

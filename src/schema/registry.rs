@@ -3,7 +3,7 @@
 //! It pins column names (so `Patient Name` stays `patient_name` forever) and types across runs: each run starts
 //! from the stored type and only widens it. Every change gets a new version with when and why. The file is
 //! written after the data files of a run and before the watermark, so it never claims a type the files lack.
-use super::lattice::LakeType;
+use super::lattice::{LakeType, Role};
 use serde::{Deserialize, Serialize};
 
 /// The stored schema of one collection.
@@ -22,6 +22,10 @@ pub struct StoredSchema {
     /// a run that finds it set after a crash rewrites every partition, so no file keeps the old type.
     #[serde(default)]
     pub rewrite_pending: bool,
+    /// What a value its column's type cannot hold does. Schemas stored before type-stable columns existed read
+    /// as `widen` (how they were made); new schemas take `[sync] type_conflicts`.
+    #[serde(default)]
+    pub type_conflicts: super::lattice::Conflicts,
 }
 
 /// One version bump.
@@ -57,6 +61,7 @@ impl StoredSchema {
             document: LakeType::empty_struct(),
             history: Vec::new(),
             rewrite_pending: false,
+            type_conflicts: super::lattice::Conflicts::Variant,
         }
     }
 }
@@ -74,9 +79,29 @@ fn diff(prefix: &str, old: &LakeType, new: &LakeType, out: &mut Vec<String>) {
         (LakeType::Struct { fields: a }, LakeType::Struct { fields: b }) => {
             for f in b {
                 let path = if prefix.is_empty() { f.column.clone() } else { format!("{prefix}.{}", f.column) };
-                match a.iter().find(|o| o.source == f.source) {
-                    None => out.push(format!("new column {path}: {} (from field `{}`)", type_name(&f.ty), f.source)),
-                    Some(o) => diff(&path, &o.ty, &f.ty, out),
+                let at = |c: &str| if prefix.is_empty() { c.to_string() } else { format!("{prefix}.{c}") };
+                match a.iter().find(|o| o.column == f.column) {
+                    None => out.push(match &f.role {
+                        Role::Main => format!("new column {path}: {} (from field `{}`)", type_name(&f.ty), f.source),
+                        Role::Variant { of, kind } => format!(
+                            "new variant column {path}: the {} values of field `{}` ({} in this run), which column {} ({}) cannot hold; {} keeps its type",
+                            kind.name(), f.source, f.seen, at(of), b.iter().find(|m| m.column == *of).map(|m| type_name(&m.ty)).unwrap_or_default(), at(of)
+                        ),
+                        Role::Element { kind } => format!(
+                            "new member {path}: the {} elements of {prefix} ({} in this run), beside its documents",
+                            kind.name(), f.seen
+                        ),
+                        Role::Collision { of } => format!(
+                            "new column {path}: field `{}` where a document also holds another spelling of {} with a different value ({} in this run)",
+                            f.source, at(of), f.seen
+                        ),
+                    }),
+                    Some(o) => {
+                        for alias in f.aliases.iter().filter(|x| !o.aliases.contains(x)) {
+                            out.push(format!("column {path} also takes field `{alias}` (another spelling of `{}`)", f.source));
+                        }
+                        diff(&path, &o.ty, &f.ty, out)
+                    }
                 }
             }
         }

@@ -181,6 +181,7 @@ impl Prepared {
             _ => Vec::new(),
         };
         let mut pass = ReadPass::new(&spec, fields, &ctx)?;
+        pass.conflicts = base.stored.type_conflicts;
         let phase = std::time::Instant::now();
         let filter = match base.old_watermark {
             Some(w) => {
@@ -280,6 +281,10 @@ impl Read {
     pub async fn evolve(self) -> Result<Evolved> {
         let Read { mut base, old_document, document, rows, shared, deleted, read } = self;
         let in_path = base.spec.path_fields();
+        let mut document = document;
+        if base.stored.type_conflicts == crate::schema::Conflicts::Variant {
+            crate::schema::lattice::resolve_majorities(&mut document);
+        }
         let evolution = evolve(&old_document, document, &in_path, base.stored.rewrite_pending);
         // (pass 1 moved the stored document type out; the evolved one goes back in every case)
         evolution.apply(&mut base.stored, &base.ctx.run_id, text::format_millis(read.read_started));

@@ -36,8 +36,7 @@ pub fn evolve(old: &LakeType, document: LakeType, in_path: &[String], rewrite_pe
         (false, _) => describe_changes(old, &document),
     };
     let file_ty = file_type(&document, in_path);
-    let arrow_changed = sarrow::data_type(&file_type(old, in_path)) != sarrow::data_type(&file_ty);
-    let widened = arrow_changed && !was_empty;
+    let widened = !was_empty && needs_rewrite(&file_type(old, in_path), &file_ty);
     let changed = &document != old;
     Evolution {
         new_version: changed && !changes.is_empty(),
@@ -47,6 +46,19 @@ pub fn evolve(old: &LakeType, document: LakeType, in_path: &[String], rewrite_pe
         changes,
         file_ty,
         document,
+    }
+}
+
+/// Whether files of type `old` must be rewritten to be read as `new`: a column (or struct member, or element)
+/// they hold changed its Arrow type. A column or member that is new needs no rewrite: files without it read as
+/// NULL by name (Athena, Spark, DuckDB and pyarrow match Parquet columns by name).
+pub fn needs_rewrite(old: &LakeType, new: &LakeType) -> bool {
+    match (old, new) {
+        (LakeType::Struct { fields: a }, LakeType::Struct { fields: b }) if !a.is_empty() => {
+            a.iter().any(|f| b.iter().find(|g| g.column == f.column).is_none_or(|g| needs_rewrite(&f.ty, &g.ty)))
+        }
+        (LakeType::List { item: a }, LakeType::List { item: b }) => needs_rewrite(a, b),
+        (a, b) => sarrow::data_type(a) != sarrow::data_type(b),
     }
 }
 
@@ -75,7 +87,7 @@ mod tests {
         LakeType::Struct {
             fields: fields
                 .iter()
-                .map(|(n, t)| Field { source: n.to_string(), column: n.to_string(), ty: t.clone() })
+                .map(|(n, t)| Field::new(n, n, t.clone()))
                 .collect(),
         }
     }
@@ -97,13 +109,17 @@ mod tests {
     }
 
     #[test]
-    fn a_new_column_changes_the_file_type() {
-        // (every file is rewritten with the column: the Arrow merge needs the file's type to be the table's)
-        let old = doc(&[("_id", LakeType::String)]);
-        let e = evolve(&old, doc(&[("_id", LakeType::String), ("n", LakeType::Int { digits: 3 })]), &[], false);
+    fn a_new_column_or_member_needs_no_rewrite() {
+        let old = doc(&[("_id", LakeType::String), ("v", doc(&[("a", LakeType::Bool)]))]);
+        let new = doc(&[
+            ("_id", LakeType::String),
+            ("v", doc(&[("a", LakeType::Bool), ("b", LakeType::Float)])),
+            ("n", LakeType::Int { digits: 3 }),
+        ]);
+        let e = evolve(&old, new, &[], false);
         assert!(e.new_version && e.dirty);
-        assert!(e.widened && e.rewrite_all);
-        assert!(!e.changes.is_empty());
+        assert!(!e.widened && !e.rewrite_all, "files without a column read it as NULL by name");
+        assert_eq!(e.changes.len(), 2, "{:?}", e.changes);
     }
 
     #[test]
