@@ -506,14 +506,16 @@ pub fn observe_member(
 
 /// The first occurrence in `doc` of a field answering to column `i`, when it is not `name` itself.
 pub fn other_spelling<'a>(field: &Field, name: &str, doc: &'a bson::RawDocument) -> Option<RawBsonRef<'a>> {
-    doc.iter()
-        .flatten()
-        .find(|(n, _)| field.answers_to(n.as_str()))
-        .filter(|(n, _)| n.as_str() != name)
-        .map(|(_, v)| v)
+    doc.iter().flatten().find(|(n, _)| field.answers_to(n.as_str())).filter(|(n, _)| n.as_str() != name).map(|(_, v)| v)
 }
 
-fn collision_target(fields: &mut Vec<Field>, i: usize, name: &str, v: RawBsonRef<'_>, doc: &bson::RawDocument) -> usize {
+fn collision_target(
+    fields: &mut Vec<Field>,
+    i: usize,
+    name: &str,
+    v: RawBsonRef<'_>,
+    doc: &bson::RawDocument,
+) -> usize {
     match other_spelling(&fields[i], name, doc) {
         Some(first) if first != v => {}
         _ => return i,

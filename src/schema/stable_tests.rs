@@ -59,7 +59,10 @@ fn a_stray_value_in_a_stored_column_goes_to_a_variant_and_the_column_keeps_its_t
     let v = column(&t, "amount__v_text");
     assert_eq!(v.role, Role::Variant { of: "amount".into(), kind: Kind::Text });
     assert_eq!((v.ty.clone(), v.seen), (LakeType::String, 1));
-    assert_eq!(round_trip(&t, &docs), as_bson(&docs[..2]).into_iter().chain([Bson::Document(doc! { "amount": 4.0 })]).collect::<Vec<_>>());
+    assert_eq!(
+        round_trip(&t, &docs),
+        as_bson(&docs[..2]).into_iter().chain([Bson::Document(doc! { "amount": 4.0 })]).collect::<Vec<_>>()
+    );
 }
 
 #[test]
@@ -116,7 +119,10 @@ fn spellings_of_one_field_are_one_column() {
     assert_eq!(column(&t, "patient_name").aliases, vec!["patient_name".to_string(), "PATIENT-NAME".to_string()]);
     let back = round_trip(&t, &docs);
     let name = |b: &Bson| b.as_document().and_then(|d| d.get_str("Patient Name").ok()).map(str::to_string);
-    assert_eq!(back.iter().take(3).map(name).collect::<Vec<_>>(), vec![Some("Asha".into()), Some("Ravi".into()), Some("Meena".into())]);
+    assert_eq!(
+        back.iter().take(3).map(name).collect::<Vec<_>>(),
+        vec![Some("Asha".into()), Some("Ravi".into()), Some("Meena".into())]
+    );
     assert_eq!(back[3], Bson::Document(doc! { "labCode": "X" }), "the same value twice is one value");
 }
 
@@ -125,7 +131,10 @@ fn two_spellings_with_different_values_in_one_document_keep_both() {
     let docs = [rawdoc! { "patient_name": "Ravi" }, rawdoc! { "patient_name": "Ravi K", "Patient Name": "Ravi Kumar" }];
     let t = infer(LakeType::empty_struct(), &docs);
     let second = column(&t, "patient_name_1");
-    assert_eq!((second.source.as_str(), &second.role), ("Patient Name", &Role::Collision { of: "patient_name".into() }));
+    assert_eq!(
+        (second.source.as_str(), &second.role),
+        ("Patient Name", &Role::Collision { of: "patient_name".into() })
+    );
     assert_eq!(round_trip(&t, &docs), as_bson(&docs));
 }
 
@@ -139,7 +148,10 @@ fn every_element_of_a_mixed_array_stays_an_element() {
     let t = infer(LakeType::empty_struct(), &docs);
     let LakeType::List { item } = &column(&t, "diagnoses").ty else { panic!("{t:?}") };
     let members: Vec<(&str, &Role)> = fields(item).iter().map(|f| (f.column.as_str(), &f.role)).collect();
-    assert_eq!(members, vec![("__v_text", &Role::Element { kind: Kind::Text }), ("code", &Role::Main), ("name", &Role::Main)]);
+    assert_eq!(
+        members,
+        vec![("__v_text", &Role::Element { kind: Kind::Text }), ("code", &Role::Main), ("name", &Role::Main)]
+    );
     assert_eq!(round_trip(&t, &docs), as_bson(&docs));
     // The same, documents first; and on a stored type.
     let rev = [docs[1].clone(), docs[0].clone()];

@@ -164,8 +164,10 @@ impl Prepared {
             tracing::info!(collection = %name, share_mb = share >> 20, "Waiting for other collections to free the memory budget");
         }
         let memory = ctx.memory.reserve(share).await;
-        let stored =
-            crate::schema::registry::load(lake, db, coll).await?.unwrap_or_else(|| StoredSchema::new(db, coll));
+        let stored = crate::schema::registry::load(lake, db, coll).await?.unwrap_or_else(|| {
+            // A new schema takes `[sync] type_conflicts`; a stored one keeps the policy it was created with.
+            StoredSchema { type_conflicts: ctx.sync.type_conflicts.into(), ..StoredSchema::new(db, coll) }
+        });
         let base = Base { ctx, spec, name, lease_lost, stats, old_watermark, stored, index, _memory: memory };
         Ok(Prepared { base, state, estimate })
     }

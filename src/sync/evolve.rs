@@ -3,7 +3,7 @@
 //! Arrow file type, and whether every partition must be rewritten out. No I/O: the stage that calls it saves
 //! the schema (write-ahead when it widens).
 use crate::schema::registry::{describe_changes, SchemaChange, StoredSchema};
-use crate::schema::{arrow as sarrow, file_type, LakeType};
+use crate::schema::{file_type, LakeType};
 
 /// What this run's documents do to the collection's schema.
 #[derive(Debug, Clone, PartialEq)]
@@ -36,7 +36,7 @@ pub fn evolve(old: &LakeType, document: LakeType, in_path: &[String], rewrite_pe
         (false, _) => describe_changes(old, &document),
     };
     let file_ty = file_type(&document, in_path);
-    let widened = !was_empty && needs_rewrite(&file_type(old, in_path), &file_ty);
+    let widened = !was_empty && crate::schema::needs_rewrite(&file_type(old, in_path), &file_ty);
     let changed = &document != old;
     Evolution {
         new_version: changed && !changes.is_empty(),
@@ -46,19 +46,6 @@ pub fn evolve(old: &LakeType, document: LakeType, in_path: &[String], rewrite_pe
         changes,
         file_ty,
         document,
-    }
-}
-
-/// Whether files of type `old` must be rewritten to be read as `new`: a column (or struct member, or element)
-/// they hold changed its Arrow type. A column or member that is new needs no rewrite: files without it read as
-/// NULL by name (Athena, Spark, DuckDB and pyarrow match Parquet columns by name).
-pub fn needs_rewrite(old: &LakeType, new: &LakeType) -> bool {
-    match (old, new) {
-        (LakeType::Struct { fields: a }, LakeType::Struct { fields: b }) if !a.is_empty() => {
-            a.iter().any(|f| b.iter().find(|g| g.column == f.column).is_none_or(|g| needs_rewrite(&f.ty, &g.ty)))
-        }
-        (LakeType::List { item: a }, LakeType::List { item: b }) => needs_rewrite(a, b),
-        (a, b) => sarrow::data_type(a) != sarrow::data_type(b),
     }
 }
 
@@ -84,12 +71,7 @@ mod tests {
     use crate::schema::Field;
 
     fn doc(fields: &[(&str, LakeType)]) -> LakeType {
-        LakeType::Struct {
-            fields: fields
-                .iter()
-                .map(|(n, t)| Field::new(n, n, t.clone()))
-                .collect(),
-        }
+        LakeType::Struct { fields: fields.iter().map(|(n, t)| Field::new(n, n, t.clone())).collect() }
     }
 
     #[test]
