@@ -75,6 +75,32 @@ async fn a_stray_value_keeps_the_column_type_and_rewrites_no_other_file() {
     let (ok, out, err) = spark_check(&lake, &[&file], &[]);
     assert!(ok, "Spark reads old files (without the variant column) and the new one:\n{out}\n{err}");
     assert_eq!(spark_rows(&lake, &[&file]).get(&format!("{}.bills", p.db)), Some(&9));
+
+    // Widening on purpose: the variant joins the column and the next sync rewrites every file once.
+    let widen = run_binary(
+        &["widen", "--env", "dev", "--collection", &format!("{}.bills", p.db), "--column", "amount"],
+        p.path(),
+        &[],
+    );
+    widen.assert_ok();
+    assert!(widen.stdout.contains("double -> string"), "{}", widen.stdout);
+    let wrong = run_binary(
+        &["widen", "--env", "dev", "--collection", &format!("{}.bills", p.db), "--column", "amount"],
+        p.path(),
+        &[],
+    );
+    assert_eq!(wrong.code, Some(2), "nothing left to widen: {}", wrong.describe());
+    p.sync("dev", &[]).assert_ok();
+    let rewritten = files(&table_dir);
+    assert!(rewritten.iter().all(|(f, b)| after[f] != *b), "every file rewritten once");
+    let dump = common::dump(&lake);
+    let t = table(&dump, &p.db, "bills");
+    assert_eq!(column_type(t, "amount"), "string");
+    assert!(t["columns"].get("amount__v_text").is_none(), "{}", t["columns"]);
+    assert_eq!(rows_by_id(t)["4"]["amount"], json!("1,250.00 (see note)"));
+    assert_eq!(rows_by_id(t)["5"]["amount"], json!("105.5"));
+    p.sync("dev", &[]).assert_ok();
+    assert_eq!(files(&table_dir), rewritten, "once: the next night rewrites nothing");
 }
 
 /// A first load of messy patients: `age` an integer in 90% of documents and text in the rest, `address` a

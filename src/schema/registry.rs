@@ -119,6 +119,42 @@ fn diff(prefix: &str, old: &LakeType, new: &LakeType, out: &mut Vec<String>) {
 }
 
 impl StoredSchema {
+    /// Widens top-level column `column` on purpose (`mongolake widen`): its type joins the types of its variant
+    /// columns (today's lattice: text for a mix of kinds), the variants go, and `rewrite_pending` is set so the
+    /// next sync rewrites every partition file once (reading a variant's value back under its field's name).
+    /// Returns what changed, for the history; an error names the columns that exist.
+    pub fn widen_column(&mut self, column: &str, run_id: &str, at: String) -> Result<Vec<String>, String> {
+        let LakeType::Struct { fields } = &mut self.document else { return Err("the schema has no columns".into()) };
+        let Some(i) = fields.iter().position(|f| f.role.is_main() && f.column == column) else {
+            let names: Vec<&str> = fields.iter().filter(|f| f.role.is_main()).map(|f| f.column.as_str()).collect();
+            return Err(format!("no column `{column}`; the columns are: {}", names.join(", ")));
+        };
+        let is_variant = |f: &super::lattice::Field| matches!(&f.role, Role::Variant { of, .. } if of == column);
+        let variants: Vec<super::lattice::Field> = fields.iter().filter(|f| is_variant(f)).cloned().collect();
+        if variants.is_empty() {
+            return Err(format!("column `{column}` has no variant column to widen into it"));
+        }
+        let before = type_name(&fields[i].ty);
+        for v in &variants {
+            fields[i].ty.join(&v.ty);
+        }
+        fields.retain(|f| !is_variant(f));
+        let changes = vec![format!(
+            "column {column}: {before} -> {} (widened on purpose with `mongolake widen`, taking {}; every file is rewritten)",
+            type_name(&fields[i].ty),
+            variants.iter().map(|v| v.column.as_str()).collect::<Vec<_>>().join(", ")
+        )];
+        self.version += 1;
+        self.history.push(SchemaChange {
+            version: self.version,
+            run_id: run_id.into(),
+            changed_at: at,
+            changes: changes.clone(),
+        });
+        self.rewrite_pending = true;
+        Ok(changes)
+    }
+
     /// The human-readable listing printed by `mongolake schema`: version, columns with their source fields and
     /// types, and the history of changes.
     pub fn to_text(&self) -> String {
