@@ -102,6 +102,24 @@ Exit codes: 0 no FAIL (warnings allowed), 1 some check failed, 2 the configurati
         /// Only this collection (`db.coll`); default: every listed collection.
         collection: Option<String>,
     },
+    /// Widen a column on purpose: its variant columns (`<column>__v_<kind>`) join it, and the next sync rewrites
+    /// every partition file of the table once with the wider type.
+    #[command(
+        after_help = "Type-stable columns keep a column's type and put values that do not fit into variant columns beside it (`amount__v_text`). When the wider type is what you want, `widen` joins the variants into the column (text for a mix of kinds, double for integers and doubles), records it in the schema history and marks the table for a rewrite, which the next `sync` of the collection does (every partition file, once). Needs no MongoDB.\n\n\
+Example:\n  mongolake widen --env env1 --collection hims.bills --column amount\n  mongolake sync --env env1 --only hims.bills"
+    )]
+    Widen {
+        #[arg(long)]
+        env: String,
+        #[arg(long, default_value = ".")]
+        config_dir: PathBuf,
+        /// The collection (`db.coll`).
+        #[arg(long)]
+        collection: String,
+        /// The top-level column to widen.
+        #[arg(long)]
+        column: String,
+    },
     /// Print each collection's Athena table definition (or Glue TableInput) from the schema stored in the lake.
     ///
     /// A CREATE EXTERNAL TABLE with partition projection (or the JSON `aws glue create-table` takes), from the
@@ -310,6 +328,45 @@ async fn run(command: Command, terminal: bool) -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Relayout { env, config_dir, collection } => run_relayout(&config_dir, &env, &collection).await,
+        Command::Widen { env, config_dir, collection, column } => {
+            let (config, lake) = match config_and_lake(&config_dir, &env, Some(collection.clone())) {
+                Ok(c) => c,
+                Err(e) => return fatal(e),
+            };
+            let Some(spec) = config.collections.entries.first() else {
+                eprintln!("error: {collection} is not listed in collections.csv");
+                return ExitCode::from(2);
+            };
+            let (db, coll) = (spec.database.as_str(), spec.collection.as_str());
+            let mut schema = match crate::schema::registry::load(&lake, db, coll).await {
+                Ok(Some(s)) => s,
+                Ok(None) => {
+                    eprintln!("error: {collection} has not been synced yet: nothing to widen");
+                    return ExitCode::from(2);
+                }
+                Err(e) => return fatal(e),
+            };
+            let at = crate::schema::text::format_millis(chrono::Utc::now().timestamp_millis());
+            match schema.widen_column(&column, &crate::sync::new_run_id(), at) {
+                Ok(changes) => {
+                    let body = serde_json::to_vec_pretty(&schema).expect("serialisable");
+                    if let Err(e) = lake.put(&lake.schema_path(db, coll), body.into()).await {
+                        return fatal(e);
+                    }
+                    for c in changes {
+                        println!("{collection}: {c}");
+                    }
+                    println!(
+                        "The next `mongolake sync --env {env}` rewrites every partition file of {collection} once."
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(why) => {
+                    eprintln!("error: {collection}: {why}");
+                    ExitCode::from(2)
+                }
+            }
+        }
         Command::Ddl { env, config_dir, collection, format } => run_ddl(&config_dir, &env, collection, &format).await,
         Command::Seed { uri, db, docs, seed, days } => {
             let opts = crate::generator::GenOptions { seed, docs, end: chrono::Utc::now(), days };

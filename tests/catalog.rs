@@ -115,6 +115,8 @@ async fn widening_rewrites_every_file_and_only_the_new_ddl_reads_them() {
     people.insert_many((0..6).map(|i| person(i, days[i as usize % 3], Bson::Int64(20 + i as i64)))).await.unwrap();
     p.write_collections(&["{db},people,modified_at,date(created_at),"]);
     let lake = p.local_env("dev", "UTC");
+    // The widening policy (type-stable variant columns are the default, see tests/stable_columns.rs).
+    p.set_sync("dev", "type_conflicts = \"widen\"");
     p.sync("dev", &[]).assert_ok();
 
     let v1 = ddl(&p, "dev", &[&format!("{}.people", p.db)]);

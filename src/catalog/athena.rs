@@ -157,11 +157,11 @@ TBLPROPERTIES (
     #[test]
     fn nested_types_and_injected_keys() {
         let nested = LakeType::Struct {
-            fields: vec![Field {
-                source: "Blood Pressure".into(),
-                column: "blood_pressure".into(),
-                ty: LakeType::List { item: Box::new(LakeType::Decimal { int_digits: 3, scale: 1 }) },
-            }],
+            fields: vec![Field::new(
+                "Blood Pressure",
+                "blood_pressure",
+                LakeType::List { item: Box::new(LakeType::Decimal { int_digits: 3, scale: 1 }) },
+            )],
         };
         let fields = vec![field("vitals", nested), field("ward", LakeType::String)];
         let parts: Vec<String> = (0..3).map(|i| format!("ward=w{i}")).collect();

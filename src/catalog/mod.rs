@@ -315,7 +315,7 @@ pub(crate) mod tests {
     use crate::schema::Field;
 
     pub(crate) fn field(name: &str, ty: LakeType) -> Field {
-        Field { source: name.into(), column: name.into(), ty }
+        Field::new(name, name, ty)
     }
 
     pub(crate) fn spec(partition_by: &str) -> CollectionSpec {

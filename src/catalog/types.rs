@@ -72,7 +72,7 @@ mod tests {
     use arrow::datatypes::{DataType, TimeUnit};
 
     fn f(name: &str, ty: LakeType) -> Field {
-        Field { source: name.into(), column: name.into(), ty }
+        Field::new(name, name, ty)
     }
 
     #[test]

@@ -64,6 +64,8 @@ pub struct SyncConfig {
     /// After an incremental pass, reconcile when MongoDB's document count differs from the lake's row count
     /// (see [`crate::sync::reconcile::count_mismatch`]).
     pub reconcile_on_count_mismatch: bool,
+    /// `[sync] type_conflicts`: the policy a collection's schema is created with.
+    pub type_conflicts: TypeConflicts,
     /// How long a collection's lease lasts without renewal; a run renews it every third of this. A crashed
     /// holder on another machine blocks the collection at most this long.
     pub lease: std::time::Duration,
@@ -101,6 +103,18 @@ impl RowGroups {
     pub fn rows(rows: usize) -> RowGroups {
         RowGroups { rows, bytes: usize::MAX }
     }
+}
+
+/// `[sync] type_conflicts`: what a value that its column's type cannot hold does (see
+/// `crate::schema::Conflicts`). Applies to collections synced for the first time: each schema keeps its own.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TypeConflicts {
+    /// The column keeps its type and the value goes to a variant column beside it (`amount__v_text`).
+    #[default]
+    Variant,
+    /// The column widens (to text for mixed kinds) and every file of the table is rewritten.
+    Widen,
 }
 
 /// `[sync] retry_*`: attempts per collection and the backoff between them.
@@ -291,6 +305,7 @@ impl Environment {
             index_segment_keys: raw.sync.index_segment_keys.max(1),
             reconcile_every_days: raw.sync.reconcile_every_days,
             reconcile_on_count_mismatch: raw.sync.reconcile_on_count_mismatch,
+            type_conflicts: raw.sync.type_conflicts,
             lease: std::time::Duration::from_secs(raw.sync.lease_seconds.max(10)),
             read_ranges: raw.sync.read_ranges.clamp(1, 64),
             shard_ranges_min_docs: raw.sync.shard_ranges_min_docs,

@@ -83,6 +83,10 @@ pub(super) struct RawSync {
     /// differ (deletes land the same night).
     #[serde(default = "default_count_check")]
     pub(super) reconcile_on_count_mismatch: bool,
+    /// What a value its column's type cannot hold does in a collection synced for the first time
+    /// (`variant` or `widen`); a collection's schema keeps the policy it was created with.
+    #[serde(default)]
+    pub(super) type_conflicts: super::environment::TypeConflicts,
     #[serde(default = "default_lease")]
     pub(super) lease_seconds: u64,
     /// Full loads read this many `_id` ranges with concurrent cursors.

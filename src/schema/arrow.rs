@@ -1,6 +1,6 @@
 //! Lake types as Arrow types, and column builders fed straight from raw BSON values (no `Document`, no JSON on
 //! the common path). Every column is nullable: a missing field and a null are both null in the lake.
-use super::lattice::{find_field, LakeType};
+use super::lattice::{find_field, fits, Kind, LakeType, Role};
 use super::text::render;
 use arrow::array::builder::NullBufferBuilder;
 use arrow::array::{
@@ -39,6 +39,54 @@ pub fn struct_fields(fields: &[super::lattice::Field]) -> Fields {
     fields.iter().map(|f| ArrowField::new(&f.column, data_type(&f.ty), true)).collect()
 }
 
+/// How a struct's members route values beside their own names (see [`crate::schema::Role`]).
+#[derive(Debug, Default)]
+pub struct Routes {
+    /// Per child: it answers to its source name (a main column).
+    main: Vec<bool>,
+    /// Per child: other spellings it answers to.
+    aliases: Vec<Vec<String>>,
+    /// Per child: its variant columns, by the kind of value each takes.
+    variants: Vec<Vec<(Kind, usize)>>,
+    /// Members taking an element of another kind than a document (arrays of documents), by kind.
+    elements: Vec<(Kind, usize)>,
+    /// (main child, spelling, child): the second spelling's value in a document that holds two.
+    collisions: Vec<(usize, String, usize)>,
+}
+
+impl Routes {
+    fn of(fields: &[super::lattice::Field]) -> Routes {
+        let column = |of: &str| fields.iter().position(|f| f.role.is_main() && f.column == of);
+        let mut r = Routes {
+            main: fields.iter().map(|f| f.role.is_main()).collect(),
+            aliases: fields.iter().map(|f| f.aliases.clone()).collect(),
+            variants: vec![Vec::new(); fields.len()],
+            ..Routes::default()
+        };
+        for (j, f) in fields.iter().enumerate() {
+            match &f.role {
+                Role::Main => {}
+                Role::Variant { of, kind } => {
+                    if let Some(i) = column(of) {
+                        r.variants[i].push((*kind, j));
+                    }
+                }
+                Role::Element { kind } => r.elements.push((*kind, j)),
+                Role::Collision { of } => {
+                    if let Some(i) = column(of) {
+                        r.collisions.push((i, f.source.clone(), j));
+                    }
+                }
+            }
+        }
+        r
+    }
+
+    fn answers(&self, sources: &[String], k: usize, name: &str) -> bool {
+        self.main[k] && (sources[k] == name || self.aliases[k].iter().any(|a| a == name))
+    }
+}
+
 /// Appends BSON values to one Arrow column of a fixed lake type.
 pub enum ColumnBuilder {
     Text(StringBuilder),
@@ -61,6 +109,8 @@ pub enum ColumnBuilder {
         fields: Fields,
         nulls: NullBufferBuilder,
         seen: Vec<bool>,
+        /// Which document fields go to which child, beyond `sources` ([`Routes`]).
+        routes: Box<Routes>,
     },
     List {
         offsets: Vec<i32>,
@@ -91,6 +141,7 @@ impl ColumnBuilder {
                 fields: struct_fields(fields),
                 nulls: NullBufferBuilder::new(0),
                 seen: vec![false; fields.len()],
+                routes: Box::new(Routes::of(fields)),
             },
             LakeType::List { item } => ColumnBuilder::List {
                 offsets: vec![0],
@@ -111,6 +162,7 @@ impl ColumnBuilder {
                 fields: Fields::empty(),
                 nulls: NullBufferBuilder::new(0),
                 seen: Vec::new(),
+                routes: Box::default(),
             },
             other => ColumnBuilder::new(other),
         }
@@ -217,11 +269,24 @@ impl ColumnBuilder {
                 ),
                 other => reject(self, mismatch("timestamp", other)),
             },
-            ColumnBuilder::Struct { .. } => match value {
+            ColumnBuilder::Struct { children, nulls, routes, .. } => match value {
                 RawBsonRef::Document(_) | RawBsonRef::Timestamp(_) | RawBsonRef::RegularExpression(_) => {
                     self.append_struct(value, &|_, v| Some(v), rejects)?
                 }
-                other => reject(self, mismatch("struct", other)),
+                other => match routes.elements.iter().find(|(k, _)| Some(*k) == Kind::of_value(other)) {
+                    // An array's element of another kind than its fellow documents: its member of that kind.
+                    Some(&(_, j)) => {
+                        for (c, child) in children.iter_mut().enumerate() {
+                            if c == j {
+                                child.append(Some(other), rejects)?;
+                            } else {
+                                child.append_null();
+                            }
+                        }
+                        nulls.append_non_null();
+                    }
+                    None => reject(self, mismatch("struct", other)),
+                },
             },
             ColumnBuilder::List { offsets, nulls, item, .. } => {
                 let before = item_len(offsets);
@@ -267,16 +332,20 @@ impl ColumnBuilder {
         prepare: &Prepare,
         rejects: &mut Vec<ValueReject>,
     ) -> Result<(), String> {
-        let ColumnBuilder::Struct { sources, children, nulls, seen, .. } = self else {
+        let ColumnBuilder::Struct { sources, children, nulls, seen, routes, .. } = self else {
             return Err("a document was given to a column that is not a struct (please report)".into());
         };
         seen.iter_mut().for_each(|s| *s = false);
+        let whole = match value {
+            RawBsonRef::Document(doc) => Some(doc),
+            _ => None,
+        };
         let mut put = |name: &str, v: RawBsonRef<'_>, hint: usize| -> Result<usize, String> {
             let found = sources
                 .get(hint)
-                .filter(|s| *s == name)
+                .filter(|s| *s == name && routes.main[hint])
                 .map(|_| hint)
-                .or_else(|| sources.iter().position(|s| s == name));
+                .or_else(|| (0..sources.len()).find(|&k| routes.answers(sources, k, name)));
             let Some(i) = found else {
                 rejects.push(ValueReject {
                     path: name.to_string(),
@@ -285,14 +354,34 @@ impl ColumnBuilder {
                 });
                 return Ok(hint);
             };
-            if !seen[i] {
-                seen[i] = true;
+            // Where the value goes: its column; the column of its spelling when the document holds another
+            // spelling with a different value; the variant column of its kind when its column cannot hold it.
+            let mut target = i;
+            if seen[i] {
+                // a repeated field name in one document: the first occurrence wins
+                let first = whole.and_then(|doc| {
+                    doc.iter().flatten().find(|(n, _)| routes.answers(sources, i, n.as_str())).map(|(n, v)| (n, v))
+                });
+                match routes.collisions.iter().find(|(m, n, _)| *m == i && n == name) {
+                    Some(&(_, _, c)) if first.is_some_and(|(n, f)| n.as_str() != name && f != v) => target = c,
+                    _ => return Ok(i + 1),
+                }
+            } else if !routes.variants[i].is_empty() && !children[i].accepts(v) {
+                if let Some(&(_, j)) = routes.variants[i].iter().find(|(k, _)| Some(*k) == Kind::of_value(v)) {
+                    // (NULL in the column itself)
+                    seen[i] = true;
+                    children[i].append_null();
+                    target = j;
+                }
+            }
+            if !seen[target] {
+                seen[target] = true;
                 let first_reject = rejects.len();
-                children[i].append(Some(v), rejects)?;
+                children[target].append(Some(v), rejects)?;
                 for r in &mut rejects[first_reject..] {
                     r.path = join_path(name, &r.path);
                 }
-            } // a repeated field name in one document: the first occurrence wins
+            }
             Ok(i + 1)
         };
         match value {
@@ -322,6 +411,30 @@ impl ColumnBuilder {
         }
         nulls.append_non_null();
         Ok(())
+    }
+
+    /// The kind of values this column holds.
+    fn kind(&self) -> Kind {
+        match self {
+            ColumnBuilder::Text(_) | ColumnBuilder::KeyText(_) => Kind::Text,
+            ColumnBuilder::Bool(_) => Kind::Bool,
+            ColumnBuilder::Int(_) => Kind::Bigint,
+            ColumnBuilder::Float(_) => Kind::Double,
+            ColumnBuilder::Decimal { .. } => Kind::Decimal,
+            ColumnBuilder::Binary(_) => Kind::Binary,
+            ColumnBuilder::Timestamp(_) => Kind::Timestamp,
+            ColumnBuilder::Struct { .. } => Kind::Struct,
+            ColumnBuilder::List { .. } => Kind::Array,
+        }
+    }
+
+    /// Whether the column holds `v` (the lattice's [`fits`], the rule inference routed values by).
+    fn accepts(&self, v: RawBsonRef<'_>) -> bool {
+        let item = match self {
+            ColumnBuilder::List { item, .. } => Some(item.kind()),
+            _ => None,
+        };
+        fits(self.kind(), item, v)
     }
 
     /// Finishes the column; the builder is left empty and reusable.
@@ -416,6 +529,15 @@ pub fn to_bson(array: &dyn Array, row: usize, t: &LakeType) -> Option<bson::Bson
         )),
         LakeType::Struct { fields } => {
             let s = array.as_struct();
+            // An array's element that was not a document: its member of that kind, as it was.
+            for (i, f) in fields.iter().enumerate() {
+                if matches!(f.role, Role::Element { .. }) {
+                    if let Some(v) = to_bson(s.column(i).as_ref(), row, &f.ty) {
+                        return Some(v);
+                    }
+                }
+            }
+            // (a variant column holds its field's value under the field's name, as the document had it)
             let mut doc = bson::Document::new();
             for (i, f) in fields.iter().enumerate() {
                 if let Some(v) = to_bson(s.column(i).as_ref(), row, &f.ty) {

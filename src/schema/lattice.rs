@@ -57,7 +57,7 @@ pub enum LakeType {
 }
 
 /// A named member of a struct (a top-level column or a nested struct member).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Field {
     /// The field name in MongoDB documents.
     pub source: String,
@@ -65,6 +65,187 @@ pub struct Field {
     pub column: String,
     #[serde(flatten)]
     pub ty: LakeType,
+    /// Other spellings of the field that map to the same column (`Patient Name` beside `patient_name`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
+    /// What the column holds: the field itself, or values of it that its column's type cannot hold.
+    #[serde(default, skip_serializing_if = "Role::is_main")]
+    pub role: Role,
+    /// Values given to this column by the documents read in this run (the majority rule; not stored).
+    #[serde(skip)]
+    pub seen: u64,
+    /// The column was in the lake before this run (a type in the lake is kept; read from the stored schema).
+    #[serde(skip_serializing, default = "established")]
+    pub established: bool,
+}
+
+fn established() -> bool {
+    true
+}
+
+/// Equal when they describe the same column (the run's counts aside).
+impl PartialEq for Field {
+    fn eq(&self, other: &Field) -> bool {
+        (&self.source, &self.column, &self.ty, &self.aliases, &self.role)
+            == (&other.source, &other.column, &other.ty, &other.aliases, &other.role)
+    }
+}
+
+impl Eq for Field {}
+
+impl Field {
+    /// A field first seen in this run.
+    pub fn new(source: &str, column: &str, ty: LakeType) -> Field {
+        Field {
+            source: source.into(),
+            column: column.into(),
+            ty,
+            aliases: Vec::new(),
+            role: Role::Main,
+            seen: 0,
+            established: false,
+        }
+    }
+
+    /// Whether values of the document field `name` belong to this column.
+    pub fn answers_to(&self, name: &str) -> bool {
+        self.role.is_main() && (self.source == name || self.aliases.iter().any(|a| a == name))
+    }
+}
+
+/// What a column holds (see [`Conflicts::Variant`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// The field's values (all of them, or those its type holds).
+    #[default]
+    Main,
+    /// The values of the field in column `of` (a sibling) that are of `kind`, which `of`'s type cannot hold:
+    /// `amount__v_text` beside `amount`.
+    Variant { of: String, kind: Kind },
+    /// The elements of an array of documents that are of `kind` (not documents): a member `__v_text` of the
+    /// element struct, the element's other members null.
+    Element { kind: Kind },
+    /// A document that holds two spellings of the field in column `of` with different values: the value of this
+    /// spelling (`source`), the other's in `of`.
+    Collision { of: String },
+}
+
+impl Role {
+    pub fn is_main(&self) -> bool {
+        matches!(self, Role::Main)
+    }
+}
+
+/// What a collection does with a value its column's type cannot hold (`[sync] type_conflicts`; stored with each
+/// collection's schema, so a lake keeps the policy it was created with).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Conflicts {
+    /// The column keeps its type; the value goes to a variant column beside it (`<column>__v_<kind>`). At the
+    /// first load, the kind that holds most of a field's values owns its column. The default for new schemas.
+    Variant,
+    /// The column widens (to text, for mixed kinds) and every partition file is rewritten: the behaviour of
+    /// versions before type-stable columns, and of schemas they stored.
+    #[default]
+    Widen,
+}
+
+impl From<crate::config::environment::TypeConflicts> for Conflicts {
+    fn from(c: crate::config::environment::TypeConflicts) -> Conflicts {
+        match c {
+            crate::config::environment::TypeConflicts::Variant => Conflicts::Variant,
+            crate::config::environment::TypeConflicts::Widen => Conflicts::Widen,
+        }
+    }
+}
+
+/// The kind of a value or column type, as variant column names spell it (`__v_text`, `__v_bigint`, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    Text,
+    Bigint,
+    Double,
+    Decimal,
+    Bool,
+    Timestamp,
+    Binary,
+    Struct,
+    Array,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Text => "text",
+            Kind::Bigint => "bigint",
+            Kind::Double => "double",
+            Kind::Decimal => "decimal",
+            Kind::Bool => "bool",
+            Kind::Timestamp => "timestamp",
+            Kind::Binary => "binary",
+            Kind::Struct => "struct",
+            Kind::Array => "array",
+        }
+    }
+
+    /// The kind of a column type; None while nothing is known.
+    pub fn of_type(t: &LakeType) -> Option<Kind> {
+        Some(match t {
+            LakeType::Null => return None,
+            LakeType::Bool => Kind::Bool,
+            LakeType::Int { .. } => Kind::Bigint,
+            LakeType::Float => Kind::Double,
+            LakeType::Decimal { .. } => Kind::Decimal,
+            LakeType::String => Kind::Text,
+            LakeType::Binary => Kind::Binary,
+            LakeType::Timestamp => Kind::Timestamp,
+            LakeType::Struct { .. } => Kind::Struct,
+            LakeType::List { .. } => Kind::Array,
+        })
+    }
+
+    /// The kind of a value; None for null.
+    pub fn of_value(v: RawBsonRef<'_>) -> Option<Kind> {
+        match v {
+            RawBsonRef::Null | RawBsonRef::Undefined => None,
+            RawBsonRef::Document(_) => Some(Kind::Struct),
+            RawBsonRef::Array(_) => Some(Kind::Array),
+            other => Kind::of_type(&scalar_type(other)),
+        }
+    }
+}
+
+/// Whether a column of kind `kind` holds `v` without changing its type's kind (the rule of type-stable columns;
+/// the column builders route values by it too). `item`: a list's element kind (a lone value is a one-element
+/// list). Text holds everything (as text); a double holds integers of at most 15 digits.
+pub fn fits(kind: Kind, item: Option<Kind>, v: RawBsonRef<'_>) -> bool {
+    let Some(value) = Kind::of_value(v) else { return true };
+    match (kind, value) {
+        (Kind::Text, _) => true,
+        (Kind::Double, Kind::Bigint) => match v {
+            RawBsonRef::Int32(_) => true,
+            RawBsonRef::Int64(n) => int_digits(n) <= F64_EXACT_DIGITS,
+            _ => false,
+        },
+        (Kind::Decimal, Kind::Bigint) => true,
+        (Kind::Array, Kind::Array) => true,
+        (Kind::Array, _) => item.is_none_or(|i| fits(i, None, v)),
+        (a, b) => a == b,
+    }
+}
+
+/// How values are observed into a type: the policy, and whether the type was in the lake before this run.
+#[derive(Debug, Clone, Copy)]
+pub struct Observe {
+    pub conflicts: Conflicts,
+    pub established: bool,
+}
+
+impl Observe {
+    /// Today's lattice, for types outside a collection's schema (and schemas of the `widen` policy).
+    pub const WIDEN: Observe = Observe { conflicts: Conflicts::Widen, established: false };
 }
 
 impl LakeType {
@@ -82,7 +263,29 @@ impl LakeType {
             (List { item }, o) => return item.join(o),
             (Struct { fields }, Struct { fields: o }) => {
                 for f in o {
-                    struct_field(fields, &f.source, Some(&f.column)).join(&f.ty);
+                    let i = match &f.role {
+                        Role::Main => match find_field(fields, &f.source, 0) {
+                            Some(i) => i,
+                            None => {
+                                push_field(fields, &f.source, Some(&f.column));
+                                fields.len() - 1
+                            }
+                        },
+                        role => match fields.iter().position(|g| g.role == *role && g.column == f.column) {
+                            Some(i) => i,
+                            None => {
+                                fields.push(Field { ty: Null, seen: 0, ..f.clone() });
+                                fields.len() - 1
+                            }
+                        },
+                    };
+                    for a in &f.aliases {
+                        if !fields[i].aliases.contains(a) && fields[i].source != *a {
+                            fields[i].aliases.push(a.clone());
+                        }
+                    }
+                    fields[i].seen += f.seen;
+                    fields[i].ty.join(&f.ty);
                 }
                 return;
             }
@@ -126,6 +329,13 @@ impl LakeType {
     /// An error means the BSON is unreadable (a truncated element, invalid UTF-8): the caller rejects the whole
     /// document. The type may already have widened for the readable part; that only ever adds room.
     pub fn observe(&mut self, value: RawBsonRef<'_>) -> Result<(), String> {
+        self.observe_with(value, Observe::WIDEN)
+    }
+
+    /// [`LakeType::observe`] under a collection's policy: with [`Conflicts::Variant`], a member's value that its
+    /// column cannot hold goes to a variant column beside it ([`observe_member`]), and an array's element of
+    /// another kind than its fellows to a member of the element ([`Role::Element`]).
+    pub fn observe_with(&mut self, value: RawBsonRef<'_>, how: Observe) -> Result<(), String> {
         match value {
             RawBsonRef::Document(doc) => {
                 if matches!(self, LakeType::Null) {
@@ -136,15 +346,15 @@ impl LakeType {
                         let mut hint = 0;
                         for el in doc.iter() {
                             let (name, v) = el.map_err(|e| format!("unreadable BSON: {e}"))?;
-                            let i = find_field(fields, name.as_str(), hint).unwrap_or_else(|| {
+                            let i = find_or_alias(fields, name.as_str(), hint).unwrap_or_else(|| {
                                 push_field(fields, name.as_str(), None);
                                 fields.len() - 1
                             });
                             hint = i + 1;
-                            fields[i].ty.observe(v)?;
+                            observe_member(fields, i, name.as_str(), v, doc, how, false)?;
                         }
                     }
-                    LakeType::List { item } => item.observe(value)?,
+                    LakeType::List { item } => observe_element(item, value, how)?,
                     _ => {
                         check_readable(value)?;
                         self.join(&LakeType::empty_struct())
@@ -159,7 +369,7 @@ impl LakeType {
                 }
                 if let LakeType::List { item } = self {
                     for v in arr.into_iter() {
-                        item.observe(v.map_err(|e| format!("unreadable BSON: {e}"))?)?;
+                        observe_element(item, v.map_err(|e| format!("unreadable BSON: {e}"))?, how)?;
                     }
                 }
             }
@@ -177,6 +387,9 @@ impl LakeType {
                 };
                 if unchanged {
                     return Ok(());
+                }
+                if let LakeType::List { item } = self {
+                    return observe_element(item, other, how);
                 }
                 let t = scalar_type(other);
                 match (&mut *self, &t) {
@@ -216,11 +429,26 @@ fn decimal_or_string(int_digits: u8, scale: u8) -> LakeType {
 }
 
 /// Finds a field by source name, trying `hint` first (documents usually repeat the same field order).
+/// Finds the column of document field `source` (its own or one of its spellings: [`Field::answers_to`]), trying
+/// `hint` first (documents usually repeat the same field order).
 pub fn find_field(fields: &[Field], source: &str, hint: usize) -> Option<usize> {
-    if fields.get(hint).is_some_and(|f| f.source == source) {
+    if fields.get(hint).is_some_and(|f| f.answers_to(source)) {
         return Some(hint);
     }
-    fields.iter().position(|f| f.source == source)
+    fields.iter().position(|f| f.answers_to(source))
+}
+
+/// [`find_field`], or, for a field not seen before whose name maps to an existing column's name (`Patient Name`
+/// and `patient_name`, `LabCode` and `labCode`: Athena's names are case-insensitive), that column, which takes
+/// the spelling as an alias: one column per field, whatever its spelling.
+pub fn find_or_alias(fields: &mut [Field], source: &str, hint: usize) -> Option<usize> {
+    if let Some(i) = find_field(fields, source, hint) {
+        return Some(i);
+    }
+    let base = sanitize(source);
+    let i = fields.iter().position(|f| f.role.is_main() && f.column == base)?;
+    fields[i].aliases.push(source.to_string());
+    Some(i)
 }
 
 /// Returns the field for `source`, adding it (with a unique column name) when new.
@@ -241,7 +469,186 @@ fn push_field(fields: &mut Vec<Field>, source: &str, preferred: Option<&str>) {
         _ => sanitize(source),
     };
     let column = unique(&base, |c| fields.iter().any(|f| f.column == c));
-    fields.push(Field { source: source.to_string(), column, ty: LakeType::Null });
+    fields.push(Field::new(source, &column, LakeType::Null));
+}
+
+/// Observes value `v` of document field `name` (in `doc`) into column `i` of `fields` or, under the
+/// [`Conflicts::Variant`] policy, into the column beside it that takes what `i`'s type cannot hold:
+/// - a document holding two spellings of the field with different values: the second into its
+///   [`Role::Collision`] column (`patient_name_1`);
+/// - a column in the lake before this run: a value that does not [`fits`] its kind goes to the variant column
+///   of the value's kind (`amount__v_text`), created when first needed;
+/// - a column new in this run: where today's lattice would fall back to text for a mix of kinds (integers and
+///   text, documents and text, ...), each kind's values go to a column of their own, and at the end of the read
+///   the kind holding most values owns the column ([`resolve_majorities`]).
+///
+/// `exempt`: the field keeps today's lattice whatever the policy (the key: a key column never splits).
+pub fn observe_member(
+    fields: &mut Vec<Field>,
+    i: usize,
+    name: &str,
+    v: RawBsonRef<'_>,
+    doc: &bson::RawDocument,
+    how: Observe,
+    exempt: bool,
+) -> Result<(), String> {
+    let i = if fields[i].aliases.is_empty() { i } else { collision_target(fields, i, name, v, doc) };
+    let j = if how.conflicts == Conflicts::Variant && !exempt && fields[i].role.is_main() {
+        variant_target(fields, i, v)
+    } else {
+        i
+    };
+    let f = &mut fields[j];
+    f.seen += 1;
+    let how = Observe { established: f.established, ..how };
+    f.ty.observe_with(v, how)
+}
+
+/// The first occurrence in `doc` of a field answering to column `i`, when it is not `name` itself.
+pub fn other_spelling<'a>(field: &Field, name: &str, doc: &'a bson::RawDocument) -> Option<RawBsonRef<'a>> {
+    doc.iter().flatten().find(|(n, _)| field.answers_to(n.as_str())).filter(|(n, _)| n.as_str() != name).map(|(_, v)| v)
+}
+
+fn collision_target(
+    fields: &mut Vec<Field>,
+    i: usize,
+    name: &str,
+    v: RawBsonRef<'_>,
+    doc: &bson::RawDocument,
+) -> usize {
+    match other_spelling(&fields[i], name, doc) {
+        Some(first) if first != v => {}
+        _ => return i,
+    }
+    let of = fields[i].column.clone();
+    if let Some(j) = fields.iter().position(|f| f.source == name && f.role == Role::Collision { of: of.clone() }) {
+        return j;
+    }
+    let column = unique(&of, |c| fields.iter().any(|f| f.column == c));
+    let mut f = Field::new(name, &column, LakeType::Null);
+    f.role = Role::Collision { of };
+    fields.push(f);
+    fields.len() - 1
+}
+
+fn variant_target(fields: &mut Vec<Field>, i: usize, v: RawBsonRef<'_>) -> usize {
+    let f = &fields[i];
+    let (Some(vk), Some(tk)) = (Kind::of_value(v), Kind::of_type(&f.ty)) else { return i };
+    if vk == tk {
+        return i;
+    }
+    let conflict = if f.established {
+        let item = match &f.ty {
+            LakeType::List { item } => Kind::of_type(item),
+            _ => None,
+        };
+        !fits(tk, item, v)
+    } else {
+        match (tk, vk) {
+            // Arrays join their elements (a lone value is a one-element array): element level, not here.
+            (Kind::Array, _) | (_, Kind::Array) => false,
+            // Text with anything else: a mix, decided by the majority.
+            (Kind::Text, _) | (_, Kind::Text) => true,
+            // Numbers widen as the lattice says, unless it falls back to text (too many digits).
+            (Kind::Bigint | Kind::Double | Kind::Decimal, Kind::Bigint | Kind::Double | Kind::Decimal) => {
+                let mut t = f.ty.clone();
+                t.observe(v).is_ok() && t == LakeType::String
+            }
+            _ => true,
+        }
+    };
+    if !conflict {
+        return i;
+    }
+    let of = f.column.clone();
+    let source = f.source.clone();
+    let role = Role::Variant { of: of.clone(), kind: vk };
+    if let Some(j) = fields.iter().position(|g| g.role == role) {
+        return j;
+    }
+    let column = unique(&format!("{of}__v_{}", vk.name()), |c| fields.iter().any(|g| g.column == c));
+    let mut nf = Field::new(&source, &column, LakeType::Null);
+    nf.role = role;
+    fields.push(nf);
+    fields.len() - 1
+}
+
+/// Observes one element of an array into the element type `item`. Under [`Conflicts::Variant`], documents own
+/// the elements of an array that mixes them with other values: an element of another kind goes to the element
+/// struct's member `__v_<kind>` ([`Role::Element`]), every element staying an element (the BI views give one
+/// row per element). Elements of scalar kinds only join as the lattice says (text for a mix).
+fn observe_element(item: &mut LakeType, v: RawBsonRef<'_>, how: Observe) -> Result<(), String> {
+    if how.conflicts == Conflicts::Variant {
+        match (Kind::of_type(item), Kind::of_value(v)) {
+            (Some(Kind::Struct), Some(k)) if k != Kind::Struct => {
+                let LakeType::Struct { fields } = item else { unreachable!("a struct kind") };
+                let role = Role::Element { kind: k };
+                let j = match fields.iter().position(|f| f.role == role) {
+                    Some(j) => j,
+                    None => {
+                        let column = unique(&format!("__v_{}", k.name()), |c| fields.iter().any(|f| f.column == c));
+                        let mut f = Field::new("", &column, LakeType::Null);
+                        f.role = role;
+                        fields.push(f);
+                        fields.len() - 1
+                    }
+                };
+                let member = &mut fields[j];
+                member.seen += 1;
+                let how = Observe { established: member.established, ..how };
+                return member.ty.observe_with(v, how);
+            }
+            (Some(k), Some(Kind::Struct)) if k != Kind::Struct && k != Kind::Array && !how.established => {
+                // The scalars seen so far become the elements' `__v_<kind>` member; the document joins.
+                let old = std::mem::replace(item, LakeType::empty_struct());
+                let mut f = Field::new("", &format!("__v_{}", k.name()), old);
+                f.role = Role::Element { kind: k };
+                if let LakeType::Struct { fields } = item {
+                    fields.push(f);
+                }
+            }
+            _ => {}
+        }
+    }
+    item.observe_with(v, how)
+}
+
+/// At the end of a read under [`Conflicts::Variant`]: for every column new in this run whose values were split
+/// by kind, the kind holding most of them owns the column (`age` bigint and `age__v_text` when 90% are
+/// integers); a text column takes every value (as text) and needs no variant.
+pub fn resolve_majorities(t: &mut LakeType) {
+    let fields = match t {
+        LakeType::Struct { fields } => fields,
+        LakeType::List { item } => return resolve_majorities(item),
+        _ => return,
+    };
+    for f in fields.iter_mut() {
+        resolve_majorities(&mut f.ty);
+    }
+    let mut drop: Vec<String> = Vec::new();
+    for i in 0..fields.len() {
+        if !fields[i].role.is_main() || fields[i].established {
+            continue;
+        }
+        let of = fields[i].column.clone();
+        let is_variant = |f: &Field| matches!(&f.role, Role::Variant { of: o, .. } if *o == of);
+        let best = (0..fields.len()).filter(|&j| is_variant(&fields[j])).max_by_key(|&j| (fields[j].seen, j));
+        let Some(best) = best else { continue };
+        if fields[best].seen > fields[i].seen && !fields[best].established {
+            let kind = Kind::of_type(&fields[i].ty).unwrap_or(Kind::Text);
+            let (a, b) = (fields[i].ty.clone(), fields[i].seen);
+            fields[i].ty = std::mem::replace(&mut fields[best].ty, a);
+            fields[i].seen = std::mem::replace(&mut fields[best].seen, b);
+            let own = fields[best].column.clone();
+            fields[best].column =
+                unique(&format!("{of}__v_{}", kind.name()), |c| c != own && fields.iter().any(|f| f.column == c));
+            fields[best].role = Role::Variant { of: of.clone(), kind };
+        }
+        if Kind::of_type(&fields[i].ty) == Some(Kind::Text) {
+            drop.extend(fields.iter().filter(|f| is_variant(f) && !f.established).map(|f| f.column.clone()));
+        }
+    }
+    fields.retain(|f| !(matches!(&f.role, Role::Variant { .. }) && drop.contains(&f.column)));
 }
 
 /// The type of one non-container BSON value.
@@ -270,14 +677,14 @@ pub fn scalar_type(value: RawBsonRef<'_>) -> LakeType {
         RawBsonRef::Binary(_) => LakeType::Binary,
         RawBsonRef::Timestamp(_) => LakeType::Struct {
             fields: vec![
-                Field { source: "t".into(), column: "t".into(), ty: LakeType::Int { digits: 10 } },
-                Field { source: "i".into(), column: "i".into(), ty: LakeType::Int { digits: 10 } },
+                Field::new("t", "t", LakeType::Int { digits: 10 }),
+                Field::new("i", "i", LakeType::Int { digits: 10 }),
             ],
         },
         RawBsonRef::RegularExpression(_) => LakeType::Struct {
             fields: vec![
-                Field { source: "pattern".into(), column: "pattern".into(), ty: LakeType::String },
-                Field { source: "options".into(), column: "options".into(), ty: LakeType::String },
+                Field::new("pattern", "pattern", LakeType::String),
+                Field::new("options", "options", LakeType::String),
             ],
         },
         RawBsonRef::Document(_) => LakeType::empty_struct(),

@@ -9,7 +9,7 @@ pub mod names;
 pub mod registry;
 pub mod text;
 
-pub use lattice::{Field, LakeType};
+pub use lattice::{Conflicts, Field, Kind, LakeType, Observe, Role};
 
 /// The type written to files: the document type without the top-level fields that live in the partition path
 /// (see [`crate::config::CollectionSpec::path_fields`]). The Athena table's data columns are exactly these.
@@ -19,5 +19,20 @@ pub fn file_type(document: &LakeType, path_fields: &[String]) -> LakeType {
             LakeType::Struct { fields: fields.iter().filter(|f| !path_fields.contains(&f.source)).cloned().collect() }
         }
         other => other.clone(),
+    }
+}
+#[cfg(test)]
+mod stable_tests;
+
+/// Whether files of type `old` must be rewritten to be read as `new`: a column (or struct member, or element)
+/// they hold changed its Arrow type. A column or member that is new needs no rewrite: files without it read as
+/// NULL by name (Athena, Spark, DuckDB and pyarrow match Parquet columns by name).
+pub fn needs_rewrite(old: &LakeType, new: &LakeType) -> bool {
+    match (old, new) {
+        (LakeType::Struct { fields: a }, LakeType::Struct { fields: b }) if !a.is_empty() => {
+            a.iter().any(|f| b.iter().find(|g| g.column == f.column).is_none_or(|g| needs_rewrite(&f.ty, &g.ty)))
+        }
+        (LakeType::List { item: a }, LakeType::List { item: b }) => needs_rewrite(a, b),
+        (a, b) => arrow::data_type(a) != arrow::data_type(b),
     }
 }

@@ -3,7 +3,7 @@
 //! It pins column names (so `Patient Name` stays `patient_name` forever) and types across runs: each run starts
 //! from the stored type and only widens it. Every change gets a new version with when and why. The file is
 //! written after the data files of a run and before the watermark, so it never claims a type the files lack.
-use super::lattice::LakeType;
+use super::lattice::{LakeType, Role};
 use serde::{Deserialize, Serialize};
 
 /// The stored schema of one collection.
@@ -22,6 +22,10 @@ pub struct StoredSchema {
     /// a run that finds it set after a crash rewrites every partition, so no file keeps the old type.
     #[serde(default)]
     pub rewrite_pending: bool,
+    /// What a value its column's type cannot hold does. Schemas stored before type-stable columns existed read
+    /// as `widen` (how they were made); new schemas take `[sync] type_conflicts`.
+    #[serde(default)]
+    pub type_conflicts: super::lattice::Conflicts,
 }
 
 /// One version bump.
@@ -57,6 +61,7 @@ impl StoredSchema {
             document: LakeType::empty_struct(),
             history: Vec::new(),
             rewrite_pending: false,
+            type_conflicts: super::lattice::Conflicts::Variant,
         }
     }
 }
@@ -74,9 +79,29 @@ fn diff(prefix: &str, old: &LakeType, new: &LakeType, out: &mut Vec<String>) {
         (LakeType::Struct { fields: a }, LakeType::Struct { fields: b }) => {
             for f in b {
                 let path = if prefix.is_empty() { f.column.clone() } else { format!("{prefix}.{}", f.column) };
-                match a.iter().find(|o| o.source == f.source) {
-                    None => out.push(format!("new column {path}: {} (from field `{}`)", type_name(&f.ty), f.source)),
-                    Some(o) => diff(&path, &o.ty, &f.ty, out),
+                let at = |c: &str| if prefix.is_empty() { c.to_string() } else { format!("{prefix}.{c}") };
+                match a.iter().find(|o| o.column == f.column) {
+                    None => out.push(match &f.role {
+                        Role::Main => format!("new column {path}: {} (from field `{}`)", type_name(&f.ty), f.source),
+                        Role::Variant { of, kind } => format!(
+                            "new variant column {path}: the {} values of field `{}` ({} in this run), which column {} ({}) cannot hold; {} keeps its type",
+                            kind.name(), f.source, f.seen, at(of), b.iter().find(|m| m.column == *of).map(|m| type_name(&m.ty)).unwrap_or_default(), at(of)
+                        ),
+                        Role::Element { kind } => format!(
+                            "new member {path}: the {} elements of {prefix} ({} in this run), beside its documents",
+                            kind.name(), f.seen
+                        ),
+                        Role::Collision { of } => format!(
+                            "new column {path}: field `{}` where a document also holds another spelling of {} with a different value ({} in this run)",
+                            f.source, at(of), f.seen
+                        ),
+                    }),
+                    Some(o) => {
+                        for alias in f.aliases.iter().filter(|x| !o.aliases.contains(x)) {
+                            out.push(format!("column {path} also takes field `{alias}` (another spelling of `{}`)", f.source));
+                        }
+                        diff(&path, &o.ty, &f.ty, out)
+                    }
                 }
             }
         }
@@ -94,6 +119,42 @@ fn diff(prefix: &str, old: &LakeType, new: &LakeType, out: &mut Vec<String>) {
 }
 
 impl StoredSchema {
+    /// Widens top-level column `column` on purpose (`mongolake widen`): its type joins the types of its variant
+    /// columns (today's lattice: text for a mix of kinds), the variants go, and `rewrite_pending` is set so the
+    /// next sync rewrites every partition file once (reading a variant's value back under its field's name).
+    /// Returns what changed, for the history; an error names the columns that exist.
+    pub fn widen_column(&mut self, column: &str, run_id: &str, at: String) -> Result<Vec<String>, String> {
+        let LakeType::Struct { fields } = &mut self.document else { return Err("the schema has no columns".into()) };
+        let Some(i) = fields.iter().position(|f| f.role.is_main() && f.column == column) else {
+            let names: Vec<&str> = fields.iter().filter(|f| f.role.is_main()).map(|f| f.column.as_str()).collect();
+            return Err(format!("no column `{column}`; the columns are: {}", names.join(", ")));
+        };
+        let is_variant = |f: &super::lattice::Field| matches!(&f.role, Role::Variant { of, .. } if of == column);
+        let variants: Vec<super::lattice::Field> = fields.iter().filter(|f| is_variant(f)).cloned().collect();
+        if variants.is_empty() {
+            return Err(format!("column `{column}` has no variant column to widen into it"));
+        }
+        let before = type_name(&fields[i].ty);
+        for v in &variants {
+            fields[i].ty.join(&v.ty);
+        }
+        fields.retain(|f| !is_variant(f));
+        let changes = vec![format!(
+            "column {column}: {before} -> {} (widened on purpose with `mongolake widen`, taking {}; every file is rewritten)",
+            type_name(&fields[i].ty),
+            variants.iter().map(|v| v.column.as_str()).collect::<Vec<_>>().join(", ")
+        )];
+        self.version += 1;
+        self.history.push(SchemaChange {
+            version: self.version,
+            run_id: run_id.into(),
+            changed_at: at,
+            changes: changes.clone(),
+        });
+        self.rewrite_pending = true;
+        Ok(changes)
+    }
+
     /// The human-readable listing printed by `mongolake schema`: version, columns with their source fields and
     /// types, and the history of changes.
     pub fn to_text(&self) -> String {

@@ -169,8 +169,10 @@ impl Prepared {
             tracing::info!(collection = %name, share_mb = share >> 20, "Waiting for other collections to free the memory budget");
         }
         let memory = ctx.memory.reserve(share).await;
-        let stored =
-            crate::schema::registry::load(lake, db, coll).await?.unwrap_or_else(|| StoredSchema::new(db, coll));
+        let stored = crate::schema::registry::load(lake, db, coll).await?.unwrap_or_else(|| {
+            // A new schema takes `[sync] type_conflicts`; a stored one keeps the policy it was created with.
+            StoredSchema { type_conflicts: ctx.sync.type_conflicts.into(), ..StoredSchema::new(db, coll) }
+        });
         let base = Base { ctx, spec, name, lease_lost, stats, old_watermark, stored, index, _memory: memory };
         Ok(Prepared { base, state, estimate })
     }
@@ -186,6 +188,7 @@ impl Prepared {
             _ => Vec::new(),
         };
         let mut pass = ReadPass::new(&spec, fields, &ctx)?;
+        pass.conflicts = base.stored.type_conflicts;
         let phase = std::time::Instant::now();
         let filter = match base.old_watermark {
             Some(w) => {
@@ -288,6 +291,10 @@ impl Read {
     pub async fn evolve(self) -> Result<Evolved> {
         let Read { mut base, old_document, document, rows, shared, deleted, read } = self;
         let in_path = base.spec.path_fields();
+        let mut document = document;
+        if base.stored.type_conflicts == crate::schema::Conflicts::Variant {
+            crate::schema::lattice::resolve_majorities(&mut document);
+        }
         let evolution = evolve(&old_document, document, &in_path, base.stored.rewrite_pending);
         // (pass 1 moved the stored document type out; the evolved one goes back in every case)
         evolution.apply(&mut base.stored, &base.ctx.run_id, text::format_millis(read.read_started));

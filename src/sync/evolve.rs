@@ -3,7 +3,7 @@
 //! Arrow file type, and whether every partition must be rewritten out. No I/O: the stage that calls it saves
 //! the schema (write-ahead when it widens).
 use crate::schema::registry::{describe_changes, SchemaChange, StoredSchema};
-use crate::schema::{arrow as sarrow, file_type, LakeType};
+use crate::schema::{file_type, LakeType};
 
 /// What this run's documents do to the collection's schema.
 #[derive(Debug, Clone, PartialEq)]
@@ -36,8 +36,7 @@ pub fn evolve(old: &LakeType, document: LakeType, in_path: &[String], rewrite_pe
         (false, _) => describe_changes(old, &document),
     };
     let file_ty = file_type(&document, in_path);
-    let arrow_changed = sarrow::data_type(&file_type(old, in_path)) != sarrow::data_type(&file_ty);
-    let widened = arrow_changed && !was_empty;
+    let widened = !was_empty && crate::schema::needs_rewrite(&file_type(old, in_path), &file_ty);
     let changed = &document != old;
     Evolution {
         new_version: changed && !changes.is_empty(),
@@ -72,12 +71,7 @@ mod tests {
     use crate::schema::Field;
 
     fn doc(fields: &[(&str, LakeType)]) -> LakeType {
-        LakeType::Struct {
-            fields: fields
-                .iter()
-                .map(|(n, t)| Field { source: n.to_string(), column: n.to_string(), ty: t.clone() })
-                .collect(),
-        }
+        LakeType::Struct { fields: fields.iter().map(|(n, t)| Field::new(n, n, t.clone())).collect() }
     }
 
     #[test]
@@ -97,13 +91,17 @@ mod tests {
     }
 
     #[test]
-    fn a_new_column_changes_the_file_type() {
-        // (every file is rewritten with the column: the Arrow merge needs the file's type to be the table's)
-        let old = doc(&[("_id", LakeType::String)]);
-        let e = evolve(&old, doc(&[("_id", LakeType::String), ("n", LakeType::Int { digits: 3 })]), &[], false);
+    fn a_new_column_or_member_needs_no_rewrite() {
+        let old = doc(&[("_id", LakeType::String), ("v", doc(&[("a", LakeType::Bool)]))]);
+        let new = doc(&[
+            ("_id", LakeType::String),
+            ("v", doc(&[("a", LakeType::Bool), ("b", LakeType::Float)])),
+            ("n", LakeType::Int { digits: 3 }),
+        ]);
+        let e = evolve(&old, new, &[], false);
         assert!(e.new_version && e.dirty);
-        assert!(e.widened && e.rewrite_all);
-        assert!(!e.changes.is_empty());
+        assert!(!e.widened && !e.rewrite_all, "files without a column read it as NULL by name");
+        assert_eq!(e.changes.len(), 2, "{:?}", e.changes);
     }
 
     #[test]

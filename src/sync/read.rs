@@ -40,6 +40,8 @@ pub struct ReadPass {
     capture: Capture,
     /// Values masked per rule.
     pub masked: crate::mask::MaskCounts,
+    /// What a value its column's type cannot hold does (the stored schema's policy; set before reading).
+    pub conflicts: crate::schema::Conflicts,
     ctx: Arc<RunContext>,
 }
 
@@ -92,6 +94,7 @@ impl ReadPass {
             partitioner: Partitioner::new(&spec.partition, ctx.sync.timezone),
             mask,
             masked: Default::default(),
+            conflicts: crate::schema::Conflicts::Widen,
             capture: Capture::new(spec),
             ctx: ctx.clone(),
         })
@@ -213,8 +216,8 @@ impl ReadPass {
         // Read the whole document once (inferring its type, and picking up the top-level key, timestamp and
         // partition fields on the way); unreadable BSON is rejected, not fatal.
         let mut got = [None; MAX_CAPTURE];
-        let scanned =
-            observe_scan(&mut self.fields, doc, &self.hints, &self.reserved, Some((&mut self.capture, &mut got)));
+        let how = Scan { hints: &self.hints, reserved: &self.reserved, conflicts: self.conflicts, key: &self.spec.key };
+        let scanned = observe_scan(&mut self.fields, doc, &how, Some((&mut self.capture, &mut got)));
         if let Err(reason) = scanned {
             let key = get_path(doc, &self.spec.key).map(text::render);
             tracing::warn!(collection = %self.name, key = key.as_deref().unwrap_or("?"), %reason, "Document rejected");
@@ -274,7 +277,17 @@ pub fn observe_document(
     hints: &[String],
     reserved: &[(String, Option<String>)],
 ) -> std::result::Result<(), String> {
-    observe_scan(fields, doc, hints, reserved, None)
+    let how = Scan { hints, reserved, conflicts: crate::schema::Conflicts::Widen, key: "" };
+    observe_scan(fields, doc, &how, None)
+}
+
+/// What a scan of a top-level document needs besides the document.
+struct Scan<'a> {
+    hints: &'a [String],
+    reserved: &'a [(String, Option<String>)],
+    conflicts: crate::schema::Conflicts,
+    /// The key's path: its top-level field never splits into variant columns.
+    key: &'a str,
 }
 
 /// At most this many top-level fields are captured: the key, the timestamp and three partition fields.
@@ -324,40 +337,52 @@ impl Capture {
 fn observe_scan<'a>(
     fields: &mut Vec<Field>,
     doc: &'a RawDocument,
-    hints: &[String],
-    reserved: &[(String, Option<String>)],
+    how: &Scan<'_>,
     mut capture: Option<(&mut Capture, &mut [Option<RawBsonRef<'a>>; MAX_CAPTURE])>,
 ) -> std::result::Result<(), String> {
     let mut hint = 0;
+    let key_field = how.key.split('.').next().unwrap_or(how.key);
     for el in doc.iter() {
         let (name, v) = el.map_err(|e| format!("unreadable BSON: {e}"))?;
         let name = name.as_str();
-        let i = match crate::schema::lattice::find_field(fields, name, hint) {
+        let found = crate::schema::lattice::find_field(fields, name, hint).or_else(|| {
+            // Another spelling of a column, unless its name is a partition column's.
+            let base = crate::schema::names::sanitize(name);
+            let reserved = how.reserved.iter().any(|(col, src)| *col == base && src.as_deref() != Some(name));
+            if reserved {
+                None
+            } else {
+                crate::schema::lattice::find_or_alias(fields, name, hint)
+            }
+        });
+        let i = match found {
             Some(i) => i,
             None => {
                 // A new top-level field may not take the name of a partition column it is not the source of.
                 let base = crate::schema::names::sanitize(name);
                 let column = crate::schema::names::unique(&base, |c| {
                     fields.iter().any(|f| f.column == c)
-                        || reserved.iter().any(|(col, src)| col == c && src.as_deref() != Some(name))
+                        || how.reserved.iter().any(|(col, src)| col == c && src.as_deref() != Some(name))
                 });
-                fields.push(Field { source: name.to_string(), column, ty: LakeType::Null });
+                fields.push(Field::new(name, &column, LakeType::Null));
                 fields.len() - 1
             }
         };
         hint = i + 1;
         if let Some((c, got)) = capture.as_mut() {
             while c.slot_of_field.len() < fields.len() {
-                let source = &fields[c.slot_of_field.len()].source;
-                let slot = c.names.iter().position(|n| n == source);
+                let f = &fields[c.slot_of_field.len()];
+                let slot = c.names.iter().position(|n| *n == f.source).filter(|_| f.role.is_main());
                 c.slot_of_field.push(slot);
             }
-            if let Some(s) = c.slot_of_field[i] {
+            // (captured by their exact names: another spelling is not the configured field)
+            if let Some(s) = c.slot_of_field[i].filter(|_| fields[i].source == name) {
                 got[s].get_or_insert(v);
             }
         }
-        let v = if hints.iter().any(|h| h == name) { timestamp::normalise(v) } else { v };
-        fields[i].ty.observe(v)?;
+        let v = if how.hints.iter().any(|h| h == name) { timestamp::normalise(v) } else { v };
+        let observe = crate::schema::Observe { conflicts: how.conflicts, established: true };
+        crate::schema::lattice::observe_member(fields, i, name, v, doc, observe, name == key_field)?;
     }
     Ok(())
 }

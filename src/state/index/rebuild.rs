@@ -171,7 +171,7 @@ mod tests {
     /// Writes partition `rel` with `_id`s `ids` (or, with `ids` None, a file without an `_id` column), in row
     /// groups of 3.
     async fn partition(lake: &Lake, rel: &str, ids: Option<&[&str]>) {
-        let field = |source: &str, ty: LakeType| Field { source: source.into(), column: source.into(), ty };
+        let field = |source: &str, ty: LakeType| Field::new(source, source, ty);
         let (fields, columns): (Vec<Field>, Vec<arrow::array::ArrayRef>) = match ids {
             Some(ids) => (
                 vec![field("_id", LakeType::String), field("v", LakeType::Int { digits: 1 })],

@@ -88,6 +88,9 @@ struct Case {
     dropped: Vec<u64>,
     /// This run's documents hold `v` as text: the column widens from bigint to string.
     widen: bool,
+    /// The collection gained a column since the file was written (in a document of another partition): the
+    /// file's type is extended, not widened.
+    extend: bool,
 }
 
 /// The file's bytes before the run: encoded by the write path itself; `reversed`: its rows in the opposite order
@@ -137,7 +140,7 @@ fn sarrow_file_type(document: &LakeType) -> LakeType {
 }
 
 /// How the dispatcher is steered to each strategy.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 enum Steer {
     /// The existing file held whole (in-memory merge), or a new partition's rows in memory.
     Held,
@@ -149,8 +152,9 @@ enum Steer {
     HeldUnsorted,
 }
 
-/// Runs `case` through one strategy: the partition's file afterwards (None: no file) and the outcome's rows.
-async fn run(case: &Case, steer: Steer) -> (Option<bytes::Bytes>, u64) {
+/// Runs `case` through one strategy: the partition's file afterwards (None: no file), the outcome's rows, and
+/// whether the strategy wrote the file (false: left as it was, the merge changing no row).
+async fn run(case: &Case, steer: Steer) -> (Option<bytes::Bytes>, u64, bool) {
     let fresh_docs: Vec<_> = case
         .fresh
         .iter()
@@ -164,6 +168,10 @@ async fn run(case: &Case, steer: Steer) -> (Option<bytes::Bytes>, u64) {
     }
     let mut new_ty = old_ty.clone();
     observe(&mut new_ty, &fresh_docs.iter().map(|(_, _, d)| d.clone()).collect::<Vec<_>>());
+    if case.extend {
+        let elsewhere = bson::rawdoc! { "_id": "zz", "p": "b", "ts": 1000i64, "w": { "x": true } };
+        observe(&mut new_ty, &[elsewhere]);
+    }
     let reversed = matches!(steer, Steer::LargeUnsorted | Steer::HeldUnsorted);
     let before = existing_file(case, &old_ty, reversed).await;
     let lake = lake();
@@ -188,7 +196,7 @@ async fn run(case: &Case, steer: Steer) -> (Option<bytes::Bytes>, u64) {
     let dropped = case.dropped.iter().copied().collect();
     let w = writer(env, &new_ty, removals, dropped, dir.as_ref().map(|d| d.path().to_path_buf()));
     let outcome = w.write(REL.into(), part).await.expect("written");
-    (lake.get_opt(&target).await.expect("readable"), outcome.rows)
+    (lake.get_opt(&target).await.expect("readable"), outcome.rows, outcome.written)
 }
 
 /// The rows the rule keeps: (key, timestamp, whether the row is this run's).
@@ -243,15 +251,24 @@ fn check(case: &Case) {
     };
     let results: Vec<_> = steers.iter().map(|s| (*s, rt.block_on(run(case, *s)))).collect();
     let want = model(case);
-    let (first, (first_bytes, _)) = &results[0];
-    for (steer, (bytes, rows)) in &results {
+    // Every file written holds the same bytes; a strategy may instead leave a file whose rows did not change as
+    // it was (a file out of key order then stays so), and its rows are checked all the same.
+    let written: Vec<_> = results.iter().filter(|(_, (_, _, w))| *w).collect();
+    for (steer, (bytes, rows, _)) in &results {
         assert_eq!(*rows, want.len() as u64, "{steer:?}: rows reported");
         match bytes {
             None => assert!(want.is_empty(), "{steer:?}: no file left, but the rule keeps {want:?}"),
             Some(b) => assert_eq!(rows_of(b), want, "{steer:?}: the rows the rule keeps"),
         }
-        assert!(bytes == first_bytes, "{steer:?} and {first:?} wrote different bytes for {case:?}");
     }
+    if let Some((first, (first_bytes, _, _))) = written.first() {
+        for (steer, (bytes, _, _)) in &written {
+            assert!(bytes == first_bytes, "{steer:?} and {first:?} wrote different bytes for {case:?}");
+        }
+    }
+    // Files in key order are left alone, or rewritten, by every strategy alike.
+    let sorted: Vec<_> = results.iter().filter(|(s, _)| matches!(s, Steer::Held | Steer::Large)).collect();
+    assert!(sorted.windows(2).all(|w| w[0].1 == w[1].1), "{case:?}: {sorted:?}");
 }
 
 fn case() -> impl proptest::strategy::Strategy<Value = Case> {
@@ -270,7 +287,7 @@ fn case() -> impl proptest::strategy::Strategy<Value = Case> {
             .map(|(seq, _)| seq as u64)
             .collect();
         let old = old.filter(|o| !o.is_empty());
-        Case { old, fresh, removed, dropped, widen: widen && pick % 3 == 0 }
+        Case { old, fresh, removed, dropped, widen: widen && pick % 3 == 0, extend: pick % 5 == 1 }
     })
 }
 
@@ -287,13 +304,53 @@ fn replacements_moves_duplicates_and_a_widening_agree() {
     let old: BTreeMap<u8, i64> = (0..12).map(|k| (k, i64::from(k))).collect();
     let fresh = vec![(3, 60), (3, 70), (3, 65), (20, 1), (5, 2), (5, 2), (9, 40)];
     for widen in [false, true] {
-        let case = Case { old: Some(old.clone()), fresh: fresh.clone(), removed: vec![1, 7], dropped: vec![6], widen };
+        let case = Case {
+            old: Some(old.clone()),
+            fresh: fresh.clone(),
+            removed: vec![1, 7],
+            dropped: vec![6],
+            widen,
+            extend: false,
+        };
         check(&case);
         assert_eq!(model(&case).get("k03"), Some(&(70, true)), "the greatest timestamp wins");
         assert_eq!(model(&case).get("k09"), Some(&(9, false)), "a dropped row leaves the file's row");
     }
     // Every row leaves: no file.
-    check(&Case { old: Some(old.clone()), fresh: vec![], removed: (0..12).collect(), dropped: vec![], widen: false });
+    check(&Case {
+        old: Some(old.clone()),
+        fresh: vec![],
+        removed: (0..12).collect(),
+        dropped: vec![],
+        widen: false,
+        extend: false,
+    });
     // A new partition.
-    check(&Case { old: None, fresh, removed: vec![], dropped: vec![1], widen: false });
+    check(&Case { old: None, fresh: fresh.clone(), removed: vec![], dropped: vec![1], widen: false, extend: false });
+}
+
+/// A file written before the collection gained a column: re-reads of its rows leave it alone (every strategy),
+/// a changed row rewrites it under the new type (every strategy, the same bytes).
+#[test]
+fn a_file_of_an_extended_type_is_left_alone_when_nothing_changed() {
+    let old: BTreeMap<u8, i64> = (0..6).map(|k| (k, i64::from(k))).collect();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let reread =
+        Case { old: Some(old.clone()), fresh: vec![], removed: vec![], dropped: vec![], widen: false, extend: true };
+    let before = rt.block_on(existing_file(
+        &reread,
+        &{
+            let mut t = LakeType::empty_struct();
+            observe(&mut t, &old.iter().map(|(k, ts)| doc(*k, *ts, OLD_V, false)).collect::<Vec<_>>());
+            t
+        },
+        false,
+    ));
+    for steer in [Steer::Held, Steer::Large] {
+        let (after, _, written) = rt.block_on(run(&reread, steer));
+        assert!(!written, "{steer:?}");
+        assert_eq!(after, before, "{steer:?}: an unchanged file of an extended type is left as it was");
+    }
+    check(&reread);
+    check(&Case { fresh: vec![(2, 30)], ..reread });
 }

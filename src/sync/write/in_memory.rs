@@ -191,6 +191,18 @@ pub(super) fn build_from(
             let (batches, _) = parquet::decode(b.clone(), context)?;
             return merge_arrow(&batches, fresh, job);
         }
+        // A file of an older type that the collection's only extends (columns or members added since): when this
+        // run's rows are re-reads of its own rows, it reads as its rewrite would, and is left alone.
+        if remove.is_empty() && !crate::schema::needs_rewrite(&ty, file_ty) && arrow_mergeable(&schema, &ty, &spec.key)
+        {
+            let old_job = Job { file_ty: &ty, ..*job };
+            let fresh = Fresh::build(fresh_bytes, &rows, &old_job)?;
+            if fresh.rejects.is_empty() {
+                if let Some(built) = unchanged(&b, file_rows, &fresh, &old_job)? {
+                    return Ok(built);
+                }
+            }
+        }
         let (batches, ty) = parquet::decode(b, context)?;
         for batch in batches {
             let s = StructArray::from(batch);

@@ -314,6 +314,14 @@ fn build_large(
     let streamed = if &ty == job.file_ty && encode::arrow_mergeable(&file.schema(), job.file_ty, &job.spec.key) {
         streamed::merge(file, &fresh, job, sink)?
     } else {
+        // A file of an older type that the collection's only extends: left alone when this run re-read its rows.
+        let extends = !crate::schema::needs_rewrite(&ty, job.file_ty)
+            && encode::arrow_mergeable(&file.schema(), &ty, &job.spec.key);
+        if job.remove.is_empty() && extends {
+            if let Some(built) = streamed::unchanged_file(file, &fresh, &Job { file_ty: &ty, ..*job })? {
+                return Ok(built);
+            }
+        }
         streamed::widen(file, &ty, &fresh, job, sink)?
     };
     if let Some(built) = streamed {

@@ -141,6 +141,13 @@ pub(super) fn widen(
     merge.finish().map(Some)
 }
 
+/// [`unchanged`] for a file whose type is `job.file_ty` (the file's own, when the collection's only extends it):
+/// Some only when no fresh value was rejected under that type.
+pub(super) fn unchanged_file(file: &RemoteFile, fresh: &FreshRows<'_>, job: &Job<'_>) -> Result<Option<Built>> {
+    let Some((kc, key_ty)) = key_column(job.file_ty, &job.spec.key) else { return Ok(None) };
+    Ok(unchanged(file, fresh, job, kc, key_ty)?.filter(|b| b.rejects.is_empty()))
+}
+
 /// The check of [`super::in_memory::unchanged`], streamed: every fresh winner's key is in the file, in the same
 /// order, and its row there holds the same values. Reads the key column, then only those rows.
 fn unchanged(
