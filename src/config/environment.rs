@@ -105,17 +105,7 @@ impl RowGroups {
     }
 }
 
-/// `[sync] type_conflicts`: what a value that its column's type cannot hold does (see
-/// `crate::schema::Conflicts`). Applies to collections synced for the first time: each schema keeps its own.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TypeConflicts {
-    /// The column keeps its type and the value goes to a variant column beside it (`amount__v_text`).
-    #[default]
-    Variant,
-    /// The column widens (to text for mixed kinds) and every file of the table is rewritten.
-    Widen,
-}
+pub use super::raw::TypeConflicts;
 
 /// `[sync] retry_*`: attempts per collection and the backoff between them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

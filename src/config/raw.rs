@@ -86,7 +86,7 @@ pub(super) struct RawSync {
     /// What a value its column's type cannot hold does in a collection synced for the first time
     /// (`variant` or `widen`); a collection's schema keeps the policy it was created with.
     #[serde(default)]
-    pub(super) type_conflicts: super::environment::TypeConflicts,
+    pub(super) type_conflicts: TypeConflicts,
     #[serde(default = "default_lease")]
     pub(super) lease_seconds: u64,
     /// Full loads read this many `_id` ranges with concurrent cursors.
@@ -261,4 +261,16 @@ pub(super) fn default_tls() -> String {
 }
 pub(super) fn yes() -> bool {
     true
+}
+
+/// `[sync] type_conflicts`: what a value that its column's type cannot hold does (see
+/// `crate::schema::Conflicts`). Applies to collections synced for the first time: each schema keeps its own.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TypeConflicts {
+    /// The column keeps its type and the value goes to a variant column beside it (`amount__v_text`).
+    #[default]
+    Variant,
+    /// The column widens (to text for mixed kinds) and every file of the table is rewritten.
+    Widen,
 }
