@@ -33,7 +33,7 @@ use crate::schema::names::sanitize;
 use crate::schema::registry::StoredSchema;
 use crate::schema::{file_type, LakeType};
 use crate::sink::Lake;
-use crate::transform::partition::{unescape, HIVE_NULL};
+use crate::transform::partition::HIVE_NULL;
 use crate::{Error, Result};
 use object_store::path::Path;
 use std::collections::BTreeSet;
@@ -122,7 +122,7 @@ impl TableDef {
         let mut seen: Vec<BTreeSet<Option<String>>> = vec![BTreeSet::new(); keys.len()];
         let mut hidden = Vec::new();
         for rel in partitions {
-            let Some(values) = parse_partition(rel, keys) else { continue };
+            let Some(values) = crate::transform::partition::parse_relative_path(rel, keys) else { continue };
             for (level, v) in values.iter().enumerate() {
                 seen[level].insert(v.clone());
             }
@@ -190,21 +190,6 @@ impl TableDef {
         }
         out
     }
-}
-
-/// `k1=v1/k2=v2` into unescaped values (None for the null partition); None when the path does not follow `keys`.
-fn parse_partition(rel: &str, keys: &[PartitionKey]) -> Option<Vec<Option<String>>> {
-    let segments: Vec<&str> = rel.split('/').collect();
-    if segments.len() != keys.len() {
-        return None;
-    }
-    keys.iter()
-        .zip(segments)
-        .map(|(key, seg)| {
-            let (name, value) = seg.split_once('=')?;
-            (name == key.column()).then(|| (value != HIVE_NULL).then(|| unescape(value)))
-        })
-        .collect()
 }
 
 fn projection(key: &PartitionKey, values: BTreeSet<Option<String>>, enum_max_values: usize) -> Projection {

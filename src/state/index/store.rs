@@ -178,6 +178,12 @@ pub(super) async fn read_segment(lake: &Lake, spec: &CollectionSpec, file: &str)
         .map_err(|e| unreadable(e.to_string(), Some(Box::new(e))))
 }
 
+/// Reads a segment that is not loaded (a segment made in this run is always loaded).
+async fn read_unloaded(lake: &Lake, spec: &CollectionSpec, segment: &super::Segment) -> Result<Base> {
+    let file = segment.file.as_deref().expect("a segment without a file is made loaded");
+    read_segment(lake, spec, file).await
+}
+
 /// Calls `f` with every key of the index in key order, this run's changes applied, a segment at a time: a
 /// segment that is not loaded is read for the visit and dropped after it, so visiting an index of any size
 /// holds one segment besides those loaded (which stay as they were). A segment that cannot be read is an error
@@ -188,13 +194,12 @@ pub async fn visit_keys(index: &KeyIndex, lake: &Lake, spec: &CollectionSpec, mu
     for (s, segment) in index.segments.iter().enumerate() {
         let end = index.changes_end(s, &changed, c);
         let read;
-        let base = match (&segment.base, &segment.file) {
-            (Some(base), _) => base,
-            (None, Some(file)) => {
-                read = read_segment(lake, spec, file).await?;
+        let base = match &segment.base {
+            Some(base) => base,
+            None => {
+                read = read_unloaded(lake, spec, segment).await?;
                 &read
             }
-            (None, None) => unreachable!("a segment without a file is made loaded"),
         };
         let mut entries = Vec::with_capacity(base.keys.len() + end - c);
         merge_into(&mut entries, base, &changed[c..end]);
@@ -215,13 +220,12 @@ pub async fn count_absent(index: &KeyIndex, lake: &Lake, spec: &CollectionSpec, 
         let j = i + keys[i..].partition_point(|k| end.is_none_or(|e| k.as_str() < e));
         let segment = &index.segments[s];
         let read;
-        let base = match (&segment.base, &segment.file) {
-            (Some(base), _) => base,
-            (None, Some(file)) => {
-                read = read_segment(lake, spec, file).await?;
+        let base = match &segment.base {
+            Some(base) => base,
+            None => {
+                read = read_unloaded(lake, spec, segment).await?;
                 &read
             }
-            (None, None) => unreachable!("a segment without a file is made loaded"),
         };
         absent += keys[i..j]
             .iter()
