@@ -206,14 +206,22 @@ impl Kind {
         })
     }
 
-    /// The kind of a value; None for null.
+    /// The kind of a value (the kind of its [`scalar_type`]); None for null. Called for every value read, so
+    /// it builds no type: only a Decimal128 is decoded (NaN, infinities and more than 38 digits are text).
     pub fn of_value(v: RawBsonRef<'_>) -> Option<Kind> {
-        match v {
-            RawBsonRef::Null | RawBsonRef::Undefined => None,
-            RawBsonRef::Document(_) => Some(Kind::Struct),
-            RawBsonRef::Array(_) => Some(Kind::Array),
-            other => Kind::of_type(&scalar_type(other)),
-        }
+        Some(match v {
+            RawBsonRef::Null | RawBsonRef::Undefined => return None,
+            RawBsonRef::Document(_) | RawBsonRef::Timestamp(_) | RawBsonRef::RegularExpression(_) => Kind::Struct,
+            RawBsonRef::Array(_) => Kind::Array,
+            RawBsonRef::Double(_) => Kind::Double,
+            RawBsonRef::Int32(_) | RawBsonRef::Int64(_) => Kind::Bigint,
+            RawBsonRef::Boolean(_) => Kind::Bool,
+            RawBsonRef::DateTime(_) => Kind::Timestamp,
+            RawBsonRef::Binary(b) if is_uuid(b.subtype, b.bytes) => Kind::Text,
+            RawBsonRef::Binary(_) => Kind::Binary,
+            RawBsonRef::Decimal128(_) => return Kind::of_type(&scalar_type(v)),
+            _ => Kind::Text,
+        })
     }
 }
 
@@ -731,6 +739,28 @@ mod tests {
             t.observe(RawBsonRef::Document(&raw)).unwrap();
         }
         field(&t, "x").clone()
+    }
+
+    #[test]
+    fn the_kind_of_a_value_is_the_kind_of_its_type() {
+        let d = doc! {
+            "a": 1.5, "b": "s", "c": 1, "d": 2i64, "e": true, "f": bson::DateTime::from_millis(0), "g": bson::Bson::Null,
+            "h": { "x": 1 }, "i": [1], "j": bson::Timestamp { time: 1, increment: 2 }, "l": bson::oid::ObjectId::new(),
+            "m": bson::Binary { subtype: bson::spec::BinarySubtype::Generic, bytes: vec![1, 2] },
+            "n": bson::Uuid::new(), "o": "1.25".parse::<bson::Decimal128>().unwrap(),
+            "p": "NaN".parse::<bson::Decimal128>().unwrap(), "q": bson::Bson::MinKey,
+        };
+        let d = bson::RawDocumentBuf::try_from(&d).unwrap();
+        for el in d.iter() {
+            let (name, v) = el.unwrap();
+            let want = match v {
+                RawBsonRef::Null => None,
+                RawBsonRef::Document(_) => Some(Kind::Struct),
+                RawBsonRef::Array(_) => Some(Kind::Array),
+                other => Kind::of_type(&scalar_type(other)),
+            };
+            assert_eq!(Kind::of_value(v), want, "{name}");
+        }
     }
 
     #[test]
