@@ -193,6 +193,8 @@ async fn glue_table_input_and_catalog_names() {
         })
         .collect();
     coll(&client, &p.db, "visits").insert_many(docs).await.unwrap();
+    // `later` exists but holds no document yet (a listed collection missing from MongoDB fails its sync).
+    client.database(&p.db).create_collection("later").await.unwrap();
     p.write_collections(&["{db},visits,modified_at,facility_id/date(modified_at),", "{db},later,modified_at,,"]);
     let lake = p.local_env("dev", "UTC");
     let env_file = p.path().join("environments/dev.toml");

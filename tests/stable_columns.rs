@@ -197,3 +197,43 @@ async fn the_widen_policy_widens_and_is_kept_by_the_schema() {
     assert!(t["columns"].get("age__v_text").is_none(), "{}", t["columns"]);
     assert_eq!(rows_by_id(t)["1"]["age"], json!("42 years"));
 }
+
+/// A stray value inside a struct (`vitals.bp`, text in one visit) adds a member beside it, `bp` keeping its
+/// type; a struct that gains a member rewrites every file (not every engine reads a struct lacking a member), and
+/// Spark reads them all through the DDL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stray_nested_value_adds_a_member_beside_it() {
+    let p = Project::new("stable_nested");
+    let client = client().await;
+    let visits = coll(&client, &p.db, "visits");
+    let days = ["2025-07-01", "2025-07-02"];
+    let visit = |i: i32| -> Document {
+        let d = day(days[i as usize % 2]);
+        doc! { "_id": i, "vitals": { "bp": 120 + i, "spo2": 97.5 }, "created_at": d, "modified_at": d }
+    };
+    visits.insert_many((0..6).map(visit)).await.unwrap();
+    p.write_collections(&["{db},visits,modified_at,date(created_at),"]);
+    let lake = p.local_env("dev", "UTC");
+    p.sync("dev", &[]).assert_ok();
+    let table_dir = Path::new(&lake).join(&p.db).join("visits");
+    let before = files(&table_dir);
+    let later = DateTime::from_millis(now_millis() - 60_000);
+    visits
+        .update_one(doc! { "_id": 3 }, doc! { "$set": { "vitals.bp": "120/80", "modified_at": later } })
+        .await
+        .unwrap();
+    p.sync("dev", &[]).assert_ok();
+    let after = files(&table_dir);
+    assert!(before.iter().all(|(f, b)| after[f] != *b), "every file gets the member");
+    let dump = dump(&lake); // strict: every file has the same struct
+    let t = table(&dump, &p.db, "visits");
+    let rows = rows_by_id(t);
+    assert_eq!((&rows["3"]["vitals"]["bp"], &rows["3"]["vitals"]["bp__v_text"]), (&Value::Null, &json!("120/80")));
+    assert_eq!(rows["2"]["vitals"]["bp"], json!(122));
+    let ddl_run = ddl(&p, "dev", &[&format!("{}.visits", p.db)]);
+    ddl_run.assert_ok();
+    let file = save(&p, "visits.sql", &ddl_run.stdout);
+    let (ok, out, err) = spark_check(&lake, &[&file], &[]);
+    assert!(ok, "{out}\n{err}");
+    assert_eq!(spark_rows(&lake, &[&file]).get(&format!("{}.visits", p.db)), Some(&6));
+}

@@ -24,15 +24,15 @@ pub fn file_type(document: &LakeType, path_fields: &[String]) -> LakeType {
 #[cfg(test)]
 mod stable_tests;
 
-/// Whether files of type `old` must be rewritten to be read as `new`: a column (or struct member, or element)
-/// they hold changed its Arrow type. A column or member that is new needs no rewrite: files without it read as
-/// NULL by name (Athena, Spark, DuckDB and pyarrow match Parquet columns by name).
+/// Whether files of type `old` must be rewritten to be read as `new`: a column they hold changed its Arrow type
+/// (a struct that gained a member counts: not every engine reads a file whose struct lacks a member). A new
+/// top-level column needs no rewrite: files without it read it as NULL by name (Athena, Spark, DuckDB and
+/// pyarrow match Parquet columns by name).
 pub fn needs_rewrite(old: &LakeType, new: &LakeType) -> bool {
     match (old, new) {
-        (LakeType::Struct { fields: a }, LakeType::Struct { fields: b }) if !a.is_empty() => {
-            a.iter().any(|f| b.iter().find(|g| g.column == f.column).is_none_or(|g| needs_rewrite(&f.ty, &g.ty)))
-        }
-        (LakeType::List { item: a }, LakeType::List { item: b }) => needs_rewrite(a, b),
+        (LakeType::Struct { fields: a }, LakeType::Struct { fields: b }) if !a.is_empty() => a.iter().any(|f| {
+            b.iter().find(|g| g.column == f.column).is_none_or(|g| arrow::data_type(&f.ty) != arrow::data_type(&g.ty))
+        }),
         (a, b) => arrow::data_type(a) != arrow::data_type(b),
     }
 }

@@ -209,7 +209,7 @@ def check_table(lake, t, errors):
         for field in schema:
             if field.name not in first:
                 first[field.name] = (field.type, f)
-            elif not same_or_extended(field.type, first[field.name][0]):
+            elif not field.type.equals(first[field.name][0]):
                 ty, f0 = first[field.name]
                 errors.append(f"table {t.name}: column '{field.name}' is {ty} in {f0} but {field.type} in {f}")
     files = list(t.schemas)
@@ -232,19 +232,6 @@ def check_table(lake, t, errors):
         else:
             errors.append(f"table {t.name}: unify_schemas fails: {e}")
     return len(errors) == n0
-
-
-def same_or_extended(a, b):
-    """Whether a column of type a in one file and b in another read as one column: equal types, or structs whose
-    members differ only by members one of them lacks (a file written before a member appeared reads it as null,
-    by name, as Athena, Spark and DuckDB do); any other difference is drift."""
-    if a.equals(b):
-        return True
-    try:
-        pa.unify_schemas([pa.schema([pa.field("c", a)]), pa.schema([pa.field("c", b)])])
-        return pa.types.is_struct(a) or pa.types.is_list(a)
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
-        return False
 
 
 def has_nanos(ty):
