@@ -38,6 +38,104 @@ pub struct LakeConfig {
     pub allow_http: bool,
     pub access_key_id: Option<ValueOrRef>,
     pub secret_access_key: Option<SecretRef>,
+    /// Server-side encryption requested on every object mongolake writes (S3 only; None: the bucket's default).
+    pub encryption: Option<LakeEncryption>,
+}
+
+/// `[lake] server_side_encryption`, `sse_kms_key_id`, `sse_bucket_key`: the encryption headers sent with every
+/// write (PUT, multipart upload, copy), so a bucket policy that denies unencrypted writes accepts mongolake's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LakeEncryption {
+    pub kind: SseKind,
+    /// The KMS key of SSE-KMS / DSSE-KMS; None: the AWS-managed key.
+    pub kms_key_id: Option<String>,
+    /// The S3 Bucket Key setting of SSE-KMS; None: not sent (the bucket's setting applies).
+    pub bucket_key: Option<bool>,
+}
+
+/// Which server-side encryption.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SseKind {
+    /// `AES256`: keys managed by S3.
+    S3,
+    /// `aws:kms`.
+    Kms,
+    /// `aws:kms:dsse`: dual-layer.
+    DsseKms,
+}
+
+impl SseKind {
+    /// The value of the `x-amz-server-side-encryption` header.
+    pub fn header_value(self) -> &'static str {
+        match self {
+            SseKind::S3 => "AES256",
+            SseKind::Kms => "aws:kms",
+            SseKind::DsseKms => "aws:kms:dsse",
+        }
+    }
+}
+
+impl std::fmt::Display for LakeEncryption {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.kind {
+            SseKind::S3 => write!(f, "SSE-S3 (AES256)"),
+            kind => {
+                let name = if kind == SseKind::Kms { "SSE-KMS" } else { "DSSE-KMS" };
+                write!(
+                    f,
+                    "{name} ({}) with key {}",
+                    kind.header_value(),
+                    self.kms_key_id.as_deref().unwrap_or("aws/s3 (the AWS-managed key)")
+                )?;
+                match self.bucket_key {
+                    Some(true) => write!(f, ", S3 Bucket Key on"),
+                    Some(false) => write!(f, ", S3 Bucket Key off"),
+                    None => write!(f, ", S3 Bucket Key as the bucket says"),
+                }
+            }
+        }
+    }
+}
+
+/// Validates `[lake]`'s encryption keys (S3 lakes only; the key id and bucket key only with KMS).
+fn validate_encryption(
+    scheme: &str,
+    kind: Option<&str>,
+    key_id: Option<String>,
+    bucket_key: Option<bool>,
+) -> std::result::Result<Option<LakeEncryption>, String> {
+    let Some(kind) = kind else {
+        if key_id.is_some() || bucket_key.is_some() {
+            return Err("[lake] sse_kms_key_id / sse_bucket_key need server_side_encryption = \"aws:kms\"".into());
+        }
+        return Ok(None);
+    };
+    let kind = match kind {
+        "aws:kms" => SseKind::Kms,
+        "aws:kms:dsse" => SseKind::DsseKms,
+        "AES256" => SseKind::S3,
+        other => {
+            return Err(format!(
+                "[lake] server_side_encryption = `{other}`: use \"aws:kms\" (SSE-KMS), \"aws:kms:dsse\" or \"AES256\" (SSE-S3)"
+            ))
+        }
+    };
+    if scheme != "s3" {
+        return Err(
+            "[lake] server_side_encryption applies to s3:// lakes; a local lake is as encrypted as its disk".into()
+        );
+    }
+    if kind == SseKind::S3 && (key_id.is_some() || bucket_key.is_some()) {
+        return Err(
+            "[lake] sse_kms_key_id / sse_bucket_key apply to SSE-KMS: set server_side_encryption = \"aws:kms\"".into(),
+        );
+    }
+    if key_id.as_deref().is_some_and(|k| k.trim().is_empty()) {
+        return Err(
+            "[lake] sse_kms_key_id is empty: give the key's id, alias or ARN, or leave it out for aws/s3".into()
+        );
+    }
+    Ok(Some(LakeEncryption { kind, kms_key_id: key_id, bucket_key }))
 }
 
 /// `[sync]`, validated.
@@ -246,6 +344,7 @@ impl Environment {
         }
 
         let lake_url = resolve_lake_url(&raw.lake.url, config_dir).map_err(err)?;
+        let scheme = lake_url.scheme().to_string();
         let lake = LakeConfig {
             url: lake_url,
             endpoint: raw.lake.endpoint,
@@ -258,6 +357,13 @@ impl Environment {
                 .as_ref()
                 .map(|s| s.as_secret("secret_access_key", path))
                 .transpose()?,
+            encryption: validate_encryption(
+                &scheme,
+                raw.lake.server_side_encryption.as_deref(),
+                raw.lake.sse_kms_key_id,
+                raw.lake.sse_bucket_key,
+            )
+            .map_err(err)?,
         };
 
         let timezone = LakeTimeZone::parse(&raw.sync.timezone).map_err(err)?;
@@ -483,6 +589,33 @@ mod tests {
         let e = parse(&s3).unwrap_err().to_string();
         assert!(e.contains("upload_part_mb = 4") && e.contains("at least 5 MiB"), "{e}");
         assert!(parse(&OK.replace("[sync]\n", "[sync]\nupload_part_mb = 0\n")).is_err());
+    }
+
+    #[test]
+    fn lake_encryption_keys() {
+        assert_eq!(parse(OK).unwrap().lake.encryption, None);
+        let s3 = OK.replace("url = \"lake\"", "url = \"s3://b/lake\"");
+        let kms = s3.replace(
+            "[sync]\n",
+            "server_side_encryption = \"aws:kms\"\nsse_kms_key_id = \"alias/lake\"\nsse_bucket_key = true\n[sync]\n",
+        );
+        let e = parse(&kms).unwrap().lake.encryption.unwrap();
+        assert_eq!(
+            e,
+            LakeEncryption { kind: SseKind::Kms, kms_key_id: Some("alias/lake".into()), bucket_key: Some(true) }
+        );
+        assert_eq!(e.to_string(), "SSE-KMS (aws:kms) with key alias/lake, S3 Bucket Key on");
+        let aes = s3.replace("[sync]\n", "server_side_encryption = \"AES256\"\n[sync]\n");
+        assert_eq!(parse(&aes).unwrap().lake.encryption.unwrap().kind, SseKind::S3);
+        let bad = |text: &str, want: &str| {
+            let e = parse(text).unwrap_err().to_string();
+            assert!(e.contains(want), "{e}");
+        };
+        bad(&s3.replace("[sync]\n", "server_side_encryption = \"kms\"\n[sync]\n"), "use \"aws:kms\"");
+        bad(&s3.replace("[sync]\n", "sse_kms_key_id = \"k\"\n[sync]\n"), "need server_side_encryption");
+        bad(&aes.replace("[sync]\n", "sse_bucket_key = true\n[sync]\n"), "apply to SSE-KMS");
+        bad(&OK.replace("[sync]\n", "server_side_encryption = \"aws:kms\"\n[sync]\n"), "s3:// lakes");
+        bad(&s3.replace("[sync]\n", "sse_kms_ky_id = \"k\"\n[sync]\n"), "sse_kms_ky_id");
     }
 
     #[test]

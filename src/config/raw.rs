@@ -52,6 +52,13 @@ pub(super) struct RawLake {
     pub(super) allow_http: bool,
     pub(super) access_key_id: Option<ValueOrRef>,
     pub(super) secret_access_key: Option<ValueOrRef>,
+    /// Server-side encryption of every object written: `"aws:kms"` (SSE-KMS), `"aws:kms:dsse"` (DSSE-KMS) or
+    /// `"AES256"` (SSE-S3). Default: none sent (the bucket's default encryption applies).
+    pub(super) server_side_encryption: Option<String>,
+    /// The KMS key (id, alias or ARN) of `aws:kms`; default: the account's AWS-managed key `aws/s3`.
+    pub(super) sse_kms_key_id: Option<String>,
+    /// S3 Bucket Key for SSE-KMS (fewer KMS requests, lower cost); default: not sent (the bucket's setting).
+    pub(super) sse_bucket_key: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
