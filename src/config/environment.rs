@@ -5,7 +5,7 @@
 //! literal secret is refused with an explanation, and so is a password embedded in the MongoDB URI. Unknown keys
 //! are an error naming the key, so a typo never silently falls back to a default.
 use super::raw::*;
-pub use super::raw::{MaskingConfig, INDEX_SEGMENT_KEYS};
+pub use super::raw::{MaskingConfig, ReportConfig, INDEX_SEGMENT_KEYS, MAX_NEW_PARTITIONS};
 pub use super::secret::{SecretRef, ValueOrRef};
 use super::timezone::LakeTimeZone;
 use crate::{Error, Result};
@@ -173,6 +173,8 @@ pub struct SyncConfig {
     pub retry: RetryPolicy,
     /// Timeouts and request retries of the S3 client (see [`crate::sink::Lake::open_tuned`]).
     pub store: StoreTuning,
+    /// New partitions one collection may create in one run (0: no limit); see [`crate::sync::guard`].
+    pub max_new_partitions: u64,
 }
 
 impl SyncConfig {
@@ -283,6 +285,8 @@ pub struct Environment {
     pub email: Option<EmailConfig>,
     pub catalog: CatalogConfig,
     pub masking: MaskingConfig,
+    /// `[report]`: what the run report calls unusual, and the small-partitions warning.
+    pub report: ReportConfig,
 }
 
 impl Environment {
@@ -408,6 +412,7 @@ impl Environment {
                 retries: raw.sync.store_retries,
                 part_bytes: raw.sync.upload_part_mb << 20,
             },
+            max_new_partitions: raw.sync.max_new_partitions,
         };
 
         let email = match raw.email {
@@ -450,7 +455,8 @@ impl Environment {
             }
         };
         let catalog = validate_catalog(raw.catalog).map_err(err)?;
-        Ok(Environment { path: path.to_path_buf(), mongodb, lake, sync, email, catalog, masking: raw.masking })
+        let report = validate_report(raw.report).map_err(err)?;
+        Ok(Environment { path: path.to_path_buf(), mongodb, lake, sync, email, catalog, masking: raw.masking, report })
     }
 }
 
@@ -476,6 +482,30 @@ fn validate_catalog(raw: RawCatalog) -> std::result::Result<CatalogConfig, Strin
         ));
     }
     Ok(CatalogConfig { database: raw.database, table_prefix: raw.table_prefix, enum_max_values: raw.enum_max_values })
+}
+
+fn validate_report(r: ReportConfig) -> std::result::Result<ReportConfig, String> {
+    if r.unusual_factor.is_nan() || r.unusual_factor <= 1.0 {
+        return Err(format!(
+            "[report] unusual_factor = {}: use a number above 1 (3 flags a night 3x off)",
+            r.unusual_factor
+        ));
+    }
+    if r.unusual_min_nights == 0 || r.history_nights < r.unusual_min_nights || r.history_nights > 366 {
+        return Err(format!(
+            "[report] unusual_min_nights = {} and history_nights = {}: use 1 <= unusual_min_nights <= history_nights <= 366",
+            r.unusual_min_nights, r.history_nights
+        ));
+    }
+    if r.rows_drop_percent.is_nan()
+        || !(0.0..=100.0).contains(&r.rows_drop_percent)
+        || r.unusual_min_seconds.is_nan()
+        || r.unusual_min_seconds < 0.0
+        || r.sparse_rows_per_partition.is_nan()
+    {
+        return Err("[report] rows_drop_percent must be 0 to 100, unusual_min_seconds and sparse_rows_per_partition numbers at least 0".into());
+    }
+    Ok(r)
 }
 
 /// Replaces the password of a URI (if any) with `***` for logs and errors.
@@ -589,6 +619,28 @@ mod tests {
         let e = parse(&s3).unwrap_err().to_string();
         assert!(e.contains("upload_part_mb = 4") && e.contains("at least 5 MiB"), "{e}");
         assert!(parse(&OK.replace("[sync]\n", "[sync]\nupload_part_mb = 0\n")).is_err());
+    }
+
+    #[test]
+    fn report_section_defaults_and_validation() {
+        let d = parse(OK).unwrap();
+        assert_eq!(d.report, ReportConfig::default());
+        assert_eq!((d.report.unusual_factor, d.report.history_nights, d.sync.max_new_partitions), (3.0, 30, 10_000));
+        let set = parse(&format!("{OK}[report]\nunusual_factor = 5\nunusual_min_documents = 10\n")).unwrap();
+        assert_eq!((set.report.unusual_factor, set.report.unusual_min_documents), (5.0, 10));
+        assert!(parse(&format!("{OK}[report]\nunusual_factor = 0.5\n"))
+            .unwrap_err()
+            .to_string()
+            .contains("unusual_factor"));
+        assert!(parse(&format!("{OK}[report]\nunusual_facter = 2\n"))
+            .unwrap_err()
+            .to_string()
+            .contains("unusual_facter"));
+        assert!(parse(&format!("{OK}[report]\nhistory_nights = 2\n")).is_err());
+        assert_eq!(
+            parse(&OK.replace("[sync]\n", "[sync]\nmax_new_partitions = 0\n")).unwrap().sync.max_new_partitions,
+            0
+        );
     }
 
     #[test]

@@ -213,6 +213,24 @@ async fn check_lake(config: &Config, out: &mut Out) {
             format!("{e}; check [lake] url, endpoint and credentials (write, read, delete and list are needed)"),
         ),
     }
+    check_partitions(config, &lake, out).await;
+}
+
+/// Tables of many tiny partitions (a `partition_by` on a field with a value per document), from the lake.
+async fn check_partitions(config: &Config, lake: &Lake, out: &mut Out) {
+    for spec in &config.collections.entries {
+        let (db, coll) = (spec.database.as_str(), spec.collection.as_str());
+        let found = match crate::state::index::store::saved_keys(lake, db, coll).await {
+            Ok(Some(rows)) => crate::sync::guard::sparse(lake, spec, rows, &config.environment.report).await,
+            Ok(None) => Ok(None),
+            Err(e) => Err(e),
+        };
+        match found {
+            Ok(Some(s)) => out.push(Level::Warn, format!("partitions {}", spec.name()), s.to_string()),
+            Ok(None) => {}
+            Err(e) => out.push(Level::Warn, format!("partitions {}", spec.name()), format!("cannot count: {e}")),
+        }
+    }
 }
 
 async fn check_smtp(config: &Config, out: &mut Out) {
