@@ -5,6 +5,9 @@
 use super::{CollectionReport, RunReport, Status};
 use crate::sink::layout::Layout;
 
+/// How the note of a changed Athena/Glue table definition starts.
+const TABLE_DEFINITION_CHANGED: &str = "table definition changed";
+
 /// Partitions listed by name in a dry-run plan before "and N more".
 const PLAN_SHOWN: usize = 20;
 
@@ -61,7 +64,7 @@ fn notes(r: &RunReport, c: &CollectionReport) -> Vec<String> {
     }
     if s.table_definition_changed {
         out.push(format!(
-            "table definition changed: re-apply {} (or .glue.json)",
+            "{TABLE_DEFINITION_CHANGED}: re-apply {} (or .glue.json)",
             Layout::default().athena_ddl(db, coll)
         ));
     }
@@ -302,14 +305,21 @@ pub fn html(r: &RunReport) -> String {
         out.push_str("</ul></div>\n");
     }
     // Collections with something to say get the full row and their notes; the rest one compact table.
+    // (a changed table definition alone is no reason: a new date partition changes its comment every night; the
+    // compact table marks it)
+    let remarkable = |c: &CollectionReport| {
+        c.status != Status::Ok
+            || !c.unusual.is_empty()
+            || notes(r, c).iter().any(|n| !n.starts_with(TABLE_DEFINITION_CHANGED))
+    };
     let (noted, plain): (Vec<&CollectionReport>, Vec<&CollectionReport>) =
-        r.collections.iter().partition(|c| c.status != Status::Ok || !c.unusual.is_empty() || !notes(r, c).is_empty());
+        r.collections.iter().partition(|c| remarkable(c));
     if !noted.is_empty() {
         out.push_str(
-            "<h3 style=\"margin:16px 0 4px\">Collections with notes</h3>\n<table id=\"noted\" style=\"border-collapse:collapse\" border=\"1\" \
-             cellpadding=\"4\">\n<tr><th>collection</th><th>status</th><th>documents read</th><th>rows written</th>\
-             <th>partitions</th><th>duplicates dropped</th><th>values rejected</th><th>rows deleted</th><th>seconds</th>\
-             <th>docs/s</th><th>watermark old</th><th>watermark new</th></tr>\n",
+            "<h3 style=\"margin:16px 0 4px\">Collections with notes</h3>\n<table id=\"noted\" style=\"border-collapse:collapse;\
+             font-size:12px\" border=\"1\" cellpadding=\"3\">\n<tr><th>collection</th><th>status</th><th>read</th>\
+             <th>written</th><th>parts</th><th>dups</th><th>rejected</th><th>deleted</th><th>s</th><th>docs/s</th>\
+             <th>watermark old / new</th></tr>\n",
         );
         for c in noted {
             let s = &c.stats;
@@ -322,7 +332,7 @@ pub fn html(r: &RunReport) -> String {
                 "<tr><td>{}</td><td style=\"color:{color}\"><b>{}</b></td><td align=\"right\">{}</td>\
                  <td align=\"right\">{}</td><td align=\"right\">{}</td><td align=\"right\">{}</td>\
                  <td align=\"right\">{}</td><td align=\"right\">{}</td><td align=\"right\">{:.1}</td>\
-                 <td align=\"right\">{:.0}</td><td>{}</td><td>{}</td></tr>\n",
+                 <td align=\"right\">{:.0}</td><td>{}<br>{}</td></tr>\n",
                 esc(&c.name),
                 status_word(c),
                 s.docs_read,
@@ -340,7 +350,7 @@ pub fn html(r: &RunReport) -> String {
             if !n.is_empty() {
                 let items: Vec<String> = n.iter().map(|x| format!("<li>{}</li>", esc(x))).collect();
                 out.push_str(&format!(
-                    "<tr><td></td><td colspan=\"11\"><ul style=\"margin:2px 0\">{}</ul></td></tr>\n",
+                    "<tr><td></td><td colspan=\"10\"><ul style=\"margin:2px 0;overflow-wrap:anywhere\">{}</ul></td></tr>\n",
                     items.join("")
                 ));
             }
@@ -353,7 +363,7 @@ pub fn html(r: &RunReport) -> String {
              style=\"border-collapse:collapse;font-size:12px\" cellpadding=\"2\">\n<tr style=\"background:#eee\">\
              <th align=\"left\">collection</th><th align=\"right\">read</th><th align=\"right\">written</th>\
              <th align=\"right\">parts</th><th align=\"right\">rows in lake</th><th align=\"right\">s</th>\
-             <th align=\"left\">watermark</th></tr>\n",
+             <th align=\"left\">watermark</th><th align=\"left\">table definition</th></tr>\n",
             plain.len()
         ));
         for (i, c) in plain.iter().enumerate() {
@@ -361,14 +371,15 @@ pub fn html(r: &RunReport) -> String {
             let shade = if i % 2 == 1 { " style=\"background:#f6f6f6\"" } else { "" };
             out.push_str(&format!(
                 "<tr{shade}><td>{}</td><td align=\"right\">{}</td><td align=\"right\">{}</td><td align=\"right\">{}</td>\
-                 <td align=\"right\">{}</td><td align=\"right\">{:.1}</td><td>{}</td></tr>\n",
+                 <td align=\"right\">{}</td><td align=\"right\">{:.1}</td><td>{}</td><td>{}</td></tr>\n",
                 esc(&c.name),
                 s.docs_read,
                 s.rows_written,
                 s.partitions_written,
                 s.rows_in_lake.map(super::history::thousands).unwrap_or_else(|| "-".into()),
                 c.duration_ms as f64 / 1000.0,
-                esc(s.new_watermark.as_deref().unwrap_or("-"))
+                esc(s.new_watermark.as_deref().unwrap_or("-")),
+                if s.table_definition_changed { "changed: re-apply its .athena.sql" } else { "" }
             ));
         }
         out.push_str("</table>\n");
