@@ -250,7 +250,7 @@ async fn the_report_flags_unusual_nights_first_and_reads_well_at_150_collections
     assert_eq!(subject, format!("[env1] mongolake: 149/150 collections synced, 1 FAILED, {} unusual", flagged.len()));
     assert!(plain.contains("UNUSUAL (") && plain.contains("last 30 nights: "), "{plain}");
     assert_eq!(html.matches("<svg").count(), expect.len());
-    assert!(!html.contains("http://") || !html.contains("src=\"http"), "no external assets");
+    assert!(!html.contains("src=") && !html.contains("href=") && !html.contains("url("), "no external assets");
 
     // As a person sees it.
     let shots = tempfile::tempdir().unwrap();

@@ -457,3 +457,47 @@ fn chart(u: &super::history::Unusual) -> String {
     ));
     svg
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::history::{Metric, Unusual};
+
+    fn report() -> RunReport {
+        let mut cs: Vec<CollectionReport> =
+            (0..150).map(|i| CollectionReport::ok(format!("hims.c{i:03}"), Default::default(), 1_000)).collect();
+        cs[7].unusual.push(Unusual {
+            metric: Metric::DocumentsRead,
+            tonight: 0.0,
+            usual_low: 950.0,
+            usual_high: 1_050.0,
+            median: 1_000.0,
+            nights: 30,
+            summary: "0 (usual 950 to 1,050, median 1,000 over 30 nights)".into(),
+            history: (0..30).map(|i| Some(950.0 + i as f64 * 3.0)).chain([Some(0.0)]).collect(),
+            history_runs: (0..31).map(|i| format!("r{i}")).collect(),
+        });
+        let took = std::time::Duration::from_secs(60);
+        RunReport::new("r".into(), "env1".into(), "s3://b/l".into(), chrono::Utc::now(), took, cs)
+    }
+
+    #[test]
+    fn the_unusual_come_first_with_numbers_and_a_chart_and_the_rest_share_a_compact_table() {
+        let r = report();
+        assert_eq!(r.subject(), "[env1] mongolake: all 150 synced, 1 unusual");
+        let text = r.to_text();
+        let unusual = text.find("UNUSUAL (1):").expect("the section");
+        assert!(unusual < text.find("\ncollection ").unwrap());
+        assert!(text.contains("  hims.c007  documents read 0 (usual 950 to 1,050, median 1,000 over 30 nights)\n"));
+        assert!(text.contains("    last 30 nights: 950 953 956 "), "{text}");
+        let html = r.to_html();
+        assert_eq!(html.matches("<svg").count(), 1);
+        assert!(html.contains("149 other collection(s): ok, nothing unusual"));
+        assert_eq!(
+            html.matches("<tr").count(),
+            1 + 1 + 1 + 1 + 149,
+            "the flag, noted header, c007, compact header, the rest"
+        );
+        assert!(!html.contains("src=") && !html.contains("href=") && !html.contains("url("), "no external assets");
+    }
+}

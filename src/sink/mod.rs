@@ -404,6 +404,7 @@ mod tests {
 
     #[test]
     fn an_s3_lake_opens_with_every_encryption_setting() {
+        std::env::set_var("MONGOLAKE_TEST_UNIT_LAKE_SECRET", "s");
         for (kind, key, bucket_key) in [
             (SseKind::Kms, Some("arn:aws:kms:us-east-1:111122223333:key/k"), Some(true)),
             (SseKind::Kms, None, None),
@@ -416,7 +417,10 @@ mod tests {
                 region: Some("us-east-1".into()),
                 allow_http: true,
                 access_key_id: Some(crate::config::ValueOrRef::Literal("k".into())),
-                secret_access_key: None,
+                secret_access_key: Some(crate::config::SecretRef {
+                    env: Some("MONGOLAKE_TEST_UNIT_LAKE_SECRET".into()),
+                    file: None,
+                }),
                 encryption: Some(LakeEncryption { kind, kms_key_id: key.map(String::from), bucket_key }),
             };
             Lake::open(&cfg).unwrap_or_else(|e| panic!("{kind:?}: {e}"));
