@@ -1,7 +1,9 @@
 //! The report as plain text (terminal, email text part) and HTML (email), laid out for a ten-second read:
 //! the verdict (subject line), totals and run duration, then failures first (each with its error chain and
-//! likely fix), then one table row per collection with its notes (schema changes, rejects, reconcile, dry-run
-//! plan) below it.
+//! likely fix), then what is unusual tonight against each collection's own history ([`super::history`]: the
+//! text lists the last nights' numbers, the HTML draws them), the many-tiny-partitions warnings, then the
+//! collections: in the text one row each with its notes below it; in the HTML a full row with notes for the
+//! collections with something to say, and one compact table for the rest (readable at 150 collections).
 use super::{CollectionReport, RunReport, Status};
 use crate::sink::layout::Layout;
 
