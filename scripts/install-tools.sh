@@ -5,6 +5,8 @@
 #   - moto_server (S3), aiosmtpd (SMTP), pyarrow + duckdb (independent lake readers) from PyPI
 #   - pyspark (PyPI) and a Java 17+ runtime (apt) for tests/py/spark_check.py, which reads the lake through the
 #     generated Athena DDL
+#   - chromium (apt, Debian's package) to render the report mail's HTML headless in tests/report_html.rs
+#   - boto3 (PyPI; moto's own dependency) for tests/py/check_sse.py
 # Idempotent: each step is skipped when its tool is already present.
 set -euo pipefail
 TOOLS="${MONGOLAKE_TOOLS:-$HOME/.cache/mongolake-tools}"
@@ -16,6 +18,7 @@ log() { printf '[install-tools] %s\n' "$*" >&2; }
 need_apt=()
 command -v cmake >/dev/null 2>&1 || need_apt+=(cmake)
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl) # test certificates (scripts/servers.sh)
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium) # the report's HTML, rendered (tests/report_html.rs)
 # Spark 4 runs on Java 17 or newer.
 java_major="$(java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -n 1)"
 [ "${java_major:-0}" -ge 17 ] 2>/dev/null || need_apt+=(openjdk-17-jre-headless)
@@ -40,6 +43,7 @@ fi
 need_pip=()
 python3 -c 'import moto.server' 2>/dev/null || need_pip+=('moto[server]')
 python3 -c 'import aiosmtpd' 2>/dev/null || need_pip+=('aiosmtpd')
+python3 -c 'import boto3' 2>/dev/null || need_pip+=('boto3')
 python3 -c 'import pyarrow' 2>/dev/null || need_pip+=('pyarrow')
 python3 -c 'import duckdb' 2>/dev/null || need_pip+=('duckdb')
 python3 -c 'import pyspark' 2>/dev/null || need_pip+=('pyspark==4.3.0')

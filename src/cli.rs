@@ -5,6 +5,7 @@ use crate::config::Config;
 use crate::progress::Board;
 use crate::sync::SyncOptions;
 use clap::{Parser, Subcommand};
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -223,8 +224,11 @@ Exit codes: 0 every named collection re-laid (or nothing to do), 1 some failed (
 fn init_logging(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("MONGOLAKE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // Through the progress display's writer: log lines go above the bars instead of through them.
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(crate::progress::LogWriter);
+    // Through the progress display's writer: log lines go above the bars instead of through them. Colours only
+    // on a terminal, and never with NO_COLOR (a file, journald or a Kubernetes log gets plain text).
+    let colour = format == "text" && crate::progress::colour_wanted(std::io::stderr().is_terminal(), no_color());
+    let builder =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(crate::progress::LogWriter).with_ansi(colour);
     if format == "json" {
         builder.json().init();
     } else {
@@ -232,10 +236,14 @@ fn init_logging(format: &str) {
     }
 }
 
+/// `NO_COLOR` set to anything but the empty string (<https://no-color.org>).
+fn no_color() -> bool {
+    std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty())
+}
+
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.log_format);
-    use std::io::IsTerminal;
     let terminal = cli.log_format == "text" && std::io::stderr().is_terminal();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,

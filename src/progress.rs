@@ -6,6 +6,9 @@
 //! - Otherwise (cron, systemd, Kubernetes, `--log-format json`): a structured `Progress` log event every 10 s
 //!   per collection still running, so a long full load never looks hung and log shippers get numbers.
 //!
+//! Colour: log lines are coloured only when stderr is a terminal and `NO_COLOR` is unset ([`colour_wanted`]);
+//! the bars' templates use no colour at all, so a terminal with `NO_COLOR` gets cursor movement but no colour.
+//!
 //! The counters are plain atomics: the read and write passes bump them without locks; the display polls.
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::Write;
@@ -55,6 +58,11 @@ impl Progress {
         self.docs_read.store(0, Relaxed);
         self.rows_written.store(0, Relaxed);
     }
+}
+
+/// Whether log lines may carry ANSI colours: on a terminal only, and never with `NO_COLOR` set.
+pub fn colour_wanted(terminal: bool, no_color: bool) -> bool {
+    terminal && !no_color
 }
 
 /// Every collection's counters, in the order they started.

@@ -5,7 +5,7 @@
 //! literal secret is refused with an explanation, and so is a password embedded in the MongoDB URI. Unknown keys
 //! are an error naming the key, so a typo never silently falls back to a default.
 use super::raw::*;
-pub use super::raw::{MaskingConfig, INDEX_SEGMENT_KEYS};
+pub use super::raw::{MaskingConfig, ReportConfig, INDEX_SEGMENT_KEYS, MAX_NEW_PARTITIONS};
 pub use super::secret::{SecretRef, ValueOrRef};
 use super::timezone::LakeTimeZone;
 use crate::{Error, Result};
@@ -38,6 +38,104 @@ pub struct LakeConfig {
     pub allow_http: bool,
     pub access_key_id: Option<ValueOrRef>,
     pub secret_access_key: Option<SecretRef>,
+    /// Server-side encryption requested on every object mongolake writes (S3 only; None: the bucket's default).
+    pub encryption: Option<LakeEncryption>,
+}
+
+/// `[lake] server_side_encryption`, `sse_kms_key_id`, `sse_bucket_key`: the encryption headers sent with every
+/// write (PUT, multipart upload, copy), so a bucket policy that denies unencrypted writes accepts mongolake's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LakeEncryption {
+    pub kind: SseKind,
+    /// The KMS key of SSE-KMS / DSSE-KMS; None: the AWS-managed key.
+    pub kms_key_id: Option<String>,
+    /// The S3 Bucket Key setting of SSE-KMS; None: not sent (the bucket's setting applies).
+    pub bucket_key: Option<bool>,
+}
+
+/// Which server-side encryption.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SseKind {
+    /// `AES256`: keys managed by S3.
+    S3,
+    /// `aws:kms`.
+    Kms,
+    /// `aws:kms:dsse`: dual-layer.
+    DsseKms,
+}
+
+impl SseKind {
+    /// The value of the `x-amz-server-side-encryption` header.
+    pub fn header_value(self) -> &'static str {
+        match self {
+            SseKind::S3 => "AES256",
+            SseKind::Kms => "aws:kms",
+            SseKind::DsseKms => "aws:kms:dsse",
+        }
+    }
+}
+
+impl std::fmt::Display for LakeEncryption {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.kind {
+            SseKind::S3 => write!(f, "SSE-S3 (AES256)"),
+            kind => {
+                let name = if kind == SseKind::Kms { "SSE-KMS" } else { "DSSE-KMS" };
+                write!(
+                    f,
+                    "{name} ({}) with key {}",
+                    kind.header_value(),
+                    self.kms_key_id.as_deref().unwrap_or("aws/s3 (the AWS-managed key)")
+                )?;
+                match self.bucket_key {
+                    Some(true) => write!(f, ", S3 Bucket Key on"),
+                    Some(false) => write!(f, ", S3 Bucket Key off"),
+                    None => write!(f, ", S3 Bucket Key as the bucket says"),
+                }
+            }
+        }
+    }
+}
+
+/// Validates `[lake]`'s encryption keys (S3 lakes only; the key id and bucket key only with KMS).
+fn validate_encryption(
+    scheme: &str,
+    kind: Option<&str>,
+    key_id: Option<String>,
+    bucket_key: Option<bool>,
+) -> std::result::Result<Option<LakeEncryption>, String> {
+    let Some(kind) = kind else {
+        if key_id.is_some() || bucket_key.is_some() {
+            return Err("[lake] sse_kms_key_id / sse_bucket_key need server_side_encryption = \"aws:kms\"".into());
+        }
+        return Ok(None);
+    };
+    let kind = match kind {
+        "aws:kms" => SseKind::Kms,
+        "aws:kms:dsse" => SseKind::DsseKms,
+        "AES256" => SseKind::S3,
+        other => {
+            return Err(format!(
+                "[lake] server_side_encryption = `{other}`: use \"aws:kms\" (SSE-KMS), \"aws:kms:dsse\" or \"AES256\" (SSE-S3)"
+            ))
+        }
+    };
+    if scheme != "s3" {
+        return Err(
+            "[lake] server_side_encryption applies to s3:// lakes; a local lake is as encrypted as its disk".into()
+        );
+    }
+    if kind == SseKind::S3 && (key_id.is_some() || bucket_key.is_some()) {
+        return Err(
+            "[lake] sse_kms_key_id / sse_bucket_key apply to SSE-KMS: set server_side_encryption = \"aws:kms\"".into(),
+        );
+    }
+    if key_id.as_deref().is_some_and(|k| k.trim().is_empty()) {
+        return Err(
+            "[lake] sse_kms_key_id is empty: give the key's id, alias or ARN, or leave it out for aws/s3".into()
+        );
+    }
+    Ok(Some(LakeEncryption { kind, kms_key_id: key_id, bucket_key }))
 }
 
 /// `[sync]`, validated.
@@ -80,6 +178,8 @@ pub struct SyncConfig {
     pub retry: RetryPolicy,
     /// Timeouts and request retries of the S3 client (see [`crate::sink::Lake::open_tuned`]).
     pub store: StoreTuning,
+    /// New partitions one collection may create in one run (0: no limit); see [`crate::sync::guard`].
+    pub max_new_partitions: u64,
 }
 
 impl SyncConfig {
@@ -192,6 +292,8 @@ pub struct Environment {
     pub email: Option<EmailConfig>,
     pub catalog: CatalogConfig,
     pub masking: MaskingConfig,
+    /// `[report]`: what the run report calls unusual, and the small-partitions warning.
+    pub report: ReportConfig,
 }
 
 impl Environment {
@@ -253,6 +355,7 @@ impl Environment {
         }
 
         let lake_url = resolve_lake_url(&raw.lake.url, config_dir).map_err(err)?;
+        let scheme = lake_url.scheme().to_string();
         let lake = LakeConfig {
             url: lake_url,
             endpoint: raw.lake.endpoint,
@@ -265,6 +368,13 @@ impl Environment {
                 .as_ref()
                 .map(|s| s.as_secret("secret_access_key", path))
                 .transpose()?,
+            encryption: validate_encryption(
+                &scheme,
+                raw.lake.server_side_encryption.as_deref(),
+                raw.lake.sse_kms_key_id,
+                raw.lake.sse_bucket_key,
+            )
+            .map_err(err)?,
         };
 
         let timezone = LakeTimeZone::parse(&raw.sync.timezone).map_err(err)?;
@@ -311,6 +421,7 @@ impl Environment {
                 retries: raw.sync.store_retries,
                 part_bytes: raw.sync.upload_part_mb << 20,
             },
+            max_new_partitions: raw.sync.max_new_partitions,
         };
 
         let email = match raw.email {
@@ -353,7 +464,8 @@ impl Environment {
             }
         };
         let catalog = validate_catalog(raw.catalog).map_err(err)?;
-        Ok(Environment { path: path.to_path_buf(), mongodb, lake, sync, email, catalog, masking: raw.masking })
+        let report = validate_report(raw.report).map_err(err)?;
+        Ok(Environment { path: path.to_path_buf(), mongodb, lake, sync, email, catalog, masking: raw.masking, report })
     }
 }
 
@@ -379,6 +491,30 @@ fn validate_catalog(raw: RawCatalog) -> std::result::Result<CatalogConfig, Strin
         ));
     }
     Ok(CatalogConfig { database: raw.database, table_prefix: raw.table_prefix, enum_max_values: raw.enum_max_values })
+}
+
+fn validate_report(r: ReportConfig) -> std::result::Result<ReportConfig, String> {
+    if r.unusual_factor.is_nan() || r.unusual_factor <= 1.0 {
+        return Err(format!(
+            "[report] unusual_factor = {}: use a number above 1 (3 flags a night 3x off)",
+            r.unusual_factor
+        ));
+    }
+    if r.unusual_min_nights == 0 || r.history_nights < r.unusual_min_nights || r.history_nights > 366 {
+        return Err(format!(
+            "[report] unusual_min_nights = {} and history_nights = {}: use 1 <= unusual_min_nights <= history_nights <= 366",
+            r.unusual_min_nights, r.history_nights
+        ));
+    }
+    if r.rows_drop_percent.is_nan()
+        || !(0.0..=100.0).contains(&r.rows_drop_percent)
+        || r.unusual_min_seconds.is_nan()
+        || r.unusual_min_seconds < 0.0
+        || r.sparse_rows_per_partition.is_nan()
+    {
+        return Err("[report] rows_drop_percent must be 0 to 100, unusual_min_seconds and sparse_rows_per_partition numbers at least 0".into());
+    }
+    Ok(r)
 }
 
 /// Replaces the password of a URI (if any) with `***` for logs and errors.
@@ -492,6 +628,55 @@ mod tests {
         let e = parse(&s3).unwrap_err().to_string();
         assert!(e.contains("upload_part_mb = 4") && e.contains("at least 5 MiB"), "{e}");
         assert!(parse(&OK.replace("[sync]\n", "[sync]\nupload_part_mb = 0\n")).is_err());
+    }
+
+    #[test]
+    fn report_section_defaults_and_validation() {
+        let d = parse(OK).unwrap();
+        assert_eq!(d.report, ReportConfig::default());
+        assert_eq!((d.report.unusual_factor, d.report.history_nights, d.sync.max_new_partitions), (3.0, 30, 10_000));
+        let set = parse(&format!("{OK}[report]\nunusual_factor = 5\nunusual_min_documents = 10\n")).unwrap();
+        assert_eq!((set.report.unusual_factor, set.report.unusual_min_documents), (5.0, 10));
+        assert!(parse(&format!("{OK}[report]\nunusual_factor = 0.5\n"))
+            .unwrap_err()
+            .to_string()
+            .contains("unusual_factor"));
+        assert!(parse(&format!("{OK}[report]\nunusual_facter = 2\n"))
+            .unwrap_err()
+            .to_string()
+            .contains("unusual_facter"));
+        assert!(parse(&format!("{OK}[report]\nhistory_nights = 2\n")).is_err());
+        assert_eq!(
+            parse(&OK.replace("[sync]\n", "[sync]\nmax_new_partitions = 0\n")).unwrap().sync.max_new_partitions,
+            0
+        );
+    }
+
+    #[test]
+    fn lake_encryption_keys() {
+        assert_eq!(parse(OK).unwrap().lake.encryption, None);
+        let s3 = OK.replace("url = \"lake\"", "url = \"s3://b/lake\"");
+        let kms = s3.replace(
+            "[sync]\n",
+            "server_side_encryption = \"aws:kms\"\nsse_kms_key_id = \"alias/lake\"\nsse_bucket_key = true\n[sync]\n",
+        );
+        let e = parse(&kms).unwrap().lake.encryption.unwrap();
+        assert_eq!(
+            e,
+            LakeEncryption { kind: SseKind::Kms, kms_key_id: Some("alias/lake".into()), bucket_key: Some(true) }
+        );
+        assert_eq!(e.to_string(), "SSE-KMS (aws:kms) with key alias/lake, S3 Bucket Key on");
+        let aes = s3.replace("[sync]\n", "server_side_encryption = \"AES256\"\n[sync]\n");
+        assert_eq!(parse(&aes).unwrap().lake.encryption.unwrap().kind, SseKind::S3);
+        let bad = |text: &str, want: &str| {
+            let e = parse(text).unwrap_err().to_string();
+            assert!(e.contains(want), "{e}");
+        };
+        bad(&s3.replace("[sync]\n", "server_side_encryption = \"kms\"\n[sync]\n"), "use \"aws:kms\"");
+        bad(&s3.replace("[sync]\n", "sse_kms_key_id = \"k\"\n[sync]\n"), "need server_side_encryption");
+        bad(&aes.replace("[sync]\n", "sse_bucket_key = true\n[sync]\n"), "apply to SSE-KMS");
+        bad(&OK.replace("[sync]\n", "server_side_encryption = \"aws:kms\"\n[sync]\n"), "s3:// lakes");
+        bad(&s3.replace("[sync]\n", "sse_kms_ky_id = \"k\"\n[sync]\n"), "sse_kms_ky_id");
     }
 
     #[test]

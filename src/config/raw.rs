@@ -15,6 +15,79 @@ pub(super) struct RawEnvironment {
     pub(super) catalog: RawCatalog,
     #[serde(default)]
     pub(super) masking: MaskingConfig,
+    #[serde(default)]
+    pub(super) report: ReportConfig,
+}
+
+/// `[report]`: when the run report calls a collection's night unusual (against its own history in the lake, see
+/// [`crate::report::history`]) and when it warns of partitions too small to be useful. Every key has a default.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ReportConfig {
+    /// Tonight is unusual when it is this many times above (or below) the median of the usual nights, and
+    /// outside their usual range (10th to 90th percentile).
+    #[serde(default = "default_unusual_factor")]
+    pub unusual_factor: f64,
+    /// Nights of history a metric needs before anything is flagged.
+    #[serde(default = "default_unusual_min_nights")]
+    pub unusual_min_nights: usize,
+    /// Nights compared with tonight (and drawn in the mail's charts).
+    #[serde(default = "default_history_nights")]
+    pub history_nights: usize,
+    /// Documents read are compared only when tonight's or the usual median is at least this many (a
+    /// collection reading 3 instead of 1 a night is not news).
+    #[serde(default = "default_unusual_min_documents")]
+    pub unusual_min_documents: u64,
+    /// A night is called slow only when it took at least this many seconds.
+    #[serde(default = "default_unusual_min_seconds")]
+    pub unusual_min_seconds: f64,
+    /// Partitions written are compared only when tonight wrote at least this many.
+    #[serde(default = "default_unusual_min_partitions")]
+    pub unusual_min_partitions: u64,
+    /// Rows in the lake falling by more than this percentage since the previous night is unusual.
+    #[serde(default = "default_rows_drop_percent")]
+    pub rows_drop_percent: f64,
+    /// Warn about a collection with at least this many partitions ...
+    #[serde(default = "default_sparse_partitions")]
+    pub sparse_partitions: u64,
+    /// ... that average fewer rows than this.
+    #[serde(default = "default_sparse_rows_per_partition")]
+    pub sparse_rows_per_partition: f64,
+}
+
+impl Default for ReportConfig {
+    fn default() -> Self {
+        toml::from_str("").expect("defaults")
+    }
+}
+
+pub(super) fn default_unusual_factor() -> f64 {
+    // The nights operators described: 0 read where thousands are usual, a run five times slower.
+    3.0
+}
+pub(super) fn default_unusual_min_nights() -> usize {
+    5
+}
+pub(super) fn default_history_nights() -> usize {
+    30
+}
+pub(super) fn default_unusual_min_documents() -> u64 {
+    100
+}
+pub(super) fn default_unusual_min_seconds() -> f64 {
+    60.0
+}
+pub(super) fn default_unusual_min_partitions() -> u64 {
+    20
+}
+pub(super) fn default_rows_drop_percent() -> f64 {
+    5.0
+}
+pub(super) fn default_sparse_partitions() -> u64 {
+    1_000
+}
+pub(super) fn default_sparse_rows_per_partition() -> f64 {
+    2.0
 }
 
 /// `[masking]`: secrets of the masking rules in collections.csv's `mask` column (see [`crate::mask`]).
@@ -52,6 +125,13 @@ pub(super) struct RawLake {
     pub(super) allow_http: bool,
     pub(super) access_key_id: Option<ValueOrRef>,
     pub(super) secret_access_key: Option<ValueOrRef>,
+    /// Server-side encryption of every object written: `"aws:kms"` (SSE-KMS), `"aws:kms:dsse"` (DSSE-KMS) or
+    /// `"AES256"` (SSE-S3). Default: none sent (the bucket's default encryption applies).
+    pub(super) server_side_encryption: Option<String>,
+    /// The KMS key (id, alias or ARN) of `aws:kms`; default: the account's AWS-managed key `aws/s3`.
+    pub(super) sse_kms_key_id: Option<String>,
+    /// S3 Bucket Key for SSE-KMS (fewer KMS requests, lower cost); default: not sent (the bucket's setting).
+    pub(super) sse_bucket_key: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -120,6 +200,19 @@ pub(super) struct RawSync {
     /// Partition files are streamed to the lake in parts of this size (S3 multipart upload; at least 5 there).
     #[serde(default = "default_upload_part_mb")]
     pub(super) upload_part_mb: usize,
+    /// A run that would create more new partitions than this in one collection fails that collection before
+    /// writing anything (a `partition_by` typo such as `_id` makes one partition per document); 0: no limit.
+    #[serde(default = "default_max_new_partitions")]
+    pub(super) max_new_partitions: u64,
+}
+
+/// `[sync] max_new_partitions` by default: ten years of daily partitions (3,650) or a year of them for 27
+/// facilities fit in one first load; a partition per document of a collection of more than 10,000 does not.
+/// Each partition is a file (a PUT and a copy on S3) and a value Athena's projection enumerates.
+pub const MAX_NEW_PARTITIONS: u64 = 10_000;
+
+pub(super) fn default_max_new_partitions() -> u64 {
+    MAX_NEW_PARTITIONS
 }
 
 pub(super) fn default_retry_attempts() -> u32 {

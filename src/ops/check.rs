@@ -4,7 +4,8 @@
 //! In order: the configuration (already parsed by the caller) and collections.csv rows, every secret
 //! reference (resolved, never printed), masking secrets, MongoDB (ping with the configured credentials), each
 //! listed collection (exists; has an index whose first key is the timestamp column, else the incremental query
-//! scans the whole collection), the lake (a probe object written, read back and deleted) and SMTP (connect,
+//! scans the whole collection), the lake (its server-side encryption setting; a probe object written, read back and
+//! deleted) and SMTP (connect,
 //! TLS, AUTH, NOOP; no mail is sent). Nothing else is written anywhere.
 use crate::config::environment::ValueOrRef;
 use crate::config::{Config, SecretRef};
@@ -186,6 +187,15 @@ async fn check_lake(config: &Config, out: &mut Out) {
         Ok::<_, crate::Error>(back.as_deref() == Some(&body[..]))
     }
     .await;
+    if lake.local_dir().is_none() {
+        let detail = match &env.lake.encryption {
+            Some(e) => format!("{e}: sent with every object written (the probe too)"),
+            None => "none requested ([lake] server_side_encryption unset): objects get the bucket's default \
+                     encryption; a bucket policy requiring aws:kms refuses every write"
+                .to_string(),
+        };
+        out.push(Level::Ok, "lake encryption", detail);
+    }
     match result {
         Ok(true) => out.push(Level::Ok, "lake", format!("{}: wrote, read back and deleted a probe object", lake.url())),
         Ok(false) => out.push(Level::Fail, "lake", format!("{}: the probe object read back differently", lake.url())),
@@ -194,6 +204,24 @@ async fn check_lake(config: &Config, out: &mut Out) {
             "lake",
             format!("{e}; check [lake] url, endpoint and credentials (write, read, delete and list are needed)"),
         ),
+    }
+    check_partitions(config, &lake, out).await;
+}
+
+/// Tables of many tiny partitions (a `partition_by` on a field with a value per document), from the lake.
+async fn check_partitions(config: &Config, lake: &Lake, out: &mut Out) {
+    for spec in &config.collections.entries {
+        let (db, coll) = (spec.database.as_str(), spec.collection.as_str());
+        let found = match crate::state::index::store::saved_keys(lake, db, coll).await {
+            Ok(Some(rows)) => crate::sync::guard::sparse(lake, spec, rows, &config.environment.report).await,
+            Ok(None) => Ok(None),
+            Err(e) => Err(e),
+        };
+        match found {
+            Ok(Some(s)) => out.push(Level::Warn, format!("partitions {}", spec.name()), s.to_string()),
+            Ok(None) => {}
+            Err(e) => out.push(Level::Warn, format!("partitions {}", spec.name()), format!("cannot count: {e}")),
+        }
     }
 }
 

@@ -1,7 +1,8 @@
 //! `mongolake status --env E [--json]`: one line per listed collection from what the lake holds, without
 //! touching MongoDB: the last successful run and its watermark (state file), how far that lags behind now,
 //! rows in the lake (the key index's row count: one entry per row), the last run's numbers, and the last
-//! error (the newest run report in which the collection failed).
+//! error (the newest run report in which the collection failed), and what was unusual about its newest night
+//! against the ones before ([`crate::report::history`], the same flags as that night's run report).
 //!
 //! Only the newest [`REPORTS_SCANNED`] run reports are read, so the command stays fast on a lake with years of
 //! nightly runs; an error older than that is not shown.
@@ -11,7 +12,7 @@ use crate::Result;
 use serde::Serialize;
 
 /// Run reports read, newest first.
-pub const REPORTS_SCANNED: usize = 60;
+pub use crate::report::history::REPORTS_SCANNED;
 
 /// What the lake says about one collection.
 #[derive(Debug, Clone, Serialize, Default)]
@@ -31,13 +32,18 @@ pub struct CollectionStatus {
     pub last_error: Option<String>,
     pub last_error_run: Option<String>,
     pub last_error_fix: Option<String>,
+    /// The newest night's numbers far from the collection's usual (as the run report flags them).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unusual: Vec<crate::report::history::Unusual>,
 }
 
 /// Collects the status of every listed collection.
 pub async fn collect(config: &Config) -> Result<Vec<CollectionStatus>> {
     let env = &config.environment;
     let lake = Lake::open_tuned(&env.lake, &env.sync.store)?;
-    let reports = newest_reports(&lake).await?;
+    let reports =
+        crate::report::history::newest_reports(&lake, REPORTS_SCANNED.max(2 * env.report.history_nights)).await?;
+    let entries = crate::report::history::entries(&reports);
     let now = chrono::Utc::now().timestamp_millis();
     let mut out = Vec::new();
     for spec in &config.collections.entries {
@@ -56,6 +62,8 @@ pub async fn collect(config: &Config) -> Result<Vec<CollectionStatus>> {
             st.lag_seconds = Some((now - w) / 1000);
         }
         st.rows = crate::state::index::store::saved_keys(&lake, db, coll).await?;
+        let nights = crate::report::history::nights(&lake, spec, &entries).await?;
+        st.unusual = crate::report::history::flags_of_newest(&nights, &env.report);
         let entry_of = |r: &serde_json::Value| -> Option<serde_json::Value> {
             r["collections"].as_array()?.iter().find(|c| c["name"] == name.as_str()).cloned()
         };
@@ -72,24 +80,6 @@ pub async fn collect(config: &Config) -> Result<Vec<CollectionStatus>> {
             }
         }
         out.push(st);
-    }
-    Ok(out)
-}
-
-/// The newest run reports (parsed loosely: older mongolake versions wrote fewer fields).
-async fn newest_reports(lake: &Lake) -> Result<Vec<serde_json::Value>> {
-    let mut paths = lake.list(&lake.layout().runs_dir()).await?;
-    paths.retain(|p| p.extension() == Some("json"));
-    // Run ids start with their UTC time, so names sort by age.
-    paths.sort_by(|a, b| b.as_ref().cmp(a.as_ref()));
-    let mut out = Vec::new();
-    for p in paths.into_iter().take(REPORTS_SCANNED) {
-        if let Some(bytes) = lake.get_opt(&p).await? {
-            match serde_json::from_slice(&bytes) {
-                Ok(v) => out.push(v),
-                Err(e) => tracing::warn!(report = %lake.display(&p), error = %e, "Unreadable run report skipped"),
-            }
-        }
     }
     Ok(out)
 }
@@ -128,6 +118,9 @@ pub fn to_text(rows: &[CollectionStatus]) -> String {
             last,
             err
         ));
+        for u in &r.unusual {
+            out.push_str(&format!("    UNUSUAL: {u}\n"));
+        }
     }
     out
 }

@@ -38,6 +38,9 @@ pub fn for_message(text: &str) -> Option<String> {
          s3:ListBucket on the lake prefix"
     } else if has("NoSuchBucket") {
         "the bucket in [lake] url does not exist: create it or correct the url"
+    } else if has("max_new_partitions") {
+        "correct `partition_by` for this collection in collections.csv (the named key has a value per document), \
+         or raise [sync] max_new_partitions if that many partitions is intended"
     } else if has("partition field") || has("partition_by") {
         "correct `partition_by` for this collection in collections.csv (the field must exist in the documents)"
     } else if has("no key field") {

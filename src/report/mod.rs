@@ -5,6 +5,7 @@
 //! renamed or removed. Rendering (plain text and HTML) lives in [`render`], the likely fixes in [`fix`].
 pub mod email;
 pub mod fix;
+pub mod history;
 pub mod render;
 
 use crate::sync::stats::CollectionStats;
@@ -41,6 +42,12 @@ pub struct CollectionReport {
     pub duration_ms: u64,
     #[serde(flatten)]
     pub stats: CollectionStats,
+    /// What is far from the collection's usual night (see [`history`]), with the last nights' values.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unusual: Vec<history::Unusual>,
+    /// The table holds many tiny partitions (see [`crate::sync::guard`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sparse: Option<crate::sync::guard::Sparse>,
 }
 
 impl CollectionReport {
@@ -56,6 +63,8 @@ impl CollectionReport {
             retried_errors: Vec::new(),
             duration_ms,
             stats,
+            unusual: Vec::new(),
+            sparse: None,
         }
     }
     pub fn skipped(name: String, reason: String) -> Self {
@@ -180,6 +189,11 @@ impl RunReport {
 
     /// `[env1] mongolake: 148/150 collections synced, 2 FAILED` or `[env1] mongolake: all 150 synced`.
     /// With skipped collections (held by a concurrent run): `[env1] mongolake: 3/5 collections synced, 2 skipped`.
+    /// Collections whose night was unusual (against their own history).
+    pub fn collections_unusual(&self) -> usize {
+        self.collections.iter().filter(|c| !c.unusual.is_empty()).count()
+    }
+
     pub fn subject(&self) -> String {
         let synced = self.collections_total - self.collections_failed - self.collections_skipped;
         let mut s = if self.collections_failed == 0 && self.collections_skipped == 0 {
@@ -192,6 +206,10 @@ impl RunReport {
         }
         if self.collections_skipped > 0 {
             s.push_str(&format!(", {} skipped (held by another run)", self.collections_skipped));
+        }
+        let unusual = self.collections_unusual();
+        if unusual > 0 {
+            s.push_str(&format!(", {unusual} unusual"));
         }
         if self.dry_run {
             s.push_str(" (dry run: nothing written)");

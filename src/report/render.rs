@@ -1,9 +1,14 @@
 //! The report as plain text (terminal, email text part) and HTML (email), laid out for a ten-second read:
 //! the verdict (subject line), totals and run duration, then failures first (each with its error chain and
-//! likely fix), then one table row per collection with its notes (schema changes, rejects, reconcile, dry-run
-//! plan) below it.
+//! likely fix), then what is unusual tonight against each collection's own history ([`super::history`]: the
+//! text lists the last nights' numbers, the HTML draws them), the many-tiny-partitions warnings, then the
+//! collections: in the text one row each with its notes below it; in the HTML a full row with notes for the
+//! collections with something to say, and one compact table for the rest (readable at 150 collections).
 use super::{CollectionReport, RunReport, Status};
 use crate::sink::layout::Layout;
+
+/// How the note of a changed Athena/Glue table definition starts.
+const TABLE_DEFINITION_CHANGED: &str = "table definition changed";
 
 /// Partitions listed by name in a dry-run plan before "and N more".
 const PLAN_SHOWN: usize = 20;
@@ -61,9 +66,12 @@ fn notes(r: &RunReport, c: &CollectionReport) -> Vec<String> {
     }
     if s.table_definition_changed {
         out.push(format!(
-            "table definition changed: re-apply {} (or .glue.json)",
+            "{TABLE_DEFINITION_CHANGED}: re-apply {} (or .glue.json)",
             Layout::default().athena_ddl(db, coll)
         ));
+    }
+    if let Some(sp) = &c.sparse {
+        out.push(format!("WARNING: {sp}"));
     }
     if let Some(create) = &s.missing_index {
         out.push(format!(
@@ -143,6 +151,31 @@ pub fn text(r: &RunReport) -> String {
             }
         }
     }
+    let unusual: Vec<&CollectionReport> = r.collections.iter().filter(|c| !c.unusual.is_empty()).collect();
+    if !unusual.is_empty() {
+        out.push_str(&format!("\nUNUSUAL ({}): tonight against the collection's own last nights\n", unusual.len()));
+        for c in unusual {
+            for u in &c.unusual {
+                out.push_str(&format!("  {}  {u}\n", c.name));
+                let (before, tonight) = u.history.split_at(u.history.len().saturating_sub(1));
+                let shown: Vec<String> =
+                    before.iter().map(|v| v.map(|v| u.metric.show(v)).unwrap_or_else(|| "-".into())).collect();
+                out.push_str(&format!(
+                    "    last {} nights: {} | tonight {}\n",
+                    before.len(),
+                    shown.join(" "),
+                    tonight.first().copied().flatten().map(|v| u.metric.show(v)).unwrap_or_else(|| "-".into())
+                ));
+            }
+        }
+    }
+    let sparse: Vec<&CollectionReport> = r.collections.iter().filter(|c| c.sparse.is_some()).collect();
+    if !sparse.is_empty() {
+        out.push_str(&format!("\nWARNINGS ({}):\n", sparse.len()));
+        for c in sparse {
+            out.push_str(&format!("  {}  {}\n", c.name, c.sparse.as_ref().expect("filtered")));
+        }
+    }
     out.push_str(&format!(
         "\n{:<32} {:>7} {:>10} {:>10} {:>6} {:>6} {:>6} {:>7} {:>8} {:>9}  {}\n",
         "collection",
@@ -197,12 +230,18 @@ fn esc(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
-/// The HTML report: the same content as [`text`], as a table with the failures in a red box at the top.
+/// The HTML report: the same content as [`text`], laid out for 150 collections: the verdict and totals, the
+/// failures in red boxes, then the unusual collections in amber boxes, each flagged number with a chart of its
+/// last nights (inline SVG: no external assets), the many-tiny-partitions warnings, a table of the collections
+/// with something to say (notes, skipped, failed), and every other collection in one compact table.
 pub fn html(r: &RunReport) -> String {
     let verdict = if r.collections_failed > 0 { "#b00020" } else { "#1b5e20" };
     let mut out = format!(
-        "<html><body style=\"font-family:sans-serif;font-size:14px\">\n<h2 style=\"color:{verdict}\">{}</h2>\n\
-         <p>run <code>{}</code> | lake <code>{}</code> | started {} | took {:.1}s</p>\n<p><b>{}</b></p>\n",
+        "<html><head><meta charset=\"utf-8\"><title>{}</title></head>\n<body style=\"font-family:sans-serif;\
+         font-size:14px;max-width:960px;margin:8px\">\n<h2 style=\"color:{verdict};margin:4px 0\">{}</h2>\n\
+         <p style=\"margin:4px 0;color:#444\">run <code>{}</code> | lake <code>{}</code> | started {} | took {:.1}s</p>\n\
+         <p style=\"margin:4px 0 12px\"><b>{}</b></p>\n",
+        esc(&r.subject()),
         esc(&r.subject()),
         esc(&r.run_id),
         esc(&r.lake),
@@ -212,7 +251,7 @@ pub fn html(r: &RunReport) -> String {
     );
     for c in r.collections.iter().filter(|c| c.status == Status::Failed) {
         out.push_str(&format!(
-            "<div style=\"border:2px solid #b00020;padding:8px;margin:8px 0\"><b>FAILED: {}</b> (after {} attempt(s), \
+            "<div class=\"failed\" style=\"border:2px solid #b00020;padding:8px;margin:8px 0\"><b>FAILED: {}</b> (after {} attempt(s), \
              {:.1}s{})<br><code>{}</code>",
             esc(&c.name),
             c.attempts,
@@ -228,43 +267,240 @@ pub fn html(r: &RunReport) -> String {
         }
         out.push_str("</div>\n");
     }
-    out.push_str(
-        "<table style=\"border-collapse:collapse\" border=\"1\" cellpadding=\"4\">\n<tr><th>collection</th>\
-         <th>status</th><th>documents read</th><th>rows written</th><th>partitions</th><th>duplicates dropped</th>\
-         <th>values rejected</th><th>rows deleted</th><th>seconds</th><th>docs/s</th><th>watermark old</th>\
-         <th>watermark new</th></tr>\n",
-    );
-    for c in &r.collections {
-        let s = &c.stats;
-        let color = match c.status {
-            Status::Ok => "#1b5e20",
-            Status::Failed => "#b00020",
-            Status::Skipped => "#8d6e00",
-        };
+    let unusual: Vec<&CollectionReport> = r.collections.iter().filter(|c| !c.unusual.is_empty()).collect();
+    if !unusual.is_empty() {
         out.push_str(&format!(
-            "<tr><td>{}</td><td style=\"color:{color}\"><b>{}</b></td><td align=\"right\">{}</td>\
-             <td align=\"right\">{}</td><td align=\"right\">{}</td><td align=\"right\">{}</td>\
-             <td align=\"right\">{}</td><td align=\"right\">{}</td><td align=\"right\">{:.1}</td>\
-             <td align=\"right\">{:.0}</td><td>{}</td><td>{}</td></tr>\n",
-            esc(&c.name),
-            status_word(c),
-            s.docs_read,
-            s.rows_written,
-            s.partitions_written,
-            s.duplicates_dropped,
-            s.values_rejected + s.documents_rejected,
-            s.rows_deleted,
-            c.duration_ms as f64 / 1000.0,
-            c.docs_per_second(),
-            esc(s.old_watermark.as_deref().unwrap_or("-")),
-            esc(s.new_watermark.as_deref().unwrap_or("-"))
+            "<h3 id=\"unusual\" style=\"margin:16px 0 4px\">Unusual tonight ({}): against each collection's own last nights</h3>\n",
+            unusual.len()
         ));
-        let n = notes(r, c);
-        if !n.is_empty() {
-            let items: Vec<String> = n.iter().map(|x| format!("<li>{}</li>", esc(x))).collect();
-            out.push_str(&format!("<tr><td></td><td colspan=\"11\"><ul>{}</ul></td></tr>\n", items.join("")));
+        for c in unusual {
+            out.push_str(&format!(
+                "<div class=\"unusual\" style=\"border:2px solid #e65100;padding:6px 8px;margin:6px 0\"><b>{}</b> \
+                 <span style=\"color:#666\">({}, {} read, {} written, {:.1}s)</span>\n",
+                esc(&c.name),
+                status_word(c),
+                c.stats.docs_read,
+                c.stats.rows_written,
+                c.duration_ms as f64 / 1000.0
+            ));
+            for u in &c.unusual {
+                out.push_str(&format!(
+                    "<table style=\"border-collapse:collapse;margin:4px 0\"><tr><td style=\"padding:0 12px 0 0\">{}</td>\
+                     <td style=\"vertical-align:middle\"><b style=\"color:#e65100\">{}</b>: {}</td></tr></table>\n",
+                    chart(u),
+                    esc(u.metric.label()),
+                    esc(&u.summary)
+                ));
+            }
+            out.push_str("</div>\n");
         }
     }
-    out.push_str("</table>\n</body></html>\n");
+    let sparse: Vec<&CollectionReport> = r.collections.iter().filter(|c| c.sparse.is_some()).collect();
+    if !sparse.is_empty() {
+        out.push_str("<div id=\"warnings\" style=\"border:2px solid #8d6e00;padding:6px 8px;margin:8px 0\"><b>Many tiny partitions</b><ul style=\"margin:4px 0\">");
+        for c in sparse {
+            out.push_str(&format!(
+                "<li><b>{}</b>: {}</li>",
+                esc(&c.name),
+                esc(&c.sparse.as_ref().expect("filtered").to_string())
+            ));
+        }
+        out.push_str("</ul></div>\n");
+    }
+    // Collections with something to say get the full row and their notes; the rest one compact table.
+    // (a changed table definition alone is no reason: a new date partition changes its comment every night; the
+    // compact table marks it)
+    let remarkable = |c: &CollectionReport| {
+        c.status != Status::Ok
+            || !c.unusual.is_empty()
+            || notes(r, c).iter().any(|n| !n.starts_with(TABLE_DEFINITION_CHANGED))
+    };
+    let (noted, plain): (Vec<&CollectionReport>, Vec<&CollectionReport>) =
+        r.collections.iter().partition(|c| remarkable(c));
+    if !noted.is_empty() {
+        out.push_str(
+            "<h3 style=\"margin:16px 0 4px\">Collections with notes</h3>\n<table id=\"noted\" style=\"border-collapse:collapse;\
+             font-size:12px\" border=\"1\" cellpadding=\"3\">\n<tr><th>collection</th><th>status</th><th>read</th>\
+             <th>written</th><th>parts</th><th>dups</th><th>rejected</th><th>deleted</th><th>s</th><th>docs/s</th>\
+             <th>watermark old / new</th></tr>\n",
+        );
+        for c in noted {
+            let s = &c.stats;
+            let color = match c.status {
+                Status::Ok => "#1b5e20",
+                Status::Failed => "#b00020",
+                Status::Skipped => "#8d6e00",
+            };
+            out.push_str(&format!(
+                "<tr><td>{}</td><td style=\"color:{color}\"><b>{}</b></td><td align=\"right\">{}</td>\
+                 <td align=\"right\">{}</td><td align=\"right\">{}</td><td align=\"right\">{}</td>\
+                 <td align=\"right\">{}</td><td align=\"right\">{}</td><td align=\"right\">{:.1}</td>\
+                 <td align=\"right\">{:.0}</td><td>{}<br>{}</td></tr>\n",
+                esc(&c.name),
+                status_word(c),
+                s.docs_read,
+                s.rows_written,
+                s.partitions_written,
+                s.duplicates_dropped,
+                s.values_rejected + s.documents_rejected,
+                s.rows_deleted,
+                c.duration_ms as f64 / 1000.0,
+                c.docs_per_second(),
+                esc(s.old_watermark.as_deref().unwrap_or("-")),
+                esc(s.new_watermark.as_deref().unwrap_or("-"))
+            ));
+            let n = notes(r, c);
+            if !n.is_empty() {
+                let items: Vec<String> = n.iter().map(|x| format!("<li>{}</li>", esc(x))).collect();
+                out.push_str(&format!(
+                    "<tr><td></td><td colspan=\"10\"><ul style=\"margin:2px 0;overflow-wrap:anywhere\">{}</ul></td></tr>\n",
+                    items.join("")
+                ));
+            }
+        }
+        out.push_str("</table>\n");
+    }
+    if !plain.is_empty() {
+        out.push_str(&format!(
+            "<h3 style=\"margin:16px 0 4px\">{} other collection(s): ok, nothing unusual</h3>\n<table id=\"compact\" \
+             style=\"border-collapse:collapse;font-size:12px\" cellpadding=\"2\">\n<tr style=\"background:#eee\">\
+             <th align=\"left\">collection</th><th align=\"right\">read</th><th align=\"right\">written</th>\
+             <th align=\"right\">parts</th><th align=\"right\">rows in lake</th><th align=\"right\">s</th>\
+             <th align=\"left\">watermark</th><th align=\"left\">table definition</th></tr>\n",
+            plain.len()
+        ));
+        for (i, c) in plain.iter().enumerate() {
+            let s = &c.stats;
+            let shade = if i % 2 == 1 { " style=\"background:#f6f6f6\"" } else { "" };
+            out.push_str(&format!(
+                "<tr{shade}><td>{}</td><td align=\"right\">{}</td><td align=\"right\">{}</td><td align=\"right\">{}</td>\
+                 <td align=\"right\">{}</td><td align=\"right\">{:.1}</td><td>{}</td><td>{}</td></tr>\n",
+                esc(&c.name),
+                s.docs_read,
+                s.rows_written,
+                s.partitions_written,
+                s.rows_in_lake.map(super::history::thousands).unwrap_or_else(|| "-".into()),
+                c.duration_ms as f64 / 1000.0,
+                esc(s.new_watermark.as_deref().unwrap_or("-")),
+                if s.table_definition_changed { "changed: re-apply its .athena.sql" } else { "" }
+            ));
+        }
+        out.push_str("</table>\n");
+    }
+    for h in &r.ranges_helped {
+        out.push_str(&format!(
+            "<p style=\"font-size:12px\">helped: {} _id range {} of {} (owner run {}): {} documents in {:.1}s</p>\n",
+            esc(&h.collection),
+            h.range + 1,
+            h.ranges,
+            esc(&h.owner_run_id),
+            h.docs_read,
+            h.duration_ms as f64 / 1000.0
+        ));
+    }
+    out.push_str("</body></html>\n");
     out
+}
+
+/// A bar chart of one metric over the last nights (tonight last, in the flag's colour) with the usual range
+/// shaded: inline SVG, 320 x 64, with the numbers in its `<title>` (and in the plain-text part).
+fn chart(u: &super::history::Unusual) -> String {
+    const W: f64 = 320.0;
+    const H: f64 = 64.0;
+    const TOP: f64 = 12.0;
+    let n = u.history.len().max(1);
+    let max = u.history.iter().flatten().copied().fold(u.usual_high, f64::max).max(1e-9);
+    let y = |v: f64| TOP + (H - TOP) * (1.0 - v / max);
+    let slot = W / n as f64;
+    let bar = (slot * 0.75).max(1.0);
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{}\" viewBox=\"0 0 {W} {}\" role=\"img\">\
+         <title>{}: {} over the last {} nights, tonight last</title>",
+        H + 12.0,
+        H + 12.0,
+        esc(u.metric.label()),
+        esc(&u
+            .history
+            .iter()
+            .map(|v| v.map(|v| u.metric.show(v)).unwrap_or_else(|| "-".into()))
+            .collect::<Vec<_>>()
+            .join(", ")),
+        n.saturating_sub(1)
+    );
+    // The usual range, shaded, and the median.
+    svg.push_str(&format!(
+        "<rect x=\"0\" y=\"{:.1}\" width=\"{W}\" height=\"{:.1}\" fill=\"#e3f2fd\"/>\
+         <line x1=\"0\" x2=\"{W}\" y1=\"{:.1}\" y2=\"{:.1}\" stroke=\"#64b5f6\" stroke-dasharray=\"3,2\"/>",
+        y(u.usual_high),
+        (y(u.usual_low) - y(u.usual_high)).max(1.0),
+        y(u.median),
+        y(u.median)
+    ));
+    for (i, v) in u.history.iter().enumerate() {
+        let Some(v) = v else { continue };
+        let tonight = i + 1 == n;
+        let top = y(*v).min(H - 1.0);
+        svg.push_str(&format!(
+            "<rect x=\"{:.1}\" y=\"{top:.1}\" width=\"{bar:.1}\" height=\"{:.1}\" fill=\"{}\"/>",
+            i as f64 * slot + (slot - bar) / 2.0,
+            H - top,
+            if tonight { "#e65100" } else { "#90a4ae" }
+        ));
+    }
+    svg.push_str(&format!(
+        "<line x1=\"0\" x2=\"{W}\" y1=\"{H}\" y2=\"{H}\" stroke=\"#999\"/>\
+         <text x=\"0\" y=\"9\" font-size=\"9\" fill=\"#666\">{}</text>\
+         <text x=\"0\" y=\"{}\" font-size=\"9\" fill=\"#666\">{} nights ago</text>\
+         <text x=\"{W}\" y=\"{}\" font-size=\"9\" fill=\"#e65100\" text-anchor=\"end\">tonight {}</text></svg>",
+        esc(&u.metric.show(max)),
+        H + 10.0,
+        n.saturating_sub(1),
+        H + 10.0,
+        esc(&u.metric.show(u.tonight))
+    ));
+    svg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::history::{Metric, Unusual};
+
+    fn report() -> RunReport {
+        let mut cs: Vec<CollectionReport> =
+            (0..150).map(|i| CollectionReport::ok(format!("hims.c{i:03}"), Default::default(), 1_000)).collect();
+        cs[7].unusual.push(Unusual {
+            metric: Metric::DocumentsRead,
+            tonight: 0.0,
+            usual_low: 950.0,
+            usual_high: 1_050.0,
+            median: 1_000.0,
+            nights: 30,
+            summary: "0 (usual 950 to 1,050, median 1,000 over 30 nights)".into(),
+            history: (0..30).map(|i| Some(950.0 + i as f64 * 3.0)).chain([Some(0.0)]).collect(),
+            history_runs: (0..31).map(|i| format!("r{i}")).collect(),
+        });
+        let took = std::time::Duration::from_secs(60);
+        RunReport::new("r".into(), "env1".into(), "s3://b/l".into(), chrono::Utc::now(), took, cs)
+    }
+
+    #[test]
+    fn the_unusual_come_first_with_numbers_and_a_chart_and_the_rest_share_a_compact_table() {
+        let r = report();
+        assert_eq!(r.subject(), "[env1] mongolake: all 150 synced, 1 unusual");
+        let text = r.to_text();
+        let unusual = text.find("UNUSUAL (1):").expect("the section");
+        assert!(unusual < text.find("\ncollection ").unwrap());
+        assert!(text.contains("  hims.c007  documents read 0 (usual 950 to 1,050, median 1,000 over 30 nights)\n"));
+        assert!(text.contains("    last 30 nights: 950 953 956 "), "{text}");
+        let html = r.to_html();
+        assert_eq!(html.matches("<svg").count(), 1);
+        assert!(html.contains("149 other collection(s): ok, nothing unusual"));
+        assert_eq!(
+            html.matches("<tr").count(),
+            1 + 1 + 1 + 1 + 149,
+            "the flag, noted header, c007, compact header, the rest"
+        );
+        assert!(!html.contains("src=") && !html.contains("href=") && !html.contains("url("), "no external assets");
+    }
 }

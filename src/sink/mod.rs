@@ -126,6 +126,9 @@ impl Lake {
                 if let Some(s) = &cfg.secret_access_key {
                     b = b.with_secret_access_key(s.resolve("[lake] secret_access_key")?);
                 }
+                if let Some(e) = &cfg.encryption {
+                    b = with_encryption(b, e);
+                }
                 let store = b.build().map_err(|e| Error::store(format!("opening {shown}"), e))?;
                 let root =
                     Path::parse(url.path()).map_err(|e| Error::config("[lake]", None, format!("url {shown}: {e}")))?;
@@ -365,6 +368,26 @@ impl Lake {
     }
 }
 
+/// Server-side encryption on every write the S3 client makes: object_store sends the headers with PUTs
+/// (conditional ones too: leases), multipart uploads (created with them; parts inherit) and copies (a rename is
+/// a copy then a delete; `copy_if_not_exists` included), so every object mongolake writes carries them.
+fn with_encryption(
+    b: object_store::aws::AmazonS3Builder,
+    e: &crate::config::environment::LakeEncryption,
+) -> object_store::aws::AmazonS3Builder {
+    use object_store::aws::AmazonS3ConfigKey;
+    // (the encryption keys' enum is not exported: they are named as AWS_* settings are)
+    let key = |name: &str| name.parse::<AmazonS3ConfigKey>().expect("object_store knows its encryption keys");
+    let mut b = b.with_config(key("aws_server_side_encryption"), e.kind.header_value());
+    if let Some(id) = &e.kms_key_id {
+        b = b.with_config(key("aws_sse_kms_key_id"), id);
+    }
+    if let Some(on) = e.bucket_key {
+        b = b.with_bucket_key(on);
+    }
+    b
+}
+
 fn count_files(dir: &std::path::Path) -> usize {
     std::fs::read_dir(dir)
         .into_iter()
@@ -372,4 +395,35 @@ fn count_files(dir: &std::path::Path) -> usize {
         .flatten()
         .map(|e| if e.path().is_dir() { count_files(&e.path()) } else { 1 })
         .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::environment::{LakeEncryption, SseKind};
+
+    #[test]
+    fn an_s3_lake_opens_with_every_encryption_setting() {
+        std::env::set_var("MONGOLAKE_TEST_UNIT_LAKE_SECRET", "s");
+        for (kind, key, bucket_key) in [
+            (SseKind::Kms, Some("arn:aws:kms:us-east-1:111122223333:key/k"), Some(true)),
+            (SseKind::Kms, None, None),
+            (SseKind::DsseKms, Some("alias/x"), Some(false)),
+            (SseKind::S3, None, None),
+        ] {
+            let cfg = LakeConfig {
+                url: url::Url::parse("s3://bucket/lake").unwrap(),
+                endpoint: Some("http://127.0.0.1:1".into()),
+                region: Some("us-east-1".into()),
+                allow_http: true,
+                access_key_id: Some(crate::config::ValueOrRef::Literal("k".into())),
+                secret_access_key: Some(crate::config::SecretRef {
+                    env: Some("MONGOLAKE_TEST_UNIT_LAKE_SECRET".into()),
+                    file: None,
+                }),
+                encryption: Some(LakeEncryption { kind, kms_key_id: key.map(String::from), bucket_key }),
+            };
+            Lake::open(&cfg).unwrap_or_else(|e| panic!("{kind:?}: {e}"));
+        }
+    }
 }

@@ -356,6 +356,11 @@ impl PartitionBuffers {
         self.parts.len()
     }
 
+    /// Every partition buffered so far, with its rows.
+    pub fn partitions(&self) -> impl Iterator<Item = (&PartitionValues, u64)> {
+        self.parts.iter().map(|(v, p)| (v, p.row_count()))
+    }
+
     pub fn is_empty(&self) -> bool {
         self.parts.is_empty()
     }

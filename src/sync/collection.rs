@@ -290,6 +290,8 @@ impl Read {
     /// Schema evolution ([`evolve`]), and the write-ahead of a widened schema before any file changes.
     pub async fn evolve(self) -> Result<Evolved> {
         let Read { mut base, old_document, document, rows, shared, deleted, read } = self;
+        // Before anything is written (the widened schema's write-ahead below): too many new partitions fail here.
+        super::guard::new_partitions(&base.ctx, &base.spec, &rows.buffers, &rows.partitioner).await?;
         let in_path = base.spec.path_fields();
         let mut document = document;
         if base.stored.type_conflicts == crate::schema::Conflicts::Variant {
@@ -536,6 +538,7 @@ impl Written {
         stats.schema_changes = evolution.changes;
         let new_watermark = next_watermark(base.old_watermark, read.max_ts, read.read_started);
         stats.new_watermark = new_watermark.map(text::format_millis);
+        stats.rows_in_lake = Some(base.index.len() as u64);
         let mode = match (stats.reconciled, stats.full_load) {
             (true, _) => "reconcile",
             (false, true) => "full",

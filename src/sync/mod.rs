@@ -16,6 +16,7 @@ pub mod buffer;
 pub mod collection;
 pub mod context;
 mod evolve;
+pub mod guard;
 mod plan;
 pub mod read;
 pub mod reconcile;
@@ -134,6 +135,8 @@ pub async fn run(config: &Config, options: &SyncOptions, board: Arc<Board>) -> R
         );
     }
     if !options.dry_run {
+        let specs = &config.collections.entries;
+        crate::report::history::annotate(&lake, specs, &mut report.collections, &report.run_id, &env.report).await;
         if let Err(e) = lake
             .put(
                 &lake.run_report_path(&report.run_id),

@@ -42,6 +42,10 @@ pub struct CollectionStats {
     /// creates one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub missing_index: Option<String>,
+    /// Rows in the collection's table after this run (the key index's count); None when not known (a failed or
+    /// dry run, or a report of an older version).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows_in_lake: Option<u64>,
     /// `sync --dry-run`: the partitions (relative to the table) that would be rewritten.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub planned_partitions: Vec<String>,
