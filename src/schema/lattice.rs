@@ -227,7 +227,7 @@ impl Kind {
 
 /// Whether a column of kind `kind` holds `v` without changing its type's kind (the rule of type-stable columns;
 /// the column builders route values by it too). `item`: a list's element kind (a lone value is a one-element
-/// list). Text holds everything (as text); a double holds integers of at most 15 digits.
+/// list). Text holds everything (as text); a double holds integers and decimals of at most 15 digits.
 pub fn fits(kind: Kind, item: Option<Kind>, v: RawBsonRef<'_>) -> bool {
     let Some(value) = Kind::of_value(v) else { return true };
     match (kind, value) {
@@ -235,6 +235,11 @@ pub fn fits(kind: Kind, item: Option<Kind>, v: RawBsonRef<'_>) -> bool {
         (Kind::Double, Kind::Bigint) => match v {
             RawBsonRef::Int32(_) => true,
             RawBsonRef::Int64(n) => int_digits(n) <= F64_EXACT_DIGITS,
+            _ => false,
+        },
+        // (as the lattice joins them: a decimal of at most 15 digits is exact in a double)
+        (Kind::Double, Kind::Decimal) => match scalar_type(v) {
+            LakeType::Decimal { int_digits, scale } => int_digits.saturating_add(scale) <= F64_EXACT_DIGITS,
             _ => false,
         },
         (Kind::Decimal, Kind::Bigint) => true,

@@ -103,6 +103,12 @@ fn numbers_still_widen_as_the_lattice_says_at_a_first_load() {
     let t = infer(lake, &[rawdoc! { "n": 2.5 }]);
     assert_eq!(column(&t, "n").ty, LakeType::Int { digits: 1 });
     assert_eq!(column(&t, "n__v_double").ty, LakeType::Float);
+    // A stored double column takes a decimal of at most 15 digits, as the lattice would have joined them.
+    let lake = stored(infer(LakeType::empty_struct(), &[rawdoc! { "p": 2.5 }]));
+    let docs = [rawdoc! { "p": "12.50".parse::<bson::Decimal128>().unwrap() }];
+    let t = infer(lake, &docs);
+    assert_eq!(fields(&t).len(), 1, "{t:?}");
+    assert_eq!(round_trip(&t, &docs), vec![Bson::Document(doc! { "p": 12.5 })]);
 }
 
 #[test]
