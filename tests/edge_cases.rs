@@ -205,6 +205,8 @@ async fn a_document_with_ten_thousand_fields() {
     coll(&client, &p.db, "wide").insert_many(vec![wide, narrow]).await.unwrap();
     p.write_collections(&["{db},wide,modified_at,,"]);
     let lake = p.local_env("dev", "UTC");
+    // (`Field 9999` widens to text: the widen policy; type-stable columns are tests/stable_columns.rs's)
+    p.set_sync("dev", "type_conflicts = \"widen\"");
     p.sync("dev", &[]).assert_ok();
     let dump = dump(&lake);
     let t = table(&dump, &p.db, "wide");
