@@ -193,6 +193,8 @@ async fn dry_run_plans_partitions_and_widening_and_writes_nothing() {
     insert(&p.db, "things", 0, 30).await;
     p.write_collections(&["{db},things,modified_at,date(created_at),"]);
     let lake = p.local_env("dr", "UTC");
+    // (the plan's widening is the widen policy's; type-stable columns would add a variant column instead)
+    p.set_sync("dr", "type_conflicts = \"widen\"");
     // No overlap: the next run re-reads only document 0 (the newest), in today's partition.
     let path = p.path().join("environments/dr.toml");
     std::fs::write(

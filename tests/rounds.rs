@@ -158,6 +158,9 @@ async fn rounds(name: &str, s3: bool, rounds: u32) {
     let p = Project::new(name);
     p.write_collections(&["{db},events,modified_at,facility/date(created_at),"]);
     let lake = if s3 { p.s3_env("dev", &unique_bucket(name), "lake", "UTC") } else { p.local_env("dev", "UTC") };
+    // The rounds compare each field's value in its own column: the widen policy (a value of another kind
+    // widens the column instead of going to a variant column beside it).
+    p.set_sync("dev", "type_conflicts = \"widen\"");
     // Small key-index segments, so rounds split, rewrite and drop segments (and crash between them).
     let env_file = p.path().join("environments/dev.toml");
     std::fs::write(&env_file, std::fs::read_to_string(&env_file).unwrap() + "index_segment_keys = 8\n").unwrap();
