@@ -101,7 +101,7 @@ async fn every_bson_type_maps_as_documented() {
 
 /// One harmonisation rule: `first` and `second` are the values of field `x` in two documents. They are synced
 /// together (collection `once`) and in two runs, the second widening the first's partition file (`twice`).
-/// Both must give `ty` for column `x` and `values` for documents 1 and 2.
+/// Both must give `ty` for column `x` and `values` for documents 1 and 2 (under `type_conflicts = "widen"`).
 async fn harmonise(name: &str, first: Bson, second: Bson, ty: &str, values: [Value; 2]) {
     let p = Project::new(name);
     let client = client().await;
@@ -113,6 +113,8 @@ async fn harmonise(name: &str, first: Bson, second: Bson, ty: &str, values: [Val
     coll(&client, &p.db, "twice").insert_one(d1).await.unwrap();
     p.write_collections(&["{db},once,modified_at,,", "{db},twice,modified_at,,"]);
     let lake = p.local_env("dev", "UTC");
+    // The lattice itself: the widen policy (type-stable columns, the default, are tests/stable_columns.rs's).
+    p.set_sync("dev", "type_conflicts = \"widen\"");
     p.sync("dev", &[]).assert_ok();
     d2.insert("modified_at", DateTime::from_millis(now_millis()));
     coll(&client, &p.db, "twice").insert_one(d2).await.unwrap();
