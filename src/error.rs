@@ -59,6 +59,18 @@ pub enum Error {
     #[error("key index segment {path}: {message}")]
     IndexSegment { path: String, message: String },
 
+    /// The Glue Data Catalog refused a request or could not be reached (Glue mode, `[catalog] glue = true`).
+    #[error("Glue {context}: {source}")]
+    Glue {
+        context: String,
+        #[source]
+        source: Box<aws_sdk_glue::Error>,
+    },
+
+    /// A Glue batch request (partitions) was accepted but some of its entries failed.
+    #[error("Glue {context}: {message}")]
+    GlueEntries { context: String, message: String },
+
     /// Sending the email report failed.
     #[error("email report: {0}")]
     Email(String),
@@ -102,6 +114,7 @@ impl Error {
             Error::Store { source, .. } => store_is_transient(source),
             Error::Io { source, .. } => io_is_transient(source),
             Error::RangeWorker { .. } => true,
+            Error::Glue { source, .. } => glue_is_transient(source),
             _ => false,
         }
     }
@@ -157,6 +170,21 @@ fn io_is_transient(e: &std::io::Error) -> bool {
             | K::Interrupted
             | K::UnexpectedEof
     )
+}
+
+/// Glue throttling and internal errors, and requests that never got an answer (the SDK has already retried
+/// each of these itself, three attempts in its standard mode).
+fn glue_is_transient(e: &aws_sdk_glue::Error) -> bool {
+    use aws_sdk_glue::error::ProvideErrorMetadata;
+    match e {
+        aws_sdk_glue::Error::InternalServiceException(_)
+        | aws_sdk_glue::Error::OperationTimeoutException(_)
+        | aws_sdk_glue::Error::ThrottlingException(_) => true,
+        // No code: no answer (a dispatch failure or a timeout).
+        other => {
+            other.code().is_none_or(|c| c.contains("Throttl") || c == "ServiceUnavailable" || c == "InternalFailure")
+        }
+    }
 }
 
 /// object_store keeps its HTTP status type private, so the status is recognised in the message it renders

@@ -12,7 +12,9 @@ pub mod secret;
 pub mod timezone;
 
 pub use collections::{CollectionSpec, CollectionsFile, PartitionKey, PartitionSpec};
-pub use environment::{CatalogConfig, EmailConfig, Environment, LakeConfig, MaskingConfig, MongoConfig, SyncConfig};
+pub use environment::{
+    CatalogConfig, EmailConfig, Environment, GlueConfig, LakeConfig, MaskingConfig, MongoConfig, SyncConfig,
+};
 pub use secret::{SecretRef, ValueOrRef};
 
 use crate::{Error, Result};
