@@ -16,7 +16,11 @@ fn py(script: &str, args: &[&str]) -> (bool, String, String) {
     let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py").join(script);
     let out = Command::new(&python).arg(&path).args(args).output().unwrap_or_else(|e| panic!("{script}: {e}"));
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// The Glue database as boto3 reads it (tests/py/glue_dump.py).
@@ -81,9 +85,10 @@ fn assert_glue_matches_lake(lake: &str, db: &str, glue: &Value, dump: &Value) {
         let entry = &glue[coll];
         let t = &entry["table"];
         assert_eq!(t["TableType"], "EXTERNAL_TABLE", "{coll}");
-        let file: Value =
-            serde_json::from_str(&std::fs::read_to_string(schema_dir(lake, db).join(format!("{coll}.glue.json"))).unwrap())
-                .unwrap();
+        let file: Value = serde_json::from_str(
+            &std::fs::read_to_string(schema_dir(lake, db).join(format!("{coll}.glue.json"))).unwrap(),
+        )
+        .unwrap();
         let columns = names_types(&t["StorageDescriptor"]["Columns"]);
         assert_eq!(columns, names_types(&file["StorageDescriptor"]["Columns"]), "{coll}: Glue columns vs the files");
         let in_files: BTreeSet<&String> = table(dump, db, coll)["columns"].as_object().unwrap().keys().collect();
@@ -101,8 +106,12 @@ fn assert_glue_matches_lake(lake: &str, db: &str, glue: &Value, dump: &Value) {
             .map(|p| p["Values"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect())
             .collect();
         assert_eq!(got, partition_values(table(dump, db, coll)), "{coll}: Glue partitions vs the lake's folders");
-        let folders: BTreeSet<String> =
-            table(dump, db, coll)["partitions"].as_array().unwrap().iter().map(|p| format!("{location}{}/", p.as_str().unwrap())).collect();
+        let folders: BTreeSet<String> = table(dump, db, coll)["partitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| format!("{location}{}/", p.as_str().unwrap()))
+            .collect();
         for p in parts {
             assert!(folders.contains(p["StorageDescriptor"]["Location"].as_str().unwrap()), "{coll}: {p}");
             assert_eq!(names_types(&p["StorageDescriptor"]["Columns"]), columns, "{coll}: partition columns");
@@ -129,9 +138,11 @@ fn assert_glue_matches_lake(lake: &str, db: &str, glue: &Value, dump: &Value) {
             assert_eq!(json["schema"], db);
             let body = json["originalSql"].as_str().unwrap();
             assert!(sql.contains(&format!("AS\n{body};\n")), "{v}: the catalog's SQL is the file's");
-            let cols: Vec<&str> = json["columns"].as_array().unwrap().iter().map(|c| c["type"].as_str().unwrap()).collect();
+            let cols: Vec<&str> =
+                json["columns"].as_array().unwrap().iter().map(|c| c["type"].as_str().unwrap()).collect();
             assert!(
-                cols.iter().all(|c| ["varchar", "bigint", "double", "boolean", "timestamp(3)"].contains(c) || c.starts_with("decimal(")),
+                cols.iter().all(|c| ["varchar", "bigint", "double", "boolean", "timestamp(3)"].contains(c)
+                    || c.starts_with("decimal(")),
                 "{v}: only scalar types: {cols:?}"
             );
         }
@@ -192,11 +203,16 @@ async fn glue_tables_partitions_and_views_follow_the_lake() {
     visits.insert_one(new_visit).await.unwrap();
     let t1 = table(&dump1, &db, "visits");
     let counts: BTreeMap<String, usize> = rows(t1).iter().fold(BTreeMap::new(), |mut m, r| {
-        let key = format!("facility_id={}/date={}", r["facility_id"].as_str().unwrap_or(""), r["date"].as_str().unwrap_or(""));
+        let key = format!(
+            "facility_id={}/date={}",
+            r["facility_id"].as_str().unwrap_or(""),
+            r["date"].as_str().unwrap_or("")
+        );
         *m.entry(key).or_default() += 1;
         m
     });
-    let (gone, _) = counts.iter().filter(|(k, _)| !k.contains("=/") && !k.ends_with('=')).min_by_key(|(_, n)| **n).unwrap();
+    let (gone, _) =
+        counts.iter().filter(|(k, _)| !k.contains("=/") && !k.ends_with('=')).min_by_key(|(_, n)| **n).unwrap();
     let (gone_fac, gone_date) = gone.strip_prefix("facility_id=").unwrap().split_once("/date=").unwrap();
     let in_gone: BTreeSet<String> = rows(t1)
         .iter()
@@ -217,7 +233,8 @@ async fn glue_tables_partitions_and_views_follow_the_lake() {
     let glue2 = glue_dump(&db);
     assert_glue_matches_lake(&lake, &db, &glue2, &dump2);
     let v = &glue2["visits"];
-    let vitals = names_types(&v["table"]["StorageDescriptor"]["Columns"]).into_iter().find(|(n, _)| n == "vitals").unwrap().1;
+    let vitals =
+        names_types(&v["table"]["StorageDescriptor"]["Columns"]).into_iter().find(|(n, _)| n == "vitals").unwrap().1;
     assert!(vitals.contains("pulse:string"), "the widening reached Glue: {vitals}");
     assert!(v["versions"].as_u64().unwrap() >= 2, "UpdateTable in place keeps versions: {}", v["versions"]);
     let values: BTreeSet<Vec<String>> = v["partitions"]
@@ -233,8 +250,10 @@ async fn glue_tables_partitions_and_views_follow_the_lake() {
 
     // The views, run by engines mongolake does not contain.
     let dir = schema_dir(&lake, &db);
-    let ddl: Vec<String> = SEEDED.iter().map(|c| dir.join(format!("{c}.athena.sql")).to_str().unwrap().to_string()).collect();
-    let views: Vec<String> = SEEDED.iter().map(|c| dir.join(format!("{c}.views.sql")).to_str().unwrap().to_string()).collect();
+    let ddl: Vec<String> =
+        SEEDED.iter().map(|c| dir.join(format!("{c}.athena.sql")).to_str().unwrap().to_string()).collect();
+    let views: Vec<String> =
+        SEEDED.iter().map(|c| dir.join(format!("{c}.views.sql")).to_str().unwrap().to_string()).collect();
     let child = format!("{db}.visits__diagnoses");
     let mut args: Vec<&str> = vec!["--lake", &lake, "--ddl"];
     args.extend(ddl.iter().map(String::as_str));
@@ -249,7 +268,11 @@ async fn glue_tables_partitions_and_views_follow_the_lake() {
     for coll in SEEDED {
         let docs = coll_count(&client, &db, coll).await;
         let flat = &report["views"][format!("{db}.{coll}__flat")];
-        assert_eq!((flat["duckdb"].as_u64(), flat["spark"].as_u64()), (Some(docs), Some(docs)), "{coll}: one row per document");
+        assert_eq!(
+            (flat["duckdb"].as_u64(), flat["spark"].as_u64()),
+            (Some(docs), Some(docs)),
+            "{coll}: one row per document"
+        );
     }
     let docs = all_docs(&client, &db, "visits").await;
     let entry = &report["views"][&child];
@@ -281,7 +304,9 @@ async fn a_glue_failure_fails_the_collection_before_its_watermark_and_the_next_r
     let items = coll(&client, &p.db, "items");
     let now = DateTime::from_millis(now_millis() - 60_000);
     items
-        .insert_many((0..4).map(|i| doc! { "_id": i, "ward": ["A", "B"][i as usize % 2], "tags": ["x"], "modified_at": now }))
+        .insert_many(
+            (0..4).map(|i| doc! { "_id": i, "ward": ["A", "B"][i as usize % 2], "tags": ["x"], "modified_at": now }),
+        )
         .await
         .unwrap();
     p.write_collections(&["{db},items,modified_at,ward,"]);

@@ -16,11 +16,12 @@
 //! - Names are stable across runs: the key and partition columns and the top-level scalar columns keep their
 //!   lake names; flattened names are claimed in schema order (which only ever appends), a clash taking a suffix
 //!   (`doctor_id_1`). A name could only move if a new column took exactly a flattened name already in use.
-//! - Elements are reached by position (`CROSS JOIN UNNEST(sequence(1, cardinality(a)))` and `element_at`), not
+//! - Elements are reached by position (`CROSS JOIN UNNEST(sequence(1, ...cardinality(a)))`, `element_at`), not
 //!   by unnesting the array itself: Trino expands an unnested array of rows into one column per member, which
 //!   other engines do not, and this form means the same in Athena, Spark and DuckDB (the tests run the SQL,
-//!   transpiled by sqlglot, in the last two). Nested arrays unnest one level per subquery, so a position is only
-//!   used on an array that has elements.
+//!   transpiled by sqlglot, in the last two). An empty array's one position (`greatest(.., 1)`: `sequence(1, 0)`
+//!   would count down to 0, which `element_at` refuses) is filtered out with `cardinality(a) > 0`; nested arrays
+//!   unnest one level per subquery, so a position is only used on an array that has elements.
 //!
 //! The views are built from the table definition only, so they follow every schema change (new members, widened
 //! types, whatever form harmonisation gives a column) on the run that makes it.
@@ -201,7 +202,7 @@ fn child_views(parent: &Source, array: Array, name_for: &mut dyn FnMut(&str) -> 
     let mut select = carry.select();
     select.push_str(&format!(",\n  element_at({}, {u}.\"pos\") AS \"e\"", array.expr));
     let rows = format!(
-        "SELECT\n{select}\nFROM {}\nCROSS JOIN UNNEST(sequence(1, cardinality({arr}))) AS {u} (\"pos\")\nWHERE cardinality({arr}) > 0",
+        "SELECT\n{select}\nFROM {}\nCROSS JOIN UNNEST(sequence(1, greatest(cardinality({arr}), 1))) AS {u} (\"pos\")\nWHERE cardinality({arr}) > 0",
         parent.from,
         arr = array.expr
     );
@@ -372,7 +373,7 @@ mod tests {
         let diag = &all[1].sql;
         assert!(
             diag.contains(
-                "CROSS JOIN UNNEST(sequence(1, cardinality(t.\"diagnoses\"))) AS u1 (\"pos\")\n  WHERE cardinality(t.\"diagnoses\") > 0"
+                "CROSS JOIN UNNEST(sequence(1, greatest(cardinality(t.\"diagnoses\"), 1))) AS u1 (\"pos\")\n  WHERE cardinality(t.\"diagnoses\") > 0"
             ),
             "{diag}"
         );
@@ -380,7 +381,10 @@ mod tests {
         assert!(diag.contains("  s1.\"e\".\"code\" AS \"code\""), "{diag}");
         assert!(all[3].sql.contains("to_base64(s1.\"e\".\"sku\") AS \"sku\""), "{}", all[3].sql);
         let lots = &all[4].sql;
-        assert!(lots.contains("UNNEST(sequence(1, cardinality(s1.\"e\".\"lots\"))) AS u2 (\"pos\")"), "{lots}");
+        assert!(
+            lots.contains("UNNEST(sequence(1, greatest(cardinality(s1.\"e\".\"lots\"), 1))) AS u2 (\"pos\")"),
+            "{lots}"
+        );
         assert!(lots.contains("s2.\"items_pos\" AS \"items_pos\""), "{lots}");
         for v in &all {
             assert!(v.columns.iter().all(|c| !c.hive.contains('<')), "{}: scalars only", v.name);
