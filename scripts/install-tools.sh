@@ -47,6 +47,7 @@ python3 -c 'import boto3' 2>/dev/null || need_pip+=('boto3')
 python3 -c 'import pyarrow' 2>/dev/null || need_pip+=('pyarrow')
 python3 -c 'import duckdb' 2>/dev/null || need_pip+=('duckdb')
 python3 -c 'import pyspark' 2>/dev/null || need_pip+=('pyspark==4.3.0')
+python3 -c 'import sqlglot' 2>/dev/null || need_pip+=('sqlglot')
 if [ ${#need_pip[@]} -gt 0 ]; then
   log "pip install ${need_pip[*]}"
   python3 -m pip install -q "${need_pip[@]}"

@@ -99,6 +99,18 @@ pub enum Error {
         source: Option<Box<Error>>,
     },
 
+    /// The Glue Data Catalog refused a request or could not be reached (Glue mode, `[catalog] glue = true`).
+    #[error("Glue {context}: {source}")]
+    Glue {
+        context: String,
+        #[source]
+        source: Box<aws_sdk_glue::Error>,
+    },
+
+    /// A Glue batch request (partitions) was accepted but some of its entries failed.
+    #[error("Glue {context}: {message}")]
+    GlueEntries { context: String, message: String },
+
     /// Sending the email report failed.
     #[error("email report: {0}")]
     Email(String),
@@ -235,6 +247,7 @@ impl Error {
             Error::RangeWorker { .. } => true,
             // (the constructors take lake and I/O causes out; one nested deeper is still looked for)
             Error::Parquet { .. } | Error::Arrow { .. } => self.nested_is_transient(),
+            Error::Glue { source, .. } => glue_is_transient(source),
             _ => false,
         }
     }
@@ -307,6 +320,21 @@ fn io_is_transient(e: &std::io::Error) -> bool {
             | K::Interrupted
             | K::UnexpectedEof
     )
+}
+
+/// Glue throttling and internal errors, and requests that never got an answer (the SDK has already retried
+/// each of these itself, three attempts in its standard mode).
+fn glue_is_transient(e: &aws_sdk_glue::Error) -> bool {
+    use aws_sdk_glue::error::ProvideErrorMetadata;
+    match e {
+        aws_sdk_glue::Error::InternalServiceException(_)
+        | aws_sdk_glue::Error::OperationTimeoutException(_)
+        | aws_sdk_glue::Error::ThrottlingException(_) => true,
+        // No code: no answer (a dispatch failure or a timeout).
+        other => {
+            other.code().is_none_or(|c| c.contains("Throttl") || c == "ServiceUnavailable" || c == "InternalFailure")
+        }
+    }
 }
 
 /// object_store keeps its HTTP status type private, so the status is recognised in the message it renders

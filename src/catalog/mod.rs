@@ -24,7 +24,11 @@
 //! `EXTERNAL`, so dropping it never touches the data.
 pub mod athena;
 pub mod glue;
+pub mod remote;
 pub mod types;
+pub mod views;
+
+pub use remote::Glue;
 
 pub use crate::config::CatalogConfig;
 
@@ -57,10 +61,14 @@ pub struct TableDef {
     pub location: String,
     /// Data columns, in file order.
     pub columns: Vec<Column>,
+    /// The column of the collection's key (`_id` by default), when it is a top-level column.
+    pub key: Option<String>,
     /// Partition keys, outermost first.
     pub partition_keys: Vec<PartitionColumn>,
     /// Partitions a date projection cannot show (a `date(...)` key is `__HIVE_DEFAULT_PARTITION__`).
     pub hidden: Hidden,
+    /// Every partition path of the table (`k1=v1/k2=v2`, escaped as in the lake), sorted.
+    pub partitions: Vec<String>,
 }
 
 /// A data column: its lake name, the MongoDB field it comes from and its lake type.
@@ -121,8 +129,10 @@ impl TableDef {
         // Values per key level; None is the null partition.
         let mut seen: Vec<BTreeSet<Option<String>>> = vec![BTreeSet::new(); keys.len()];
         let mut hidden = Vec::new();
+        let mut present = Vec::new();
         for rel in partitions {
             let Some(values) = crate::transform::partition::parse_relative_path(rel, keys) else { continue };
+            present.push(rel.clone());
             for (level, v) in values.iter().enumerate() {
                 seen[level].insert(v.clone());
             }
@@ -146,9 +156,14 @@ impl TableDef {
             source: spec.name(),
             schema_version: schema.version,
             location: format!("{}/{}/{}/", lake_url.trim_end_matches('/'), spec.database, spec.collection),
+            key: columns.iter().find(|c| c.source == spec.key).map(|c| c.name.clone()),
             columns,
             partition_keys,
             hidden: Hidden { partitions: hidden, rows: None },
+            partitions: {
+                present.sort();
+                present
+            },
         }
     }
 
@@ -258,31 +273,76 @@ fn row_count(bytes: bytes::Bytes) -> std::result::Result<u64, parquet::errors::P
     Ok(reader.metadata().file_metadata().num_rows().max(0) as u64)
 }
 
-/// Writes the collection's Athena DDL and Glue `TableInput` next to its schema, each only when it differs from
-/// what is stored there; returns whether anything changed (then the table needs re-applying). Call it after the
-/// schema is saved, so the definition never names a type the files lack. A collection without columns yet has
-/// no valid table definition: nothing is written.
+/// Keeps the collection's table definitions in step with the lake: the Athena DDL, Glue `TableInput` and BI
+/// views next to its schema (each rewritten only when it differs from what is stored there) and, in Glue mode,
+/// the Data Catalog itself ([`remote`]). Call it after the schema is saved and before the watermark, so the
+/// definition never names a type the files lack and a catalog failure leaves the watermark where it was.
+///
+/// Returns whether the definition files changed while there is no Glue mode (the table then needs re-applying
+/// by hand). Without Glue mode nothing here fails the collection: the files are derived (`mongolake ddl` rebuilds
+/// them) and a failure only warns. In Glue mode a failure to read the lake or to apply the catalog is returned,
+/// so the collection fails loudly and the next run (from the old watermark) applies it again. A collection
+/// without columns yet has no valid table definition: nothing is written.
 pub async fn publish(
     lake: &Lake,
     spec: &CollectionSpec,
     schema: &StoredSchema,
     catalog: &CatalogConfig,
+    glue: Option<&Glue>,
 ) -> Result<bool> {
-    let def = describe(lake, spec, schema, catalog).await?;
+    let def = match describe(lake, spec, schema, catalog).await {
+        Ok(def) => def,
+        Err(e) if glue.is_none() => {
+            tracing::warn!(collection = %spec.name(), error = %e, "Could not update the table definition next to the schema");
+            return Ok(false);
+        }
+        Err(e) => return Err(e),
+    };
     if def.columns.is_empty() {
         return Ok(false);
     }
+    let views = views::views(&def);
     let (db, coll) = (spec.database.as_str(), spec.collection.as_str());
-    let mut changed = false;
-    for (path, text) in
-        [(athena_path(lake, db, coll), def.to_athena_sql()), (glue_path(lake, db, coll), def.to_glue_json())]
-    {
-        if lake.get_opt(&path).await?.as_deref() != Some(text.as_bytes()) {
-            lake.put(&path, text.into_bytes().into()).await?;
-            changed = true;
+    if let Some(glue) = glue {
+        let desired = remote::Applied::desired(&def, &views);
+        let last = remote::last_applied(lake, db, coll).await?;
+        if last.as_ref() != Some(&desired) {
+            let changes = glue.apply(&def, &spec.partition.keys, &desired, last.as_ref()).await?;
+            remote::record_applied(lake, db, coll, &desired).await?;
+            tracing::info!(
+                collection = %spec.name(),
+                table = %format!("{}.{}", def.database, def.name),
+                table_change = changes.table.unwrap_or("none"),
+                partitions_added = changes.partitions_added,
+                partitions_deleted = changes.partitions_deleted,
+                partitions_updated = changes.partitions_updated,
+                views = changes.views,
+                "Glue Data Catalog updated"
+            );
         }
     }
-    if changed {
+    let files = [
+        (athena_path(lake, db, coll), def.to_athena_sql()),
+        (glue_path(lake, db, coll), def.to_glue_json()),
+        (lake.layout().views_sql(db, coll), views::render(&def, &views)),
+    ];
+    let mut changed = false;
+    for (path, text) in files {
+        let write = async {
+            if lake.get_opt(&path).await?.as_deref() != Some(text.as_bytes()) {
+                lake.put(&path, text.into_bytes().into()).await?;
+                return Ok::<bool, Error>(true);
+            }
+            Ok(false)
+        };
+        match write.await {
+            Ok(c) => changed |= c,
+            Err(e) => {
+                tracing::warn!(collection = %spec.name(), error = %e, "Could not update the table definition next to the schema");
+            }
+        }
+    }
+    if changed && glue.is_none() {
         tracing::info!(
             collection = %spec.name(),
             table = %format!("{}.{}", def.database, def.name),
@@ -290,7 +350,7 @@ pub async fn publish(
             "Table definition changed; re-apply it in Athena (DROP TABLE, then the new CREATE)"
         );
     }
-    Ok(changed)
+    Ok(changed && glue.is_none())
 }
 
 #[cfg(test)]
@@ -353,7 +413,12 @@ pub(crate) mod tests {
         assert_eq!(names, ["_id", "created_at", "age"], "facility_id lives only in the path");
         assert_eq!((def.database.as_str(), def.name.as_str()), ("hims", "lab_results"));
         assert_eq!(def.location, "s3://bucket/raw/hims/Lab Results/");
-        let catalog = CatalogConfig { database: Some("lake".into()), table_prefix: "raw_".into(), enum_max_values: 9 };
+        let catalog = CatalogConfig {
+            database: Some("lake".into()),
+            table_prefix: "raw_".into(),
+            enum_max_values: 9,
+            glue: None,
+        };
         let other = TableDef::new(&spec("date(created_at)"), &schema(vec![]), &catalog, "file:///l", &[]);
         assert_eq!((other.database.as_str(), other.name.as_str()), ("lake", "raw_lab_results"));
         assert_eq!(other.location, "file:///l/hims/Lab Results/");
@@ -424,14 +489,14 @@ pub(crate) mod tests {
         let spec = spec("date(created_at)");
         let s = schema(vec![field("_id", LakeType::String), field("created_at", LakeType::Timestamp)]);
         let catalog = CatalogConfig::default();
-        assert!(!publish(&lake, &spec, &schema(vec![]), &catalog).await.unwrap(), "no columns, no table");
+        assert!(!publish(&lake, &spec, &schema(vec![]), &catalog, None).await.unwrap(), "no columns, no table");
         lake.put(&lake.partition_file("hims", "Lab Results", "date=2025-07-01"), vec![0u8].into()).await.unwrap();
-        assert!(publish(&lake, &spec, &s, &catalog).await.unwrap(), "first definition");
-        assert!(!publish(&lake, &spec, &s, &catalog).await.unwrap(), "same inputs, same bytes");
+        assert!(publish(&lake, &spec, &s, &catalog, None).await.unwrap(), "first definition");
+        assert!(!publish(&lake, &spec, &s, &catalog, None).await.unwrap(), "same inputs, same bytes");
         let sql = lake.get_opt(&athena_path(&lake, "hims", "Lab Results")).await.unwrap().unwrap();
         assert!(std::str::from_utf8(&sql).unwrap().contains("'2025-07-01,NOW+1DAYS'"));
         lake.put(&lake.partition_file("hims", "Lab Results", "date=2025-06-01"), vec![0u8].into()).await.unwrap();
-        assert!(publish(&lake, &spec, &s, &catalog).await.unwrap(), "an earlier date moves the range start");
+        assert!(publish(&lake, &spec, &s, &catalog, None).await.unwrap(), "an earlier date moves the range start");
         let json = lake.get_opt(&glue_path(&lake, "hims", "Lab Results")).await.unwrap().unwrap();
         let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
         assert_eq!(v["Parameters"]["projection.date.range"], "2025-06-01,NOW+1DAYS");

@@ -274,11 +274,27 @@ pub struct CatalogConfig {
     /// A field partition key with more distinct values than this (or a value Athena's `enum` projection cannot
     /// list) is projected as `injected` instead of `enum`.
     pub enum_max_values: usize,
+    /// Glue mode (`glue = true`): each run creates or updates the tables, their partitions and views in the Glue
+    /// Data Catalog. None: only the definition files are written next to each schema.
+    pub glue: Option<GlueConfig>,
+}
+
+/// Where the Glue Data Catalog is (`[catalog] glue_*`); credentials come from the AWS SDK's standard chain.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GlueConfig {
+    pub region: Option<String>,
+    pub endpoint: Option<String>,
+    pub catalog_id: Option<String>,
 }
 
 impl Default for CatalogConfig {
     fn default() -> Self {
-        CatalogConfig { database: None, table_prefix: String::new(), enum_max_values: default_enum_max_values() }
+        CatalogConfig {
+            database: None,
+            table_prefix: String::new(),
+            enum_max_values: default_enum_max_values(),
+            glue: None,
+        }
     }
 }
 
@@ -490,7 +506,26 @@ fn validate_catalog(raw: RawCatalog) -> std::result::Result<CatalogConfig, Strin
             sanitize(prefix)
         ));
     }
-    Ok(CatalogConfig { database: raw.database, table_prefix: raw.table_prefix, enum_max_values: raw.enum_max_values })
+    let glue_keys = raw.glue_region.is_some() || raw.glue_endpoint.is_some() || raw.glue_catalog_id.is_some();
+    if glue_keys && !raw.glue {
+        return Err("[catalog] glue_region, glue_endpoint and glue_catalog_id apply only with glue = true".into());
+    }
+    if let Some(id) = &raw.glue_catalog_id {
+        if id.len() != 12 || !id.chars().all(|c| c.is_ascii_digit()) {
+            return Err(format!("[catalog] glue_catalog_id `{id}` is not an AWS account id (12 digits)"));
+        }
+    }
+    let glue = raw.glue.then(|| GlueConfig {
+        region: raw.glue_region,
+        endpoint: raw.glue_endpoint,
+        catalog_id: raw.glue_catalog_id,
+    });
+    Ok(CatalogConfig {
+        database: raw.database,
+        table_prefix: raw.table_prefix,
+        enum_max_values: raw.enum_max_values,
+        glue,
+    })
 }
 
 fn validate_report(r: ReportConfig) -> std::result::Result<ReportConfig, String> {
@@ -602,8 +637,29 @@ mod tests {
                 .unwrap();
         assert_eq!(
             env.catalog,
-            CatalogConfig { database: Some("lake_raw".into()), table_prefix: "raw_".into(), enum_max_values: 5 }
+            CatalogConfig {
+                database: Some("lake_raw".into()),
+                table_prefix: "raw_".into(),
+                enum_max_values: 5,
+                glue: None
+            }
         );
+        let glue = parse(&format!(
+            "{OK}[catalog]\nglue = true\nglue_region = \"ap-south-1\"\nglue_endpoint = \"http://127.0.0.1:5000\"\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            glue.catalog.glue,
+            Some(GlueConfig {
+                region: Some("ap-south-1".into()),
+                endpoint: Some("http://127.0.0.1:5000".into()),
+                catalog_id: None
+            })
+        );
+        let e = parse(&format!("{OK}[catalog]\nglue_region = \"x\"\n")).unwrap_err().to_string();
+        assert!(e.contains("only with glue = true"), "{e}");
+        let e = parse(&format!("{OK}[catalog]\nglue = true\nglue_catalog_id = \"12\"\n")).unwrap_err().to_string();
+        assert!(e.contains("12 digits"), "{e}");
         let e = parse(&format!("{OK}[catalog]\ndatabse = \"x\"\n")).unwrap_err().to_string();
         assert!(e.contains("databse") && e.contains("env1.toml:"), "{e}");
         let e = parse(&format!("{OK}[catalog]\ndatabase = \"Lake-Raw\"\n")).unwrap_err().to_string();

@@ -13,7 +13,8 @@ pub mod timezone;
 
 pub use collections::{CollectionSpec, CollectionsFile, PartitionKey, PartitionSpec};
 pub use environment::{
-    CatalogConfig, EmailConfig, Environment, LakeConfig, MaskingConfig, MongoConfig, ReportConfig, SyncConfig,
+    CatalogConfig, EmailConfig, Environment, GlueConfig, LakeConfig, MaskingConfig, MongoConfig, ReportConfig,
+    SyncConfig,
 };
 pub use secret::{SecretRef, ValueOrRef};
 

@@ -300,6 +300,15 @@ pub(super) struct RawCatalog {
     pub(super) table_prefix: String,
     #[serde(default = "default_enum_max_values")]
     pub(super) enum_max_values: usize,
+    /// Keep the tables (and their views) in the Glue Data Catalog by API on every run.
+    #[serde(default)]
+    pub(super) glue: bool,
+    /// The Glue region; default: the AWS SDK's chain (`AWS_REGION`, the profile).
+    pub(super) glue_region: Option<String>,
+    /// An endpoint override (an AWS-compatible test server such as moto); default: the region's Glue endpoint.
+    pub(super) glue_endpoint: Option<String>,
+    /// The Data Catalog's account id, when it is not the caller's own.
+    pub(super) glue_catalog_id: Option<String>,
 }
 
 impl Default for RawCatalog {

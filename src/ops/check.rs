@@ -4,9 +4,9 @@
 //! In order: the configuration (already parsed by the caller) and collections.csv rows, every secret
 //! reference (resolved, never printed), masking secrets, MongoDB (ping with the configured credentials), each
 //! listed collection (exists; has an index whose first key is the timestamp column, else the incremental query
-//! scans the whole collection), the lake (its server-side encryption setting; a probe object written, read back and
-//! deleted) and SMTP (connect,
-//! TLS, AUTH, NOOP; no mail is sent). Nothing else is written anywhere.
+//! scans the whole collection), the lake (its server-side encryption setting; a probe object written, read back
+//! and deleted), in Glue mode the Data Catalog (GetDatabase of every database the tables go to) and SMTP
+//! (connect, TLS, AUTH, NOOP; no mail is sent). Nothing else is written anywhere.
 use crate::config::environment::ValueOrRef;
 use crate::config::{Config, SecretRef};
 use crate::sink::Lake;
@@ -77,8 +77,47 @@ pub async fn run(config: &Config) -> Vec<Line> {
     }
     check_mongo(config, &mut out).await;
     check_lake(config, &mut out).await;
+    check_glue(config, &mut out).await;
     check_smtp(config, &mut out).await;
     out.0
+}
+
+/// Glue mode: each database the tables go to can be read (GetDatabase), or is missing (a run creates it).
+/// Write access (CreateTable, UpdateTable, the partition batches) is only proven by a run: a check writes nothing.
+async fn check_glue(config: &Config, out: &mut Out) {
+    let catalog = &config.environment.catalog;
+    let Some(cfg) = &catalog.glue else { return };
+    let glue = crate::catalog::Glue::connect(cfg).await;
+    let mut databases: Vec<String> = config
+        .collections
+        .entries
+        .iter()
+        .map(|s| catalog.database.clone().unwrap_or_else(|| crate::schema::names::sanitize(&s.database)))
+        .collect();
+    databases.sort();
+    databases.dedup();
+    for db in databases {
+        match glue.database_exists(&db).await {
+            Ok(true) => out.push(Level::Ok, "glue", format!("database {db} is readable")),
+            Ok(false) => out.push(
+                Level::Ok,
+                "glue",
+                format!("database {db} does not exist yet; the next sync creates it (needs glue:CreateDatabase)"),
+            ),
+            Err(e) => {
+                let chain = e.chain();
+                let detail = if chain.is_empty() { e.to_string() } else { format!("{e}: {}", chain.join(": ")) };
+                out.push(
+                    Level::Fail,
+                    "glue",
+                    format!(
+                        "{detail}; check the AWS credentials (environment, profile or role), [catalog] glue_region \
+                         and glue_endpoint, and the IAM actions listed in the README (Catalog, Glue mode)"
+                    ),
+                )
+            }
+        }
+    }
 }
 
 fn check_secrets(config: &Config, out: &mut Out) {

@@ -6,6 +6,8 @@
 //! <lake>/_mongolake/schema/<db>/<coll>.json                 the persisted lake schema
 //! <lake>/_mongolake/schema/<db>/<coll>.athena.sql           its Athena DDL
 //! <lake>/_mongolake/schema/<db>/<coll>.glue.json            its Glue TableInput
+//! <lake>/_mongolake/schema/<db>/<coll>.views.sql            its BI views (Athena SQL)
+//! <lake>/_mongolake/catalog/<db>/<coll>.json                what Glue mode last applied to the Data Catalog
 //! <lake>/_mongolake/index/<db>/<coll>/manifest.json         key index: the segments, by first key
 //! <lake>/_mongolake/index/<db>/<coll>/<prefix>-<n>.parquet  key index segments (key -> partition)
 //! <lake>/_mongolake/index/<db>/<coll>.parquet               key index of versions before segments (read)
@@ -92,6 +94,14 @@ impl Layout {
     /// The Glue `TableInput`, next to the schema.
     pub fn glue_table(&self, db: &str, coll: &str) -> Path {
         self.path(&format!("_mongolake/schema/{db}/{coll}.glue.json"))
+    }
+    /// The BI views over the table (Athena SQL), next to the schema.
+    pub fn views_sql(&self, db: &str, coll: &str) -> Path {
+        self.path(&format!("_mongolake/schema/{db}/{coll}.views.sql"))
+    }
+    /// What Glue mode last applied to the Data Catalog for this collection (table, partitions, views).
+    pub fn glue_applied(&self, db: &str, coll: &str) -> Path {
+        self.path(&format!("_mongolake/catalog/{db}/{coll}.json"))
     }
     /// The key index as versions before segments kept it, one file.
     pub fn legacy_index(&self, db: &str, coll: &str) -> Path {
@@ -240,6 +250,8 @@ mod tests {
             assert_eq!(p(l.schema("hims", "visits")), "_mongolake/schema/hims/visits.json");
             assert_eq!(p(l.athena_ddl("hims", "visits")), "_mongolake/schema/hims/visits.athena.sql");
             assert_eq!(p(l.glue_table("hims", "visits")), "_mongolake/schema/hims/visits.glue.json");
+            assert_eq!(p(l.views_sql("hims", "visits")), "_mongolake/schema/hims/visits.views.sql");
+            assert_eq!(p(l.glue_applied("hims", "visits")), "_mongolake/catalog/hims/visits.json");
             assert_eq!(p(l.legacy_index("hims", "visits")), "_mongolake/index/hims/visits.parquet");
             assert_eq!(p(l.index_dir("hims", "visits")), "_mongolake/index/hims/visits");
             assert_eq!(p(l.index_manifest("hims", "visits")), "_mongolake/index/hims/visits/manifest.json");

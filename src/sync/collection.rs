@@ -30,9 +30,9 @@
 //!  └──────────────────────────────────────────────────────────────────────────────────────────► Written ────┘
 //!  ┌ Written::commit ────────────────────────────────────────────────────────────────────────────────────────┐
 //!  7 rejects file, key index                                                                  ✝ before_schema
-//!  8 schema S (rewrite_pending cleared)                                                       ✝ before_watermark
+//!  8 schema S (rewrite_pending cleared); table definitions (catalog::publish: files; in Glue mode the
+//!    Data Catalog, whose failure fails the collection here)                                  ✝ before_watermark
 //!  9 append state row with the new watermark ([`next_watermark`])              ◄── the commit point
-//!    table definition (catalog), derived, never failing the collection
 //!  └──────────────────────────────────────────────────────────────────────────────────► CollectionStats ────┘
 //! 10 release the lease (sync::run)
 //! ```
@@ -496,8 +496,8 @@ pub struct Written {
 }
 
 impl Written {
-    /// Rejects, key index, schema, then the watermark (the commit point), while this run holds the lease; then
-    /// the table definition.
+    /// Rejects, key index, schema, table definitions, then the watermark (the commit point), while this run
+    /// holds the lease.
     pub async fn commit(self) -> Result<CollectionStats> {
         let Written { mut base, evolution, read, shared } = self;
         let ctx = base.ctx.clone();
@@ -531,6 +531,10 @@ impl Written {
             base.stored.rewrite_pending = false;
             save_schema(&base).await?;
         }
+        // Table definitions (files next to the schema; in Glue mode the Data Catalog, whose failure fails the
+        // collection here, before its watermark, so the next run applies it again).
+        base.stats.table_definition_changed =
+            crate::catalog::publish(lake, &spec, &base.stored, &ctx.catalog, ctx.glue.as_deref()).await?;
         crate::fault::point("before_watermark");
         lease::check(&base.lease_lost, &name)?;
         let stats = &mut base.stats;
@@ -556,15 +560,6 @@ impl Written {
             rows_deleted: stats.rows_deleted,
         };
         state::append(lake, db, coll, row).await?;
-        // The Athena DDL and Glue TableInput next to the schema: derived (rebuilt by `mongolake ddl` at any time),
-        // so written after the commit point and never failing the collection. New partitions change enum values
-        // and the date range start, so it is refreshed on every run and rewritten only when its text changes.
-        match crate::catalog::publish(lake, &spec, &base.stored, &ctx.catalog).await {
-            Ok(changed) => base.stats.table_definition_changed = changed,
-            Err(e) => {
-                tracing::warn!(collection = %name, error = %e, "Could not update the table definition next to the schema")
-            }
-        }
         if let Some(s) = shared {
             s.finish().await;
         }

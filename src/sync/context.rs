@@ -26,6 +26,8 @@ pub struct RunContext {
     pub dry_run: bool,
     /// Names and projection limits for the table definitions written next to each schema.
     pub catalog: crate::config::CatalogConfig,
+    /// Glue mode's Data Catalog client (`[catalog] glue = true`), shared by the collections.
+    pub glue: Option<Arc<crate::catalog::Glue>>,
     /// Secrets of the masking rules.
     pub masking: crate::config::MaskingConfig,
     pub progress: Arc<Progress>,

@@ -83,6 +83,10 @@ pub async fn run(config: &Config, options: &SyncOptions, board: Arc<Board>) -> R
         reconcile: options.reconcile,
         dry_run: options.dry_run,
         catalog: env.catalog.clone(),
+        glue: match &env.catalog.glue {
+            Some(g) if !options.dry_run => Some(Arc::new(crate::catalog::Glue::connect(g).await)),
+            _ => None,
+        },
         masking: env.masking.clone(),
         progress: Arc::new(Progress::default()),
         encode_slots: Arc::new(tokio::sync::Semaphore::new(

@@ -324,7 +324,8 @@ async fn relayout(
     record.recorded_at = text::format_millis(chrono::Utc::now().timestamp_millis());
     record.recorded_by = pending.id.clone();
     layout::save(lake, &record).await?;
-    if let Err(e) = crate::catalog::publish(lake, &new_spec, &stored, &config.environment.catalog).await {
+    // (the table definition files; in Glue mode the next sync applies the new layout to the Data Catalog)
+    if let Err(e) = crate::catalog::publish(lake, &new_spec, &stored, &config.environment.catalog, None).await {
         tracing::warn!(collection = %name, error = %e, "Could not update the table definition next to the schema");
     }
     if !rewrite {
