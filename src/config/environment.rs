@@ -515,7 +515,7 @@ fn validate_catalog(raw: RawCatalog) -> std::result::Result<CatalogConfig, Strin
             return Err(format!("[catalog] glue_catalog_id `{id}` is not an AWS account id (12 digits)"));
         }
     }
-    let glue = raw.glue.then(|| GlueConfig {
+    let glue = raw.glue.then_some(GlueConfig {
         region: raw.glue_region,
         endpoint: raw.glue_endpoint,
         catalog_id: raw.glue_catalog_id,

@@ -359,9 +359,8 @@ impl ColumnBuilder {
             let mut target = i;
             if seen[i] {
                 // a repeated field name in one document: the first occurrence wins
-                let first = whole.and_then(|doc| {
-                    doc.iter().flatten().find(|(n, _)| routes.answers(sources, i, n.as_str())).map(|(n, v)| (n, v))
-                });
+                let first =
+                    whole.and_then(|doc| doc.iter().flatten().find(|(n, _)| routes.answers(sources, i, n.as_str())));
                 match routes.collisions.iter().find(|(m, n, _)| *m == i && n == name) {
                     Some(&(_, _, c)) if first.is_some_and(|(n, f)| n.as_str() != name && f != v) => target = c,
                     _ => return Ok(i + 1),
