@@ -342,8 +342,8 @@ mod tests {
         );
         let types: Vec<&str> = flat.columns.iter().map(|c| c.trino.as_str()).collect();
         assert_eq!(types[3], "bigint");
-        assert_eq!(types[5], "varchar");
-        assert_eq!(types[6], "double");
+        assert_eq!(types[4], "varchar");
+        assert_eq!(types[5], "double");
         assert!(flat.columns.iter().all(|c| !c.hive.contains('<')), "scalars only: {:?}", flat.columns);
         assert!(flat.sql.contains("  t.\"doctor\".\"id\" AS \"doctor_id_1\",\n"), "{}", flat.sql);
         assert!(flat.sql.contains("  json_format(CAST(t.\"diagnoses\" AS JSON)) AS \"diagnoses\",\n"), "{}", flat.sql);
