@@ -304,9 +304,10 @@ async fn a_glue_failure_fails_the_collection_before_its_watermark_and_the_next_r
     let items = coll(&client, &p.db, "items");
     let now = DateTime::from_millis(now_millis() - 60_000);
     items
-        .insert_many(
-            (0..4).map(|i| doc! { "_id": i, "ward": ["A", "B"][i as usize % 2], "tags": ["x"], "modified_at": now }),
-        )
+        .insert_many((0..4).map(|i| {
+            let ward = ["A", "B"][i as usize % 2];
+            doc! { "_id": i, "ward": ward, "tags": ["x"], "modified_at": now }
+        }))
         .await
         .unwrap();
     p.write_collections(&["{db},items,modified_at,ward,"]);
