@@ -30,7 +30,7 @@ def view_statements(text):
     import sqlglot
     from sqlglot import exp
     out = []
-    for stmt in sc.split_statements(strip_sql_comments(text)):
+    for stmt in sc.split_statements(sc.strip_comments(text, quotes="'\"", backslash=False)):
         tree = sqlglot.parse_one(stmt, read="athena")
         if not isinstance(tree, exp.Create) or tree.args.get("kind", "").upper() != "VIEW":
             raise ValueError(f"not a CREATE VIEW statement: {stmt[:100]!r}")
@@ -38,28 +38,6 @@ def view_statements(text):
         select = tree.expression
         out.append((table.db, table.name, select))
     return out
-
-
-def strip_sql_comments(text):
-    """Removes `--` line comments outside '...' and "..." (Trino's quotes)."""
-    out, i, quote = [], 0, None
-    while i < len(text):
-        c = text[i]
-        if quote:
-            out.append(c)
-            if c == quote:
-                quote = None
-        elif c in "'\"":
-            quote = c
-            out.append(c)
-        elif text.startswith("--", i):
-            while i < len(text) and text[i] != "\n":
-                i += 1
-            continue
-        else:
-            out.append(c)
-        i += 1
-    return "".join(out)
 
 
 def text(v):

@@ -33,19 +33,20 @@ import urllib.parse
 
 # ---------- DDL parsing (Athena/Hive dialect, as mongolake writes it) ----------
 
-def strip_comments(text):
-    """Removes `--` comments outside quotes."""
+def strip_comments(text, quotes="'`", backslash=True):
+    """Removes `--` comments outside quotes: `quotes` are the quote characters (Hive's ' and ` by default,
+    Trino's ' and "); `backslash`: a backslash escapes the next character inside '...' (Hive, not Trino)."""
     out, i, quote = [], 0, None
     while i < len(text):
         c = text[i]
         if quote:
             out.append(c)
-            if c == "\\" and quote == "'" and i + 1 < len(text):
+            if backslash and c == "\\" and quote == "'" and i + 1 < len(text):
                 out.append(text[i + 1])
                 i += 1
             elif c == quote:
                 quote = None
-        elif c in "'`":
+        elif c in quotes:
             quote = c
             out.append(c)
         elif text.startswith("--", i):
