@@ -1,6 +1,6 @@
 //! `[lake] server_side_encryption`: every object mongolake writes to S3 carries the SSE-KMS headers, checked on
 //! the S3 server (moto records them and returns them on HEAD) by an independent boto3 script after a full load,
-//! an incremental night and a run killed with a file staged (its lease and staging objects left behind), with
+//! an incremental night and a run killed after writing a file (that file and its lease left behind), with
 //! partition files large enough for multipart uploads and a rejected value; `mongolake check` reports it.
 mod common;
 
@@ -86,7 +86,7 @@ async fn every_object_written_to_s3_carries_the_kms_encryption_headers() {
         assert!(full["kinds"][kind].as_u64().unwrap_or(0) > 0, "no {kind} object to check: {full:#}");
     }
 
-    // An incremental night: partition files merged and replaced (staged, then copied into place).
+    // An incremental night: partition files merged and replaced (put in place: an S3 PUT replaces atomically).
     p.mutate(0.05, 11);
     // (a fresh client: the runs above blocked this runtime longer than the driver's monitor waits)
     let c = client().await;
@@ -100,8 +100,9 @@ async fn every_object_written_to_s3_carries_the_kms_encryption_headers() {
     p.sync("env1", &[]).assert_ok();
     assert_encrypted(&url, "an incremental night");
 
-    // A run killed with a new partition's file staged: a completed multipart upload in staging/ and the
-    // collection's lease (a conditional PUT) stay behind.
+    // A run killed right after a new partition's file (a completed multipart upload, put in place) is written:
+    // that file and the collection's lease (a conditional PUT) stay behind. (Before files were put in place
+    // this killed the run at `staged`, leaving the upload in staging/; on S3 nothing is staged any more.)
     let more: Vec<bson::Document> = (0..1_400)
         .map(|i| {
             bson::doc! { "_id": 10_000 + i, "batch": 2, "modified_at": bson::DateTime::now(), "blob": bson::Binary { subtype: bson::spec::BinarySubtype::Generic, bytes: noise(10_000 + i as u64, 4096) } }
@@ -109,10 +110,10 @@ async fn every_object_written_to_s3_carries_the_kms_encryption_headers() {
         .collect();
     coll(&c, &p.db, "blobs").insert_many(more).await.unwrap();
     let only = format!("{}.blobs", p.db);
-    let killed = p.sync_with("env1", &["--only", &only], &[("MONGOLAKE_FAULT", "staged")]);
+    let killed = p.sync_with("env1", &["--only", &only], &[("MONGOLAKE_FAULT", "after_partition")]);
     assert_eq!(killed.code, None, "the run aborted: {}", killed.describe());
-    let all = assert_encrypted(&url, "a run killed with a file staged");
-    for kind in ["leases", "staging"] {
+    let all = assert_encrypted(&url, "a run killed after a file was written");
+    for kind in ["leases", "data"] {
         assert!(all["kinds"][kind].as_u64().unwrap_or(0) > 0, "no {kind} object to check: {all:#}");
     }
     assert!(all["multipart"].as_u64().unwrap() > 0, "no object came from a multipart upload: {all:#}");

@@ -196,92 +196,36 @@ struct Faults {
     injected: Vec<String>,
 }
 
-/// An HTTP proxy in front of the S3 server that fails the first UploadPart (`PUT ...?partNumber=N&uploadId=U`)
-/// of each of the first multipart uploads, one planned fault each, and forwards every other request as it is
-/// (one request per connection: `Connection: close` both ways). Returns its endpoint.
+/// A proxy in front of the S3 server ([`common::proxy`]) that fails the first UploadPart
+/// (`PUT ...?partNumber=N&uploadId=U`) of each of the first multipart uploads, one planned fault each, and
+/// forwards every other request as it is. Returns its endpoint.
 async fn fault_proxy(faults: Arc<std::sync::Mutex<Faults>>) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let endpoint = format!("http://{}", listener.local_addr().unwrap());
-    let upstream = s3_endpoint().trim_start_matches("http://").to_string();
-    tokio::spawn(async move {
-        loop {
-            let Ok((conn, _)) = listener.accept().await else { return };
-            tokio::spawn(proxy_one(conn, upstream.clone(), faults.clone()));
-        }
-    });
-    endpoint
-}
-
-async fn proxy_one(mut client: tokio::net::TcpStream, upstream: String, faults: Arc<std::sync::Mutex<Faults>>) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut buf = Vec::new();
-    let mut chunk = vec![0u8; 64 << 10];
-    let head_end = loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-        match client.read(&mut chunk).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-    };
-    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
-    let mut lines = head.split("\r\n");
-    let request_line = lines.next().unwrap_or_default().to_string();
-    let mut headers: Vec<String> = lines.filter(|l| !l.is_empty()).map(str::to_string).collect();
-    let length: usize = headers
-        .iter()
-        .find_map(|h| h.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case("content-length")))
-        .map(|(_, v)| v.trim().parse().unwrap())
-        .unwrap_or(0);
-    while buf.len() < head_end + length {
-        match client.read(&mut chunk).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-    }
-    let target = request_line.split(' ').nth(1).unwrap_or_default();
-    let upload_id = target
-        .split_once('?')
-        .filter(|_| request_line.starts_with("PUT ") && target.contains("partNumber="))
-        .and_then(|(_, q)| q.split('&').find_map(|kv| kv.strip_prefix("uploadId=")))
-        .map(str::to_string);
-    let fault = upload_id.and_then(|id| {
+    use common::proxy::{Action, Proxy};
+    let hook = move |r: &common::proxy::Request| {
+        let upload_id = (r.method == "PUT" && r.query().contains("partNumber="))
+            .then(|| r.query().split('&').find_map(|kv| kv.strip_prefix("uploadId=")).map(str::to_string))
+            .flatten();
+        let Some(id) = upload_id else { return Action::Forward };
         let mut f = faults.lock().unwrap();
         if !f.uploads_seen.insert(id) {
-            return None;
+            return Action::Forward;
         }
-        let fault = f.planned.pop_front()?;
-        f.injected.push(format!("{fault:?} {request_line}"));
-        Some(fault)
-    });
-    match fault {
-        Some(Fault::SlowDown) => {
-            let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>SlowDown</Code>\
-                        <Message>Please reduce your request rate.</Message><RequestId>fault-proxy</RequestId></Error>";
-            let answer = format!(
-                "HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\
-                 Connection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = client.write_all(answer.as_bytes()).await;
-            let _ = client.shutdown().await;
-        }
-        Some(Fault::Drop) => drop(client),
-        None => {
-            let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await else { return };
-            headers.retain(|h| !h.to_ascii_lowercase().starts_with("connection:"));
-            headers.push("Connection: close".into());
-            let head = format!("{request_line}\r\n{}\r\n\r\n", headers.join("\r\n"));
-            if server.write_all(head.as_bytes()).await.is_err()
-                || server.write_all(&buf[head_end..head_end + length]).await.is_err()
-            {
-                return;
+        let Some(fault) = f.planned.pop_front() else { return Action::Forward };
+        f.injected.push(format!("{fault:?} {} {}", r.method, r.target));
+        match fault {
+            Fault::SlowDown => {
+                let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>SlowDown</Code>\
+                            <Message>Please reduce your request rate.</Message><RequestId>fault-proxy</RequestId></Error>";
+                Action::Answer(format!(
+                    "HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\
+                     Connection: close\r\n\r\n{body}",
+                    body.len()
+                ))
             }
-            let _ = tokio::io::copy(&mut server, &mut client).await;
-            let _ = client.shutdown().await;
+            Fault::Drop => Action::Drop,
         }
-    }
+    };
+    Proxy::start(Arc::new(hook)).await.endpoint
 }
 
 /// A streamed partition upload that S3 throttles (503 SlowDown) on one attempt and whose connection drops on
@@ -293,17 +237,12 @@ async fn a_503_and_a_dropped_connection_during_a_streamed_upload_retry_the_colle
     seed_noisy(&p).await;
     let whole = p.local_env("whole", "UTC");
     let bucket = unique_bucket("uploadfault");
-    p.s3_env("s3", &bucket, "lake", "UTC");
     let faults = Arc::new(std::sync::Mutex::new(Faults {
         planned: [Fault::SlowDown, Fault::Drop].into(),
         ..Default::default()
     }));
     let proxy = fault_proxy(faults.clone()).await;
-    let env_file = p.path().join("environments/s3.toml");
-    let toml = std::fs::read_to_string(&env_file).unwrap();
-    let toml = toml.replace(&format!("endpoint = \"{}\"", s3_endpoint()), &format!("endpoint = \"{proxy}\""));
-    assert!(toml.contains(&proxy), "{toml}");
-    std::fs::write(&env_file, toml).unwrap();
+    p.s3_env_at("s3", &bucket, "lake", "UTC", &proxy);
     // object_store retries no request itself (so the fault reaches mongolake); the collection may be retried.
     // Parts of 6 MB: the 10 MB file is two parts, and the failed first part is met when the upload completes
     // (object_store's `AsyncWrite` shutdown, whose error is an I/O error carrying the store's).

@@ -402,7 +402,11 @@ impl Environment {
                 raw.sync.upload_part_mb
             )));
         }
-        if raw.sync.concurrency == 0 || raw.sync.partition_concurrency == 0 {
+        let partition_concurrency = raw
+            .sync
+            .partition_concurrency
+            .unwrap_or_else(|| super::raw::default_partition_concurrency(lake.url.scheme() == "s3"));
+        if raw.sync.concurrency == 0 || partition_concurrency == 0 {
             return Err(err("[sync] concurrency and partition_concurrency must be at least 1".into()));
         }
         // Default: an eighth of the budget, at most 128 MB (its last quarter holds the partitions being encoded).
@@ -414,7 +418,7 @@ impl Environment {
             timezone,
             overlap: chrono::Duration::seconds(raw.sync.overlap_seconds as i64),
             concurrency: raw.sync.concurrency,
-            partition_concurrency: raw.sync.partition_concurrency,
+            partition_concurrency,
             memory_budget_bytes: raw.sync.memory_budget_mb.max(16) * 1024 * 1024,
             row_group_rows: raw.sync.row_group_rows.max(1024),
             row_group_bytes: row_group_mb << 20,

@@ -143,8 +143,8 @@ pub(super) struct RawSync {
     pub(super) overlap_seconds: u64,
     #[serde(default = "default_concurrency")]
     pub(super) concurrency: usize,
-    #[serde(default = "default_partition_concurrency")]
-    pub(super) partition_concurrency: usize,
+    /// Default: [`default_partition_concurrency`], which depends on where the lake is.
+    pub(super) partition_concurrency: Option<usize>,
     #[serde(default = "default_memory")]
     pub(super) memory_budget_mb: u64,
     #[serde(default = "default_row_group")]
@@ -337,11 +337,19 @@ pub(super) fn default_overlap() -> u64 {
 pub(super) fn default_concurrency() -> usize {
     4
 }
-pub(super) fn default_partition_concurrency() -> usize {
-    // Partition writes are mostly object-store round trips (get, put, copy, delete); encoding runs on blocking
-    // threads, so more in flight than cores pays off on S3.
-    8
+/// Partitions of one collection written at once, by default. On local disk a write is CPU (the encoding, on
+/// blocking threads) and a rename. On S3 it is mostly waiting for round trips (a GET of the file being merged,
+/// a PUT), tens of milliseconds each on a real bucket, so many more are in flight: the encodes themselves are
+/// still bounded by the cores ([`crate::sync::context`]'s encode slots) and their memory by the budget.
+pub(super) fn default_partition_concurrency(object_store: bool) -> usize {
+    match object_store {
+        true => S3_PARTITION_CONCURRENCY,
+        false => 8,
+    }
 }
+
+/// See [`default_partition_concurrency`]; measured with `scripts/bench.sh --small` (README, "Measured").
+pub(super) const S3_PARTITION_CONCURRENCY: usize = 64;
 pub(super) fn default_memory() -> u64 {
     1024
 }

@@ -17,9 +17,11 @@
 //! <lake>/_mongolake/shards/plans/<db>/<coll>.json          `--shard`: a first load shared in _id ranges,
 //! <lake>/_mongolake/shards/data/<db>/<coll>/<plan-id>/...  and what the workers staged for it
 //! ```
-//! A partition file is replaced atomically: the new file is written in full under `staging/` and then moved over
-//! the old one (S3: a server-side copy, atomic for readers; local disk: `rename(2)`). A reader listing a partition
-//! at any moment sees exactly one complete file.
+//! A partition file is replaced atomically, so a reader listing a partition at any moment sees exactly one
+//! complete file. On local disk the new file is written in full under `staging/` and then moved over the old one
+//! (`rename(2)`). On an object store it is put at its path: an S3 PUT, and a completed multipart upload, replace
+//! an object atomically for readers, so staging it, copying it into place and deleting the staged copy would buy
+//! nothing and cost three requests a file ([`Lake::stages_writes`]).
 pub mod conditional;
 pub mod layout;
 pub mod parquet;
@@ -247,8 +249,21 @@ impl Lake {
         }
     }
 
-    /// Writes `bytes` to `staging`, then moves it over `target` (see the module docs).
+    /// Whether a file replacing another is written to `staging/` first and then moved over it (local disk, where
+    /// a file being written is visible under its name), or put at its path directly (an object store, where an
+    /// object appears only complete). See the module docs.
+    pub fn stages_writes(&self) -> bool {
+        self.local_dir.is_some()
+    }
+
+    /// Replaces `target` with `bytes` atomically for readers: on local disk written to `staging`, then moved over
+    /// `target`; on an object store put at `target` (see the module docs).
     pub async fn replace(&self, staging: &Path, target: &Path, bytes: Bytes) -> Result<()> {
+        if !self.stages_writes() {
+            // (the file is complete and not yet visible: the same moment as a staged file before its move)
+            crate::fault::point("staged");
+            return self.put(target, bytes.into()).await;
+        }
         self.put(staging, bytes.into()).await?;
         self.move_into_place(staging, target).await
     }

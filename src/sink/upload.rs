@@ -42,6 +42,17 @@ pub type Upload = JoinHandle<Result<Option<u64>>>;
 impl Lake {
     /// Starts streaming a new object to `path`; see the module docs. Must be called within the runtime.
     pub fn upload(&self, path: &Path) -> (ChunkSink, Upload) {
+        self.upload_at(path, None)
+    }
+
+    /// [`Lake::upload`] of a file that replaces `path` in place (an object store's partition file, see
+    /// [`Lake::stages_writes`]): the fault point `staged` is met once every byte is sent and before the upload
+    /// is completed, the moment a staged file waits for its move.
+    pub fn upload_in_place(&self, path: &Path) -> (ChunkSink, Upload) {
+        self.upload_at(path, Some("staged"))
+    }
+
+    fn upload_at(&self, path: &Path, before_completion: Option<&'static str>) -> (ChunkSink, Upload) {
         let (tx, mut rx) = mpsc::channel::<Chunk>(1);
         let (store, path, part) = (self.store.clone(), path.clone(), self.part_bytes);
         let shown = self.display(&path);
@@ -60,6 +71,9 @@ impl Lake {
                         }
                     }
                     Some(Chunk::Done) => {
+                        if let Some(point) = before_completion {
+                            crate::fault::point(point);
+                        }
                         // The last parts and the completion: object_store's `AsyncWrite` gives their store error
                         // inside an I/O error, which `Error::io` takes back out (a `Store` error, classifiable).
                         writer

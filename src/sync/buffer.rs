@@ -184,6 +184,11 @@ impl Part {
         self.meta_rows + self.rows.len() as u64
     }
 
+    /// Bytes of the documents buffered (in memory and spilled).
+    pub fn byte_size(&self) -> u64 {
+        self.end()
+    }
+
     /// Every row, when none was spilled.
     pub fn rows_if_in_memory(&self) -> Option<&[RowMeta]> {
         self.meta.is_none().then_some(self.rows.as_slice())

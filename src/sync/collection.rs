@@ -25,8 +25,9 @@
 //!  ┌ Planned::write (super::write) ──────────────────────────────────────────────────────────────────────────┐
 //!  6 PASS 2  for each partition:
 //!            existing file rows ∪ buffered documents − moved/deleted keys ─► latest per key ─► Arrow(S) ─► Parquet
-//!            write to staging/ (✝ staged), then move over <table>/<partition>/part-0.parquet
-//!            (atomic for readers; a partition left with no rows is deleted)                   ✝ after_partition
+//!            local disk: write to staging/ (✝ staged), then move over <table>/<partition>/part-0.parquet;
+//!            object store: put at that path (✝ staged before it completes; the table listed once, so a new
+//!            partition is not read). Atomic for readers; a partition left with no rows is deleted ✝ after_partition
 //!  └──────────────────────────────────────────────────────────────────────────────────────────► Written ────┘
 //!  ┌ Written::commit ────────────────────────────────────────────────────────────────────────────────────────┐
 //!  7 rejects file, key index                                                                  ✝ before_schema
@@ -46,7 +47,7 @@
 //! A crash anywhere (✝ marks the `MONGOLAKE_FAULT` points the tests kill at) before 9 leaves the old watermark,
 //! so the next run re-reads the same documents (and more) and, because merging is idempotent (a re-read document
 //! replaces its own earlier copy), lands in the same lake. Readers never see a partial file: staging is outside
-//! every table, and a move replaces a whole file. A run that lost its lease stops before 6's next file and 9.
+//! every table and a move replaces a whole file; an object appears only once its PUT or upload completes. A run that lost its lease stops before 6's next file and 9.
 use super::buffer::{Part, PartitionBuffers};
 use super::context::RunContext;
 use super::evolve::{evolve, Evolution};
@@ -334,11 +335,17 @@ impl Evolved {
         let (buffered, spill_guard) = buffers.drain();
         let mut parts: Vec<(String, Part)> =
             buffered.into_iter().map(|(v, part)| (partitioner.relative_path(&v), part)).collect();
-        if evolution.rewrite_all {
+        // On an object store the table's files are listed once (a request a thousand files) rather than looked
+        // for one GET at a time; a widening needs the list anyway.
+        let listed = match evolution.rewrite_all || !lake.stages_writes() {
+            true => Some(lake.list_partitions(&spec.database, &spec.collection).await?),
+            false => None,
+        };
+        if let (true, Some(existing)) = (evolution.rewrite_all, &listed) {
             let known: HashSet<String> = parts.iter().map(|(rel, _)| rel.clone()).collect();
-            let existing = lake.list_partitions(&spec.database, &spec.collection).await?;
-            parts.extend(existing.into_iter().filter(|rel| !known.contains(rel)).map(|rel| (rel, Part::default())));
+            parts.extend(existing.iter().filter(|rel| !known.contains(*rel)).map(|rel| (rel.clone(), Part::default())));
         }
+        let listed = listed.filter(|_| !lake.stages_writes()).map(|l| Arc::new(l.into_iter().collect()));
         let phase = std::time::Instant::now();
         let sort_dir = spill_guard.as_ref().map(|d| d.path().to_path_buf());
         let plan = plan_rows(&mut base, &parts, &deleted, sort_dir.as_deref()).await?;
@@ -354,7 +361,7 @@ impl Evolved {
         let writer = PartitionWriter {
             env: ctx.write_env(),
             spec: spec.clone(),
-            destination: Destination::Table,
+            destination: Destination::Table { listed },
             removals: Arc::new(removals),
             dropped: Arc::new(dropped),
             file_ty: Arc::new(evolution.file_ty.clone()),

@@ -5,6 +5,8 @@
 //! The servers are started by `scripts/test.sh`; a test that finds their variables missing panics (it never skips).
 #![allow(dead_code)]
 
+pub mod proxy;
+
 use bson::{Bson, Document};
 use futures::TryStreamExt;
 use serde_json::Value;
@@ -253,6 +255,11 @@ impl Project {
     /// An environment whose lake is `s3://<bucket>/<prefix>` on the test S3 server (the bucket is created).
     /// Returns the lake URL.
     pub fn s3_env(&self, name: &str, bucket: &str, prefix: &str, timezone: &str) -> String {
+        self.s3_env_at(name, bucket, prefix, timezone, &s3_endpoint())
+    }
+
+    /// [`Project::s3_env`] reaching the S3 server through `endpoint` (a [`proxy`] in front of it).
+    pub fn s3_env_at(&self, name: &str, bucket: &str, prefix: &str, timezone: &str, endpoint: &str) -> String {
         create_bucket(bucket);
         let url = format!("s3://{bucket}/{prefix}");
         self.write_env(
@@ -261,7 +268,7 @@ impl Project {
                 "[mongodb]\nuri = \"{}\"\nconnect_timeout_seconds = 5\n\n[lake]\nurl = \"{url}\"\nendpoint = \"{}\"\n\
                  region = \"us-east-1\"\nallow_http = true\n\n[sync]\ntimezone = \"{timezone}\"\noverlap_seconds = 300\n",
                 mongo_uri(),
-                s3_endpoint()
+                endpoint
             ),
         );
         url

@@ -125,7 +125,7 @@ fn writer(
         env,
         in_path: spec.path_fields(),
         spec,
-        destination: Destination::Table,
+        destination: Destination::Table { listed: None },
         removals: Arc::new(removals),
         dropped: Arc::new(dropped),
         file_ty: Arc::new(sarrow_file_type(file_ty)),

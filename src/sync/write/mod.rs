@@ -20,8 +20,8 @@
 //!
 //! The write path knows only what it uses ([`WriteEnv`]): the lake, the memory budget, the encode slots, the
 //! progress counters, the run id and the row-group settings; no MongoDB client, no secrets. Where the file goes
-//! is a [`Destination`]: a table's partition (staged, then moved over the target) or a shared load's range
-//! folder (written where the owner joins it).
+//! is a [`Destination`]: a table's partition (replaced atomically: staged and moved on local disk, put in place
+//! on an object store) or a shared load's range folder (written where the owner joins it).
 //!
 //! Encoding is deterministic, so a merge that changes nothing yields identical bytes and the file is left alone:
 //! a rerun with no changes rewrites nothing.
@@ -69,9 +69,16 @@ pub struct WriteEnv {
 /// Where a partition's new file goes.
 #[derive(Debug, Clone)]
 pub enum Destination {
-    /// The table: the existing file (if any) is merged, the new one is written to this run's staging and moved
-    /// over `<table>/<partition>/part-0.parquet`.
-    Table,
+    /// The table: the existing file (if any) is merged, and the new one replaces it atomically at
+    /// `<table>/<partition>/part-0.parquet` (staged and moved on local disk; put in place on an object store,
+    /// see [`Lake::stages_writes`]).
+    Table {
+        /// The partitions that have a file, when listed once for the collection (an object store: one LIST a
+        /// thousand files instead of a GET a partition). A partition not in it is new and is not read. None:
+        /// each partition's file is looked for when it is written (local disk, where a failed open costs less
+        /// than a listing).
+        listed: Option<Arc<HashSet<String>>>,
+    },
     /// A worker's range of a shared first load ([`super::shard`]): no existing file; the file is written under
     /// the range's folder (`parts/<partition>/part-0.parquet`), where the owner joins it.
     Range(Path),
@@ -81,28 +88,38 @@ pub enum Destination {
 struct Placement {
     /// The final file.
     target: Path,
-    /// Where the new file is written first (the target itself for a range folder).
-    upload_to: Path,
+    /// Where the new file is written first when it then moves over the target (a table's partition on local
+    /// disk); None: written at the target.
+    staging: Option<Path>,
     /// The existing file is read and merged.
     merges: bool,
-    /// The new file is moved over the target once complete (a table's partition).
-    moves: bool,
+    /// The file is a table's partition (not a range folder's): counted, and a crash point follows it.
+    table: bool,
+}
+
+impl Placement {
+    /// Where the file is streamed or put.
+    fn upload_to(&self) -> &Path {
+        self.staging.as_ref().unwrap_or(&self.target)
+    }
 }
 
 impl Destination {
     fn place(&self, env: &WriteEnv, spec: &CollectionSpec, rel: &str) -> Placement {
         let (db, coll) = (spec.database.as_str(), spec.collection.as_str());
         match self {
-            Destination::Table => Placement {
+            Destination::Table { listed } => Placement {
                 target: env.lake.partition_file(db, coll, rel),
-                upload_to: env.lake.staging_path(&env.run_id, db, coll, rel),
-                merges: true,
-                moves: true,
+                staging: env.lake.stages_writes().then(|| env.lake.staging_path(&env.run_id, db, coll, rel)),
+                merges: listed.as_ref().is_none_or(|files| files.contains(rel)),
+                table: true,
             },
-            Destination::Range(dir) => {
-                let target = crate::sink::layout::range_staged_file(dir, rel);
-                Placement { upload_to: target.clone(), target, merges: false, moves: false }
-            }
+            Destination::Range(dir) => Placement {
+                target: crate::sink::layout::range_staged_file(dir, rel),
+                staging: None,
+                merges: false,
+                table: false,
+            },
         }
     }
 }
@@ -167,6 +184,10 @@ impl PartitionWriter {
         let (db, coll) = (self.spec.database.as_str(), self.spec.collection.as_str());
         let place = self.destination.place(env, &self.spec, &rel);
         let context = format!("{}.{} partition {rel}", db, coll);
+        // A file written in place is visible once complete: a run that lost its lease stops before it starts one.
+        if place.staging.is_none() && place.table {
+            self.stop_if_lease_lost()?;
+        }
         // A file too large to hold is merged a row group at a time ([`streamed`]).
         let existing = match place.merges {
             true => lake.existing(&place.target, env.memory.whole_file_limit(), &context).await?,
@@ -179,12 +200,17 @@ impl PartitionWriter {
         };
         // A new partition (nothing to merge with, nothing to compare) and a large file's merge stream their file
         // to the lake as it is encoded instead of holding it ([`crate::sink::upload`]).
+        // A small new partition is encoded in memory and put whole (one request, no upload task).
+        let small = existing.is_none() && part.byte_size() <= SMALL_NEW_BYTES;
         let (sink, upload) = match existing {
-            None | Some(Existing::Large(_)) => {
-                let (sink, upload) = lake.upload(&place.upload_to);
+            None | Some(Existing::Large(_)) if !small => {
+                let (sink, upload) = match place.staging.is_none() && place.table {
+                    true => lake.upload_in_place(&place.target),
+                    false => lake.upload(place.upload_to()),
+                };
                 (Some(sink), Some(upload))
             }
-            Some(Existing::Whole(_)) => (None, None),
+            _ => (None, None),
         };
         let run_rows = env.memory.sort_run_entries();
         let strategy = match (self.spill_dir.clone(), existing) {
@@ -266,30 +292,47 @@ impl PartitionWriter {
         if same_bytes || matches!(bytes, Encoded::Unchanged) {
             return Ok(PartitionOutcome { rows, dups, replaced, written: false, rejects });
         }
-        if self.lease_lost.load(Ordering::SeqCst) {
+        if let (Some(staging), Err(e)) = (&place.staging, self.stop_if_lease_lost()) {
             if matches!(bytes, Encoded::Streamed(_)) {
-                lake.delete(&place.upload_to).await?;
+                lake.delete(staging).await?;
             }
-            return Err(Error::collection(
-                self.spec.name(),
-                "lease lost to another run; stopped before rewriting another partition",
-            ));
+            return Err(e);
         }
-        match (bytes, place.moves) {
-            // Streamed: already complete at `upload_to`.
-            (Encoded::Streamed(_), true) => lake.move_into_place(&place.upload_to, &place.target).await?,
-            (Encoded::Streamed(_), false) => {}
-            (Encoded::Memory(bytes), true) => lake.replace(&place.upload_to, &place.target, bytes).await?,
-            (Encoded::Memory(bytes), false) => lake.put(&place.target, bytes.into()).await?,
+        match (bytes, &place.staging) {
+            // Streamed: already complete where it was uploaded.
+            (Encoded::Streamed(_), Some(staging)) => lake.move_into_place(staging, &place.target).await?,
+            (Encoded::Streamed(_), None) => {}
+            (Encoded::Memory(bytes), _) if place.table => {
+                let staging = place.staging.as_ref().unwrap_or(&place.target);
+                lake.replace(staging, &place.target, bytes).await?
+            }
+            (Encoded::Memory(bytes), _) => lake.put(&place.target, bytes.into()).await?,
             (Encoded::Unchanged, _) => unreachable!("returned above"),
         }
-        if place.moves {
+        if place.table {
             crate::fault::point("after_partition");
             self.env.progress.rows_written.fetch_add(rows, Ordering::Relaxed);
         }
         Ok(PartitionOutcome { rows, dups, replaced, written: true, rejects })
     }
 }
+
+impl PartitionWriter {
+    /// Fails when this run lost the collection's lease to another run: no further file is touched.
+    fn stop_if_lease_lost(&self) -> Result<()> {
+        match self.lease_lost.load(Ordering::SeqCst) {
+            false => Ok(()),
+            true => Err(Error::collection(
+                self.spec.name(),
+                "lease lost to another run; stopped before rewriting another partition",
+            )),
+        }
+    }
+}
+
+/// A new partition whose buffered documents are at most this large is encoded in memory and put in one request;
+/// a larger one streams to the lake as it is encoded ([`crate::sink::upload`]).
+const SMALL_NEW_BYTES: u64 = 1 << 20;
 
 /// A partition whose existing file is too large to hold: merged a row group at a time, at the Arrow level when
 /// the file has the collection's type, else (a widening) through BSON as a small file's widening is. A file not

@@ -1,0 +1,103 @@
+//! What a night costs in S3 requests (issue 24): every request mongolake's S3 client sends is seen by a proxy in
+//! front of the test S3 server ([`common::proxy`]). A partition file is put in place (an S3 PUT replaces an
+//! object atomically: no staging, copy or delete), a new partition is not read (the table is listed once), and a
+//! rewritten one is read once and put once. The lake then equals one written to local disk. Needs the servers
+//! of scripts/test.sh.
+mod common;
+
+use bson::{doc, DateTime, Document};
+use common::proxy::{Proxy, Request};
+use common::*;
+use std::collections::BTreeMap;
+
+const WARDS: i64 = 120;
+
+fn ward(i: i64) -> String {
+    format!("w{:03}", i % WARDS)
+}
+
+/// Requests by kind, for keys under `prefix` (None: every request).
+fn by_kind(requests: &[Request], bucket: &str, prefix: Option<&str>) -> BTreeMap<&'static str, usize> {
+    let mut out = BTreeMap::new();
+    for r in requests.iter().filter(|r| prefix.is_none_or(|p| r.key(bucket).starts_with(p))) {
+        *out.entry(r.kind()).or_insert(0) += 1;
+    }
+    out
+}
+
+fn shown(requests: &[Request], bucket: &str) -> String {
+    requests
+        .iter()
+        .map(|r| format!("{} {} {} ?{}", r.kind(), r.method, r.key(bucket), r.query()))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_partition_costs_one_put_and_a_rewritten_one_a_get_and_a_put() {
+    let p = Project::new("s3requests");
+    let client = client().await;
+    let c = coll(&client, &p.db, "visits");
+    let when = DateTime::from_millis(iso_millis("2025-07-01T06:00:00Z"));
+    // An hour apart, the newest first: a night's overlap window re-reads only document 0, which it changes anyway.
+    let docs: Vec<Document> = (0..2 * WARDS)
+        .map(|i| {
+            let at = DateTime::from_millis(when.timestamp_millis() - i * 3_600_000);
+            doc! { "_id": i, "ward": ward(i), "n": i, "modified_at": at }
+        })
+        .collect();
+    c.insert_many(docs).await.unwrap();
+    p.write_collections(&[&format!("{},visits,modified_at,ward,", p.db)]);
+    let local = p.local_env("local", "UTC");
+    let bucket = unique_bucket("s3requests");
+    let proxy = Proxy::counting().await;
+    let url = p.s3_env_at("s3", &bucket, "lake", "UTC", &proxy.endpoint);
+    let table_prefix = format!("lake/{}/visits/", p.db);
+
+    // A full load: one PUT per partition file, nothing read, copied or deleted in the table or in staging.
+    p.sync("s3", &[]).assert_ok();
+    let full = proxy.take();
+    let in_table = by_kind(&full, &bucket, Some(&table_prefix));
+    let all = by_kind(&full, &bucket, None);
+    let listing = shown(&full, &bucket);
+    assert_eq!(in_table.get("PUT"), Some(&(WARDS as usize)), "{in_table:?}\n{listing}");
+    assert_eq!(in_table.len(), 2, "only PUTs and the table's listing: {in_table:?}\n{listing}");
+    for kind in ["COPY", "MULTIPART"] {
+        assert_eq!(all.get(kind), None, "{kind}: {all:?}\n{listing}");
+    }
+    let staged = by_kind(&full, &bucket, Some("lake/_mongolake/staging/"));
+    assert!(staged.keys().all(|k| *k == "LIST"), "nothing staged on S3: {staged:?}\n{listing}");
+    // What a collection costs whatever its size (lease, state, schema, index, definitions, report): printed, and
+    // bounded so that at 1,000 files a collection it stays under 0.05 a file.
+    let fixed = full.len() - WARDS as usize;
+    eprintln!("full load: {} requests for {WARDS} files, {fixed} per collection: {all:?}", full.len());
+    assert!(fixed <= 50, "{fixed} requests besides the partition files: {all:?}\n{listing}");
+
+    // A night: 10 documents changed in 10 partitions, 5 new documents in 5 new partitions.
+    for i in 0..10 {
+        c.update_one(doc! { "_id": i }, doc! { "$set": { "n": -i, "modified_at": DateTime::now() } }).await.unwrap();
+    }
+    let new: Vec<Document> = (0..5)
+        .map(|i| doc! { "_id": 1_000 + i, "ward": format!("new{i}"), "n": i, "modified_at": DateTime::now() })
+        .collect();
+    c.insert_many(new).await.unwrap();
+    p.sync("s3", &[]).assert_ok();
+    let night = proxy.take();
+    let in_table = by_kind(&night, &bucket, Some(&table_prefix));
+    let all = by_kind(&night, &bucket, None);
+    let listing = shown(&night, &bucket);
+    eprintln!("{listing}");
+    assert_eq!(in_table.get("GET"), Some(&10), "each rewritten partition read once: {in_table:?}\n{listing}");
+    assert_eq!(in_table.get("PUT"), Some(&15), "each written partition put once: {in_table:?}\n{listing}");
+    assert_eq!(in_table.len(), 3, "{in_table:?}\n{listing}");
+    assert_eq!(all.get("COPY"), None, "{all:?}\n{listing}");
+    eprintln!("night: {} requests for 15 files: {all:?}", night.len());
+
+    // The lake is the one a local-disk run writes.
+    p.sync("local", &[]).assert_ok();
+    let (want, got) = (dump(&local), dump(&url));
+    let t = table(&got, &p.db, "visits");
+    assert_one_file_per_partition(t);
+    assert_eq!(rows(t).len(), 2 * WARDS as usize + 5);
+    assert_same_lake(&want, &got, "S3 lake vs local lake");
+}
