@@ -113,6 +113,20 @@ pub fn with_causes(e: &crate::Error) -> String {
     }
 }
 
+/// The CPU time this process has used so far, user and system (`getrusage`; None where it is not read).
+pub fn process_cpu() -> Option<std::time::Duration> {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: getrusage fills the struct it is given; an all-zero rusage is a valid value to pass.
+        let mut usage = unsafe { std::mem::zeroed::<libc::rusage>() };
+        if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } == 0 {
+            let t = |tv: libc::timeval| std::time::Duration::new(tv.tv_sec as u64, tv.tv_usec as u32 * 1000);
+            return Some(t(usage.ru_utime) + t(usage.ru_stime));
+        }
+    }
+    None
+}
+
 /// The process's peak resident set size so far (`VmHWM` in /proc/self/status; None off Linux).
 pub fn peak_memory_bytes() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -142,6 +156,10 @@ pub struct RunReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub peak_memory_mb: Option<u64>,
     pub memory_budget_mb: u64,
+    /// CPU time of the whole run (user and system, every thread), from its start to the report: shown per
+    /// document read and per partition written, what a night costs the machine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_ms: Option<u64>,
     /// Times a collection spilled its buffered documents to local disk to stay within the budget.
     pub spills: u64,
     /// `sync --dry-run`: nothing was written; `planned_partitions` say what would have been.
@@ -180,6 +198,7 @@ impl RunReport {
             rows_deleted: sum(|c| c.stats.rows_deleted),
             peak_memory_mb: peak_memory_bytes().map(|b| b.div_ceil(1024 * 1024)),
             memory_budget_mb: 0,
+            cpu_ms: process_cpu().map(|d| d.as_millis() as u64),
             spills: sum(|c| c.stats.spills),
             dry_run: false,
             collections,

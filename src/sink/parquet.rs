@@ -20,12 +20,21 @@ pub const LAKE_TYPE_KEY: &str = "mongolake.lake_type";
 
 pub use crate::config::environment::RowGroups;
 
-/// The compression of every lake file: zstd, level 1 (pyarrow's default too). On the benchmark's 1M lake
-/// (`encode_floor --compression zstd:1,zstd:3`, least of 3) it encodes in 1.23 CPU-seconds against level 3's
-/// 1.42, into 56.4 MB against 57.3; on its largest partitions (`pharmacy_stock`, 33,000 rows a file) level 3
-/// is 0.5% smaller for 29% more CPU.
+/// The compression of a lake file of [`CHECK_ROWS`] rows or more: zstd, level 1 (pyarrow's default too). On the
+/// benchmark's 1M lake (`encode_floor --compression zstd:1,zstd:3`, least of 3) it encodes in 1.23 CPU-seconds
+/// against level 3's 1.42, into 56.4 MB against 57.3; on its largest partitions (`pharmacy_stock`, 33,000 rows a
+/// file) level 3 is 0.5% smaller for 29% more CPU.
 pub fn file_compression() -> Compression {
     Compression::ZSTD(ZstdLevel::try_new(1).expect("valid level"))
+}
+
+/// The compression of a small lake file (fewer than [`CHECK_ROWS`] rows): snappy. The parquet writer makes a
+/// zstd compressor and decompressor for every column chunk, and on a file of a few rows that costs more than
+/// everything else in it and buys nothing: on the facility x day lake of `scripts/bench.sh --small` (14,629
+/// files of about 7 rows, `encode_floor --compression zstd:1,snappy,none`) zstd took 12.8 CPU-seconds into
+/// 115.0 MB, snappy 3.1 s into 113.5 MB, none 2.8 s into 116.6 MB. Every engine reads either.
+pub fn small_file_compression() -> Compression {
+    Compression::SNAPPY
 }
 
 /// The size check of [`RowGroups::bytes`] happens at these row counts from the file's start, whatever the
@@ -74,10 +83,85 @@ pub enum Encoded {
     Unchanged,
 }
 
+/// What every file of one Arrow schema and lake type shares, built once: the writer properties (with the lake
+/// type and the Arrow schema already in the key-value metadata) for a small and a large file, and the Parquet
+/// schema. A partition file of a few rows used to spend about a fifth of its CPU building these.
+struct FileFormat {
+    schema: SchemaRef,
+    lake_type: LakeType,
+    descriptor: parquet::schema::types::SchemaDescriptor,
+    /// Fewer than [`CHECK_ROWS`] rows, and the rest.
+    small: WriterProperties,
+    large: WriterProperties,
+}
+
+impl FileFormat {
+    fn new(schema: SchemaRef, lake_type: &LakeType, row_groups: RowGroups, large: Compression) -> Result<FileFormat> {
+        let props = |compression: Compression, small: bool| {
+            let builder = match small {
+                // A few rows a column: one page each, so page statistics (the column index) repeat the chunk's,
+                // and a dictionary page only adds to the plain values.
+                true => WriterProperties::builder()
+                    .set_dictionary_enabled(false)
+                    .set_statistics_enabled(parquet::file::properties::EnabledStatistics::Chunk),
+                false => WriterProperties::builder(),
+            };
+            let mut props = builder
+                .set_compression(compression)
+                .set_max_row_group_row_count(Some(row_groups.rows))
+                .set_key_value_metadata(Some(vec![KeyValue::new(
+                    LAKE_TYPE_KEY.to_string(),
+                    serde_json::to_string(lake_type).expect("serialisable"),
+                )]))
+                .set_created_by(format!("mongolake {}", env!("CARGO_PKG_VERSION")))
+                .build();
+            parquet::arrow::add_encoded_arrow_schema_to_metadata(&schema, &mut props);
+            props
+        };
+        let (small, large) = (props(small_file_compression(), true), props(large, false));
+        let descriptor = parquet::arrow::ArrowSchemaConverter::new()
+            .with_coerce_types(large.coerce_types())
+            .convert(&schema)
+            .map_err(|e| Error::parquet("the Parquet schema of the lake type", e))?;
+        Ok(FileFormat { schema, lake_type: lake_type.clone(), descriptor, small, large })
+    }
+
+    /// The format of `schema` and `lake_type`, built once per process and kept (a run writes a handful of
+    /// schemas; the last [`FORMATS_KEPT`] are kept).
+    fn of(schema: &SchemaRef, lake_type: &LakeType, row_groups: RowGroups, large: Compression) -> Result<Arc<Self>> {
+        static FORMATS: std::sync::Mutex<Vec<Arc<FileFormat>>> = std::sync::Mutex::new(Vec::new());
+        let matches = |f: &FileFormat| {
+            (Arc::ptr_eq(&f.schema, schema) || f.schema == *schema)
+                && f.lake_type == *lake_type
+                && f.large.compression(&parquet::schema::types::ColumnPath::new(vec![])) == large
+                && f.large.max_row_group_row_count() == Some(row_groups.rows)
+        };
+        if let Some(f) = FORMATS.lock().expect("not poisoned").iter().find(|f| matches(f)) {
+            return Ok(f.clone());
+        }
+        let format = Arc::new(FileFormat::new(schema.clone(), lake_type, row_groups, large)?);
+        let mut kept = FORMATS.lock().expect("not poisoned");
+        if kept.len() >= FORMATS_KEPT {
+            kept.remove(0);
+        }
+        kept.push(format.clone());
+        Ok(format)
+    }
+}
+
+/// File formats kept by [`FileFormat::of`].
+const FORMATS_KEPT: usize = 32;
+
 /// A Parquet file being encoded batch by batch, so a partition's rows never need to be in Arrow all at once
 /// (only the row group being encoded, as compressed pages, is held; streamed, the file itself is not either).
+/// The writer opens at the first batch: a first batch of fewer than [`CHECK_ROWS`] rows is the whole file (see
+/// [`Encoder::write`]), which is then small and compressed with [`small_file_compression`].
 pub struct Encoder {
-    writer: ArrowWriter<FileSink>,
+    writer: Option<ArrowWriter<FileSink>>,
+    sink: Option<FileSink>,
+    format: Arc<FileFormat>,
+    /// The compression of every file, whatever its size (the benchmark's codec comparison).
+    fixed: bool,
     context: String,
     /// Ends a row group early once it is this large (see [`RowGroups`]).
     row_group_bytes: usize,
@@ -96,11 +180,13 @@ impl Encoder {
         row_groups: RowGroups,
         context: &str,
     ) -> Result<Encoder> {
-        Self::with_compression(sink, schema, lake_type, row_groups, file_compression(), context)
+        let format = FileFormat::of(&schema, lake_type, row_groups, file_compression())?;
+        Ok(Self::open(sink, format, false, row_groups, context))
     }
 
-    /// [`Encoder::to_sink`] with another compression: the benchmark's encode floor (`src/bin/encode_floor.rs`)
-    /// compares codecs on the same rows; the lake's files always use [`file_compression`].
+    /// [`Encoder::to_sink`] with one compression for every file: the benchmark's encode floor
+    /// (`src/bin/encode_floor.rs`) compares codecs on the same rows; the lake's files always use
+    /// [`file_compression`] or, small, [`small_file_compression`].
     pub fn with_compression(
         sink: FileSink,
         schema: SchemaRef,
@@ -109,17 +195,40 @@ impl Encoder {
         compression: Compression,
         context: &str,
     ) -> Result<Encoder> {
-        let props = WriterProperties::builder()
-            .set_compression(compression)
-            .set_max_row_group_row_count(Some(row_groups.rows))
-            .set_key_value_metadata(Some(vec![KeyValue::new(
-                LAKE_TYPE_KEY.to_string(),
-                serde_json::to_string(lake_type).expect("serialisable"),
-            )]))
-            .set_created_by(format!("mongolake {}", env!("CARGO_PKG_VERSION")))
-            .build();
-        let writer = ArrowWriter::try_new(sink, schema, Some(props)).map_err(|e| Error::parquet(context, e))?;
-        Ok(Encoder { writer, context: context.to_string(), row_group_bytes: row_groups.bytes, rows: 0 })
+        let format = FileFormat::of(&schema, lake_type, row_groups, compression)?;
+        Ok(Self::open(sink, format, true, row_groups, context))
+    }
+
+    fn open(sink: FileSink, format: Arc<FileFormat>, fixed: bool, row_groups: RowGroups, context: &str) -> Encoder {
+        Encoder {
+            writer: None,
+            sink: Some(sink),
+            format,
+            fixed,
+            context: context.to_string(),
+            row_group_bytes: row_groups.bytes,
+            rows: 0,
+        }
+    }
+
+    /// The writer, opened for a file whose first batch has `first_rows` rows.
+    fn writer(&mut self, first_rows: usize) -> Result<&mut ArrowWriter<FileSink>> {
+        if self.writer.is_none() {
+            let f = &self.format;
+            let props = match !self.fixed && first_rows < CHECK_ROWS {
+                true => f.small.clone(),
+                false => f.large.clone(),
+            };
+            let options = parquet::arrow::arrow_writer::ArrowWriterOptions::new()
+                .with_properties(props)
+                .with_skip_arrow_metadata(true)
+                .with_parquet_schema(f.descriptor.clone());
+            let sink = self.sink.take().expect("the sink is taken once");
+            let writer = ArrowWriter::try_new_with_options(sink, f.schema.clone(), options)
+                .map_err(|e| Error::parquet(&self.context, e))?;
+            self.writer = Some(writer);
+        }
+        Ok(self.writer.as_mut().expect("just opened"))
     }
 
     /// Appends rows. The same rows give the same bytes however they are split into batches, as long as every
@@ -127,16 +236,26 @@ impl Encoder {
     /// batches are cut at every [`CHECK_ROWS`]-th row of the file, where the row group's size is checked.
     pub fn write(&mut self, batch: &RecordBatch) -> Result<()> {
         // (a lake failure of a streamed upload, met by the writer as its sink's error, stays a store error)
-        let enc = |e| Error::parquet(&self.context, e);
+        let context = self.context.clone();
+        let enc = |e| Error::parquet(&context, e);
+        let (cap, first, mut rows) = (self.row_group_bytes, self.rows == 0, self.rows);
         let mut offset = 0;
         while offset < batch.num_rows() {
-            let n = (CHECK_ROWS - self.rows % CHECK_ROWS).min(batch.num_rows() - offset);
-            self.writer.write(&batch.slice(offset, n)).map_err(enc)?;
-            (offset, self.rows) = (offset + n, self.rows + n);
-            if self.rows.is_multiple_of(CHECK_ROWS) && self.writer.in_progress_size() >= self.row_group_bytes {
-                self.writer.flush().map_err(enc)?;
+            let n = (CHECK_ROWS - rows % CHECK_ROWS).min(batch.num_rows() - offset);
+            let writer = self.writer(if first { batch.num_rows() } else { CHECK_ROWS })?;
+            // (a batch of the whole file is written as it is: a slice costs an Arrow copy of every column's
+            // offsets and a pass over them)
+            match (offset, n == batch.num_rows()) {
+                (0, true) => writer.write(batch),
+                _ => writer.write(&batch.slice(offset, n)),
+            }
+            .map_err(enc)?;
+            (offset, rows) = (offset + n, rows + n);
+            if rows.is_multiple_of(CHECK_ROWS) && writer.in_progress_size() >= cap {
+                writer.flush().map_err(enc)?;
             }
         }
+        self.rows = rows;
         Ok(())
     }
 
@@ -149,9 +268,10 @@ impl Encoder {
     }
 
     /// Ends the file; a streamed one is handed to its upload for completion.
-    pub fn finish_file(self) -> Result<Encoded> {
+    pub fn finish_file(mut self) -> Result<Encoded> {
+        self.writer(0)?;
         let context = self.context;
-        match self.writer.into_inner().map_err(|e| Error::parquet(&context, e))? {
+        match self.writer.expect("opened above").into_inner().map_err(|e| Error::parquet(&context, e))? {
             FileSink::Memory(v) => Ok(Encoded::Memory(Bytes::from(v))),
             FileSink::Upload(u) => Ok(Encoded::Streamed(u.finish().map_err(|e| Error::io(&context, e))?)),
         }
@@ -273,16 +393,42 @@ mod tests {
     }
 
     #[test]
-    fn every_column_chunk_is_zstd_level_1() {
+    fn a_file_of_1024_rows_or_more_is_zstd_and_a_smaller_one_snappy_without_a_dictionary() {
         use parquet::file::metadata::ParquetMetaDataReader;
         let schema = id_and("name");
-        let bytes = file(&schema, &[1, 2, 3], &["a", "b", "c"]);
-        let meta = ParquetMetaDataReader::new().parse_and_finish(&bytes).unwrap();
-        let codecs: Vec<_> =
-            meta.row_groups().iter().flat_map(|g| g.columns().iter().map(|c| c.compression())).collect();
+        let chunks = |bytes: &Bytes| {
+            let meta = ParquetMetaDataReader::new().parse_and_finish(bytes).unwrap();
+            let columns: Vec<_> = meta.row_groups().iter().flat_map(|g| g.columns().to_vec()).collect();
+            (columns, meta)
+        };
+        let (columns, meta) = chunks(&file(&schema, &[1, 2, 3], &["a", "b", "c"]));
+        assert!(columns.iter().all(|c| c.compression() == Compression::SNAPPY), "{columns:?}");
+        assert!(columns.iter().all(|c| c.dictionary_page_offset().is_none()), "no dictionary page: {columns:?}");
+        assert!(columns.iter().all(|c| c.statistics().is_some()), "chunk statistics kept: {columns:?}");
+        assert_eq!(meta.file_metadata().num_rows(), 3);
+
+        let big =
+            encode(schema.clone(), &[rows(&schema, 0, CHECK_ROWS)], &LakeType::Bool, RowGroups::rows(1 << 20), "t")
+                .unwrap();
+        let (columns, _) = chunks(&big);
         // (the level is not stored in the file: the footer says zstd, and file_compression() says which)
-        assert_eq!(codecs, vec![Compression::ZSTD(Default::default()); 2]);
+        assert!(columns.iter().all(|c| c.compression() == Compression::ZSTD(Default::default())), "{columns:?}");
         assert_eq!(file_compression(), Compression::ZSTD(ZstdLevel::try_new(1).unwrap()));
+        // The same rows however they come: in batches of 1,024 and a last one, or one batch.
+        let n = 3 * CHECK_ROWS + 5;
+        let whole = encode(schema.clone(), &[rows(&schema, 0, n)], &LakeType::Bool, RowGroups::rows(1 << 20), "t");
+        let parts: Vec<RecordBatch> =
+            (0..n).step_by(CHECK_ROWS).map(|at| rows(&schema, at as i64, CHECK_ROWS.min(n - at))).collect();
+        let split = encode(schema.clone(), &parts, &LakeType::Bool, RowGroups::rows(1 << 20), "t");
+        assert!(whole.unwrap() == split.unwrap(), "batches changed the file");
+        // Both files carry the Arrow schema and the lake type.
+        for bytes in [file(&schema, &[1], &["a"]), big] {
+            let (_, meta) = chunks(&bytes);
+            let kv = meta.file_metadata().key_value_metadata().unwrap();
+            let keys: Vec<&str> = kv.iter().map(|k| k.key.as_str()).collect();
+            assert!(keys.contains(&LAKE_TYPE_KEY) && keys.contains(&"ARROW:schema"), "{keys:?}");
+            assert_eq!(decode(bytes, "t").unwrap().1, LakeType::Bool);
+        }
     }
 
     #[test]

@@ -129,13 +129,14 @@ impl<'a> DocEncoder<'a> {
         self.rows
     }
 
-    /// The file, and the values its columns could not hold. A streamed partition left without rows writes no
-    /// file: its upload is dropped, hence aborted.
+    /// The file, and the values its columns could not hold. A partition left without rows writes no file (it
+    /// is deleted, see the dispatcher): a streamed one's upload is dropped, hence aborted.
     pub fn finish(mut self) -> Result<(Encoded, Vec<Reject>)> {
-        if self.rows == 0 && self.sink.is_some() {
-            return Ok((Encoded::Streamed(0), self.rejects));
+        if self.rows == 0 {
+            let none = if self.sink.is_some() { Encoded::Streamed(0) } else { Encoded::Memory(Default::default()) };
+            return Ok((none, self.rejects));
         }
-        if self.in_batch > 0 || self.rows == 0 {
+        if self.in_batch > 0 {
             self.flush()?;
         }
         Ok((self.encoder.expect("at least one batch").finish_file()?, self.rejects))
