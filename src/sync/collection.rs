@@ -336,8 +336,10 @@ impl Evolved {
         let mut parts: Vec<(String, Part)> =
             buffered.into_iter().map(|(v, part)| (partitioner.relative_path(&v), part)).collect();
         // On an object store the table's files are listed once (a request a thousand files) rather than looked
-        // for one GET at a time; a widening needs the list anyway.
-        let listed = match evolution.rewrite_all || !lake.stages_writes() {
+        // for one GET at a time, and so on local disk when the key index is empty (a first load: the listing is
+        // of an empty folder, and no new partition is looked for); a widening needs the list anyway.
+        let list_files = !lake.stages_writes() || base.index.is_empty();
+        let listed = match evolution.rewrite_all || list_files {
             true => Some(lake.list_partitions(&spec.database, &spec.collection).await?),
             false => None,
         };
@@ -345,7 +347,7 @@ impl Evolved {
             let known: HashSet<String> = parts.iter().map(|(rel, _)| rel.clone()).collect();
             parts.extend(existing.iter().filter(|rel| !known.contains(*rel)).map(|rel| (rel.clone(), Part::default())));
         }
-        let listed = listed.filter(|_| !lake.stages_writes()).map(|l| Arc::new(l.into_iter().collect()));
+        let listed = listed.filter(|_| list_files).map(|l| Arc::new(l.into_iter().collect()));
         let phase = std::time::Instant::now();
         let sort_dir = spill_guard.as_ref().map(|d| d.path().to_path_buf());
         let plan = plan_rows(&mut base, &parts, &deleted, sort_dir.as_deref()).await?;
