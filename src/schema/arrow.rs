@@ -87,6 +87,9 @@ impl Routes {
     }
 }
 
+/// Values each column of a [`ColumnBuilder::new`] has room for (Arrow's builders' default).
+const DEFAULT_CAPACITY: usize = 1024;
+
 /// Appends BSON values to one Arrow column of a fixed lake type.
 pub enum ColumnBuilder {
     Text(StringBuilder),
@@ -122,31 +125,44 @@ pub enum ColumnBuilder {
 
 impl ColumnBuilder {
     pub fn new(t: &LakeType) -> ColumnBuilder {
+        Self::with_capacity(t, DEFAULT_CAPACITY)
+    }
+
+    /// [`ColumnBuilder::new`] with room for `rows` values in each column (a partition of a few rows allocates
+    /// a few values a column rather than Arrow's default 1,024: many small files are many builders).
+    pub fn with_capacity(t: &LakeType, rows: usize) -> ColumnBuilder {
+        let n = rows.max(1);
         match t {
-            LakeType::Null | LakeType::String => ColumnBuilder::Text(StringBuilder::new()),
-            LakeType::Struct { fields } if fields.is_empty() => ColumnBuilder::Text(StringBuilder::new()),
-            LakeType::Bool => ColumnBuilder::Bool(BooleanBuilder::new()),
-            LakeType::Int { .. } => ColumnBuilder::Int(Int64Builder::new()),
-            LakeType::Float => ColumnBuilder::Float(Float64Builder::new()),
+            LakeType::Null | LakeType::String => ColumnBuilder::Text(StringBuilder::with_capacity(n, n * 8)),
+            LakeType::Struct { fields } if fields.is_empty() => {
+                ColumnBuilder::Text(StringBuilder::with_capacity(n, n * 8))
+            }
+            LakeType::Bool => ColumnBuilder::Bool(BooleanBuilder::with_capacity(n)),
+            LakeType::Int { .. } => ColumnBuilder::Int(Int64Builder::with_capacity(n)),
+            LakeType::Float => ColumnBuilder::Float(Float64Builder::with_capacity(n)),
             LakeType::Decimal { int_digits, scale } => ColumnBuilder::Decimal {
-                builder: Decimal128Builder::new(),
+                builder: Decimal128Builder::with_capacity(n),
                 precision: (int_digits + scale).max(1),
                 scale: *scale,
             },
-            LakeType::Binary => ColumnBuilder::Binary(BinaryBuilder::new()),
-            LakeType::Timestamp => ColumnBuilder::Timestamp(TimestampMillisecondBuilder::new()),
+            LakeType::Binary => ColumnBuilder::Binary(BinaryBuilder::with_capacity(n, n * 8)),
+            LakeType::Timestamp => ColumnBuilder::Timestamp(TimestampMillisecondBuilder::with_capacity(n)),
             LakeType::Struct { fields } => ColumnBuilder::Struct {
                 sources: fields.iter().map(|f| f.source.clone()).collect(),
-                children: fields.iter().map(|f| ColumnBuilder::new(&f.ty)).collect(),
+                children: fields.iter().map(|f| ColumnBuilder::with_capacity(&f.ty, n)).collect(),
                 fields: struct_fields(fields),
-                nulls: NullBufferBuilder::new(0),
+                nulls: NullBufferBuilder::new(n),
                 seen: vec![false; fields.len()],
                 routes: Box::new(Routes::of(fields)),
             },
             LakeType::List { item } => ColumnBuilder::List {
-                offsets: vec![0],
-                nulls: NullBufferBuilder::new(0),
-                item: Box::new(ColumnBuilder::new(item)),
+                offsets: {
+                    let mut offsets = Vec::with_capacity(n + 1);
+                    offsets.push(0);
+                    offsets
+                },
+                nulls: NullBufferBuilder::new(n),
+                item: Box::new(ColumnBuilder::with_capacity(item, n)),
                 field: Arc::new(ArrowField::new(LIST_ITEM, data_type(item), true)),
             },
         }
@@ -155,6 +171,11 @@ impl ColumnBuilder {
     /// The builder of whole documents (a file's rows): always a struct, even before any field is known, so
     /// [`ColumnBuilder::append_document`] works on documents with no fields at all (`{}`).
     pub fn for_document(t: &LakeType) -> ColumnBuilder {
+        Self::for_documents(t, DEFAULT_CAPACITY)
+    }
+
+    /// [`ColumnBuilder::for_document`] with room for `rows` documents.
+    pub fn for_documents(t: &LakeType, rows: usize) -> ColumnBuilder {
         match t {
             LakeType::Struct { fields } if fields.is_empty() => ColumnBuilder::Struct {
                 sources: Vec::new(),
@@ -164,7 +185,7 @@ impl ColumnBuilder {
                 seen: Vec::new(),
                 routes: Box::default(),
             },
-            other => ColumnBuilder::new(other),
+            other => ColumnBuilder::with_capacity(other, rows),
         }
     }
 

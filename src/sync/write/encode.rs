@@ -75,11 +75,13 @@ pub(super) struct DocEncoder<'a> {
 }
 
 impl<'a> DocEncoder<'a> {
-    pub fn new(job: &'a Job<'a>, sink: Option<ChunkSink>) -> Self {
+    /// `rows`: about how many documents will be pushed (room for them, up to a batch, is made at once).
+    pub fn new(job: &'a Job<'a>, sink: Option<ChunkSink>, rows: usize) -> Self {
+        let room = rows.clamp(1, ENCODE_BATCH_ROWS);
         DocEncoder {
             job,
             prepare: prepare_fn(job.hints, job.in_path),
-            builder: ColumnBuilder::for_document(job.file_ty).key_column(&job.spec.key),
+            builder: ColumnBuilder::for_documents(job.file_ty, room).key_column(&job.spec.key),
             encoder: None,
             sink,
             value_rejects: Vec::new(),
@@ -304,7 +306,8 @@ pub(super) struct DocMerge<'f, 'j> {
 impl<'f, 'j> DocMerge<'f, 'j> {
     /// `sink`: where the file streams to; None: in memory.
     pub fn new(fresh: &'f FreshRows<'f>, job: &'j Job<'j>, sink: Option<ChunkSink>) -> Self {
-        DocMerge { out: DocEncoder::new(job, sink), fresh, job, scratch: Vec::new(), j: 0, replaced: 0, prev: None }
+        let out = DocEncoder::new(job, sink, fresh.winners.len());
+        DocMerge { out, fresh, job, scratch: Vec::new(), j: 0, replaced: 0, prev: None }
     }
 
     fn push_fresh(&mut self) -> Result<()> {

@@ -231,7 +231,7 @@ pub(super) fn build_from(
     let dups = rows.len() as u64 - fresh_winners;
     let replaced = old_docs.len() as u64 - (winners.len() as u64 - fresh_winners);
 
-    let mut out = DocEncoder::new(job, sink);
+    let mut out = DocEncoder::new(job, sink, winners.len());
     for &i in &winners {
         let doc: &RawDocument = if i < old_docs.len() {
             &old_docs[i]

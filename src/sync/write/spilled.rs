@@ -37,7 +37,7 @@ pub(super) fn build(
     })?;
     pushed.map_err(io)?;
     let bytes = part.into_bytes_only()?;
-    let mut out = DocEncoder::new(job, sink);
+    let mut out = DocEncoder::new(job, sink, super::encode::ENCODE_BATCH_ROWS);
     let mut scratch = Vec::new();
     let mut written = 0u64;
     let mut write = |sorted: &SortRow| -> Result<()> {
