@@ -51,6 +51,8 @@ class Run:
     """CPU seconds of the process (user + system, from wait4)."""
     server_cpu: float | None = None
     """CPU seconds the benchmark's server spent meanwhile (from /proc/<pid>/stat), when known."""
+    sys_cpu: float = 0.0
+    """The system (kernel) part of `cpu`."""
 
 
 @dataclass
@@ -132,7 +134,7 @@ def measure(cmd: list[str], env: dict[str, str] | None = None, what: str = "") -
     server_after = process_cpu(server) if server else None
     run = Run(seconds, usage.ru_maxrss / 1024, stdout, cpu=usage.ru_utime + usage.ru_stime,
               server_cpu=server_after - server_before if server_before is not None and server_after is not None
-              else None)
+              else None, sys_cpu=usage.ru_stime)
     server_note = f", server CPU {run.server_cpu:.2f} s" if run.server_cpu is not None else ""
     log(f"{what}: {seconds:.2f} s, CPU {run.cpu:.2f} s{server_note}, peak RSS {run.rss_mb:.0f} MB")
     return run
