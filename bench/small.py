@@ -160,8 +160,9 @@ class Weed:
     PORTS = ["master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port", "filer.port.grpc",
              "s3.port", "s3.port.grpc", "admin.port", "admin.port.grpc", "webdav.port", "debug.port"]
 
-    def __init__(self, directory: Path, first_port: int, taken: set[int]):
+    def __init__(self, directory: Path, first_port: int, taken: set[int], extra: list[str] | None = None):
         self.dir = directory
+        self.extra = list(extra or [])
         self.ports = dict(zip(self.PORTS, free_ports(len(self.PORTS), first_port, taken)))
         self.s3_port = self.ports["s3.port"]
         self.child: Child | None = None
@@ -171,7 +172,7 @@ class Weed:
         cmd = [weed_binary(), "mini", f"-dir={self.dir / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
                f"-bucket={BUCKET}", "-master.volumeSizeLimitMB=64", "-admin.ui=false", "-master.telemetry=false",
                "-webdav=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
-               *(f"-{k}={v}" for k, v in self.ports.items())]
+               *(f"-{k}={v}" for k, v in self.ports.items()), *self.extra]
         self.child = Child("weed mini", cmd, self.dir / "weed.log", cwd=self.dir)
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
@@ -370,7 +371,7 @@ class Bench:
         self.dbs = [f"{args.db_prefix}{i}" for i in range(1, args.dbs + 1)]
         self.taken: set[int] = set()
         self.servers = bench.Servers(work / "servers", args.mongo_port)
-        self.weed = Weed(work / "weed", args.s3_port, self.taken)
+        self.weed = Weed(work / "weed", args.s3_port, self.taken, args.weed_arg)
         self.proxy = Proxy(work / "proxy", self.weed.s3_port, args.delay_ms, max(self.weed.ports.values()) + 1,
                            self.taken)
         self.steps: dict[str, StepRuns] = {}
@@ -589,7 +590,7 @@ def report(b: Bench, command: str, versions: str, started: str, bin_note: str) -
         f"## Small-partition benchmark {started}: {f['total']:,} documents, {len(b.dbs)} databases",
         "",
         f"Command: `{command}`  ",
-        f"Machine: {a.machine}  ",
+        f"Machine: {a.machine}; at the end {', '.join(f'{x:.2f}' for x in os.getloadavg())}  ",
         f"Benchmark scripts: {bench.git_rev()}; binaries: {bin_note}  ",
         f"Versions: {versions}; secantusd-rs (scripts/servers.sh); SeaweedFS {b.facts.get('weed_version', '?')} "
         f"`weed mini` behind bench/s3proxy.py (+{a.delay_ms:g} ms per request)  ",
@@ -631,6 +632,22 @@ def report(b: Bench, command: str, versions: str, started: str, bin_note: str) -
                      f"requests per file written ({mid.partitions:,} files); at most {mid.s3['max_in_flight']} in "
                      f"flight; {mid.s3['connections']} connections; {mid.s3['bytes_up'] / 1e6:,.1f} MB up, "
                      f"{mid.s3['bytes_down'] / 1e6:,.1f} MB down")
+    cores = len(os.sched_getaffinity(0))
+    lines += ["", f"What bounds each mongolake step on this machine ({cores} cores; medians): all the CPU spent meanwhile "
+              "(client, secantusd-rs, weed, proxy) over the cores, and for S3 the round trips alone (requests x delay / "
+              "most in flight: perfect overlap). A local S3 server's CPU is the benchmark's, not mongolake's: real S3 "
+              "spends none of this machine's.", ""]
+    for step in (ml_l, ml_s, ml_li, ml_si):
+        client, mongo = step.med(lambda m: m.run.cpu), step.med(lambda m: m.run.server_cpu) or 0.0
+        weed, prox = step.med(lambda m: m.weed_cpu) or 0.0, step.med(lambda m: m.proxy_cpu) or 0.0
+        total = (client or 0.0) + mongo + weed + prox
+        text = (f"- {step.label}: client {fmt(client)} + secantusd-rs {fmt(mongo)}"
+                + (f" + weed {fmt(weed)} + proxy {fmt(prox)}" if step.runs[0].s3 else "")
+                + f" = {fmt(total)} CPU-s: at least {fmt(total / cores)} s of wall")
+        if step.runs[0].s3:
+            trips = step.med(lambda m: m.s3["total"] * a.delay_ms / 1000 / max(1, m.s3["max_in_flight"]))
+            text += f"; the round trips at least {fmt(trips)} s"
+        lines.append(text + f" (best run {fmt(step.best)} s)")
     lines += [
         "",
         "Targets (issue 24; wall-time ratios use the best runs, CPU the medians):",
@@ -695,6 +712,8 @@ def main() -> int:
     ap.add_argument("--delay-ms", type=float, default=25.0, help="delay the proxy adds to every S3 request")
     ap.add_argument("--ml-sync", action="append", default=[], metavar="LINE",
                     help="an extra [sync] line for mongolake, e.g. 'partition_concurrency = 64' (repeatable)")
+    ap.add_argument("--weed-arg", action="append", default=[], metavar="FLAG",
+                    help="an extra flag for `weed mini`, e.g. -filer.saveToFilerLimit=65536 (repeatable)")
     ap.add_argument("--bin-dir", type=Path, default=ROOT / "target/release",
                     help="where mongolake, raw_drain are (default target/release)")
     ap.add_argument("--python", default=sys.executable, help="Python with pymongoarrow (default this one)")
