@@ -110,15 +110,26 @@ def process_cpu(pid: int) -> float | None:
         return None
 
 
-def measure(cmd: list[str], env: dict[str, str] | None = None, what: str = "") -> Run:
+def measure(cmd: list[str], env: dict[str, str] | None = None, what: str = "", preexec_fn=None) -> Run:
     """Runs cmd to completion; returns wall time, peak RSS (wait4 ru_maxrss), CPU time (its own from wait4, the
-    benchmark server's from /proc) and stdout. Fails loudly on a non-zero exit, showing the end of stderr."""
+    benchmark server's from /proc) and stdout. Fails loudly on a non-zero exit, showing the end of stderr. When
+    the wait is interrupted (SIGTERM's SystemExit, Ctrl-C), the child is stopped before the exception goes on."""
     server = Servers.active.pid if Servers.active else None
     server_before = process_cpu(server) if server else None
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         start = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env)
-        _, status, usage = os.wait4(proc.pid, 0)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env,
+                                preexec_fn=preexec_fn)
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        except BaseException:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            raise
         seconds = time.perf_counter() - start
         proc.returncode = os.waitstatus_to_exitcode(status)  # reaped by wait4, tell Popen
         out.seek(0)

@@ -60,14 +60,20 @@ log = bench.log
 
 # --------------------------------------------------------------------------------------------- processes
 
-def _child_setup() -> None:
-    """In a started server: its own session (signalled as a group), and SIGTERM when the benchmark dies."""
-    os.setsid()
+def _die_with_parent(sig: int = signal.SIGTERM) -> None:
+    """In a child: `sig` when the benchmark dies, even by SIGKILL (PR_SET_PDEATHSIG)."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        libc.prctl(1, int(sig))
     except (OSError, AttributeError):
         pass
+
+
+def _server_setup() -> None:
+    """In a started server: its own session (signalled as a group), and SIGKILL when the benchmark dies (weed
+    mini's shutdown on SIGTERM can hang, and nobody would be left to insist; its data is thrown away)."""
+    os.setsid()
+    _die_with_parent(signal.SIGKILL)
 
 
 def port_free(port: int) -> bool:
@@ -103,7 +109,7 @@ class Child:
         self.name, self.cmd, self.log_path = name, cmd, log_path
         self.logf = open(log_path, "w")
         self.proc = subprocess.Popen(cmd, stdout=self.logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     cwd=cwd, preexec_fn=_child_setup)
+                                     cwd=cwd, preexec_fn=_server_setup)
         self.pid = self.proc.pid
 
     def alive(self) -> bool:
@@ -122,9 +128,9 @@ class Child:
             except ProcessLookupError:
                 pass
             try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                log(f"{self.name} (pid {self.pid}) ignored SIGTERM for 15 s: SIGKILL")
+                self.proc.wait(8)
+            except subprocess.TimeoutExpired:  # weed mini sometimes takes longer; its data is thrown away
+                log(f"{self.name} (pid {self.pid}) still running 8 s after SIGTERM: SIGKILL")
                 try:
                     os.killpg(self.pid, signal.SIGKILL)
                 except ProcessLookupError:
@@ -385,7 +391,7 @@ class Bench:
         if s3:
             self.proxy.reset()
             w0, p0 = bench.process_cpu(self.weed.pid), bench.process_cpu(self.proxy.pid)
-        run = bench.measure(cmd, env=env, what=what)
+        run = bench.measure(cmd, env=env, what=what, preexec_fn=_die_with_parent)
         m = Measured(run, rss_floor=run.rss_mb <= resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 + 1)
         if s3:
             m.s3 = self.proxy.reset()
@@ -429,7 +435,7 @@ class Bench:
     def raw_drain(self, what: str) -> Measured:
         """raw_drain per database, one after the other; times, CPU and documents summed, RSS the largest."""
         runs = [bench.measure([str(self.bin / "raw_drain"), "--uri", self.uri, "--db", db, *COLLECTIONS],
-                              what=f"{what} {db}") for db in self.dbs]
+                              what=f"{what} {db}", preexec_fn=_die_with_parent) for db in self.dbs]
         outs = [json.loads(r.stdout) for r in runs]
         total = bench.Run(sum(r.seconds for r in runs), max(r.rss_mb for r in runs),
                           json.dumps({"docs": sum(o["docs"] for o in outs), "bytes": sum(o["bytes"] for o in outs)}),
@@ -455,7 +461,8 @@ class Bench:
         t0 = time.perf_counter()
         for db in self.dbs:
             subprocess.run([self.mongolake, "seed", "--uri", self.uri, "--db", db, "--docs", str(per), "--seed",
-                            "42", "--days", str(days)], check=True, stdout=subprocess.DEVNULL)
+                            "42", "--days", str(days)], check=True, stdout=subprocess.DEVNULL,
+                           preexec_fn=_die_with_parent)
         self.facts["seed_s"] = time.perf_counter() - t0
 
         self.cfg = self.work / "cfg"
@@ -492,7 +499,7 @@ class Bench:
         for db in self.dbs:
             out = subprocess.run([self.mongolake, "mutate", "--uri", self.uri, "--db", db, "--fraction",
                                   str(a.fraction), "--seed", "42", "--days", str(days)], check=True,
-                                 capture_output=True, text=True).stdout.strip()
+                                 capture_output=True, text=True, preexec_fn=_die_with_parent).stdout.strip()
             mutated.append(out)
         self.facts["mutate"] = "; ".join(mutated)
         log(f"mutated: {self.facts['mutate']}")
