@@ -51,6 +51,8 @@ class Run:
     """CPU seconds of the process (user + system, from wait4)."""
     server_cpu: float | None = None
     """CPU seconds the benchmark's server spent meanwhile (from /proc/<pid>/stat), when known."""
+    sys_cpu: float = 0.0
+    """The system (kernel) part of `cpu`."""
 
 
 @dataclass
@@ -108,15 +110,26 @@ def process_cpu(pid: int) -> float | None:
         return None
 
 
-def measure(cmd: list[str], env: dict[str, str] | None = None, what: str = "") -> Run:
+def measure(cmd: list[str], env: dict[str, str] | None = None, what: str = "", preexec_fn=None) -> Run:
     """Runs cmd to completion; returns wall time, peak RSS (wait4 ru_maxrss), CPU time (its own from wait4, the
-    benchmark server's from /proc) and stdout. Fails loudly on a non-zero exit, showing the end of stderr."""
+    benchmark server's from /proc) and stdout. Fails loudly on a non-zero exit, showing the end of stderr. When
+    the wait is interrupted (SIGTERM's SystemExit, Ctrl-C), the child is stopped before the exception goes on."""
     server = Servers.active.pid if Servers.active else None
     server_before = process_cpu(server) if server else None
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         start = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env)
-        _, status, usage = os.wait4(proc.pid, 0)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env,
+                                preexec_fn=preexec_fn)
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        except BaseException:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            raise
         seconds = time.perf_counter() - start
         proc.returncode = os.waitstatus_to_exitcode(status)  # reaped by wait4, tell Popen
         out.seek(0)
@@ -132,7 +145,7 @@ def measure(cmd: list[str], env: dict[str, str] | None = None, what: str = "") -
     server_after = process_cpu(server) if server else None
     run = Run(seconds, usage.ru_maxrss / 1024, stdout, cpu=usage.ru_utime + usage.ru_stime,
               server_cpu=server_after - server_before if server_before is not None and server_after is not None
-              else None)
+              else None, sys_cpu=usage.ru_stime)
     server_note = f", server CPU {run.server_cpu:.2f} s" if run.server_cpu is not None else ""
     log(f"{what}: {seconds:.2f} s, CPU {run.cpu:.2f} s{server_note}, peak RSS {run.rss_mb:.0f} MB")
     return run
