@@ -242,10 +242,26 @@ def write_config(directory: Path, lake: Path, ranges: int, collections_csv: Path
     return directory
 
 
+_LAST_DELETE = [0.0]
+
+
 def fresh(path: Path) -> Path:
     """Removes path (a lake from an earlier repetition) and returns it."""
-    shutil.rmtree(path, ignore_errors=True)
+    if path.exists():
+        shutil.rmtree(path, ignore_errors=True)
+        _LAST_DELETE[0] = time.monotonic()
     return path
+
+
+def settle_deletes(seconds: float = 31.0) -> None:
+    """Waits until `seconds` have passed since [`fresh`] last deleted a lake. ext4 does not hand out an inode
+    freed in the last 30 s and scans past each when it allocates one, so a step creating thousands of files right
+    after thousands were deleted pays system time for the deletion (seen: a local full load's system CPU 8.8 s in
+    one repetition and 19.3 s in the next, the same binary); that is the benchmark's cleanup, not the step's."""
+    wait = _LAST_DELETE[0] + seconds - time.monotonic()
+    if wait > 0:
+        log(f"waiting {wait:.0f} s: inodes of the lake deleted before this step are still recent (ext4)")
+        time.sleep(wait)
 
 
 def docs_read(mongolake_report: str) -> int | None:
@@ -547,16 +563,22 @@ def main() -> int:
             shutil.rmtree(work, ignore_errors=True)
     text = report(results, args, command, versions, started)
     out_dir = ROOT / "bench" / "results"
+    save_report(out_dir, f"{started}-{'_'.join(str(s) for s in sizes)}", text)
+    return 0
+
+
+def save_report(out_dir: Path, stem: str, text: str) -> Path:
+    """Prints the report and writes it to `<out_dir>/<stem>.md`, or `<stem>-2.md`, `-3`... when an earlier run
+    of the same day and sizes has that name: it is kept (the README may cite it)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    out = out_dir / f"{started}-{'_'.join(str(s) for s in sizes)}.md"
-    n = 2
-    while out.exists():  # an earlier run of the same day and sizes: keep it (the README may cite it)
-        out = out_dir / f"{started}-{'_'.join(str(s) for s in sizes)}-{n}.md"
+    out, n = out_dir / f"{stem}.md", 2
+    while out.exists():
+        out = out_dir / f"{stem}-{n}.md"
         n += 1
     out.write_text(text + "\n")
     print(text)
     log(f"written to {out.relative_to(ROOT)}")
-    return 0
+    return out
 
 
 if __name__ == "__main__":

@@ -160,7 +160,33 @@ def weed_binary() -> str:
     return found
 
 
-class Weed:
+class Service:
+    """A server the benchmark starts as a [`Child`] and stops at the end."""
+
+    child: Child | None = None
+
+    def wait_ready(self, ready, seconds: float, poll: float) -> bool:
+        """Polls `ready()` until it is true (True) or `seconds` pass (False); fails if the child exits."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if not self.child.alive():
+                self.child.fail("exited during startup")
+            if ready():
+                return True
+            time.sleep(poll)
+        return False
+
+    @property
+    def pid(self) -> int | None:
+        return self.child.pid if self.child else None
+
+    def stop(self) -> None:
+        if self.child:
+            self.child.stop()
+            self.child = None
+
+
+class Weed(Service):
     """SeaweedFS `weed mini` with every port its own (the test suite's servers may run meanwhile)."""
 
     PORTS = ["master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port", "filer.port.grpc",
@@ -180,27 +206,12 @@ class Weed:
                "-webdav=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
                *(f"-{k}={v}" for k, v in self.ports.items()), *self.extra]
         self.child = Child("weed mini", cmd, self.dir / "weed.log", cwd=self.dir)
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            if not self.child.alive():
-                self.child.fail("exited during startup")
-            if http_get(f"http://127.0.0.1:{self.s3_port}/{BUCKET}/", 2)[0] == 200:
-                log(f"weed mini ready: S3 on 127.0.0.1:{self.s3_port} (pid {self.child.pid}, bucket {BUCKET})")
-                return
-            time.sleep(0.3)
-        self.child.fail("was not ready after 90 s")
-
-    @property
-    def pid(self) -> int | None:
-        return self.child.pid if self.child else None
-
-    def stop(self) -> None:
-        if self.child:
-            self.child.stop()
-            self.child = None
+        if not self.wait_ready(lambda: http_get(f"http://127.0.0.1:{self.s3_port}/{BUCKET}/", 2)[0] == 200, 90, 0.3):
+            self.child.fail("was not ready after 90 s")
+        log(f"weed mini ready: S3 on 127.0.0.1:{self.s3_port} (pid {self.child.pid}, bucket {BUCKET})")
 
 
-class Proxy:
+class Proxy(Service):
     """bench/s3proxy.py in front of the S3 server."""
 
     def __init__(self, directory: Path, upstream: int, delay_ms: float, first_port: int, taken: set[int]):
@@ -214,16 +225,9 @@ class Proxy:
                "--upstream", f"127.0.0.1:{self.upstream}", "--control", f"127.0.0.1:{self.control}",
                "--delay-ms", str(self.delay_ms)]
         self.child = Child("s3proxy", cmd, self.dir / "s3proxy.log")
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            if not self.child.alive():
-                self.child.fail("exited during startup")
-            if http_get(f"http://127.0.0.1:{self.control}/ping", 1)[0] == 200:
-                log(f"s3proxy ready on 127.0.0.1:{self.port} (+{self.delay_ms:g} ms a request, control "
-                    f"{self.control})")
-                return
-            time.sleep(0.1)
-        self.child.fail("was not ready after 20 s")
+        if not self.wait_ready(lambda: http_get(f"http://127.0.0.1:{self.control}/ping", 1)[0] == 200, 20, 0.1):
+            self.child.fail("was not ready after 20 s")
+        log(f"s3proxy ready on 127.0.0.1:{self.port} (+{self.delay_ms:g} ms a request, control {self.control})")
 
     def _get(self, what: str) -> dict:
         code, body = http_get(f"http://127.0.0.1:{self.control}/{what}")
@@ -236,14 +240,6 @@ class Proxy:
         """The counts since the last reset, and a new window."""
         return self._get("reset")
 
-    @property
-    def pid(self) -> int | None:
-        return self.child.pid if self.child else None
-
-    def stop(self) -> None:
-        if self.child:
-            self.child.stop()
-            self.child = None
 
 
 def s3_keys(port: int, prefix: str) -> list[str]:
@@ -481,6 +477,7 @@ class Bench:
         for rep in range(1, a.reps + 1):
             raw.runs.append(self.raw_drain(f"rep {rep}: raw drain"))
             bench.fresh(lake_local)
+            bench.settle_deletes()
             m = self.ml_sync("local", f"rep {rep}: mongolake full local", s3=False)
             m.files = self.local_files(lake_local)
             ml_local.runs.append(m)
@@ -489,7 +486,9 @@ class Bench:
             m = self.ml_sync(f"s3full{rep}", f"rep {rep}: mongolake full S3", s3=True)
             m.files = self.s3_files(prefix)
             ml_s3.runs.append(m)
-            m = self.pma(bench.fresh(pma_full), f"rep {rep}: PyMongoArrow full", incremental=False)
+            bench.fresh(pma_full)
+            bench.settle_deletes()
+            m = self.pma(pma_full, f"rep {rep}: PyMongoArrow full", incremental=False)
             m.files = self.local_files(pma_full)
             pm.runs.append(m)
             log(f"rep {rep}: partition files: mongolake local {ml_local.runs[-1].files}, S3 "
@@ -509,10 +508,12 @@ class Bench:
         pm_i = self.step("pma_incr", "PyMongoArrow incremental, local disk")
         for rep in range(1, a.reps + 1):
             shutil.copytree(lake_local, bench.fresh(lake_local_incr))
+            bench.settle_deletes()
             ml_local_i.runs.append(self.ml_sync("localincr", f"rep {rep}: mongolake incremental local", s3=False))
             # Each repetition's full load to S3 wrote its own prefix, before the mutation: the night runs there.
             ml_s3_i.runs.append(self.ml_sync(f"s3full{rep}", f"rep {rep}: mongolake incremental S3", s3=True))
             shutil.copytree(pma_full, bench.fresh(pma_incr))
+            bench.settle_deletes()
             pm_i.runs.append(self.pma(pma_incr, f"rep {rep}: PyMongoArrow incremental", incremental=True))
 
     def stop(self) -> None:
@@ -767,16 +768,8 @@ def main() -> int:
         else:
             log(f"kept {work}")
     text = report(b, command, versions, started, bin_note)
-    out_dir = ROOT / "bench" / "results"
-    out_dir.mkdir(parents=True, exist_ok=True)
     stem = f"{started}-small-{args.docs}" + (f"-{args.label}" if args.label else "")
-    out, n = out_dir / f"{stem}.md", 2
-    while out.exists():
-        out = out_dir / f"{stem}-{n}.md"
-        n += 1
-    out.write_text(text + "\n")
-    print(text)
-    log(f"written to {out.relative_to(ROOT)}")
+    bench.save_report(ROOT / "bench" / "results", stem, text)
     return 0
 
 
