@@ -184,8 +184,9 @@ impl PartitionWriter {
         let (db, coll) = (self.spec.database.as_str(), self.spec.collection.as_str());
         let place = self.destination.place(env, &self.spec, &rel);
         let context = format!("{}.{} partition {rel}", db, coll);
-        // A file written in place is visible once complete: a run that lost its lease stops before it starts one.
-        if place.staging.is_none() && place.table {
+        // A file written in place (on an object store, or a range folder's) is visible once complete: a run that
+        // lost its lease stops before it starts one; a staged file is checked again before its move.
+        if place.staging.is_none() {
             self.stop_if_lease_lost()?;
         }
         // A file too large to hold is merged a row group at a time ([`streamed`]).
