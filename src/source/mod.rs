@@ -318,21 +318,13 @@ mod tests {
         assert_eq!(gte(2), Some(Bson::String("2025-06-30".into())));
         // Whole seconds, rounded down: a Timestamp in the same second as the bound is taken.
         assert_eq!(gte(3), Some(Bson::Timestamp(bson::Timestamp { time: 1_751_394_600, increment: 0 })));
-        let f = incremental_filter("modified_at", 1_751_394_600_999);
-        let t = f.get_array("$or").unwrap()[3]
-            .as_document()
-            .unwrap()
-            .get_document("modified_at")
-            .unwrap()
-            .get_timestamp("$gte");
-        assert_eq!(t.unwrap().time, 1_751_394_600);
-        let f = incremental_filter("modified_at", -5_000);
-        let t = f.get_array("$or").unwrap()[3]
-            .as_document()
-            .unwrap()
-            .get_document("modified_at")
-            .unwrap()
-            .get_timestamp("$gte");
-        assert_eq!(t.unwrap().time, 0);
+        // The Timestamp branch's bound, in seconds, for a watermark of `ms`.
+        let seconds = |ms: i64| {
+            let f = incremental_filter("modified_at", ms);
+            let branch = f.get_array("$or").unwrap()[3].as_document().unwrap().clone();
+            branch.get_document("modified_at").unwrap().get_timestamp("$gte").unwrap().time
+        };
+        assert_eq!(seconds(1_751_394_600_999), 1_751_394_600);
+        assert_eq!(seconds(-5_000), 0);
     }
 }
