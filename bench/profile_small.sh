@@ -3,6 +3,9 @@
 # small-partition shape of `scripts/bench.sh --small` (3 databases x 5 collections x 6,666 documents over 142 days,
 # every collection partitioned facility_id/date(created_at)), then perf's summary by library and by symbol.
 #   bench/profile_small.sh            (needs perf, a release build: cargo build --release, and secantusd-rs)
+#   MONGOLAKE_PROFILE_BIN=/tmp/base bench/profile_small.sh     (another build's binaries)
+#   MONGOLAKE_PROFILE_STAT=1 bench/profile_small.sh            (no profile: user and system CPU, and the system
+#                                                               calls by count, from strace -c)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -11,15 +14,23 @@ PORT="${MONGOLAKE_PROFILE_PORT:-27740}"
 trap 'scripts/servers.sh stop "$WORK/servers" >/dev/null 2>&1 || true; rm -rf "$WORK/lake"' EXIT
 MONGOLAKE_SERVERS=mongo MONGOLAKE_MONGO_PORT=$PORT scripts/servers.sh start "$WORK/servers" >/dev/null
 URI="mongodb://127.0.0.1:$PORT/?directConnection=true"
-for d in 1 2 3; do target/release/mongolake seed --uri "$URI" --db "hims$d" --docs 6666 --seed 42 --days 142 >/dev/null; done
+BIN="${MONGOLAKE_PROFILE_BIN:-target/release}"
+for d in 1 2 3; do "$BIN/mongolake" seed --uri "$URI" --db "hims$d" --docs 6666 --seed 42 --days 142 >/dev/null; done
 mkdir -p "$WORK/cfg/environments"
 { echo "database,collection,timestamp_column,partition_by,key"
   for d in 1 2 3; do for c in patients visits bills lab_results pharmacy_stock; do
     echo "hims$d,$c,modified_at,facility_id/date(created_at),"; done; done; } > "$WORK/cfg/collections.csv"
 printf '[mongodb]\nuri = "%s"\n[lake]\nurl = "%s/lake"\n[sync]\ntimezone = "Asia/Kolkata"\n' "$URI" "$WORK" \
   > "$WORK/cfg/environments/profile.toml"
-perf record -F 999 -g -o "$WORK/perf.data" target/release/mongolake sync --env profile --config-dir "$WORK/cfg" \
-  --no-email 2>/dev/null | grep -o "partitions written.*CPU.*" || true
+SYNC=("$BIN/mongolake" sync --env profile --config-dir "$WORK/cfg" --no-email)
+if [ "${MONGOLAKE_PROFILE_STAT:-0}" = 1 ]; then
+  /usr/bin/time -f "user %U s, system %S s, wall %e s, peak %M KB" "${SYNC[@]}" 2>&1 >/dev/null | tail -1
+  rm -rf "$WORK/lake"; sleep 30 # (ext4: a lake just deleted slows the next one's creates; see bench.settle_deletes)
+  strace -f -c -o "$WORK/strace.txt" "${SYNC[@]}" >/dev/null 2>&1 || true
+  head -25 "$WORK/strace.txt"
+  exit 0
+fi
+perf record -F 999 -g -o "$WORK/perf.data" "${SYNC[@]}" 2>/dev/null | grep -o "partitions written.*CPU.*" || true
 perf report -i "$WORK/perf.data" --no-children --sort dso --stdio -g none 2>/dev/null | grep "%" | head -5
 perf report -i "$WORK/perf.data" --no-children --sort symbol --stdio -g none 2>/dev/null | grep "%" | grep -v "^#" | head -30
 echo "perf data: $WORK/perf.data"

@@ -370,6 +370,7 @@ class Bench:
     def __init__(self, args, work: Path, bin_dir: Path):
         self.args, self.work, self.bin = args, work, bin_dir
         self.mongolake = str(bin_dir / "mongolake")
+        self.baseline = str(args.baseline_bin_dir / "mongolake") if args.baseline_bin_dir else None
         self.dbs = [f"{args.db_prefix}{i}" for i in range(1, args.dbs + 1)]
         self.taken: set[int] = set()
         self.servers = bench.Servers(work / "servers", args.mongo_port)
@@ -405,8 +406,8 @@ class Bench:
     def ml_env(self) -> dict:
         return dict(os.environ, MONGOLAKE_BENCH_MONGO_URI=self.uri, **{S3_KEY_ENV: "bench", S3_SECRET_ENV: "bench"})
 
-    def ml_sync(self, env_name: str, what: str, s3: bool) -> Measured:
-        m = self.measure([self.mongolake, "sync", "--env", env_name, "--config-dir", str(self.cfg), "--no-email"],
+    def ml_sync(self, env_name: str, what: str, s3: bool, binary: str | None = None) -> Measured:
+        m = self.measure([binary or self.mongolake, "sync", "--env", env_name, "--config-dir", str(self.cfg), "--no-email"],
                          what, env=self.ml_env(), s3=s3)
         m.docs = bench.docs_read(m.run.stdout)
         m.partitions = bench.partitions_written(m.run.stdout)
@@ -468,6 +469,12 @@ class Bench:
         lake_local, lake_local_incr = self.work / "lake-ml", self.work / "lake-ml-incr"
         write_env(self.cfg, "local", local_lake(lake_local), sync)
         write_env(self.cfg, "localincr", local_lake(lake_local_incr), sync)
+        lake_base, lake_base_incr = self.work / "lake-base", self.work / "lake-base-incr"
+        write_env(self.cfg, "base", local_lake(lake_base), sync)
+        write_env(self.cfg, "baseincr", local_lake(lake_base_incr), sync)
+        base_note = f"`{a.baseline_bin_dir}`'s binary"
+        base = self.step("base_local", f"baseline: mongolake full load, local disk ({base_note})") \
+            if self.baseline else None
         pma_full, pma_incr = self.work / "lake-pma", self.work / "lake-pma-incr"
 
         raw = self.step("raw", f"raw drain (`raw_drain`, the {len(self.dbs)} databases one after the other, summed)")
@@ -481,6 +488,12 @@ class Bench:
             m = self.ml_sync("local", f"rep {rep}: mongolake full local", s3=False)
             m.files = self.local_files(lake_local)
             ml_local.runs.append(m)
+            if base:
+                bench.fresh(lake_base)
+                bench.settle_deletes()
+                m = self.ml_sync("base", f"rep {rep}: baseline mongolake full local", s3=False, binary=self.baseline)
+                m.files = self.local_files(lake_base)
+                base.runs.append(m)
             prefix = f"full-{rep}/lake"
             write_env(self.cfg, f"s3full{rep}", s3_lake(prefix, self.proxy.port), sync)
             m = self.ml_sync(f"s3full{rep}", f"rep {rep}: mongolake full S3", s3=True)
@@ -506,10 +519,17 @@ class Bench:
         ml_local_i = self.step("ml_local_incr", "mongolake incremental, local disk")
         ml_s3_i = self.step("ml_s3_incr", f"mongolake incremental, S3 (+{a.delay_ms:g} ms a request)")
         pm_i = self.step("pma_incr", "PyMongoArrow incremental, local disk")
+        base_i = self.step("base_local_incr", f"baseline: mongolake incremental, local disk ({base_note})") \
+            if self.baseline else None
         for rep in range(1, a.reps + 1):
             shutil.copytree(lake_local, bench.fresh(lake_local_incr))
             bench.settle_deletes()
             ml_local_i.runs.append(self.ml_sync("localincr", f"rep {rep}: mongolake incremental local", s3=False))
+            if base_i:
+                shutil.copytree(lake_base, bench.fresh(lake_base_incr))
+                bench.settle_deletes()
+                base_i.runs.append(self.ml_sync("baseincr", f"rep {rep}: baseline mongolake incremental local",
+                                                s3=False, binary=self.baseline))
             # Each repetition's full load to S3 wrote its own prefix, before the mutation: the night runs there.
             ml_s3_i.runs.append(self.ml_sync(f"s3full{rep}", f"rep {rep}: mongolake incremental S3", s3=True))
             shutil.copytree(pma_full, bench.fresh(pma_incr))
@@ -593,6 +613,9 @@ def report(b: Bench, command: str, versions: str, started: str, bin_note: str) -
     cpu_vs_pma = ratio(ml_l.med(lambda m: m.run.cpu), pm.med(lambda m: m.run.cpu))
     wall_vs_raw = ratio(ml_l.best, raw.best)
     incr_l, incr_s, incr_p = ratio(ml_li.best, ml_l.best), ratio(ml_si.best, ml_s.best), ratio(pm_i.best, pm.best)
+    cpu = lambda key: s[key].med(lambda m: m.run.cpu) if key in s else None  # noqa: E731
+    cpu_vs_base, cpu_vs_base_i = ratio(cpu("ml_local"), cpu("base_local")), ratio(cpu("ml_local_incr"),
+                                                                                    cpu("base_local_incr"))
     cmd_extra = "".join(f"\n  - `{x}`" for x in a.ml_sync) or " none"
     lines = [
         f"## Small-partition benchmark {started}: {f['total']:,} documents, {len(b.dbs)} databases",
@@ -630,6 +653,9 @@ def report(b: Bench, command: str, versions: str, started: str, bin_note: str) -
         row(ml_li, f"{fmt(incr_l)}x its full load"),
         row(ml_si, f"{fmt(incr_s)}x its full load; {fmt(s3_vs_local_i)}x local"),
         row(pm_i, f"{fmt(incr_p)}x its full load"),
+        *([row(s["base_local"], f"mongolake local's CPU is {fmt(cpu_vs_base)}x this"),
+           row(s["base_local_incr"], f"mongolake local incremental's CPU is {fmt(cpu_vs_base_i)}x this")]
+          if "base_local" in s else []),
         "",
         "S3 requests by kind (median repetition by total; non-2xx answers in brackets):",
         "",
@@ -724,6 +750,9 @@ def main() -> int:
                     help="an extra flag for `weed mini`, e.g. -filer.saveToFilerLimit=65536 (repeatable)")
     ap.add_argument("--bin-dir", type=Path, default=ROOT / "target/release",
                     help="where mongolake, raw_drain are (default target/release)")
+    ap.add_argument("--baseline-bin-dir", type=Path, default=None, metavar="DIR",
+                    help="also run the local-disk steps with DIR/mongolake (another build, e.g. the last commit's), "
+                         "side by side in the same run")
     ap.add_argument("--python", default=sys.executable, help="Python with pymongoarrow (default this one)")
     ap.add_argument("--pma-parallelism", default="off", choices=["off", "threads", "processes"])
     ap.add_argument("--db-prefix", default="hims", help="databases are named PREFIX1, PREFIX2, ...")
@@ -754,6 +783,11 @@ def main() -> int:
          "{pyarrow.__version__}, pymongo {pymongo.version}')"],
         capture_output=True, text=True, check=True).stdout.strip()
     bin_note = binary_note(bin_dir)
+    if args.baseline_bin_dir:
+        args.baseline_bin_dir = args.baseline_bin_dir.resolve()
+        if not (args.baseline_bin_dir / "mongolake").exists():
+            raise SystemExit(f"{args.baseline_bin_dir / 'mongolake'} missing")
+        bin_note += f"; baseline: {binary_note(args.baseline_bin_dir)}"
     work = Path(tempfile.mkdtemp(prefix="mongolake-bench-small-"))
     log(f"work directory {work}; binaries {bin_dir}")
     b = Bench(args, work, bin_dir)

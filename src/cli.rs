@@ -451,7 +451,7 @@ async fn run_ddl(config_dir: &std::path::Path, env: &str, collection: Option<Str
             }
             Err(e) => return fatal(e),
         };
-        let def = match crate::catalog::describe(&lake, spec, &schema, &config.environment.catalog).await {
+        let def = match crate::catalog::describe(&lake, spec, &schema, &config.environment.catalog, None).await {
             Ok(d) => d,
             Err(e) => return fatal(e),
         };

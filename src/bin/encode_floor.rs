@@ -21,6 +21,10 @@ use mongolake::sink::parquet::{self, Compression, Encoder, FileSink, RowGroups, 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+/// The allocator of `mongolake` itself (see src/main.rs), so the floor is measured as the sync encodes.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser, Debug)]
 #[command(about = "CPU time of Parquet encoding alone for a lake's rows (benchmark floor)")]
 struct Args {

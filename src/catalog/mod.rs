@@ -245,17 +245,26 @@ pub fn glue_path(lake: &Lake, db: &str, coll: &str) -> Path {
     lake.layout().glue_table(db, coll)
 }
 
-/// Builds the table definition of a collection from the lake: its partitions, and the rows of the partitions a
-/// date projection cannot show (read from those files' footers only; they hold the documents without a date,
-/// usually few).
+/// Builds the table definition of a collection from the lake: its partitions (`partitions`, sorted, when the
+/// caller knows them: a sync that just wrote the table; else listed), and the rows of the partitions a date
+/// projection cannot show (read from those files' footers only; they hold the documents without a date, usually
+/// few).
 pub async fn describe(
     lake: &Lake,
     spec: &CollectionSpec,
     schema: &StoredSchema,
     catalog: &CatalogConfig,
+    partitions: Option<&[String]>,
 ) -> Result<TableDef> {
-    let partitions = lake.list_partitions(&spec.database, &spec.collection).await?;
-    let mut def = TableDef::new(spec, schema, catalog, lake.url(), &partitions);
+    let listed;
+    let partitions = match partitions {
+        Some(p) => p,
+        None => {
+            listed = lake.list_partitions(&spec.database, &spec.collection).await?;
+            &listed
+        }
+    };
+    let mut def = TableDef::new(spec, schema, catalog, lake.url(), partitions);
     let mut rows = 0u64;
     for rel in &def.hidden.partitions {
         let path = lake.partition_file(&spec.database, &spec.collection, rel);
@@ -289,8 +298,9 @@ pub async fn publish(
     schema: &StoredSchema,
     catalog: &CatalogConfig,
     glue: Option<&Glue>,
+    partitions: Option<&[String]>,
 ) -> Result<bool> {
-    let def = match describe(lake, spec, schema, catalog).await {
+    let def = match describe(lake, spec, schema, catalog, partitions).await {
         Ok(def) => def,
         Err(e) if glue.is_none() => {
             tracing::warn!(collection = %spec.name(), error = %e, "Could not update the table definition next to the schema");
@@ -489,14 +499,17 @@ pub(crate) mod tests {
         let spec = spec("date(created_at)");
         let s = schema(vec![field("_id", LakeType::String), field("created_at", LakeType::Timestamp)]);
         let catalog = CatalogConfig::default();
-        assert!(!publish(&lake, &spec, &schema(vec![]), &catalog, None).await.unwrap(), "no columns, no table");
+        assert!(!publish(&lake, &spec, &schema(vec![]), &catalog, None, None).await.unwrap(), "no columns, no table");
         lake.put(&lake.partition_file("hims", "Lab Results", "date=2025-07-01"), vec![0u8].into()).await.unwrap();
-        assert!(publish(&lake, &spec, &s, &catalog, None).await.unwrap(), "first definition");
-        assert!(!publish(&lake, &spec, &s, &catalog, None).await.unwrap(), "same inputs, same bytes");
+        assert!(publish(&lake, &spec, &s, &catalog, None, None).await.unwrap(), "first definition");
+        assert!(!publish(&lake, &spec, &s, &catalog, None, None).await.unwrap(), "same inputs, same bytes");
         let sql = lake.get_opt(&athena_path(&lake, "hims", "Lab Results")).await.unwrap().unwrap();
         assert!(std::str::from_utf8(&sql).unwrap().contains("'2025-07-01,NOW+1DAYS'"));
         lake.put(&lake.partition_file("hims", "Lab Results", "date=2025-06-01"), vec![0u8].into()).await.unwrap();
-        assert!(publish(&lake, &spec, &s, &catalog, None).await.unwrap(), "an earlier date moves the range start");
+        assert!(
+            publish(&lake, &spec, &s, &catalog, None, None).await.unwrap(),
+            "an earlier date moves the range start"
+        );
         let json = lake.get_opt(&glue_path(&lake, "hims", "Lab Results")).await.unwrap().unwrap();
         let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
         assert_eq!(v["Parameters"]["projection.date.range"], "2025-06-01,NOW+1DAYS");

@@ -252,7 +252,7 @@ async fn check_partitions(config: &Config, lake: &Lake, out: &mut Out) {
     for spec in &config.collections.entries {
         let (db, coll) = (spec.database.as_str(), spec.collection.as_str());
         let found = match crate::state::index::store::saved_keys(lake, db, coll).await {
-            Ok(Some(rows)) => crate::sync::guard::sparse(lake, spec, rows, &config.environment.report).await,
+            Ok(Some(rows)) => crate::sync::guard::sparse(lake, spec, rows, &config.environment.report, None).await,
             Ok(None) => Ok(None),
             Err(e) => Err(e),
         };

@@ -305,7 +305,8 @@ pub async fn annotate(
             };
             c.unusual = flags(&previous, &tonight, cfg);
             if let Some(rows) = c.stats.rows_in_lake {
-                match crate::sync::guard::sparse(lake, spec, rows, cfg).await {
+                let known = c.stats.table_partitions.clone();
+                match crate::sync::guard::sparse(lake, spec, rows, cfg, known.as_deref().map(Vec::as_slice)).await {
                     Ok(s) => c.sparse = s,
                     Err(e) => tracing::warn!(collection = %c.name, error = %e, "Could not count the partitions"),
                 }

@@ -104,6 +104,8 @@ struct Base {
     /// The stored schema (its document type is moved into pass 1 and back by the evolution).
     stored: StoredSchema,
     index: KeyIndex,
+    /// The state file as read (this run's row is appended to it: the lease keeps other runs from writing it).
+    state: state::StateFile,
     /// This collection's share of the memory budget, held to the end.
     _memory: tokio::sync::OwnedSemaphorePermit,
 }
@@ -111,7 +113,6 @@ struct Base {
 /// Stage 1: the lake's state of the collection, read, and staging cleaned.
 pub struct Prepared {
     base: Base,
-    state: state::StateFile,
     /// `estimatedDocumentCount` on a full load.
     estimate: Option<u64>,
 }
@@ -174,13 +175,13 @@ impl Prepared {
             // A new schema takes `[sync] type_conflicts`; a stored one keeps the policy it was created with.
             StoredSchema { type_conflicts: ctx.sync.type_conflicts.into(), ..StoredSchema::new(db, coll) }
         });
-        let base = Base { ctx, spec, name, lease_lost, stats, old_watermark, stored, index, _memory: memory };
-        Ok(Prepared { base, state, estimate })
+        let base = Base { ctx, spec, name, lease_lost, stats, old_watermark, stored, index, state, _memory: memory };
+        Ok(Prepared { base, estimate })
     }
 
     /// Pass 1 (and a reconcile when one is asked for or due).
     pub async fn read(self) -> Result<Read> {
-        let Prepared { mut base, state, estimate } = self;
+        let Prepared { mut base, estimate } = self;
         let (ctx, spec, name) = (base.ctx.clone(), base.spec.clone(), base.name.clone());
         let (db, coll) = (spec.database.as_str(), spec.collection.as_str());
         let old_document = base.stored.document.clone();
@@ -223,9 +224,14 @@ impl Prepared {
         }
         tracing::debug!(collection = %name, docs = pass.seq, ms = phase.elapsed().as_millis() as u64, "Phase: read");
         // (`--reconcile`, the schedule, or MongoDB's count differing from the lake's after this pass)
-        let why =
-            super::reconcile::reason(&pass, &base.index, state.last_reconcile(), read_started, base.stats.full_load)
-                .await;
+        let why = super::reconcile::reason(
+            &pass,
+            &base.index,
+            base.state.last_reconcile(),
+            read_started,
+            base.stats.full_load,
+        )
+        .await;
         // A first load read every document: it is the reconcile the schedule asks for, without comparing key
         // sets (a second scan of every key). `--reconcile` still compares.
         let compare_keys = why.is_some() && (ctx.reconcile || !(base.stats.full_load && base.index.is_empty()));
@@ -335,19 +341,16 @@ impl Evolved {
         let (buffered, spill_guard) = buffers.drain();
         let mut parts: Vec<(String, Part)> =
             buffered.into_iter().map(|(v, part)| (partitioner.relative_path(&v), part)).collect();
-        // On an object store the table's files are listed once (a request a thousand files) rather than looked
-        // for one GET at a time, and so on local disk when the key index is empty (a first load: the listing is
-        // of an empty folder, and no new partition is looked for); a widening needs the list anyway.
-        let list_files = !lake.stages_writes() || base.index.is_empty();
-        let listed = match evolution.rewrite_all || list_files {
-            true => Some(lake.list_partitions(&spec.database, &spec.collection).await?),
-            false => None,
-        };
-        if let (true, Some(existing)) = (evolution.rewrite_all, &listed) {
+        // The table's files are listed once (on an object store a request a thousand files): a partition not
+        // listed is new and is not looked for (a GET, or a failed open, a partition), a widening rewrites every
+        // listed one, and after the write the list (with what was written and deleted) is the table's, which its
+        // definition and the report's sparse check then read instead of listing the table twice more.
+        let existing = lake.list_partitions(&spec.database, &spec.collection).await?;
+        if evolution.rewrite_all {
             let known: HashSet<String> = parts.iter().map(|(rel, _)| rel.clone()).collect();
             parts.extend(existing.iter().filter(|rel| !known.contains(*rel)).map(|rel| (rel.clone(), Part::default())));
         }
-        let listed = listed.filter(|_| list_files).map(|l| Arc::new(l.into_iter().collect()));
+        let listed: Arc<HashSet<String>> = Arc::new(existing.into_iter().collect());
         let phase = std::time::Instant::now();
         let sort_dir = spill_guard.as_ref().map(|d| d.path().to_path_buf());
         let plan = plan_rows(&mut base, &parts, &deleted, sort_dir.as_deref()).await?;
@@ -363,7 +366,7 @@ impl Evolved {
         let writer = PartitionWriter {
             env: ctx.write_env(),
             spec: spec.clone(),
-            destination: Destination::Table { listed },
+            destination: Destination::Table { listed: Some(listed.clone()) },
             removals: Arc::new(removals),
             dropped: Arc::new(dropped),
             file_ty: Arc::new(evolution.file_ty.clone()),
@@ -372,7 +375,7 @@ impl Evolved {
             lease_lost: base.lease_lost.clone(),
             spill_dir: sort_dir,
         };
-        let write = PlannedWrite::Table { writer, parts, spill_guard, cross_dups, rows_moved };
+        let write = PlannedWrite::Table { writer, parts, spill_guard, cross_dups, rows_moved, listed };
         Ok(Planned { base, evolution, read, write })
     }
 }
@@ -425,6 +428,8 @@ enum PlannedWrite {
         spill_guard: Option<tempfile::TempDir>,
         cross_dups: u64,
         rows_moved: u64,
+        /// The table's partitions before the write.
+        listed: Arc<HashSet<String>>,
     },
 }
 
@@ -463,7 +468,7 @@ impl Planned {
         let ctx = base.ctx.clone();
         let (lake, spec) = (&ctx.lake, base.spec.clone());
         ctx.progress.set_phase(crate::progress::Phase::Writing);
-        let shared = match write {
+        let (shared, partitions) = match write {
             PlannedWrite::Shared { shared, rows } => {
                 let joined = shared.write(rows, &evolution.document, base.lease_lost.clone()).await?;
                 base.stats.rows_written = joined.rows;
@@ -471,12 +476,22 @@ impl Planned {
                 base.stats.duplicates_dropped = joined.dups;
                 read.rejected.extend(joined.rejects);
                 base.index = joined.index;
-                Some(shared)
+                (Some(shared), None)
             }
-            PlannedWrite::Table { writer, parts, spill_guard, cross_dups, rows_moved } => {
+            PlannedWrite::Table { writer, parts, spill_guard, cross_dups, rows_moved, listed } => {
                 let phase = std::time::Instant::now();
                 let results = Arc::new(writer).write_all(parts).await?;
                 drop(spill_guard);
+                // The table now: what was listed, with the partitions written and without those emptied.
+                let mut after = Arc::unwrap_or_clone(listed);
+                for (rel, r) in &results {
+                    match r.rows {
+                        0 => after.remove(rel),
+                        _ => after.insert(rel.clone()),
+                    };
+                }
+                let mut after: Vec<String> = after.into_iter().collect();
+                after.sort();
                 let stats = &mut base.stats;
                 for (_, r) in results.iter().filter(|(_, r)| r.written) {
                     stats.rows_written += r.rows;
@@ -488,10 +503,11 @@ impl Planned {
                 stats.partitions_unchanged = results.iter().filter(|(_, r)| !r.written).count() as u64;
                 tracing::debug!(collection = %base.name, partitions = results.len(), ms = phase.elapsed().as_millis() as u64, "Phase: partitions written");
                 read.rejected.extend(results.into_iter().flat_map(|(_, r)| r.rejects));
-                None
+                (None, Some(Arc::new(after)))
             }
         };
         lake.finish_staging(&spec.database, &spec.collection).await?;
+        base.stats.table_partitions = partitions;
         Ok(Written { base, evolution, read, shared })
     }
 }
@@ -542,8 +558,16 @@ impl Written {
         }
         // Table definitions (files next to the schema; in Glue mode the Data Catalog, whose failure fails the
         // collection here, before its watermark, so the next run applies it again).
-        base.stats.table_definition_changed =
-            crate::catalog::publish(lake, &spec, &base.stored, &ctx.catalog, ctx.glue.as_deref()).await?;
+        let partitions = base.stats.table_partitions.clone();
+        base.stats.table_definition_changed = crate::catalog::publish(
+            lake,
+            &spec,
+            &base.stored,
+            &ctx.catalog,
+            ctx.glue.as_deref(),
+            partitions.as_deref().map(Vec::as_slice),
+        )
+        .await?;
         crate::fault::point("before_watermark");
         lease::check(&base.lease_lost, &name)?;
         let stats = &mut base.stats;
@@ -568,7 +592,7 @@ impl Written {
             mode: mode.into(),
             rows_deleted: stats.rows_deleted,
         };
-        state::append(lake, db, coll, row).await?;
+        state::append_to(lake, db, coll, std::mem::take(&mut base.state), row).await?;
         if let Some(s) = shared {
             s.finish().await;
         }

@@ -123,19 +123,28 @@ pub fn sparse_of(
     Some(Sparse { partitions: n, rows, key, distinct, line: spec.line })
 }
 
-/// Reads the table's partitions (only when it holds enough rows for the warning to be possible: a sparse table
-/// of `min_partitions` partitions holds at least that many rows).
+/// The warning about the table's partitions: `known` (a sync's list of the table after its write) or, None, the
+/// table listed (only when it holds enough rows for the warning to be possible: a sparse table of
+/// `min_partitions` partitions holds at least that many rows).
 pub async fn sparse(
     lake: &crate::sink::Lake,
     spec: &CollectionSpec,
     rows: u64,
     cfg: &crate::config::ReportConfig,
+    known: Option<&[String]>,
 ) -> Result<Option<Sparse>> {
     if rows < cfg.sparse_partitions || cfg.sparse_partitions == 0 {
         return Ok(None);
     }
-    let parts = lake.list_partitions(&spec.database, &spec.collection).await?;
-    Ok(sparse_of(spec, &parts, rows, cfg.sparse_partitions, cfg.sparse_rows_per_partition))
+    let listed;
+    let parts = match known {
+        Some(p) => p,
+        None => {
+            listed = lake.list_partitions(&spec.database, &spec.collection).await?;
+            &listed
+        }
+    };
+    Ok(sparse_of(spec, parts, rows, cfg.sparse_partitions, cfg.sparse_rows_per_partition))
 }
 
 #[cfg(test)]

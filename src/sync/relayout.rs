@@ -325,7 +325,7 @@ async fn relayout(
     record.recorded_by = pending.id.clone();
     layout::save(lake, &record).await?;
     // (the table definition files; in Glue mode the next sync applies the new layout to the Data Catalog)
-    if let Err(e) = crate::catalog::publish(lake, &new_spec, &stored, &config.environment.catalog, None).await {
+    if let Err(e) = crate::catalog::publish(lake, &new_spec, &stored, &config.environment.catalog, None, None).await {
         tracing::warn!(collection = %name, error = %e, "Could not update the table definition next to the schema");
     }
     if !rewrite {

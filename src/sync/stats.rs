@@ -55,6 +55,10 @@ pub struct CollectionStats {
     /// ... and widen a column's file type, which rewrites every partition.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub schema_would_widen: bool,
+    /// The table's partitions after this run (relative paths, sorted), when the run knows them without listing
+    /// the table again: the report's sparse-partition check reads them (not in the report itself).
+    #[serde(skip)]
+    pub table_partitions: Option<std::sync::Arc<Vec<String>>>,
 }
 
 /// One range this worker read and encoded for another worker's load (for the run report).

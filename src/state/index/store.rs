@@ -56,11 +56,14 @@ pub(super) fn segment_path(lake: &Lake, spec: &CollectionSpec, file: &str) -> Pa
 /// The collection's index with no segment loaded yet (the pre-segment file is loaded whole), or, when there is
 /// none or it cannot be read, rebuilt from the partition files.
 pub async fn load_or_rebuild(lake: &Lake, spec: &CollectionSpec, how: &Rebuild) -> Result<KeyIndex> {
-    if lake.get_opt(&lake.index_path(&spec.database, &spec.collection)).await?.is_some() {
-        // (its keys are texts of the format before 3: rebuilt once; the next save deletes the file)
-        return rebuild(lake, spec, OLD_KEY_TEXTS, how).await;
-    }
+    // The manifest first: a lake of this version has one, and the single file of older versions is then looked
+    // for no more (a request a collection a night on S3). A manifest beside that file was written by a rebuild
+    // from it whose save stopped before deleting it: the manifest holds the index, and the next save deletes it.
     let Some(bytes) = lake.get_opt(&manifest_path(lake, spec)).await? else {
+        if lake.get_opt(&lake.index_path(&spec.database, &spec.collection)).await?.is_some() {
+            // (its keys are texts of the format before 3: rebuilt once; the next save deletes the file)
+            return rebuild(lake, spec, OLD_KEY_TEXTS, how).await;
+        }
         return rebuild(lake, spec, "", how).await;
     };
     let manifest: Manifest = match serde_json::from_slice(&bytes) {
@@ -294,13 +297,14 @@ pub async fn save(lake: &Lake, spec: &CollectionSpec, index: &KeyIndex, run_id: 
 
 /// Keys in the saved index (rows in the table), without loading a segment; None when there is no index.
 pub async fn saved_keys(lake: &Lake, db: &str, coll: &str) -> Result<Option<u64>> {
-    let legacy = lake.index_path(db, coll);
-    if let Some(bytes) = lake.get_opt(&legacy).await? {
+    // (the manifest first, as in load_or_rebuild)
+    let path = lake.layout().index_manifest(db, coll);
+    let Some(bytes) = lake.get_opt(&path).await? else {
+        let legacy = lake.index_path(db, coll);
+        let Some(bytes) = lake.get_opt(&legacy).await? else { return Ok(None) };
         let (_, _, rows) = crate::sink::parquet::header(bytes, &format!("key index {}", lake.display(&legacy)))?;
         return Ok(Some(rows));
-    }
-    let path = lake.layout().index_manifest(db, coll);
-    let Some(bytes) = lake.get_opt(&path).await? else { return Ok(None) };
+    };
     let manifest: Manifest =
         serde_json::from_slice(&bytes).map_err(|e| Error::encode(format!("key index {}", lake.display(&path)), e))?;
     Ok(Some(manifest.segments.iter().map(|s| s.keys as u64).sum()))
@@ -469,6 +473,13 @@ mod tests {
         let mut index = load_or_rebuild(&lake, &spec, &Rebuild::default()).await.unwrap();
         load_all(&mut index, &lake, &spec).await.unwrap();
         assert_eq!(index.entries(), [("c", "p3")]);
+        // A save that stopped between its manifest and the old file's deletion: the manifest holds the index.
+        lake.put(&legacy, encode(&[("a", "p1"), ("b", "p2")]).unwrap().into()).await.unwrap();
+        let mut index = load_or_rebuild(&lake, &spec, &Rebuild::default()).await.unwrap();
+        load_all(&mut index, &lake, &spec).await.unwrap();
+        assert_eq!(index.entries(), [("c", "p3")], "the manifest wins over the old file beside it");
+        assert_eq!(saved_keys(&lake, "hims", "visits").await.unwrap(), Some(1));
+        lake.delete(&legacy).await.unwrap();
         // A manifest of format 2 (segments of untagged key texts) is rebuilt too.
         let old = br#"{"format": 2, "segments": [{"first": "", "file": "x.parquet", "keys": 9}]}"#.to_vec();
         lake.put(&lake.index_dir("hims", "visits").join(MANIFEST), old.into()).await.unwrap();
