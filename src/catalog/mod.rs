@@ -256,15 +256,8 @@ pub async fn describe(
     catalog: &CatalogConfig,
     partitions: Option<&[String]>,
 ) -> Result<TableDef> {
-    let listed;
-    let partitions = match partitions {
-        Some(p) => p,
-        None => {
-            listed = lake.list_partitions(&spec.database, &spec.collection).await?;
-            &listed
-        }
-    };
-    let mut def = TableDef::new(spec, schema, catalog, lake.url(), partitions);
+    let partitions = lake.partitions_or_list(&spec.database, &spec.collection, partitions).await?;
+    let mut def = TableDef::new(spec, schema, catalog, lake.url(), &partitions);
     let mut rows = 0u64;
     for rel in &def.hidden.partitions {
         let path = lake.partition_file(&spec.database, &spec.collection, rel);

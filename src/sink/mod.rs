@@ -353,6 +353,19 @@ impl Lake {
         Ok(out)
     }
 
+    /// `known` (a sync's list of the table after its write), or the partitions listed.
+    pub async fn partitions_or_list<'a>(
+        &self,
+        db: &str,
+        coll: &str,
+        known: Option<&'a [String]>,
+    ) -> Result<std::borrow::Cow<'a, [String]>> {
+        Ok(match known {
+            Some(p) => std::borrow::Cow::Borrowed(p),
+            None => std::borrow::Cow::Owned(self.list_partitions(db, coll).await?),
+        })
+    }
+
     /// Removes this run's staging directories of a collection once its files are in place (local disk keeps the
     /// emptied directories after a rename; object stores have no directories).
     pub async fn finish_staging(&self, db: &str, coll: &str) -> Result<()> {

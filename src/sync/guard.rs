@@ -136,15 +136,8 @@ pub async fn sparse(
     if rows < cfg.sparse_partitions || cfg.sparse_partitions == 0 {
         return Ok(None);
     }
-    let listed;
-    let parts = match known {
-        Some(p) => p,
-        None => {
-            listed = lake.list_partitions(&spec.database, &spec.collection).await?;
-            &listed
-        }
-    };
-    Ok(sparse_of(spec, parts, rows, cfg.sparse_partitions, cfg.sparse_rows_per_partition))
+    let parts = lake.partitions_or_list(&spec.database, &spec.collection, known).await?;
+    Ok(sparse_of(spec, &parts, rows, cfg.sparse_partitions, cfg.sparse_rows_per_partition))
 }
 
 #[cfg(test)]
