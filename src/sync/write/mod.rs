@@ -73,10 +73,9 @@ pub enum Destination {
     /// `<table>/<partition>/part-0.parquet` (staged and moved on local disk; put in place on an object store,
     /// see [`Lake::stages_writes`]).
     Table {
-        /// The partitions that have a file, when listed once for the collection (an object store: one LIST a
-        /// thousand files instead of a GET a partition; local disk on a first load). A partition not in it is
-        /// new and is not read. None: each partition's file is looked for when it is written (local disk with
-        /// a table in place, where a failed open costs less than listing every file).
+        /// The partitions that have a file, listed once for the collection (an object store: one LIST a
+        /// thousand files instead of a GET a partition). A partition not in it is new and is not read. None:
+        /// each partition's file is looked for when it is written (the conformance test's writes).
         listed: Option<Arc<HashSet<String>>>,
     },
     /// A worker's range of a shared first load ([`super::shard`]): no existing file; the file is written under
