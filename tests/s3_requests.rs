@@ -91,7 +91,12 @@ async fn a_new_partition_costs_one_put_and_a_rewritten_one_a_get_and_a_put() {
     assert_eq!(in_table.get("PUT"), Some(&15), "each written partition put once: {in_table:?}\n{listing}");
     assert_eq!(in_table.len(), 3, "{in_table:?}\n{listing}");
     assert_eq!(all.get("COPY"), None, "{all:?}\n{listing}");
-    eprintln!("night: {} requests for 15 files: {all:?}", night.len());
+    // Besides the 25 file requests: lease, state, layout, rejects, key index, schema, definitions, report. 24;
+    // 28 before the night's second read of the index segment, the report's read of the state, the read of the
+    // lease before its delete and the separate delete of the pre-segment index file went.
+    let fixed = night.len() - 25;
+    eprintln!("night: {} requests for 15 files, {fixed} besides them: {all:?}", night.len());
+    assert!(fixed <= 24, "{fixed} requests besides the partition files: {all:?}\n{listing}");
 
     // The lake is the one a local-disk run writes.
     p.sync("local", &[]).assert_ok();

@@ -238,8 +238,13 @@ pub fn entries(reports: &[serde_json::Value]) -> ReportEntries {
 /// The collection's committed nights, oldest first: its state file joined with the run reports' entries.
 pub async fn nights(lake: &Lake, spec: &CollectionSpec, entries: &ReportEntries) -> Result<Vec<Night>> {
     let state = crate::state::load(lake, &spec.database, &spec.collection).await?;
+    Ok(nights_of(&state, spec, entries))
+}
+
+/// [`nights`] of a state file already read.
+pub fn nights_of(state: &crate::state::StateFile, spec: &CollectionSpec, entries: &ReportEntries) -> Vec<Night> {
     let name = spec.name();
-    Ok(state
+    state
         .rows
         .iter()
         .filter(|r| r.status == "ok")
@@ -256,7 +261,7 @@ pub async fn nights(lake: &Lake, spec: &CollectionSpec, entries: &ReportEntries)
                 rows_in_lake: e.rows_in_lake,
             }
         })
-        .collect())
+        .collect()
 }
 
 /// The flags of the collection's newest night against the ones before it (`mongolake status`).
@@ -287,7 +292,13 @@ pub async fn annotate(
     let jobs = reports.iter_mut().filter(|c| c.status == super::Status::Ok).filter_map(|c| {
         let spec = specs.iter().find(|s| s.name() == c.name)?;
         Some(async {
-            let previous = match nights(lake, spec, &entries).await {
+            // (a sync holds the state file it committed: not read again)
+            let committed = c.stats.committed_state.clone();
+            let nights = match committed {
+                Some(state) => Ok(nights_of(&state, spec, &entries)),
+                None => nights(lake, spec, &entries).await,
+            };
+            let previous = match nights {
                 Ok(n) => n.into_iter().filter(|n| n.run_id != run_id).collect::<Vec<_>>(),
                 Err(e) => {
                     tracing::warn!(collection = %c.name, error = %e, "Could not read the collection's history");

@@ -32,7 +32,7 @@ use crate::config::environment::StoreTuning;
 use crate::config::LakeConfig;
 use crate::{Error, Result};
 use bytes::Bytes;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use std::sync::Arc;
@@ -255,6 +255,23 @@ impl Lake {
         }
     }
 
+    /// Deletes every path of `paths` (those already gone included): on S3 one DeleteObjects request a thousand.
+    pub async fn delete_all(&self, paths: Vec<Path>) -> Result<()> {
+        if paths.is_empty() {
+            return Ok(());
+        }
+        let shown = self.display(&paths[0]);
+        let stream = futures::stream::iter(paths.into_iter().map(Ok)).boxed();
+        let mut deleted = self.store.delete_stream(stream);
+        while let Some(r) = deleted.next().await {
+            match r {
+                Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(Error::store(format!("deleting {shown} and others"), e)),
+            }
+        }
+        Ok(())
+    }
+
     /// Whether a file replacing another is written to `staging/` first and then moved over it (local disk, where
     /// a file being written is visible under its name), or put at its path directly (an object store, where an
     /// object appears only complete). See the module docs.
@@ -270,11 +287,10 @@ impl Lake {
             crate::fault::point("staged");
             return self.put(target, bytes.into()).await;
         }
-        match &self.local_fs {
-            Some(fs) => {
-                let (staged, placed) = (self.local_path(fs, staging)?, self.local_path(fs, target)?);
-                let shown = self.display(target);
-                tokio::task::spawn_blocking(move || replace_file(&staged, &placed, &bytes, &shown))
+        match self.local_replace(staging, target) {
+            Some(local) => {
+                let local = local?;
+                tokio::task::spawn_blocking(move || local.write(&bytes))
                     .await
                     .map_err(|e| Error::encode("writing a partition file", e))?
             }
@@ -283,6 +299,17 @@ impl Lake {
                 self.move_into_place(staging, target).await
             }
         }
+    }
+
+    /// On local disk, the file system paths [`Lake::replace`] stages `target` at and moves it to, to write from a
+    /// blocking thread already running (a partition's encoder: no hand-off to another thread a file); None on an
+    /// object store.
+    pub fn local_replace(&self, staging: &Path, target: &Path) -> Option<Result<LocalReplace>> {
+        let fs = self.local_fs.as_ref().filter(|_| self.stages_writes())?;
+        Some((|| {
+            let (staged, placed) = (self.local_path(fs, staging)?, self.local_path(fs, target)?);
+            Ok(LocalReplace { staged, placed, shown: self.display(target) })
+        })())
     }
 
     /// Where a lake path is on local disk.
@@ -370,14 +397,25 @@ impl Lake {
     /// emptied directories after a rename; object stores have no directories).
     pub async fn finish_staging(&self, db: &str, coll: &str) -> Result<()> {
         if self.local_dir.is_some() {
-            self.clean_staging(db, coll).await?;
+            self.clean_staging(db, coll, &[]).await?;
         }
         Ok(())
     }
 
+    /// Every object under an object store's `staging/`, for [`Lake::clean_staging`]: a sync lists it once and
+    /// each collection cleans its own under its lease (what a run crashing meanwhile leaves is cleaned the next
+    /// night). None on local disk, whose staging is cleaned a folder at a time.
+    pub async fn list_staging(&self) -> Result<Vec<Path>> {
+        match self.local_dir {
+            Some(_) => Ok(Vec::new()),
+            None => self.list(&self.layout.staging_dir()).await,
+        }
+    }
+
     /// Removes what a crashed earlier run left under `staging/` for this collection (never visible to Athena,
-    /// but it should not accumulate).
-    pub async fn clean_staging(&self, db: &str, coll: &str) -> Result<usize> {
+    /// but it should not accumulate): on local disk its folders, on an object store its objects of `staged`
+    /// ([`Lake::list_staging`]).
+    pub async fn clean_staging(&self, db: &str, coll: &str, staged: &[Path]) -> Result<usize> {
         let staging = self.layout.staging_dir();
         let mut n = 0;
         // On local disk an interrupted write leaves `part-0.parquet#N` temporaries that listing does not show.
@@ -405,15 +443,18 @@ impl Lake {
                 }
             }
         }
-        for p in self.list(&staging).await? {
-            let rel = p.as_ref().strip_prefix(staging.as_ref()).unwrap_or("").trim_start_matches('/');
-            let mut parts = rel.splitn(4, '/');
-            let (_run, d, c) = (parts.next(), parts.next(), parts.next());
-            if d == Some(db) && c == Some(coll) {
-                self.delete(&p).await?;
-                n += 1;
-            }
-        }
+        let mine: Vec<Path> = staged
+            .iter()
+            .filter(|p| {
+                let rel = p.as_ref().strip_prefix(staging.as_ref()).unwrap_or("").trim_start_matches('/');
+                let mut parts = rel.splitn(4, '/');
+                let (_run, d, c) = (parts.next(), parts.next(), parts.next());
+                d == Some(db) && c == Some(coll)
+            })
+            .cloned()
+            .collect();
+        n += mine.len();
+        self.delete_all(mine).await?;
         Ok(n)
     }
 }
@@ -442,14 +483,24 @@ fn with_encryption(
 /// each file's folder made when it is missing. (object_store's put would write a `#N` temporary beside the staged
 /// file and rename it there first, and its rename would be a second task: two more system calls and two thread
 /// hand-offs a partition file.) No fsync, as object_store's local store by default.
-fn replace_file(staged: &std::path::Path, placed: &std::path::Path, bytes: &[u8], shown: &str) -> Result<()> {
-    let io = |what: &str, e| Error::io(format!("{what} {shown}"), e);
-    with_parent(staged, || std::fs::write(staged, bytes)).map_err(|e| io("staging", e))?;
-    crate::fault::point("staged");
-    with_parent(placed, || std::fs::rename(staged, placed)).map_err(|e| {
-        let _ = std::fs::remove_file(staged);
-        io("moving into place", e)
-    })
+pub struct LocalReplace {
+    staged: std::path::PathBuf,
+    placed: std::path::PathBuf,
+    shown: String,
+}
+
+impl LocalReplace {
+    /// Blocking: the file staged, then moved over its target.
+    pub fn write(&self, bytes: &[u8]) -> Result<()> {
+        let (staged, placed) = (self.staged.as_path(), self.placed.as_path());
+        let io = |what: &str, e| Error::io(format!("{what} {}", self.shown), e);
+        with_parent(staged, || std::fs::write(staged, bytes)).map_err(|e| io("staging", e))?;
+        crate::fault::point("staged");
+        with_parent(placed, || std::fs::rename(staged, placed)).map_err(|e| {
+            let _ = std::fs::remove_file(staged);
+            io("moving into place", e)
+        })
+    }
 }
 
 /// Runs `op` on `path`, and again after making `path`'s folder when `op` found it missing. A few times: a partition

@@ -75,12 +75,14 @@ impl std::io::Write for FileSink {
 }
 
 /// An encoded file: its bytes, or the size of what was streamed; or none, because the merge gave back the
-/// existing file's own rows and the file stays as it is.
+/// existing file's own rows and the file stays as it is; or already in place (on local disk, put there by the
+/// thread that encoded it).
 #[derive(Debug)]
 pub enum Encoded {
     Memory(Bytes),
     Streamed(u64),
     Unchanged,
+    Placed,
 }
 
 /// What every file of one Arrow schema and lake type shares, built once: the writer properties (with the lake

@@ -57,7 +57,19 @@ pub struct Lease {
     renewer: Option<tokio::task::JoinHandle<()>>,
     /// Local disk: the locked file (the lock lives as long as the handle).
     _file: Option<std::fs::File>,
-    release: Option<(Lake, object_store::path::Path, Arc<tokio::sync::Mutex<Version>>)>,
+    release: Option<(Lake, object_store::path::Path, Arc<tokio::sync::Mutex<Written>>, Duration)>,
+}
+
+/// The lease's version as this run last wrote it, and when.
+struct Written {
+    version: Version,
+    at: std::time::Instant,
+}
+
+impl Written {
+    fn now(version: Version) -> Written {
+        Written { version, at: std::time::Instant::now() }
+    }
 }
 
 fn host() -> String {
@@ -127,14 +139,14 @@ pub async fn try_acquire(lake: &Lake, db: &str, coll: &str, run_id: &str, ttl: D
         }
     };
     let lost = Arc::new(AtomicBool::new(false));
-    let version = Arc::new(tokio::sync::Mutex::new(version));
+    let version = Arc::new(tokio::sync::Mutex::new(Written::now(version)));
     let renewer =
         tokio::spawn(renew(lake.clone(), path.clone(), run_id.to_string(), ttl, version.clone(), lost.clone()));
     Ok(Acquired::Held(Lease {
         lost,
         renewer: Some(renewer),
         _file: None,
-        release: Some((lake.clone(), path, version)),
+        release: Some((lake.clone(), path, version, ttl)),
     }))
 }
 
@@ -143,7 +155,7 @@ async fn renew(
     path: object_store::path::Path,
     run_id: String,
     ttl: Duration,
-    version: Arc<tokio::sync::Mutex<Version>>,
+    version: Arc<tokio::sync::Mutex<Written>>,
     lost: Arc<AtomicBool>,
 ) {
     let mut valid_until = std::time::Instant::now() + ttl;
@@ -151,9 +163,9 @@ async fn renew(
         tokio::time::sleep(ttl / 3).await;
         let body = bytes::Bytes::from(serde_json::to_vec(&record(&run_id, ttl)).expect("serialisable"));
         let mut v = version.lock().await;
-        match lake.put_if_version(&path, body, &v).await {
+        match lake.put_if_version(&path, body, &v.version).await {
             Ok(Some(new)) => {
-                *v = new;
+                *v = Written::now(new);
                 valid_until = std::time::Instant::now() + ttl;
             }
             Ok(None) => {
@@ -245,14 +257,17 @@ impl Lease {
         if let Some(r) = self.renewer.take() {
             r.abort();
         }
-        if let Some((lake, path, version)) = self.release.take() {
+        if let Some((lake, path, written, ttl)) = self.release.take() {
             if !self.lost.load(Ordering::SeqCst) {
-                let v = version.lock().await.clone();
-                // Only delete what is still our version (someone may have taken over an expired lease).
-                if let Ok(Some((_, current))) = lake.get_versioned(&path).await {
-                    if current == v {
-                        let _ = lake.delete(&path).await;
-                    }
+                let w = written.lock().await;
+                // Only delete what is still ours. Another run takes over an expired lease only, so one this run
+                // wrote less than a third of its time ago is deleted at once (no request to read it first); an
+                // older one (its renewals failed) is read, and deleted only if it is still our version.
+                let fresh = w.at.elapsed() < ttl / 3;
+                let ours =
+                    fresh || matches!(lake.get_versioned(&path).await, Ok(Some((_, current))) if current == w.version);
+                if ours {
+                    let _ = lake.delete(&path).await;
                 }
             }
         }

@@ -132,7 +132,7 @@ pub async fn load(lake: &Lake, database: &str, collection: &str) -> Result<State
 
 /// Appends a row (object stores cannot append: the file is rewritten whole, atomically).
 pub async fn append(lake: &Lake, database: &str, collection: &str, row: StateRow) -> Result<()> {
-    append_to(lake, database, collection, load(lake, database, collection).await?, row).await
+    append_to(lake, database, collection, load(lake, database, collection).await?, row).await.map(|_| ())
 }
 
 /// [`append`] to `state`, the file as this run read it (and, holding the collection's lease, the file as it is):
@@ -143,10 +143,11 @@ pub async fn append_to(
     collection: &str,
     mut state: StateFile,
     row: StateRow,
-) -> Result<()> {
+) -> Result<StateFile> {
     state.rows.push(row);
     let path = lake.state_path(database, collection);
-    lake.put(&path, state.to_csv().into_bytes().into()).await
+    lake.put(&path, state.to_csv().into_bytes().into()).await?;
+    Ok(state)
 }
 
 #[cfg(test)]

@@ -127,7 +127,8 @@ impl Prepared {
         // (a listed collection missing from MongoDB fails here, with the closest names; a view reads as one)
         crate::source::find_collection(&ctx.client, &spec).await?;
         if !ctx.dry_run {
-            let cleaned = lake.clean_staging(db, coll).await?;
+            let staged = ctx.staged.get_or_try_init(|| lake.list_staging()).await?;
+            let cleaned = lake.clean_staging(db, coll, staged).await?;
             if cleaned > 0 {
                 tracing::warn!(collection = %name, cleaned, "Removed staging objects left by an interrupted run");
             }
@@ -226,7 +227,7 @@ impl Prepared {
         // (`--reconcile`, the schedule, or MongoDB's count differing from the lake's after this pass)
         let why = super::reconcile::reason(
             &pass,
-            &base.index,
+            &mut base.index,
             base.state.last_reconcile(),
             read_started,
             base.stats.full_load,
@@ -592,7 +593,8 @@ impl Written {
             mode: mode.into(),
             rows_deleted: stats.rows_deleted,
         };
-        state::append_to(lake, db, coll, std::mem::take(&mut base.state), row).await?;
+        let committed = state::append_to(lake, db, coll, std::mem::take(&mut base.state), row).await?;
+        base.stats.committed_state = Some(Arc::new(committed));
         if let Some(s) = shared {
             s.finish().await;
         }

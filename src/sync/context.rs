@@ -38,6 +38,8 @@ pub struct RunContext {
     pub memory: Arc<buffer::MemoryBudget>,
     /// `--shard K/N`: large first loads are shared with the other workers ([`shard`]).
     pub shard: Option<crate::config::Shard>,
+    /// An object store's `staging/`, listed by the first collection that cleans it ([`Lake::list_staging`]).
+    pub staged: Arc<tokio::sync::OnceCell<Vec<object_store::path::Path>>>,
 }
 
 impl RunContext {

@@ -94,6 +94,7 @@ pub async fn run(config: &Config, options: &SyncOptions, board: Arc<Board>) -> R
         )),
         memory: buffer::MemoryBudget::new(env.sync.memory_budget_bytes),
         shard: options.shard.as_ref().map(|(s, _)| *s).filter(|_| !options.dry_run),
+        staged: Default::default(),
     };
 
     let mut reports: Vec<CollectionReport> = config

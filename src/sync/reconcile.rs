@@ -80,7 +80,7 @@ impl extsort::Sortable for LiveKey {
 /// `last` is when the collection last reconciled; a first load (which read every document) is never counted.
 pub async fn reason(
     pass: &ReadPass,
-    index: &KeyIndex,
+    index: &mut KeyIndex,
     last: Option<i64>,
     read_started: i64,
     full_load: bool,
@@ -119,7 +119,7 @@ pub async fn reason(
 /// scans every document or `_id` key. After an unclean shutdown the metadata can be off until `validate`: the
 /// counts then differ every night and every night reconciles (correct, at the price of a key scan, and the
 /// report says why). On SecantusDB both count (see README, "Deletes the same night").
-pub async fn count_mismatch(pass: &ReadPass, index: &KeyIndex) -> Result<Option<String>> {
+pub async fn count_mismatch(pass: &ReadPass, index: &mut KeyIndex) -> Result<Option<String>> {
     let (ctx, spec) = (pass.ctx(), &pass.spec);
     let collection = ctx.client.database(&spec.database).collection::<bson::Document>(&spec.collection);
     let started = std::time::Instant::now();

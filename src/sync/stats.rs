@@ -59,6 +59,10 @@ pub struct CollectionStats {
     /// the table again: the report's sparse-partition check reads them (not in the report itself).
     #[serde(skip)]
     pub table_partitions: Option<std::sync::Arc<Vec<String>>>,
+    /// The state file as this run committed it (tonight's row appended): the report's history reads it instead
+    /// of reading the file again (not in the report itself).
+    #[serde(skip)]
+    pub committed_state: Option<std::sync::Arc<crate::state::StateFile>>,
 }
 
 /// One range this worker read and encoded for another worker's load (for the run report).

@@ -213,22 +213,24 @@ pub async fn visit_keys(index: &KeyIndex, lake: &Lake, spec: &CollectionSpec, mu
 }
 
 /// How many of `keys` (sorted, distinct) the index does not hold, this run's changes applied: a run's new keys.
-/// Only the segments the keys fall in are read, one at a time (loaded ones are used as they are).
-pub async fn count_absent(index: &KeyIndex, lake: &Lake, spec: &CollectionSpec, keys: &[String]) -> Result<usize> {
+/// Only the segments the keys fall in are read, one at a time (loaded ones are used as they are). The last one
+/// read stays loaded: a night's keys often fall in one segment, which the [`super::Updater`] then takes as it is
+/// instead of reading it again (and drops, if its first key falls elsewhere).
+pub async fn count_absent(index: &mut KeyIndex, lake: &Lake, spec: &CollectionSpec, keys: &[String]) -> Result<usize> {
     let mut absent = 0;
     let mut i = 0;
+    let mut last_read: Option<(usize, Base)> = None;
     while i < keys.len() {
         let s = index.segment_of(&keys[i]);
         let end = index.segments.get(s + 1).map(|n| n.first.as_str());
         let j = i + keys[i..].partition_point(|k| end.is_none_or(|e| k.as_str() < e));
         let segment = &index.segments[s];
-        let read;
+        if segment.base.is_none() {
+            last_read = Some((s, read_unloaded(lake, spec, segment).await?));
+        }
         let base = match &segment.base {
             Some(base) => base,
-            None => {
-                read = read_unloaded(lake, spec, segment).await?;
-                &read
-            }
+            None => &last_read.as_ref().expect("read above").1,
         };
         absent += keys[i..j]
             .iter()
@@ -238,6 +240,9 @@ pub async fn count_absent(index: &KeyIndex, lake: &Lake, spec: &CollectionSpec, 
             })
             .count();
         i = j.max(i + 1);
+    }
+    if let Some((s, base)) = last_read {
+        index.segments[s].base = Some(base);
     }
     Ok(absent)
 }
@@ -284,15 +289,16 @@ pub async fn save(lake: &Lake, spec: &CollectionSpec, index: &KeyIndex, run_id: 
     let keep: std::collections::HashSet<String> = listed.iter().map(|s| s.file.clone()).collect();
     let manifest = Manifest { format: FORMAT, segments: listed };
     lake.put(&manifest_path(lake, spec), serde_json::to_vec(&manifest).expect("serialisable").into()).await?;
-    lake.delete(&lake.index_path(&spec.database, &spec.collection)).await?;
+    // The single file of older versions and the segments no longer listed, in one request on S3.
+    let mut stale = vec![lake.index_path(&spec.database, &spec.collection)];
     for path in lake.list(&lake.index_dir(&spec.database, &spec.collection)).await? {
         match path.filename() {
             Some(MANIFEST) => {}
             Some(name) if keep.contains(name) => {}
-            _ => lake.delete(&path).await?,
+            _ => stale.push(path),
         }
     }
-    Ok(())
+    lake.delete_all(stale).await
 }
 
 /// Keys in the saved index (rows in the table), without loading a segment; None when there is no index.
@@ -372,15 +378,17 @@ mod tests {
             index.set(&key(i), Arc::from("p0"));
         }
         save(&lake, &spec, &index, "run1", 2).await.unwrap();
-        let index = load_or_rebuild(&lake, &spec, &Rebuild::default()).await.unwrap();
+        let mut index = load_or_rebuild(&lake, &spec, &Rebuild::default()).await.unwrap();
         let keys: Vec<String> = [0, 1, 2, 3, 17, 18, 19, 25].iter().map(|&i| key(i)).collect();
-        assert_eq!(count_absent(&index, &lake, &spec, &keys).await.unwrap(), 5, "1, 3, 17, 19 and 25 are new");
-        assert_eq!(index.segments_loaded().1, 0, "segments are read for the count and dropped");
-        assert_eq!(count_absent(&index, &lake, &spec, &[]).await.unwrap(), 0);
+        assert_eq!(count_absent(&mut index, &lake, &spec, &keys).await.unwrap(), 5, "1, 3, 17, 19 and 25 are new");
+        let last = index.segments.len() - 1;
+        let loaded: Vec<usize> = (0..index.segments.len()).filter(|&s| index.segments[s].base.is_some()).collect();
+        assert_eq!(loaded, [last], "segments are read for the count and dropped, but the last one read");
+        assert_eq!(count_absent(&mut index, &lake, &spec, &[]).await.unwrap(), 0);
         let mut changed = index;
         changed.segments.iter_mut().for_each(|s| s.base = Some(Base::empty()));
         changed.set(&key(1), Arc::from("p1"));
-        assert_eq!(count_absent(&changed, &lake, &spec, &[key(1), key(3)]).await.unwrap(), 1, "a change counts");
+        assert_eq!(count_absent(&mut changed, &lake, &spec, &[key(1), key(3)]).await.unwrap(), 1, "a change counts");
     }
 
     #[tokio::test]

@@ -129,6 +129,14 @@ impl<'a> Updater<'a> {
         }
         if let Some(done) = self.at.take() {
             self.release(done).await?;
+        } else {
+            // The first key: a segment left loaded by the night's count (store::count_absent) is taken as it is
+            // when the key falls in it, and dropped otherwise (one segment is held at a time).
+            for (i, other) in self.index.segments.iter_mut().enumerate() {
+                if i != s && other.file.is_some() && other.replaced.is_none() {
+                    other.base = None;
+                }
+            }
         }
         let segment = &mut self.index.segments[s];
         if segment.replaced.is_some() {
@@ -335,6 +343,40 @@ mod tests {
         for s in index.segments.iter() {
             assert!((1..=20).contains(&s.keys), "segments of 1 to 2 targets: {}", s.keys);
         }
+    }
+
+    #[tokio::test]
+    async fn the_segment_a_nights_count_read_is_not_read_again() {
+        let (lake, spec) = setup();
+        let mut model = saved(&lake, &spec).await;
+        let mut index = load_or_rebuild(&lake, &spec, &Default::default()).await.unwrap();
+        // A night's keys: two new ones after the last saved key, in the last segment.
+        let keys = ["k0399".to_string(), "k0401".to_string()];
+        let absent = crate::state::index::store::count_absent(&mut index, &lake, &spec, &keys).await.unwrap();
+        assert_eq!((absent, index.segments_loaded().1), (2, 1));
+        let mut updater = Updater::new(&mut index, &lake, &spec, "run1-u0", 10, true);
+        for k in &keys {
+            assert_eq!(updater.next(k, Some("new")).await.unwrap(), None);
+            model.insert(k.clone(), "new".into());
+        }
+        assert_eq!(updater.read, 0, "the counted segment was taken as it was");
+        updater.finish().await.unwrap();
+        crate::state::index::save(&lake, &spec, &index, "run1", 10).await.unwrap();
+
+        // Counted in the last segment, the first key elsewhere: the counted one is dropped, one is held at a time.
+        let mut index = load_or_rebuild(&lake, &spec, &Default::default()).await.unwrap();
+        crate::state::index::store::count_absent(&mut index, &lake, &spec, &["k0403".to_string()]).await.unwrap();
+        let mut updater = Updater::new(&mut index, &lake, &spec, "run2-u0", 10, true);
+        assert_eq!(updater.next("k0000", None).await.unwrap().as_deref(), Some("p0"));
+        model.remove("k0000");
+        assert_eq!((updater.read, updater.index.segments_loaded().1), (1, 1));
+        updater.finish().await.unwrap();
+        crate::state::index::save(&lake, &spec, &index, "run2", 10).await.unwrap();
+        let mut index = load_or_rebuild(&lake, &spec, &Default::default()).await.unwrap();
+        load_all(&mut index, &lake, &spec).await.unwrap();
+        let got: BTreeMap<String, String> =
+            index.entries().into_iter().map(|(k, p)| (k.to_string(), p.to_string())).collect();
+        assert_eq!(got, model);
     }
 
     #[tokio::test]

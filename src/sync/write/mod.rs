@@ -238,6 +238,12 @@ impl PartitionWriter {
         let (dropped, file_ty, hints, in_path, spec) =
             (self.dropped.clone(), self.file_ty.clone(), self.hints.clone(), self.in_path.clone(), self.spec.clone());
         let (row_groups, spill_dir) = (env.row_groups, self.spill_dir.clone());
+        // On local disk a file built in memory is staged and moved into place by the thread that encoded it.
+        let local = match (&place.staging, &sink) {
+            (Some(staging), None) if place.table => lake.local_replace(staging, &place.target).transpose()?,
+            _ => None,
+        };
+        let (lease_lost, name, compare) = (self.lease_lost.clone(), self.spec.name(), before.clone());
         let built = tokio::task::spawn_blocking(move || {
             let (_slot, _memory) = (slot, memory);
             let job = Job {
@@ -250,14 +256,25 @@ impl PartitionWriter {
                 row_groups,
                 context: &context,
             };
-            match strategy {
+            let mut built = match strategy {
                 Strategy::New => new::build(part, &job, sink),
                 Strategy::Spilled(dir) => spilled::build(part, &job, &dir, run_rows, sink),
                 Strategy::Whole(bytes) => in_memory::build(Some(bytes), part, &job, sink),
                 Strategy::Large(file) => {
                     build_large(&file, part, &job, sink.expect("opened above"), spill_dir.as_deref())
                 }
+            }?;
+            if let Some(local) = local {
+                let fresh = |b: &bytes::Bytes| built.rows > 0 && compare.as_ref() != Some(b);
+                if let Encoded::Memory(bytes) = &built.bytes {
+                    if fresh(bytes) {
+                        stop_if_lease_lost(&lease_lost, &name)?;
+                        local.write(bytes)?;
+                        built.bytes = Encoded::Placed;
+                    }
+                }
             }
+            Ok(built)
         })
         .await
         .map_err(|e| Error::encode("partition task", e))
@@ -292,13 +309,16 @@ impl PartitionWriter {
         if same_bytes || matches!(bytes, Encoded::Unchanged) {
             return Ok(PartitionOutcome { rows, dups, replaced, written: false, rejects });
         }
-        if let (Some(staging), Err(e)) = (&place.staging, self.stop_if_lease_lost()) {
+        let placed = matches!(bytes, Encoded::Placed);
+        if let (Some(staging), false, Err(e)) = (&place.staging, placed, self.stop_if_lease_lost()) {
             if matches!(bytes, Encoded::Streamed(_)) {
                 lake.delete(staging).await?;
             }
             return Err(e);
         }
         match (bytes, &place.staging) {
+            // Placed by the thread that encoded it.
+            (Encoded::Placed, _) => {}
             // Streamed: already complete where it was uploaded.
             (Encoded::Streamed(_), Some(staging)) => lake.move_into_place(staging, &place.target).await?,
             (Encoded::Streamed(_), None) => {}
@@ -320,12 +340,15 @@ impl PartitionWriter {
 impl PartitionWriter {
     /// Fails when this run lost the collection's lease to another run: no further file is touched.
     fn stop_if_lease_lost(&self) -> Result<()> {
-        match self.lease_lost.load(Ordering::SeqCst) {
-            false => Ok(()),
-            true => Err(Error::collection(
-                self.spec.name(),
-                "lease lost to another run; stopped before rewriting another partition",
-            )),
+        stop_if_lease_lost(&self.lease_lost, &self.spec.name())
+    }
+}
+
+fn stop_if_lease_lost(lease_lost: &AtomicBool, collection: &str) -> Result<()> {
+    match lease_lost.load(Ordering::SeqCst) {
+        false => Ok(()),
+        true => {
+            Err(Error::collection(collection, "lease lost to another run; stopped before rewriting another partition"))
         }
     }
 }
