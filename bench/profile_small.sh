@@ -6,6 +6,8 @@
 #   MONGOLAKE_PROFILE_BIN=/tmp/base bench/profile_small.sh     (another build's binaries)
 #   MONGOLAKE_PROFILE_STAT=1 bench/profile_small.sh            (no profile: user and system CPU, and the system
 #                                                               calls by count, from strace -c)
+#   MONGOLAKE_PROFILE_CALLERS=1 bench/profile_small.sh         (call graphs from DWARF: what each function costs
+#                                                               with what it calls; the data is kept)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -28,6 +30,15 @@ if [ "${MONGOLAKE_PROFILE_STAT:-0}" = 1 ]; then
   rm -rf "$WORK/lake"; sleep 30 # (ext4: a lake just deleted slows the next one's creates; see bench.settle_deletes)
   strace -f -c -o "$WORK/strace.txt" "${SYNC[@]}" >/dev/null 2>&1 || true
   head -25 "$WORK/strace.txt"
+  exit 0
+fi
+if [ "${MONGOLAKE_PROFILE_CALLERS:-0}" = 1 ]; then
+  perf record -F 499 --call-graph dwarf,32768 -o "$WORK/perf.data" "${SYNC[@]}" 2>/dev/null \
+    | grep -o "partitions written.*CPU.*" || true
+  perf report -i "$WORK/perf.data" --children --sort symbol --stdio -g none 2>/dev/null | grep "%" \
+    | grep -v "^#" | head -60
+  trap 'scripts/servers.sh stop "$WORK/servers" >/dev/null 2>&1 || true; rm -rf "$WORK/lake"' EXIT
+  echo "perf data: $WORK/perf.data"
   exit 0
 fi
 perf record -F 999 -g -o "$WORK/perf.data" "${SYNC[@]}" 2>/dev/null | grep -o "partitions written.*CPU.*" || true
