@@ -8,6 +8,8 @@
 #                                                               calls by count, from strace -c)
 #   MONGOLAKE_PROFILE_CALLERS=1 bench/profile_small.sh         (call graphs from DWARF: what each function costs
 #                                                               with what it calls; the data is kept)
+#   MONGOLAKE_PROFILE_NIGHT=1 bench/profile_small.sh           (the night after: the full load unprofiled, then
+#                                                               `mutate --fraction 0.01` and the night profiled)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -25,6 +27,10 @@ mkdir -p "$WORK/cfg/environments"
 printf '[mongodb]\nuri = "%s"\n[lake]\nurl = "%s/lake"\n[sync]\ntimezone = "Asia/Kolkata"\n' "$URI" "$WORK" \
   > "$WORK/cfg/environments/profile.toml"
 SYNC=("$BIN/mongolake" sync --env profile --config-dir "$WORK/cfg" --no-email)
+if [ "${MONGOLAKE_PROFILE_NIGHT:-0}" = 1 ]; then
+  "${SYNC[@]}" >/dev/null
+  for d in 1 2 3; do "$BIN/mongolake" mutate --uri "$URI" --db "hims$d" --fraction 0.01 --seed 42 --days 142 >/dev/null; done
+fi
 if [ "${MONGOLAKE_PROFILE_STAT:-0}" = 1 ]; then
   /usr/bin/time -f "user %U s, system %S s, wall %e s, peak %M KB" "${SYNC[@]}" 2>&1 >/dev/null | tail -1
   rm -rf "$WORK/lake"; sleep 30 # (ext4: a lake just deleted slows the next one's creates; see bench.settle_deletes)

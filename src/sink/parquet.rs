@@ -9,7 +9,7 @@ use crate::{Error, Result};
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use bytes::Bytes;
-use parquet::arrow::arrow_reader::{ParquetRecordBatchReaderBuilder, RowSelection};
+use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ParquetRecordBatchReaderBuilder, RowSelection};
 use parquet::arrow::{ArrowWriter, ProjectionMask};
 pub use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::KeyValue;
@@ -327,36 +327,70 @@ pub fn concat(inputs: &[Bytes], context: &str) -> Result<Bytes> {
     Ok(Bytes::from(writer.into_inner().map_err(enc)?))
 }
 
+/// A file held whole, its footer parsed once (the lake type, the Arrow schema, the row count) and shared by every
+/// decode of it. A night's merge of a small partition looks at its file up to four times (the header, the key
+/// column, the rows it re-read, every row); parsing a wide schema's footer each time cost about a fifth of it.
+pub struct WholeFile {
+    bytes: Bytes,
+    meta: ArrowReaderMetadata,
+    pub lake_type: LakeType,
+    pub rows: u64,
+}
+
+impl WholeFile {
+    pub fn open(bytes: Bytes, context: &str) -> Result<WholeFile> {
+        let meta = ArrowReaderMetadata::load(&bytes, Default::default()).map_err(|e| Error::parquet(context, e))?;
+        let lake_type = lake_type_in(meta.metadata().file_metadata().key_value_metadata(), context)?;
+        let rows = meta.metadata().file_metadata().num_rows().max(0) as u64;
+        Ok(WholeFile { bytes, meta, lake_type, rows })
+    }
+
+    pub fn bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+
+    pub fn schema(&self) -> &SchemaRef {
+        self.meta.schema()
+    }
+
+    fn builder(&self) -> ParquetRecordBatchReaderBuilder<Bytes> {
+        ParquetRecordBatchReaderBuilder::new_with_metadata(self.bytes.clone(), self.meta.clone())
+    }
+
+    /// Every row.
+    pub fn decode(&self, context: &str) -> Result<Vec<RecordBatch>> {
+        read_all(self.builder(), context)
+    }
+
+    /// Top-level column `col` of every row, decoding no other column (to find a few rows by key).
+    pub fn decode_column(&self, col: usize, context: &str) -> Result<Vec<RecordBatch>> {
+        let builder = self.builder();
+        let mask = ProjectionMask::roots(builder.parquet_schema(), [col]);
+        read_all(builder.with_projection(mask), context)
+    }
+
+    /// Only the rows numbered `rows` (ascending) of every column.
+    pub fn decode_rows(&self, rows: &[usize], context: &str) -> Result<Vec<RecordBatch>> {
+        let selection = RowSelection::from_consecutive_ranges(rows.iter().map(|&r| r..r + 1), self.rows as usize);
+        read_all(self.builder().with_row_selection(selection), context)
+    }
+}
+
 /// Reads a whole file: its batches and the lake type it was written with.
 pub fn decode(bytes: Bytes, context: &str) -> Result<(Vec<RecordBatch>, LakeType)> {
-    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| Error::parquet(context, e))?;
-    let lake_type = lake_type_of(&builder, context)?;
-    Ok((read_all(builder, context)?, lake_type))
+    let file = WholeFile::open(bytes, context)?;
+    Ok((file.decode(context)?, file.lake_type))
 }
 
 /// A file's lake type, Arrow schema and row count, from its footer (no page is decoded).
 pub fn header(bytes: Bytes, context: &str) -> Result<(LakeType, SchemaRef, u64)> {
-    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| Error::parquet(context, e))?;
-    let rows = builder.metadata().file_metadata().num_rows().max(0) as u64;
-    Ok((lake_type_of(&builder, context)?, builder.schema().clone(), rows))
+    let file = WholeFile::open(bytes, context)?;
+    Ok((file.lake_type.clone(), file.schema().clone(), file.rows))
 }
 
 /// Top-level column `col` of every row, decoding no other column (to find a few rows by key).
 pub fn decode_column(bytes: Bytes, col: usize, context: &str) -> Result<Vec<RecordBatch>> {
-    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| Error::parquet(context, e))?;
-    let mask = ProjectionMask::roots(builder.parquet_schema(), [col]);
-    read_all(builder.with_projection(mask), context)
-}
-
-/// Only the rows numbered `rows` (ascending, of `total`) of every column.
-pub fn decode_rows(bytes: Bytes, rows: &[usize], total: usize, context: &str) -> Result<Vec<RecordBatch>> {
-    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| Error::parquet(context, e))?;
-    let selection = RowSelection::from_consecutive_ranges(rows.iter().map(|&r| r..r + 1), total);
-    read_all(builder.with_row_selection(selection), context)
-}
-
-fn lake_type_of(builder: &ParquetRecordBatchReaderBuilder<Bytes>, context: &str) -> Result<LakeType> {
-    lake_type_in(builder.metadata().file_metadata().key_value_metadata(), context)
+    WholeFile::open(bytes, context)?.decode_column(col, context)
 }
 
 /// The lake type in a file's key-value metadata.

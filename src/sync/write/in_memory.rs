@@ -45,12 +45,8 @@ impl<'r> Fresh<'r> {
 /// and its row there holds exactly the same values. The merge would then give back the file's own rows and
 /// bytes, so they are returned as they are. Only the key column and the matching rows are decoded; None when a
 /// fresh key is new or a row differs (the full merge decides). Call only when no key leaves the partition.
-pub(super) fn unchanged(
-    file: &bytes::Bytes,
-    file_rows: u64,
-    fresh: &Fresh<'_>,
-    job: &Job<'_>,
-) -> Result<Option<Built>> {
+pub(super) fn unchanged(file: &parquet::WholeFile, fresh: &Fresh<'_>, job: &Job<'_>) -> Result<Option<Built>> {
+    let file_rows = file.rows;
     let Job { file_ty, spec, context, .. } = *job;
     let LakeType::Struct { fields } = file_ty else { return Ok(None) };
     let Some(kc) = fields.iter().position(|f| f.source == spec.key) else { return Ok(None) };
@@ -58,7 +54,7 @@ pub(super) fn unchanged(
     // (file row, fresh row) for every fresh key found, in file order.
     let mut hits: Vec<(usize, usize)> = Vec::with_capacity(fresh_row.len());
     let mut base = 0;
-    for batch in parquet::decode_column(file.clone(), kc, context)? {
+    for batch in file.decode_column(kc, context)? {
         let array = batch.column(0);
         for row in 0..batch.num_rows() {
             if let Some(&f) = fresh_row.get(key_text(array.as_ref(), row, &fields[kc].ty).as_ref()) {
@@ -72,7 +68,7 @@ pub(super) fn unchanged(
     }
     let wanted: Vec<usize> = hits.iter().map(|h| h.0).collect();
     let mut hit = hits.iter();
-    for batch in parquet::decode_rows(file.clone(), &wanted, file_rows as usize, context)? {
+    for batch in file.decode_rows(&wanted, context)? {
         if batch.num_columns() != fresh.batch.num_columns() {
             return Ok(None);
         }
@@ -180,31 +176,33 @@ pub(super) fn build_from(
     // common incremental case; see [`merge`]), else back as BSON and rebuilt under the new type (a widening).
     let mut old_docs: Vec<RawDocumentBuf> = Vec::new();
     if let Some(b) = existing {
-        let (ty, schema, file_rows) = parquet::header(b.clone(), context)?;
-        if &ty == file_ty && arrow_mergeable(&schema, file_ty, &spec.key) {
+        // (the footer parsed once for every look below)
+        let file = parquet::WholeFile::open(b, context)?;
+        let ty = file.lake_type.clone();
+        if &ty == file_ty && arrow_mergeable(file.schema(), file_ty, &spec.key) {
             let fresh = Fresh::build(fresh_bytes, &rows, job)?;
             if remove.is_empty() {
-                if let Some(built) = unchanged(&b, file_rows, &fresh, job)? {
+                if let Some(built) = unchanged(&file, &fresh, job)? {
                     return Ok(built);
                 }
             }
-            let (batches, _) = parquet::decode(b.clone(), context)?;
-            return merge_arrow(&batches, fresh, job);
+            return merge_arrow(&file.decode(context)?, fresh, job);
         }
         // A file of an older type that the collection's only extends (columns or members added since): when this
         // run's rows are re-reads of its own rows, it reads as its rewrite would, and is left alone.
-        if remove.is_empty() && !crate::schema::needs_rewrite(&ty, file_ty) && arrow_mergeable(&schema, &ty, &spec.key)
+        if remove.is_empty()
+            && !crate::schema::needs_rewrite(&ty, file_ty)
+            && arrow_mergeable(file.schema(), &ty, &spec.key)
         {
             let old_job = Job { file_ty: &ty, ..*job };
             let fresh = Fresh::build(fresh_bytes, &rows, &old_job)?;
             if fresh.rejects.is_empty() {
-                if let Some(built) = unchanged(&b, file_rows, &fresh, &old_job)? {
+                if let Some(built) = unchanged(&file, &fresh, &old_job)? {
                     return Ok(built);
                 }
             }
         }
-        let (batches, ty) = parquet::decode(b, context)?;
-        for batch in batches {
+        for batch in file.decode(context)? {
             let s = StructArray::from(batch);
             for row in 0..s.len() {
                 let doc = match sarrow::to_bson(&s, row, &ty) {
