@@ -195,9 +195,7 @@ impl Prepared {
         let phase = std::time::Instant::now();
         let filter = match base.old_watermark {
             Some(w) => {
-                let c = ctx.client.database(db).collection::<bson::Document>(coll);
-                let since = w - ctx.sync.overlap.num_milliseconds();
-                crate::source::incremental_query(&c, &name, &spec.timestamp_column, since).await?
+                crate::source::incremental_query(&spec.timestamp_column, w - ctx.sync.overlap.num_milliseconds())
             }
             None => bson::Document::new(),
         };
