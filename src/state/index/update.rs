@@ -283,6 +283,16 @@ mod tests {
         model
     }
 
+    /// The saved index, loaded whole, after checking that it holds exactly `model`.
+    async fn saved_entries(lake: &Lake, spec: &CollectionSpec, model: &BTreeMap<String, String>) -> KeyIndex {
+        let mut index = load_or_rebuild(lake, spec, &Default::default()).await.unwrap();
+        load_all(&mut index, lake, spec).await.unwrap();
+        let got: BTreeMap<String, String> =
+            index.entries().into_iter().map(|(k, p)| (k.to_string(), p.to_string())).collect();
+        assert_eq!(&got, model);
+        index
+    }
+
     #[tokio::test]
     async fn keys_spread_over_every_segment_are_merged_one_segment_at_a_time() {
         let (lake, spec) = setup();
@@ -332,11 +342,7 @@ mod tests {
         assert_eq!(index.len(), model.len());
         crate::state::index::save(&lake, &spec, &index, "run1", 10).await.unwrap();
 
-        let mut index = load_or_rebuild(&lake, &spec, &Default::default()).await.unwrap();
-        load_all(&mut index, &lake, &spec).await.unwrap();
-        let got: BTreeMap<String, String> =
-            index.entries().into_iter().map(|(k, p)| (k.to_string(), p.to_string())).collect();
-        assert_eq!(got, model);
+        let index = saved_entries(&lake, &spec, &model).await;
         let after = files(&lake, &spec).await;
         let kept = after.iter().filter(|f| before.contains(f) && f.as_str() != "manifest.json").count();
         assert_eq!(kept, 5, "only segments with a change are rewritten: {after:?}");
@@ -372,11 +378,7 @@ mod tests {
         assert_eq!((updater.read, updater.index.segments_loaded().1), (1, 1));
         updater.finish().await.unwrap();
         crate::state::index::save(&lake, &spec, &index, "run2", 10).await.unwrap();
-        let mut index = load_or_rebuild(&lake, &spec, &Default::default()).await.unwrap();
-        load_all(&mut index, &lake, &spec).await.unwrap();
-        let got: BTreeMap<String, String> =
-            index.entries().into_iter().map(|(k, p)| (k.to_string(), p.to_string())).collect();
-        assert_eq!(got, model);
+        saved_entries(&lake, &spec, &model).await;
     }
 
     #[tokio::test]
