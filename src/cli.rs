@@ -121,16 +121,17 @@ Example:\n  mongolake widen --env env1 --collection hims.bills --column amount\n
         #[arg(long)]
         column: String,
     },
-    /// Print each collection's Athena table definition (or Glue TableInput) from the schema stored in the lake.
+    /// Print each collection's Athena table definition (or Glue TableInput, or views) from the schema stored in the lake.
     ///
     /// A CREATE EXTERNAL TABLE with partition projection (or the JSON `aws glue create-table` takes), from the
     /// schema and partitions stored in the lake. Needs no MongoDB.
     #[command(
-        after_help = "The same text is kept next to each schema in the lake (`_mongolake/schema/<db>/<coll>.athena.sql` and `.glue.json`), rewritten by a sync only when it changes. Column types are exactly those of the Parquet files; date(...) partitions are projected from the earliest date in the lake, field partitions list the values seen (or are `injected` past [catalog] enum_max_values). A changed schema is applied with DROP TABLE, then the new CREATE: the table is EXTERNAL, dropping it deletes no data.\n\n\
+        after_help = "The same text is kept next to each schema in the lake (`_mongolake/schema/<db>/<coll>.athena.sql`, `.glue.json` and `.views.sql`), rewritten by a sync only when it changes. Column types are exactly those of the Parquet files; date(...) partitions are projected from the earliest date in the lake, field partitions list the values seen (or are `injected` past [catalog] enum_max_values). A changed schema is applied with DROP TABLE, then the new CREATE: the table is EXTERNAL, dropping it deletes no data.\n\n\
 Examples:\n  \
 mongolake ddl --env env1 > tables.sql                      # every listed collection, Athena SQL\n  \
 mongolake ddl --env env1 hims.visits                       # one collection\n  \
 mongolake ddl --env env1 hims.visits --format glue > visits.json\n  \
+mongolake ddl --env env1 --format views > views.sql          # the views, after the tables exist\n  \
 aws glue create-table --database-name hims --table-input file://visits.json\n\n\
 Names: the table is the collection name (lower case, [a-z0-9_]) with [catalog] table_prefix, in [catalog] database \
 (default: the MongoDB database name). Exit codes: 0 printed (collections not synced yet are noted), 1 a stored \
@@ -146,8 +147,9 @@ schema is unreadable, 2 bad config or lake."
         /// Only this collection (`db.coll`); default: every listed collection.
         collection: Option<String>,
         /// `athena`: SQL statements (collections not synced yet appear as `--` comments); `glue`: one Glue
-        /// TableInput JSON object per collection (notes go to stderr).
-        #[arg(long, default_value = "athena", value_parser = ["athena", "glue"])]
+        /// TableInput JSON object per collection (notes go to stderr); `views`: each table's Athena views (the flat
+        /// view and one per array, for QuickSight, which skips array and struct columns), as a sync keeps them.
+        #[arg(long, default_value = "athena", value_parser = ["athena", "glue", "views"])]
         format: String,
     },
     /// Re-lay a collection's table in the layout collections.csv and the environment now give it, from the lake's
@@ -459,6 +461,8 @@ async fn run_ddl(config_dir: &std::path::Path, env: &str, collection: Option<Str
             note(format!("{}: no columns yet (no document synced), no table to define", spec.name()));
         } else if glue {
             print!("{}", def.to_glue_json());
+        } else if format == "views" {
+            print!("{}", crate::catalog::views::render(&def, &crate::catalog::views::views(&def)));
         } else {
             println!("{}", def.to_athena_sql());
         }

@@ -284,6 +284,15 @@ async fn sync_publishes_the_table_definition_next_to_the_schema() {
         let glue = ddl(&p, "dev", &[&name, "--format", "glue"]);
         glue.assert_ok();
         assert_eq!(glue.stdout, read(&glue_file), "the lake's .glue.json differs from `mongolake ddl --format glue`");
+        let views = ddl(&p, "dev", &[&name, "--format", "views"]);
+        views.assert_ok();
+        let views_file = dir.join("items.views.sql");
+        assert!(views.stdout.contains("CREATE OR REPLACE VIEW"), "{}", views.stdout);
+        assert_eq!(
+            views.stdout,
+            read(&views_file),
+            "the lake's .views.sql differs from `mongolake ddl --format views`"
+        );
     };
     check_same();
     assert!(read(&sql_file).contains("'projection.date.range'='2025-07-02,NOW+1DAYS'"));
