@@ -181,8 +181,17 @@ async fn glue_tables_partitions_and_views_follow_the_lake() {
 
     // Night 1: full load.
     let started = std::time::Instant::now();
-    p.sync("dev", &[]).assert_ok();
+    let night1 = p.sync("dev", &[]);
+    night1.assert_ok();
     eprintln!("full load with Glue mode: {:?}", started.elapsed());
+    // The report says what was applied to the catalog (and asks nobody to re-apply a file).
+    let applied_line = |run: &Run, coll: &str| -> Option<String> {
+        let at = run.stdout.find(&format!("{db}.{coll}"))?;
+        run.stdout[at..].lines().find(|l| l.contains("Glue Data Catalog:")).map(str::to_string)
+    };
+    let line = applied_line(&night1, "visits").unwrap_or_else(|| panic!("no Glue line: {}", night1.stdout));
+    assert!(line.contains("table created") && line.contains("added"), "{line}");
+    assert!(!night1.stdout.contains("re-apply"), "{}", night1.stdout);
     let dump1 = dump(&lake);
     let glue1 = glue_dump(&db);
     assert_glue_matches_lake(&lake, &db, &glue1, &dump1);
@@ -227,7 +236,10 @@ async fn glue_tables_partitions_and_views_follow_the_lake() {
         .collect();
     let deleted = visits.delete_many(doc! { "_id": { "$in": ids } }).await.unwrap().deleted_count;
     assert!(deleted > 0);
-    p.sync("dev", &["--reconcile"]).assert_ok();
+    let night2 = p.sync("dev", &["--reconcile"]);
+    night2.assert_ok();
+    let line = applied_line(&night2, "visits").unwrap_or_else(|| panic!("no Glue line: {}", night2.stdout));
+    assert!(line.contains("table updated") && line.contains("added") && line.contains("deleted"), "{line}");
 
     let dump2 = dump(&lake);
     let glue2 = glue_dump(&db);

@@ -280,8 +280,8 @@ fn row_count(bytes: bytes::Bytes) -> std::result::Result<u64, parquet::errors::P
 /// the Data Catalog itself ([`remote`]). Call it after the schema is saved and before the watermark, so the
 /// definition never names a type the files lack and a catalog failure leaves the watermark where it was.
 ///
-/// Returns whether the definition files changed while there is no Glue mode (the table then needs re-applying
-/// by hand). Without Glue mode nothing here fails the collection: the files are derived (`mongolake ddl` rebuilds
+/// Returns what changed: the definition files while there is no Glue mode (the table then needs re-applying by
+/// hand), and in Glue mode what was applied to the Data Catalog. Without Glue mode nothing here fails the collection: the files are derived (`mongolake ddl` rebuilds
 /// them) and a failure only warns. In Glue mode a failure to read the lake or to apply the catalog is returned,
 /// so the collection fails loudly and the next run (from the old watermark) applies it again. A collection
 /// without columns yet has no valid table definition: nothing is written.
@@ -292,18 +292,19 @@ pub async fn publish(
     catalog: &CatalogConfig,
     glue: Option<&Glue>,
     partitions: Option<&[String]>,
-) -> Result<bool> {
+) -> Result<Published> {
     let def = match describe(lake, spec, schema, catalog, partitions).await {
         Ok(def) => def,
         Err(e) if glue.is_none() => {
             tracing::warn!(collection = %spec.name(), error = %e, "Could not update the table definition next to the schema");
-            return Ok(false);
+            return Ok(Published::default());
         }
         Err(e) => return Err(e),
     };
     if def.columns.is_empty() {
-        return Ok(false);
+        return Ok(Published::default());
     }
+    let mut applied = None;
     let views = views::views(&def);
     let (db, coll) = (spec.database.as_str(), spec.collection.as_str());
     if let Some(glue) = glue {
@@ -322,6 +323,7 @@ pub async fn publish(
                 views = changes.views,
                 "Glue Data Catalog updated"
             );
+            applied = Some(changes);
         }
     }
     let files = [
@@ -353,7 +355,16 @@ pub async fn publish(
             "Table definition changed; re-apply it in Athena (DROP TABLE, then the new CREATE)"
         );
     }
-    Ok(changed && glue.is_none())
+    Ok(Published { files_changed: changed && glue.is_none(), glue: applied.filter(|c| !c.is_empty()) })
+}
+
+/// What [`publish`] did.
+#[derive(Debug, Default)]
+pub struct Published {
+    /// The definition files next to the schema changed and there is no Glue mode: re-apply them by hand.
+    pub files_changed: bool,
+    /// Glue mode: what this run applied to the Data Catalog (None: it was already in step).
+    pub glue: Option<remote::Changes>,
 }
 
 #[cfg(test)]
@@ -492,15 +503,21 @@ pub(crate) mod tests {
         let spec = spec("date(created_at)");
         let s = schema(vec![field("_id", LakeType::String), field("created_at", LakeType::Timestamp)]);
         let catalog = CatalogConfig::default();
-        assert!(!publish(&lake, &spec, &schema(vec![]), &catalog, None, None).await.unwrap(), "no columns, no table");
+        assert!(
+            !publish(&lake, &spec, &schema(vec![]), &catalog, None, None).await.unwrap().files_changed,
+            "no columns, no table"
+        );
         lake.put(&lake.partition_file("hims", "Lab Results", "date=2025-07-01"), vec![0u8].into()).await.unwrap();
-        assert!(publish(&lake, &spec, &s, &catalog, None, None).await.unwrap(), "first definition");
-        assert!(!publish(&lake, &spec, &s, &catalog, None, None).await.unwrap(), "same inputs, same bytes");
+        assert!(publish(&lake, &spec, &s, &catalog, None, None).await.unwrap().files_changed, "first definition");
+        assert!(
+            !publish(&lake, &spec, &s, &catalog, None, None).await.unwrap().files_changed,
+            "same inputs, same bytes"
+        );
         let sql = lake.get_opt(&athena_path(&lake, "hims", "Lab Results")).await.unwrap().unwrap();
         assert!(std::str::from_utf8(&sql).unwrap().contains("'2025-07-01,NOW+1DAYS'"));
         lake.put(&lake.partition_file("hims", "Lab Results", "date=2025-06-01"), vec![0u8].into()).await.unwrap();
         assert!(
-            publish(&lake, &spec, &s, &catalog, None, None).await.unwrap(),
+            publish(&lake, &spec, &s, &catalog, None, None).await.unwrap().files_changed,
             "an earlier date moves the range start"
         );
         let json = lake.get_opt(&glue_path(&lake, "hims", "Lab Results")).await.unwrap().unwrap();

@@ -114,6 +114,29 @@ impl Changes {
     }
 }
 
+/// For the report: `table updated, 3 partitions added, 2 views` (what is zero is left out).
+impl std::fmt::Display for Changes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut parts: Vec<String> = self.table.map(|t| format!("table {t}")).into_iter().collect();
+        for (n, what) in [
+            (self.partitions_added, "added"),
+            (self.partitions_deleted, "deleted"),
+            (self.partitions_updated, "updated"),
+        ] {
+            if n > 0 {
+                parts.push(format!("{n} partition{} {what}", if n == 1 { "" } else { "s" }));
+            }
+        }
+        if self.views > 0 {
+            parts.push(format!("{} view{} applied", self.views, if self.views == 1 { "" } else { "s" }));
+        }
+        match parts.is_empty() {
+            true => write!(f, "nothing to change"),
+            false => write!(f, "{}", parts.join(", ")),
+        }
+    }
+}
+
 impl Applied {
     /// The catalog state a table definition and its views call for. Partitions are registered (no projection).
     pub fn desired(def: &TableDef, views: &[View]) -> Applied {
@@ -552,6 +575,20 @@ pub async fn record_applied(lake: &Lake, db: &str, coll: &str, applied: &Applied
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn what_an_apply_did_reads_as_a_sentence() {
+        assert_eq!(Changes::default().to_string(), "nothing to change");
+        let c = Changes {
+            table: Some("updated"),
+            partitions_added: 3,
+            partitions_deleted: 1,
+            views: 2,
+            ..Default::default()
+        };
+        assert_eq!(c.to_string(), "table updated, 3 partitions added, 1 partition deleted, 2 views applied");
+        assert_eq!(Changes { partitions_updated: 1, ..Default::default() }.to_string(), "1 partition updated");
+    }
+
     use super::super::tests::sample;
     use super::super::views::views;
     use super::*;

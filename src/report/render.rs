@@ -83,6 +83,9 @@ fn notes(r: &RunReport, c: &CollectionReport) -> Vec<String> {
             Layout::default().athena_ddl(db, coll)
         ));
     }
+    if let Some(applied) = &s.glue_applied {
+        out.push(format!("Glue Data Catalog: {applied}"));
+    }
     if let Some(sp) = &c.sparse {
         out.push(format!("WARNING: {sp}"));
     }
@@ -395,7 +398,11 @@ pub fn html(r: &RunReport) -> String {
                 s.rows_in_lake.map(super::history::thousands).unwrap_or_else(|| "-".into()),
                 c.duration_ms as f64 / 1000.0,
                 esc(s.new_watermark.as_deref().unwrap_or("-")),
-                if s.table_definition_changed { "changed: re-apply its .athena.sql" } else { "" }
+                esc(&match (&s.glue_applied, s.table_definition_changed) {
+                    (Some(applied), _) => format!("Glue: {applied}"),
+                    (None, true) => "changed: re-apply its .athena.sql".to_string(),
+                    (None, false) => String::new(),
+                })
             ));
         }
         out.push_str("</table>\n");

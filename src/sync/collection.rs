@@ -558,7 +558,7 @@ impl Written {
         // Table definitions (files next to the schema; in Glue mode the Data Catalog, whose failure fails the
         // collection here, before its watermark, so the next run applies it again).
         let partitions = base.stats.table_partitions.clone();
-        base.stats.table_definition_changed = crate::catalog::publish(
+        let published = crate::catalog::publish(
             lake,
             &spec,
             &base.stored,
@@ -567,6 +567,8 @@ impl Written {
             partitions.as_deref().map(Vec::as_slice),
         )
         .await?;
+        base.stats.table_definition_changed = published.files_changed;
+        base.stats.glue_applied = published.glue.map(|c| c.to_string());
         crate::fault::point("before_watermark");
         lease::check(&base.lease_lost, &name)?;
         let stats = &mut base.stats;

@@ -36,6 +36,10 @@ pub struct CollectionStats {
     pub docs_fetched: u64,
     /// The Athena/Glue table definition stored next to the schema changed: re-apply it.
     pub table_definition_changed: bool,
+    /// Glue mode: what this run applied to the Data Catalog (`table updated, 3 partitions added`); None when it
+    /// was already in step, or without Glue mode.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub glue_applied: Option<String>,
     /// Values masked per rule (collections.csv `mask`).
     pub masked: crate::mask::MaskCounts,
     /// No index starts with the timestamp column (incremental runs scan the whole collection): the command that
