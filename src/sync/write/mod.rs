@@ -264,14 +264,11 @@ impl PartitionWriter {
                     build_large(&file, part, &job, sink.expect("opened above"), spill_dir.as_deref())
                 }
             }?;
-            if let Some(local) = local {
-                let fresh = |b: &bytes::Bytes| built.rows > 0 && compare.as_ref() != Some(b);
-                if let Encoded::Memory(bytes) = &built.bytes {
-                    if fresh(bytes) {
-                        stop_if_lease_lost(&lease_lost, &name)?;
-                        local.write(bytes)?;
-                        built.bytes = Encoded::Placed;
-                    }
+            if let (Some(local), Encoded::Memory(bytes)) = (local, &built.bytes) {
+                if built.rows > 0 && !same_bytes(compare.as_ref(), &built.bytes) {
+                    stop_if_lease_lost(&lease_lost, &name)?;
+                    local.write(bytes)?;
+                    built.bytes = Encoded::Placed;
                 }
             }
             Ok(built)
@@ -305,8 +302,7 @@ impl PartitionWriter {
             }
             return Ok(PartitionOutcome { rows, dups, replaced, written: had_file, rejects });
         }
-        let same_bytes = matches!((before, &bytes), (Some(old), Encoded::Memory(new)) if old == new);
-        if same_bytes || matches!(bytes, Encoded::Unchanged) {
+        if same_bytes(before, &bytes) || matches!(bytes, Encoded::Unchanged) {
             return Ok(PartitionOutcome { rows, dups, replaced, written: false, rejects });
         }
         let placed = matches!(bytes, Encoded::Placed);
@@ -342,6 +338,12 @@ impl PartitionWriter {
     fn stop_if_lease_lost(&self) -> Result<()> {
         stop_if_lease_lost(&self.lease_lost, &self.spec.name())
     }
+}
+
+/// A file built in memory with the existing file's own bytes: the merge changed nothing (encoding is
+/// deterministic), and the file is left alone.
+fn same_bytes(before: Option<&bytes::Bytes>, built: &Encoded) -> bool {
+    matches!((before, built), (Some(old), Encoded::Memory(new)) if old == new)
 }
 
 fn stop_if_lease_lost(lease_lost: &AtomicBool, collection: &str) -> Result<()> {
