@@ -534,10 +534,17 @@ class Bench:
         pm_i = self.step("pma_incr", "PyMongoArrow incremental, local disk")
         base_i = self.step("base_local_incr", f"baseline: mongolake incremental, local disk ({base_note})") \
             if self.baseline else None
+        # Once more right after the night, nothing changed since: the overlap window (`overlap_seconds`, 300)
+        # re-reads what the night read, and each partition those documents live in is read and left as it is.
+        ml_local_r = self.step("ml_local_rerun", "mongolake rerun right after the night, nothing changed, local disk")
+        ml_s3_r = self.step("ml_s3_rerun", f"mongolake rerun right after the night, nothing changed, S3 "
+                                           f"(+{a.delay_ms:g} ms a request)")
         for rep in range(1, a.reps + 1):
             shutil.copytree(lake_local, bench.fresh(lake_local_incr))
             bench.settle_deletes()
             ml_local_i.runs.append(self.ml_sync("localincr", f"rep {rep}: mongolake incremental local", s3=False))
+            bench.settle_deletes()
+            ml_local_r.runs.append(self.ml_sync("localincr", f"rep {rep}: mongolake rerun local", s3=False))
             if base_i:
                 shutil.copytree(lake_base, bench.fresh(lake_base_incr))
                 bench.settle_deletes()
@@ -545,6 +552,7 @@ class Bench:
                                                 s3=False, binary=self.baseline))
             # Each repetition's full load to S3 wrote its own prefix, before the mutation: the night runs there.
             ml_s3_i.runs.append(self.ml_sync(f"s3full{rep}", f"rep {rep}: mongolake incremental S3", s3=True))
+            ml_s3_r.runs.append(self.ml_sync(f"s3full{rep}", f"rep {rep}: mongolake rerun S3", s3=True))
             shutil.copytree(pma_full, bench.fresh(pma_incr))
             bench.settle_deletes()
             pm_i.runs.append(self.pma(pma_incr, f"rep {rep}: PyMongoArrow incremental", incremental=True))
@@ -678,6 +686,8 @@ def report(b: Bench, command: str, versions: str, started: str, bin_note: str) -
         row(ml_li, f"{fmt(incr_l)}x its full load"),
         row(ml_si, f"{fmt(incr_s)}x its full load; {fmt(s3_vs_local_i)}x local"),
         row(pm_i, f"{fmt(incr_p)}x its full load"),
+        row(s["ml_local_rerun"], f"its CPU {fmt(ratio(cpu('ml_local_rerun'), cpu('ml_local_incr')))}x the night's"),
+        row(s["ml_s3_rerun"], f"{fmt(ratio(s['ml_s3_rerun'].best, s['ml_local_rerun'].best))}x local"),
         *([row(s["base_local"], f"mongolake local's CPU is {fmt(cpu_vs_base)}x this"),
            row(s["base_local_incr"], f"mongolake local incremental's CPU is {fmt(cpu_vs_base_i)}x this")]
           if "base_local" in s else []),
@@ -685,7 +695,7 @@ def report(b: Bench, command: str, versions: str, started: str, bin_note: str) -
         "S3 requests by kind (median repetition by total; non-2xx answers in brackets):",
         "",
     ]
-    for step in (ml_s, ml_si):
+    for step in (ml_s, ml_si, s["ml_s3_rerun"]):
         mid = sorted(step.runs, key=lambda m: m.s3["total"])[(len(step.runs) - 1) // 2]
         lines.append(f"- {step.label}: {s3_summary(mid)}; {mid.s3['total'] / mid.partitions if mid.partitions else 0:.2f} "
                      f"requests per file written ({mid.partitions:,} files); at most {mid.s3['max_in_flight']} in "
