@@ -149,6 +149,9 @@ pub struct RunReport {
     pub rows_written: u64,
     /// Totals over the collections (added with the richer report).
     pub partitions_written: u64,
+    /// Partitions read and left as they were: every document of this run in them was already there, the same
+    /// (re-read by the `[sync] overlap_seconds` window, or by a rerun soon after a run).
+    pub partitions_unchanged: u64,
     pub duplicates_dropped: u64,
     pub values_rejected: u64,
     pub rows_deleted: u64,
@@ -193,6 +196,7 @@ impl RunReport {
             docs_read: sum(|c| c.stats.docs_read),
             rows_written: sum(|c| c.stats.rows_written),
             partitions_written: sum(|c| c.stats.partitions_written),
+            partitions_unchanged: sum(|c| c.stats.partitions_unchanged),
             duplicates_dropped: sum(|c| c.stats.duplicates_dropped),
             values_rejected: sum(|c| c.stats.values_rejected + c.stats.documents_rejected),
             rows_deleted: sum(|c| c.stats.rows_deleted),

@@ -33,9 +33,15 @@ fn totals(r: &RunReport) -> String {
         }
         None => String::new(),
     };
+    // (a night's re-read documents cost their partitions' reads: said, so a slow rerun that wrote nothing explains
+    // itself)
+    let unchanged = match r.partitions_unchanged {
+        0 => String::new(),
+        n => format!(" ({n} more read and left as they were: their documents re-read, the same)"),
+    };
     format!(
         "{} collections: {ok} ok, {} failed{skipped} | {} documents read | {} rows written | {} partitions \
-         written | {} duplicates dropped | {} values rejected | {} rows deleted{}{memory}",
+         written{unchanged} | {} duplicates dropped | {} values rejected | {} rows deleted{}{memory}",
         r.collections_total,
         r.collections_failed,
         r.docs_read,
@@ -522,5 +528,31 @@ mod tests {
             "the flag, noted header, c007, compact header, the rest"
         );
         assert!(!html.contains("src=") && !html.contains("href=") && !html.contains("url("), "no external assets");
+    }
+
+    #[test]
+    fn partitions_read_and_left_as_they_were_are_counted_beside_those_written() {
+        let mut r = report();
+        assert!(r.to_text().contains("| 0 partitions written | 0 duplicates dropped"), "none: nothing said");
+        r.collections[3].stats.partitions_unchanged = 40;
+        r.collections[9].stats.partitions_unchanged = 2;
+        let r = RunReport::new(
+            "r".into(),
+            "env1".into(),
+            "l".into(),
+            chrono::Utc::now(),
+            Default::default(),
+            r.collections,
+        );
+        assert_eq!(r.partitions_unchanged, 42);
+        assert!(
+            r.to_text().contains(
+                "| 0 partitions written (42 more read and left as they were: their documents re-read, the same) | 0 \
+                 duplicates dropped"
+            ),
+            "{}",
+            r.to_text()
+        );
+        assert_eq!(serde_json::to_value(&r).unwrap()["partitions_unchanged"], 42);
     }
 }
