@@ -5,7 +5,8 @@
 #   bench/profile_small.sh            (needs perf, a release build: cargo build --release, and secantusd-rs)
 #   MONGOLAKE_PROFILE_BIN=/tmp/base bench/profile_small.sh     (another build's binaries)
 #   MONGOLAKE_PROFILE_STAT=1 bench/profile_small.sh            (no profile: user and system CPU, and the system
-#                                                               calls by count, from strace -c)
+#                                                               calls by count, from strace -c; of the night
+#                                                               with MONGOLAKE_PROFILE_NIGHT=1)
 #   MONGOLAKE_PROFILE_CALLERS=1 bench/profile_small.sh         (call graphs from DWARF: what each function costs
 #                                                               with what it calls; the data is kept)
 #   MONGOLAKE_PROFILE_NIGHT=1 bench/profile_small.sh           (the night after: the full load unprofiled, then
@@ -32,8 +33,12 @@ if [ "${MONGOLAKE_PROFILE_NIGHT:-0}" = 1 ]; then
   for d in 1 2 3; do "$BIN/mongolake" mutate --uri "$URI" --db "hims$d" --fraction 0.01 --seed 42 --days 142 >/dev/null; done
 fi
 if [ "${MONGOLAKE_PROFILE_STAT:-0}" = 1 ]; then
+  # (with MONGOLAKE_PROFILE_NIGHT=1 the night is run twice from the same lake: timed, then under strace)
+  [ "${MONGOLAKE_PROFILE_NIGHT:-0}" = 1 ] && cp -a "$WORK/lake" "$WORK/lake-before-night"
   /usr/bin/time -f "user %U s, system %S s, wall %e s, peak %M KB" "${SYNC[@]}" 2>&1 >/dev/null | tail -1
-  rm -rf "$WORK/lake"; sleep 30 # (ext4: a lake just deleted slows the next one's creates; see bench.settle_deletes)
+  rm -rf "$WORK/lake"
+  [ "${MONGOLAKE_PROFILE_NIGHT:-0}" = 1 ] && mv "$WORK/lake-before-night" "$WORK/lake"
+  sleep 30 # (ext4: a lake just deleted slows the next one's creates; see bench.settle_deletes)
   strace -f -c -o "$WORK/strace.txt" "${SYNC[@]}" >/dev/null 2>&1 || true
   head -25 "$WORK/strace.txt"
   exit 0
