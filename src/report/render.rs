@@ -34,14 +34,14 @@ fn totals(r: &RunReport) -> String {
         None => String::new(),
     };
     // (a night's re-read documents cost their partitions' reads: said, so a slow rerun that wrote nothing explains
-    // itself)
+    // itself; after the fields scripts split on, like the CPU and memory ones)
     let unchanged = match r.partitions_unchanged {
         0 => String::new(),
-        n => format!(" ({n} more read and left as they were: their documents re-read, the same)"),
+        n => format!(" | {n} partitions read and left as they were (their documents re-read, the same)"),
     };
     format!(
         "{} collections: {ok} ok, {} failed{skipped} | {} documents read | {} rows written | {} partitions \
-         written{unchanged} | {} duplicates dropped | {} values rejected | {} rows deleted{}{memory}",
+         written | {} duplicates dropped | {} values rejected | {} rows deleted{unchanged}{}{memory}",
         r.collections_total,
         r.collections_failed,
         r.docs_read,
@@ -547,8 +547,8 @@ mod tests {
         assert_eq!(r.partitions_unchanged, 42);
         assert!(
             r.to_text().contains(
-                "| 0 partitions written (42 more read and left as they were: their documents re-read, the same) | 0 \
-                 duplicates dropped"
+                "| 0 partitions written | 0 duplicates dropped | 0 values rejected | 0 rows deleted | 42 partitions \
+                 read and left as they were (their documents re-read, the same)"
             ),
             "{}",
             r.to_text()
