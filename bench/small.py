@@ -639,13 +639,12 @@ def report(b: Bench, command: str, versions: str, started: str, bin_note: str) -
     s3_vs_local_i = ratio(ml_si.best, ml_li.best)
     cpu_vs_pma = ratio(ml_l.med(lambda m: m.run.cpu), pm.med(lambda m: m.run.cpu))
     wall_vs_raw = ratio(ml_l.best, raw.best)
-    copy_cpu = cp.med(lambda m: m.run.cpu)
-    copy_vs_raw = ratio(cp.best, raw.best)
-    copy_cores_vs_raw = ratio(copy_cpu / cores if copy_cpu is not None else None, raw.best)
-    copy_vs_pma = ratio(copy_cpu, pm.med(lambda m: m.run.cpu))
-    collections = 5 * len(b.dbs)
     incr_l, incr_s, incr_p = ratio(ml_li.best, ml_l.best), ratio(ml_si.best, ml_s.best), ratio(pm_i.best, pm.best)
     cpu = lambda key: s[key].med(lambda m: m.run.cpu) if key in s else None  # noqa: E731
+    copy_vs_raw = ratio(cp.best, raw.best)
+    copy_cores_vs_raw = ratio(cpu("copy") / cores if cpu("copy") is not None else None, raw.best)
+    copy_vs_pma = ratio(cpu("copy"), cpu("pma"))
+    collections = 5 * len(b.dbs)
     cpu_vs_base, cpu_vs_base_i = ratio(cpu("ml_local"), cpu("base_local")), ratio(cpu("ml_local_incr"),
                                                                                     cpu("base_local_incr"))
     cmd_extra = "".join(f"\n  - `{x}`" for x in a.ml_sync) or " none"
