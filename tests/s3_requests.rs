@@ -106,3 +106,72 @@ async fn a_new_partition_costs_one_put_and_a_rewritten_one_a_get_and_a_put() {
     assert_eq!(rows(t).len(), 2 * WARDS as usize + 5);
     assert_same_lake(&want, &got, "S3 lake vs local lake");
 }
+
+/// A rerun soon after a run re-reads the documents that run wrote last (the overlap window). The digest it left
+/// says the lake holds them as they are, so no partition file is read for them, on S3 and on local disk alike. A
+/// changed document still has its partition read and rewritten; a partition file that went behind the digest's
+/// back (deleted here by hand) is not trusted: its documents are merged again and the file comes back whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rerun_reads_no_partition_for_documents_the_lake_holds_as_they_are() {
+    let p = Project::new("digest");
+    let client = client().await;
+    let c = coll(&client, &p.db, "visits");
+    let now = now_millis();
+    // 60 documents in 12 wards, stamped within the last minute: all in the next run's overlap window
+    let docs: Vec<Document> = (0..60)
+        .map(|i| doc! { "_id": i, "ward": format!("w{:02}", i % 12), "n": i, "modified_at": DateTime::from_millis(now - i * 1_000) })
+        .collect();
+    c.insert_many(docs).await.unwrap();
+    p.write_collections(&[&format!("{},visits,modified_at,ward,", p.db)]);
+    let local = p.local_env("local", "UTC");
+    let bucket = unique_bucket("digest");
+    let proxy = Proxy::counting().await;
+    let url = p.s3_env_at("s3", &bucket, "lake", "UTC", &proxy.endpoint);
+    let table_prefix = format!("lake/{}/visits/", p.db);
+    p.sync("s3", &[]).assert_ok();
+    proxy.take();
+
+    let out = p.sync("s3", &[]).assert_ok().text();
+    let rerun = proxy.take();
+    let in_table = by_kind(&rerun, &bucket, Some(&table_prefix));
+    assert_eq!(in_table.get("GET"), None, "no partition file read: {in_table:?}\n{}", shown(&rerun, &bucket));
+    assert_eq!(in_table.get("PUT"), None, "{in_table:?}");
+    assert!(out.contains("| 60 documents read |"), "{out}");
+    assert!(out.contains("| 60 documents re-read as the lake holds them (their partitions not read)"), "{out}");
+
+    // One document changed: its partition alone is read and rewritten.
+    c.update_one(doc! { "_id": 3 }, doc! { "$set": { "n": -3, "modified_at": DateTime::now() } }).await.unwrap();
+    let out = p.sync("s3", &[]).assert_ok().text();
+    let night = proxy.take();
+    let in_table = by_kind(&night, &bucket, Some(&table_prefix));
+    assert_eq!(in_table.get("GET"), Some(&1), "{in_table:?}\n{}", shown(&night, &bucket));
+    assert_eq!(in_table.get("PUT"), Some(&1), "{in_table:?}");
+    assert!(out.contains("| 59 documents re-read as the lake holds them"), "{out}");
+
+    // A partition file deleted behind the digest's back: its five documents are merged again, the file is back.
+    let gone = format!("{table_prefix}ward=w05/part-0.parquet");
+    {
+        #[allow(unused_imports)]
+        use object_store::{ObjectStore, ObjectStoreExt};
+        common::s3_store(&bucket).delete(&object_store::path::Path::parse(&gone).unwrap()).await.unwrap();
+    }
+    let out = p.sync("s3", &[]).assert_ok().text();
+    assert!(out.contains("| 55 documents re-read as the lake holds them"), "{out}");
+    let got = dump(&url);
+    let t = table(&got, &p.db, "visits");
+    assert_one_file_per_partition(t);
+    assert_eq!(rows(t).len(), 60);
+    assert_eq!(rows_by_id(t)["3"]["n"], -3);
+
+    // Local disk: the same, its files' tags read back after each write.
+    p.sync("local", &[]).assert_ok();
+    let out = p.sync("local", &[]).assert_ok().text();
+    assert!(out.contains("| 60 documents re-read as the lake holds them"), "{out}");
+    let file = p.path().join("lake-local").join(&p.db).join("visits/ward=w07/part-0.parquet");
+    assert!(file.exists(), "{}", file.display());
+    std::fs::remove_file(&file).unwrap();
+    let out = p.sync("local", &[]).assert_ok().text();
+    assert!(out.contains("| 55 documents re-read as the lake holds them"), "{out}");
+    assert!(file.exists(), "the deleted partition is written again");
+    assert_same_lake(&dump(&url), &dump(&local), "S3 lake vs local lake");
+}

@@ -152,6 +152,10 @@ pub struct RunReport {
     /// Partitions read and left as they were: every document of this run in them was already there, the same
     /// (re-read by the `[sync] overlap_seconds` window, or by a rerun soon after a run).
     pub partitions_unchanged: u64,
+    /// Documents re-read as the lake holds them, known from the digest the run before left (`state::digest`):
+    /// not merged, and no partition read for them.
+    #[serde(default)]
+    pub docs_unchanged: u64,
     pub duplicates_dropped: u64,
     pub values_rejected: u64,
     pub rows_deleted: u64,
@@ -197,6 +201,7 @@ impl RunReport {
             rows_written: sum(|c| c.stats.rows_written),
             partitions_written: sum(|c| c.stats.partitions_written),
             partitions_unchanged: sum(|c| c.stats.partitions_unchanged),
+            docs_unchanged: sum(|c| c.stats.docs_unchanged),
             duplicates_dropped: sum(|c| c.stats.duplicates_dropped),
             values_rejected: sum(|c| c.stats.values_rejected + c.stats.documents_rejected),
             rows_deleted: sum(|c| c.stats.rows_deleted),

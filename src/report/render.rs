@@ -39,9 +39,13 @@ fn totals(r: &RunReport) -> String {
         0 => String::new(),
         n => format!(" | {n} partitions read and left as they were (their documents re-read, the same)"),
     };
+    let known = match r.docs_unchanged {
+        0 => String::new(),
+        n => format!(" | {n} documents re-read as the lake holds them (their partitions not read)"),
+    };
     format!(
         "{} collections: {ok} ok, {} failed{skipped} | {} documents read | {} rows written | {} partitions \
-         written | {} duplicates dropped | {} values rejected | {} rows deleted{unchanged}{}{memory}",
+         written | {} duplicates dropped | {} values rejected | {} rows deleted{unchanged}{known}{}{memory}",
         r.collections_total,
         r.collections_failed,
         r.docs_read,
@@ -536,6 +540,7 @@ mod tests {
         assert!(r.to_text().contains("| 0 partitions written | 0 duplicates dropped"), "none: nothing said");
         r.collections[3].stats.partitions_unchanged = 40;
         r.collections[9].stats.partitions_unchanged = 2;
+        r.collections[9].stats.docs_unchanged = 7;
         let r = RunReport::new(
             "r".into(),
             "env1".into(),
@@ -548,11 +553,13 @@ mod tests {
         assert!(
             r.to_text().contains(
                 "| 0 partitions written | 0 duplicates dropped | 0 values rejected | 0 rows deleted | 42 partitions \
-                 read and left as they were (their documents re-read, the same)"
+                 read and left as they were (their documents re-read, the same) | 7 documents re-read as the lake holds \
+                 them (their partitions not read)"
             ),
             "{}",
             r.to_text()
         );
         assert_eq!(serde_json::to_value(&r).unwrap()["partitions_unchanged"], 42);
+        assert_eq!(serde_json::to_value(&r).unwrap()["docs_unchanged"], 7);
     }
 }

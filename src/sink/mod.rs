@@ -8,6 +8,7 @@
 //!                                 <coll>.athena.sql, .glue.json   its table definitions
 //! <lake>/_mongolake/index/<db>/<coll>/manifest.json        the key index (key -> partition, to move updated
 //! <lake>/_mongolake/index/<db>/<coll>/<prefix>-<n>.parquet  rows): its segments, listed by the manifest
+//!                                                          (which also keeps the digest: `state::digest`)
 //! <lake>/_mongolake/index/<db>/<coll>.parquet              the single index file of older versions (read)
 //! <lake>/_mongolake/rejects/<db>/<coll>/<run-id>.jsonl     what a run could not store
 //! <lake>/_mongolake/leases/<db>/<coll>.json                which run holds the collection (`.lock` on disk)
@@ -241,10 +242,15 @@ impl Lake {
     }
 
     pub async fn put(&self, path: &Path, payload: PutPayload) -> Result<()> {
+        self.put_tagged(path, payload).await.map(|_| ())
+    }
+
+    /// [`Lake::put`], with the object's tag as the store answered it (see [`Lake::list_partition_tags`]).
+    pub async fn put_tagged(&self, path: &Path, payload: PutPayload) -> Result<Option<String>> {
         self.store
             .put(path, payload)
             .await
-            .map(|_| ())
+            .map(|r| r.e_tag)
             .map_err(|e| Error::store(format!("writing {}", self.display(path)), e))
     }
 
@@ -281,22 +287,24 @@ impl Lake {
 
     /// Replaces `target` with `bytes` atomically for readers: on local disk written to `staging`, then moved over
     /// `target`; on an object store put at `target` (see the module docs).
-    pub async fn replace(&self, staging: &Path, target: &Path, bytes: Bytes) -> Result<()> {
+    /// On an object store, the new object's tag (on local disk None: [`Lake::tag_of`] reads it).
+    pub async fn replace(&self, staging: &Path, target: &Path, bytes: Bytes) -> Result<Option<String>> {
         if !self.stages_writes() {
             // (the file is complete and not yet visible: the same moment as a staged file before its move)
             crate::fault::point("staged");
-            return self.put(target, bytes.into()).await;
+            return self.put_tagged(target, bytes.into()).await;
         }
         match self.local_replace(staging, target) {
             Some(local) => {
                 let local = local?;
                 tokio::task::spawn_blocking(move || local.write(&bytes))
                     .await
-                    .map_err(|e| Error::encode("writing a partition file", e))?
+                    .map_err(|e| Error::encode("writing a partition file", e))??;
+                Ok(None)
             }
             None => {
                 self.put(staging, bytes.into()).await?;
-                self.move_into_place(staging, target).await
+                self.move_into_place(staging, target).await.map(|_| None)
             }
         }
     }
@@ -364,20 +372,42 @@ impl Lake {
 
     /// The partition directories (`k=v/...`, relative to the table) that hold a data file.
     pub async fn list_partitions(&self, db: &str, coll: &str) -> Result<Vec<String>> {
+        Ok(self.list_partition_tags(db, coll).await?.into_iter().map(|(rel, _)| rel).collect())
+    }
+
+    /// [`Lake::list_partitions`] with each data file's tag (its ETag: on S3 a hash of the content, on local disk
+    /// inode, modification time and size), from the same listing.
+    pub async fn list_partition_tags(&self, db: &str, coll: &str) -> Result<Vec<(String, Option<String>)>> {
         let table = self.table_path(db, coll);
-        let mut out: Vec<String> = self
-            .list(&table)
-            .await?
-            .into_iter()
-            .filter(|p| p.filename() == Some(DATA_FILE))
-            .filter_map(|p| {
-                let full = p.as_ref();
-                let rel = full.strip_prefix(table.as_ref())?.trim_start_matches('/');
-                rel.strip_suffix(DATA_FILE).map(|r| r.trim_end_matches('/').to_string())
+        let mut out: Vec<(String, Option<String>)> = self
+            .store
+            .list(Some(&table))
+            .try_filter_map(|m| {
+                let rel = match m.location.filename() == Some(DATA_FILE) {
+                    true => {
+                        let full = m.location.as_ref();
+                        full.strip_prefix(table.as_ref())
+                            .map(|r| r.trim_start_matches('/'))
+                            .and_then(|rel| rel.strip_suffix(DATA_FILE).map(|r| r.trim_end_matches('/').to_string()))
+                    }
+                    false => None,
+                };
+                futures::future::ready(Ok(rel.map(|rel| (rel, m.e_tag))))
             })
-            .collect();
+            .try_collect()
+            .await
+            .map_err(|e| Error::store(format!("listing {}", self.display(&table)), e))?;
         out.sort();
         Ok(out)
+    }
+
+    /// A file's tag as a listing shows it (None: it does not exist, or the store gives no tag).
+    pub async fn tag_of(&self, path: &Path) -> Result<Option<String>> {
+        match self.store.head(path).await {
+            Ok(m) => Ok(m.e_tag),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(Error::store(format!("reading the metadata of {}", self.display(path)), e)),
+        }
     }
 
     /// `known` (a sync's list of the table after its write), or the partitions listed.

@@ -9,6 +9,7 @@
 //! (so a document stamped in the future cannot make later runs skip real changes). The next run reads from the
 //! newest `ok` row's watermark minus the overlap. Readers look columns up by header name and ignore columns they
 //! do not know, so a newer mongolake can add columns and an older file stays readable.
+pub mod digest;
 pub mod index;
 pub mod layout;
 pub mod lease;

@@ -10,7 +10,9 @@
 //!  └──────────────────────────────────────────────────────────────────────────────────────────► Prepared ───┘
 //!  ┌ Prepared::read ─────────────────────────────────────────────────────────────────────────────────────────┐
 //!  4 PASS 1  find({ts >= W - overlap, in every representation}) as raw batches               ✝ after_batch
-//!            per document: key, timestamp, partition values; S := S ⊔ type(doc); raw bytes -> partition buffer
+//!            per document: key, timestamp, partition values; S := S ⊔ type(doc); raw bytes -> partition buffer,
+//!            unless the digest of the run before (state::digest; the table listed first, for its files' tags)
+//!            says the lake holds this very version: then it is only recorded for the next digest
 //!    RECONCILE (optional) keys of every live document vs the key index: deleted keys marked for removal,
 //!            missing documents fetched by key into pass 1
 //!  └─────────────────────────────────────────────────────────────────────────────────────────────► Read ────┘
@@ -30,7 +32,7 @@
 //!            partition is not read). Atomic for readers; a partition left with no rows is deleted ✝ after_partition
 //!  └──────────────────────────────────────────────────────────────────────────────────────────► Written ────┘
 //!  ┌ Written::commit ────────────────────────────────────────────────────────────────────────────────────────┐
-//!  7 rejects file, key index                                                                  ✝ before_schema
+//!  7 rejects file, key index (its manifest with the digest of the versions read in the next window) ✝ before_schema
 //!  8 schema S (rewrite_pending cleared); table definitions (catalog::publish: files; in Glue mode the
 //!    Data Catalog, whose failure fails the collection here)                                  ✝ before_watermark
 //!  9 append state row with the new watermark ([`next_watermark`])              ◄── the commit point
@@ -61,7 +63,7 @@ use crate::schema::{text, LakeType};
 use crate::state::index::KeyIndex;
 use crate::state::{self, lease, StateRow};
 use crate::transform::partition::Partitioner;
-use crate::{Error, Result};
+use crate::{Error, FastMap, Result};
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -202,7 +204,26 @@ impl Prepared {
         if base.old_watermark.is_some() {
             base.stats.missing_index = missing_index(&ctx, &spec).await;
         }
+        // The digest of the run before (see state::digest): the documents it wrote last whose partition files are
+        // unchanged since, so that re-reading them costs no read of those files. It needs the table's tags, so the
+        // table is listed now instead of at the plan (still once). Not on `--full` (which rewrites from MongoDB
+        // whatever the lake holds) nor while a widening's rewrite is pending.
+        let digest = base.index.digest().filter(|d| !d.is_empty() && !ctx.full && !base.stored.rewrite_pending);
+        let listing = match digest {
+            Some(digest) => {
+                let listing = lake_listing(&ctx, &spec).await?;
+                let tags = tags_of(&listing);
+                pass.known = digest.known(&crate::state::digest::fingerprint(&spec), &tags);
+                tracing::debug!(collection = %name, known = pass.known.len(), of = digest.len(), "Digest of the run before");
+                Some(listing)
+            }
+            None => None,
+        };
         let read_started = chrono::Utc::now().timestamp_millis();
+        pass.recent.read_started(read_started);
+        if let Some(w) = base.old_watermark {
+            pass.recent.incremental(w - ctx.sync.overlap.num_milliseconds());
+        }
         // A large first load with `--shard`: shared with the other workers in `_id` ranges (see super::shard).
         let first_load = base.stats.full_load && base.index.is_empty() && !base.stored.rewrite_pending;
         let mut shared = match (first_load, estimate) {
@@ -244,8 +265,23 @@ impl Prepared {
         } else {
             HashSet::new()
         };
-        let ReadPass { fields, buffers, present, max_ts, seq, rejected, hints, partitioner, masked, .. } = pass;
+        pass.recent.forget(&deleted);
+        let ReadPass {
+            fields,
+            buffers,
+            present,
+            max_ts,
+            seq,
+            rejected,
+            hints,
+            partitioner,
+            masked,
+            recent,
+            unchanged,
+            ..
+        } = pass;
         base.stats.masked = masked;
+        base.stats.docs_unchanged = unchanged;
         base.stats.docs_read = seq + shared.as_ref().map_or(0, |s| s.helped_docs());
         base.stats.spills = buffers.spills;
         if base.stats.docs_read > 0 {
@@ -256,10 +292,10 @@ impl Prepared {
             base,
             old_document,
             document: LakeType::Struct { fields },
-            rows: ReadRows { buffers, hints, partitioner },
+            rows: ReadRows { buffers, hints, partitioner, listing },
             shared,
             deleted,
-            read: ReadMarks { read_started, max_ts, rejected },
+            read: ReadMarks { read_started, max_ts, rejected, recent, tags: FastMap::default() },
         })
     }
 }
@@ -269,6 +305,19 @@ struct ReadRows {
     buffers: PartitionBuffers,
     hints: Vec<String>,
     partitioner: Partitioner,
+    /// The table as listed before pass 1 (when there was a digest to check), which the plan takes.
+    listing: Option<Listing>,
+}
+
+/// The table's partitions with their files' tags, as listed.
+type Listing = Vec<(String, Option<String>)>;
+
+async fn lake_listing(ctx: &RunContext, spec: &CollectionSpec) -> Result<Listing> {
+    ctx.lake.list_partition_tags(&spec.database, &spec.collection).await
+}
+
+fn tags_of(listing: &Listing) -> FastMap<String, String> {
+    listing.iter().filter_map(|(rel, tag)| Some((rel.clone(), tag.clone()?))).collect()
 }
 
 /// What pass 1 leaves for the commit.
@@ -277,6 +326,10 @@ struct ReadMarks {
     /// The newest timestamp read.
     max_ts: Option<i64>,
     rejected: Vec<Reject>,
+    /// The versions read that the next run may re-read, for its digest.
+    recent: crate::state::digest::Recorder,
+    /// The table's files' tags: as listed, then as written.
+    tags: FastMap<String, String>,
 }
 
 /// Stage 2: this run's documents read (and the keys reconcile found deleted).
@@ -328,15 +381,14 @@ pub struct Evolved {
 impl Evolved {
     /// Which partitions pass 2 writes, and which rows (see [`super::plan`]).
     pub async fn plan(self) -> Result<Planned> {
-        let Evolved { mut base, evolution, rows, shared, deleted, read } = self;
-        let ReadRows { mut buffers, hints, partitioner } = rows;
+        let Evolved { mut base, evolution, rows, shared, deleted, mut read } = self;
+        let ReadRows { mut buffers, hints, partitioner, listing } = rows;
         if let Some(shared) = shared {
             // A shared first load: the ranges read here are encoded like the helpers' and all are joined.
             let rows = super::shard::RangeRows { buffers, hints, partitioner };
             return Ok(Planned { base, evolution, read, write: PlannedWrite::Shared { shared, rows } });
         }
         let (ctx, spec) = (base.ctx.clone(), base.spec.clone());
-        let lake = &ctx.lake;
         let (buffered, spill_guard) = buffers.drain();
         let mut parts: Vec<(String, Part)> =
             buffered.into_iter().map(|(v, part)| (partitioner.relative_path(&v), part)).collect();
@@ -344,7 +396,12 @@ impl Evolved {
         // listed is new and is not looked for (a GET, or a failed open, a partition), a widening rewrites every
         // listed one, and after the write the list (with what was written and deleted) is the table's, which its
         // definition and the report's sparse check then read instead of listing the table twice more.
-        let existing = lake.list_partitions(&spec.database, &spec.collection).await?;
+        let listing = match listing {
+            Some(listing) => listing,
+            None => lake_listing(&ctx, &spec).await?,
+        };
+        read.tags = tags_of(&listing);
+        let existing: Vec<String> = listing.into_iter().map(|(rel, _)| rel).collect();
         if evolution.rewrite_all {
             let known: HashSet<String> = parts.iter().map(|(rel, _)| rel.clone()).collect();
             parts.extend(existing.iter().filter(|rel| !known.contains(*rel)).map(|rel| (rel.clone(), Part::default())));
@@ -481,6 +538,7 @@ impl Planned {
                 let phase = std::time::Instant::now();
                 let results = Arc::new(writer).write_all(parts).await?;
                 drop(spill_guard);
+                update_tags(lake, &spec, &mut read, &results).await?;
                 // The table now: what was listed, with the partitions written and without those emptied.
                 let mut after = Arc::unwrap_or_clone(listed);
                 for (rel, r) in &results {
@@ -523,10 +581,19 @@ impl Written {
     /// Rejects, key index, schema, table definitions, then the watermark (the commit point), while this run
     /// holds the lease.
     pub async fn commit(self) -> Result<CollectionStats> {
-        let Written { mut base, evolution, read, shared } = self;
+        let Written { mut base, evolution, mut read, shared } = self;
         let ctx = base.ctx.clone();
         let (lake, spec, name) = (&ctx.lake, base.spec.clone(), base.name.clone());
         let (db, coll) = (spec.database.as_str(), spec.collection.as_str());
+        // The digest for the next run: the versions read in the window it re-reads, in files whose tags are known.
+        let next_from = next_watermark(base.old_watermark, read.max_ts, read.read_started)
+            .map(|w| w - ctx.sync.overlap.num_milliseconds());
+        let recent = std::mem::take(&mut read.recent);
+        let digest = next_from.and_then(|from| {
+            let tags = &read.tags;
+            recent.finish(crate::state::digest::fingerprint(&spec), from, |rel| tags.get(rel).cloned())
+        });
+        base.index.set_digest(digest.filter(|d| !d.is_empty()));
         // (a run whose documents all stayed in their partitions leaves the index as it was: nothing to write)
         if base.index.needs_save() {
             let phase = std::time::Instant::now();
@@ -600,6 +667,32 @@ impl Written {
         }
         Ok(base.stats)
     }
+}
+
+/// The tags of the files this run wrote, for the digest: from the object store's answers, and on local disk read
+/// back (a stat) for the partitions the digest will name. Emptied partitions have none.
+async fn update_tags(
+    lake: &crate::sink::Lake,
+    spec: &CollectionSpec,
+    read: &mut ReadMarks,
+    results: &[(String, super::write::PartitionOutcome)],
+) -> Result<()> {
+    let named = read.recent.partitions();
+    for (rel, r) in results.iter().filter(|(_, r)| r.written) {
+        let tag = match (&r.tag, r.rows) {
+            (_, 0) => None,
+            (Some(tag), _) => Some(tag.clone()),
+            (None, _) if named.contains(rel.as_str()) => {
+                lake.tag_of(&lake.partition_file(&spec.database, &spec.collection, rel)).await?
+            }
+            (None, _) => None,
+        };
+        match tag {
+            Some(tag) => read.tags.insert(rel.clone(), tag),
+            None => read.tags.remove(rel),
+        };
+    }
+    Ok(())
 }
 
 async fn save_schema(base: &Base) -> Result<()> {

@@ -11,6 +11,9 @@ pub struct CollectionStats {
     pub partitions_written: u64,
     /// Partitions whose merge changed nothing (e.g. documents re-read in the overlap window): left alone.
     pub partitions_unchanged: u64,
+    /// Documents re-read as the lake holds them (the digest of the run before knew them): not merged, and their
+    /// partitions not read for them.
+    pub docs_unchanged: u64,
     pub duplicates_dropped: u64,
     pub rows_replaced: u64,
     /// Rows removed from their old partition because an update moved the document to another one.

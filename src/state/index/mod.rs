@@ -40,6 +40,10 @@ pub struct KeyIndex {
     changes: FastMap<String, Option<Arc<str>>>,
     /// Every segment was written in this run ([`store::SegmentWriter`]) and only the manifest is left to save.
     unlisted: bool,
+    /// The versions of recently read documents the lake holds ([`crate::state::digest`]), kept in the manifest.
+    digest: Option<crate::state::digest::Digest>,
+    /// The digest differs from the saved one: the manifest is saved even if no key changed.
+    digest_changed: bool,
 }
 
 /// One key range of the index.
@@ -96,7 +100,13 @@ impl KeyIndex {
         let keys = base.keys.len();
         let segment =
             Segment { first: String::new(), file: None, keys, base: Some(base), overridden: 0, replaced: None };
-        KeyIndex { segments: vec![segment], changes: FastMap::default(), unlisted: false }
+        KeyIndex {
+            segments: vec![segment],
+            changes: FastMap::default(),
+            unlisted: false,
+            digest: None,
+            digest_changed: false,
+        }
     }
 
     /// The segment covering `key`.
@@ -154,6 +164,19 @@ impl KeyIndex {
         }
     }
 
+    /// The digest saved with the index (None: none, or an index rebuilt or of an older version).
+    pub fn digest(&self) -> Option<&crate::state::digest::Digest> {
+        self.digest.as_ref()
+    }
+
+    /// The digest the next save keeps (None: none).
+    pub fn set_digest(&mut self, digest: Option<crate::state::digest::Digest>) {
+        if digest != self.digest {
+            self.digest = digest;
+            self.digest_changed = true;
+        }
+    }
+
     /// Whether this run changed anything (a new key, a moved or removed one).
     pub fn changed(&self) -> bool {
         !self.changes.is_empty() || self.segments.iter().any(|s| s.replaced.is_some())
@@ -195,6 +218,7 @@ impl KeyIndex {
     pub fn needs_save(&self) -> bool {
         self.changed()
             || self.unlisted
+            || self.digest_changed
             || self.segments.iter().any(|s| s.file.is_none() && s.base.as_ref().is_some_and(|b| b.keys.len() > 0))
     }
 

@@ -35,6 +35,10 @@ const OLD_KEY_TEXTS: &str = "written by an older mongolake (key texts before typ
 struct Manifest {
     format: u32,
     segments: Vec<ManifestSegment>,
+    /// Added after format 3 without a new format: older versions ignore it (and drop it when they save, which
+    /// only costs the next run the reads it would have saved).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    digest: Option<crate::state::digest::Digest>,
 }
 
 /// A segment as the manifest lists it.
@@ -102,7 +106,13 @@ pub async fn load_or_rebuild(lake: &Lake, spec: &CollectionSpec, how: &Rebuild) 
             replaced: None,
         })
         .collect();
-    Ok(KeyIndex { segments, changes: Default::default(), unlisted: false })
+    Ok(KeyIndex {
+        segments,
+        changes: Default::default(),
+        unlisted: false,
+        digest: manifest.digest,
+        digest_changed: false,
+    })
 }
 
 /// Loads the segments covering the keys that `keys` visits and are not loaded yet (tests look keys up with it;
@@ -282,13 +292,18 @@ pub async fn save(lake: &Lake, spec: &CollectionSpec, index: &KeyIndex, run_id: 
     if let Some(first) = listed.first_mut() {
         first.first.clear();
     }
+    // (a save for the digest alone writes the manifest and nothing else: no file goes stale)
+    let keys_saved = !writes.is_empty() || index.changed() || index.unlisted;
     futures::stream::iter(writes.into_iter().map(|(path, bytes)| async move { lake.put(&path, bytes.into()).await }))
         .buffer_unordered(8)
         .try_collect::<Vec<()>>()
         .await?;
     let keep: std::collections::HashSet<String> = listed.iter().map(|s| s.file.clone()).collect();
-    let manifest = Manifest { format: FORMAT, segments: listed };
+    let manifest = Manifest { format: FORMAT, segments: listed, digest: index.digest.clone() };
     lake.put(&manifest_path(lake, spec), serde_json::to_vec(&manifest).expect("serialisable").into()).await?;
+    if !keys_saved {
+        return Ok(());
+    }
     // The single file of older versions and the segments no longer listed, in one request on S3.
     let mut stale = vec![lake.index_path(&spec.database, &spec.collection)];
     for path in lake.list(&lake.index_dir(&spec.database, &spec.collection)).await? {

@@ -137,7 +137,13 @@ impl<'a> SegmentWriter<'a> {
         if self.written.is_empty() {
             return Ok(KeyIndex::default());
         }
-        Ok(KeyIndex { segments: self.written, changes: Default::default(), unlisted: true })
+        Ok(KeyIndex {
+            segments: self.written,
+            changes: Default::default(),
+            unlisted: true,
+            digest: None,
+            digest_changed: false,
+        })
     }
 }
 

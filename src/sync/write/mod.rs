@@ -135,6 +135,8 @@ pub struct PartitionOutcome {
     pub written: bool,
     /// Values of this run's documents that their columns could not hold (null in the file, kept here).
     pub rejects: Vec<Reject>,
+    /// The new file's tag when the store answered it (an object store's PUT; see [`Lake::list_partition_tags`]).
+    pub tag: Option<String>,
 }
 
 /// Writes the partitions of one collection: merge, dedup, encode, atomic replace.
@@ -300,10 +302,10 @@ impl PartitionWriter {
                 lake.delete(&place.target).await?;
                 crate::fault::point("after_partition");
             }
-            return Ok(PartitionOutcome { rows, dups, replaced, written: had_file, rejects });
+            return Ok(PartitionOutcome { rows, dups, replaced, written: had_file, rejects, tag: None });
         }
         if same_bytes(before, &bytes) || matches!(bytes, Encoded::Unchanged) {
-            return Ok(PartitionOutcome { rows, dups, replaced, written: false, rejects });
+            return Ok(PartitionOutcome { rows, dups, replaced, written: false, rejects, tag: None });
         }
         let placed = matches!(bytes, Encoded::Placed);
         if let (Some(staging), false, Err(e)) = (&place.staging, placed, self.stop_if_lease_lost()) {
@@ -312,24 +314,26 @@ impl PartitionWriter {
             }
             return Err(e);
         }
-        match (bytes, &place.staging) {
+        let tag = match (bytes, &place.staging) {
             // Placed by the thread that encoded it.
-            (Encoded::Placed, _) => {}
+            (Encoded::Placed, _) => None,
             // Streamed: already complete where it was uploaded.
-            (Encoded::Streamed(_), Some(staging)) => lake.move_into_place(staging, &place.target).await?,
-            (Encoded::Streamed(_), None) => {}
+            (Encoded::Streamed(_), Some(staging)) => {
+                lake.move_into_place(staging, &place.target).await.map(|_| None)?
+            }
+            (Encoded::Streamed(_), None) => None,
             (Encoded::Memory(bytes), _) if place.table => {
                 let staging = place.staging.as_ref().unwrap_or(&place.target);
                 lake.replace(staging, &place.target, bytes).await?
             }
-            (Encoded::Memory(bytes), _) => lake.put(&place.target, bytes.into()).await?,
+            (Encoded::Memory(bytes), _) => lake.put_tagged(&place.target, bytes.into()).await?,
             (Encoded::Unchanged, _) => unreachable!("returned above"),
-        }
+        };
         if place.table {
             crate::fault::point("after_partition");
             self.env.progress.rows_written.fetch_add(rows, Ordering::Relaxed);
         }
-        Ok(PartitionOutcome { rows, dups, replaced, written: true, rejects })
+        Ok(PartitionOutcome { rows, dups, replaced, written: true, rejects, tag })
     }
 }
 
