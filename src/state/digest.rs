@@ -8,7 +8,7 @@
 //!
 //! ```text
 //!  commit of run R ──► Digest { fingerprint, partitions: [{ rel, tag (the file's ETag), docs: [(key, hash)] }] }
-//!                      (the documents R read in the window the next run re-reads; in the index manifest)
+//!                      (the documents R read that the next run's query matches again; in the index manifest)
 //!  next run, before pass 1: the table listed ──► Digest::known: the entries whose partition file still has
 //!                      the tag R saw (nothing rewrote it since) ──► Known
 //!  pass 1: a document whose key is known with the hash of its (masked) raw bytes is the version the lake holds:
@@ -137,8 +137,10 @@ struct Recent {
     rel: Arc<str>,
 }
 
-/// The versions a run reads that the next run may re-read: every document whose timestamp is within the overlap
-/// of the newest read so far (older ones are pruned as the newest moves on).
+/// The versions a run reads that the next run may re-read: every document whose timestamp (or ObjectId `_id`'s
+/// creation time) is within the overlap of the newest timestamp read so far, capped at the read's start (older
+/// ones are pruned as the newest moves on), and in an incremental run every document its query matched another
+/// way ([`Recorder::incremental`]).
 #[derive(Debug, Default)]
 pub struct Recorder {
     overlap_ms: i64,
