@@ -25,6 +25,7 @@
 //! nothing and cost three requests a file ([`Lake::stages_writes`]).
 pub mod conditional;
 pub mod layout;
+mod listing;
 pub mod parquet;
 pub mod remote;
 pub mod upload;
@@ -375,10 +376,20 @@ impl Lake {
         Ok(self.list_partition_tags(db, coll).await?.into_iter().map(|(rel, _)| rel).collect())
     }
 
-    /// [`Lake::list_partitions`] with each data file's tag (its ETag: on S3 a hash of the content, on local disk
-    /// inode, modification time and size), from the same listing.
+    /// [`Lake::list_partitions`] with each data file's tag where the listing gives it for free: an object
+    /// store's ETag (a hash of the content on S3). On local disk the folders alone are read ([`listing`]: no stat
+    /// per file) and the tags are None; [`Lake::tag_of`] reads one (inode, modification time and size).
     pub async fn list_partition_tags(&self, db: &str, coll: &str) -> Result<Vec<(String, Option<String>)>> {
         let table = self.table_path(db, coll);
+        if let Some(fs) = self.local_fs.as_ref().filter(|_| self.local_dir.is_some()) {
+            let dir = self.local_path(fs, &table)?;
+            let shown = self.display(&table);
+            let rels = tokio::task::spawn_blocking(move || listing::local_partitions(&dir, DATA_FILE))
+                .await
+                .map_err(|e| Error::encode("listing a table", e))?
+                .map_err(|e| Error::io(format!("listing {shown}"), e))?;
+            return Ok(rels.into_iter().map(|rel| (rel, None)).collect());
+        }
         let mut out: Vec<(String, Option<String>)> = self
             .store
             .list(Some(&table))

@@ -209,15 +209,17 @@ impl Prepared {
         // table is listed now instead of at the plan (still once). Not on `--full` (which rewrites from MongoDB
         // whatever the lake holds) nor while a widening's rewrite is pending.
         let digest = base.index.digest().filter(|d| !d.is_empty() && !ctx.full && !base.stored.rewrite_pending);
-        let listing = match digest {
+        let (listing, tags) = match digest {
             Some(digest) => {
                 let listing = lake_listing(&ctx, &spec).await?;
-                let tags = tags_of(&listing);
+                let mut tags = tags_of(&listing);
+                let named = digest.partitions.iter().map(|p| p.rel.as_str());
+                add_tags(&ctx.lake, &spec, listed_only(&listing, named), &mut tags).await?;
                 pass.known = digest.known(&crate::state::digest::fingerprint(&spec), &tags);
                 tracing::debug!(collection = %name, known = pass.known.len(), of = digest.len(), "Digest of the run before");
-                Some(listing)
+                (Some(listing), tags)
             }
-            None => None,
+            None => (None, FastMap::default()),
         };
         let read_started = chrono::Utc::now().timestamp_millis();
         pass.recent.read_started(read_started);
@@ -295,7 +297,7 @@ impl Prepared {
             rows: ReadRows { buffers, hints, partitioner, listing },
             shared,
             deleted,
-            read: ReadMarks { read_started, max_ts, rejected, recent, tags: FastMap::default() },
+            read: ReadMarks { read_started, max_ts, rejected, recent, tags },
         })
     }
 }
@@ -318,6 +320,36 @@ async fn lake_listing(ctx: &RunContext, spec: &CollectionSpec) -> Result<Listing
 
 fn tags_of(listing: &Listing) -> FastMap<String, String> {
     listing.iter().filter_map(|(rel, tag)| Some((rel.clone(), tag.clone()?))).collect()
+}
+
+/// The partitions of `wanted` that the listing holds without a tag (local disk's).
+fn listed_only<'a>(listing: &'a Listing, wanted: impl Iterator<Item = &'a str>) -> Vec<String> {
+    let untagged: HashSet<&str> = listing.iter().filter(|(_, t)| t.is_none()).map(|(rel, _)| rel.as_str()).collect();
+    wanted.filter(|rel| untagged.contains(rel)).map(str::to_string).collect()
+}
+
+/// Reads the tags of `rels`' files (local disk: a stat each) into `tags`; a file not there has none.
+async fn add_tags(
+    lake: &crate::sink::Lake,
+    spec: &CollectionSpec,
+    rels: Vec<String>,
+    tags: &mut FastMap<String, String>,
+) -> Result<()> {
+    use futures::{StreamExt, TryStreamExt};
+    let found: Vec<(String, Option<String>)> = futures::stream::iter(rels.into_iter().map(|rel| async move {
+        let tag = lake.tag_of(&lake.partition_file(&spec.database, &spec.collection, &rel)).await?;
+        Ok::<_, Error>((rel, tag))
+    }))
+    .buffer_unordered(16)
+    .try_collect()
+    .await?;
+    for (rel, tag) in found {
+        match tag {
+            Some(tag) => tags.insert(rel, tag),
+            None => tags.remove(&rel),
+        };
+    }
+    Ok(())
 }
 
 /// What pass 1 leaves for the commit.
@@ -400,7 +432,7 @@ impl Evolved {
             Some(listing) => listing,
             None => lake_listing(&ctx, &spec).await?,
         };
-        read.tags = tags_of(&listing);
+        read.tags.extend(tags_of(&listing));
         let existing: Vec<String> = listing.into_iter().map(|(rel, _)| rel).collect();
         if evolution.rewrite_all {
             let known: HashSet<String> = parts.iter().map(|(rel, _)| rel.clone()).collect();
@@ -670,7 +702,7 @@ impl Written {
 }
 
 /// The tags of the files this run wrote, for the digest: from the object store's answers, and on local disk read
-/// back (a stat) for the partitions the digest will name. Emptied partitions have none.
+/// back (a stat) for the partitions the digest will name. Emptied partitions have none, nor those with rejects.
 async fn update_tags(
     lake: &crate::sink::Lake,
     spec: &CollectionSpec,
@@ -678,19 +710,31 @@ async fn update_tags(
     results: &[(String, super::write::PartitionOutcome)],
 ) -> Result<()> {
     let named = read.recent.partitions();
+    let mut unknown = Vec::new();
     for (rel, r) in results.iter().filter(|(_, r)| r.written) {
-        let tag = match (&r.tag, r.rows) {
-            (_, 0) => None,
-            (Some(tag), _) => Some(tag.clone()),
-            (None, _) if named.contains(rel.as_str()) => {
-                lake.tag_of(&lake.partition_file(&spec.database, &spec.collection, rel)).await?
+        read.tags.remove(rel);
+        match (&r.tag, r.rows) {
+            (_, 0) => {}
+            (Some(tag), _) => {
+                read.tags.insert(rel.clone(), tag.clone());
             }
-            (None, _) => None,
-        };
-        match tag {
-            Some(tag) => read.tags.insert(rel.clone(), tag),
-            None => read.tags.remove(rel),
-        };
+            (None, _) => unknown.push(rel.clone()),
+        }
+    }
+    // (and those the digest names that this run left alone and the listing gave no tag: local disk's)
+    let written: HashSet<&str> = results.iter().filter(|(_, r)| r.written).map(|(rel, _)| rel.as_str()).collect();
+    unknown.extend(
+        named
+            .iter()
+            .filter(|rel| !written.contains(&***rel) && !read.tags.contains_key(&***rel))
+            .map(|r| r.to_string()),
+    );
+    unknown.retain(|rel| named.contains(rel.as_str()));
+    add_tags(lake, spec, unknown, &mut read.tags).await?;
+    // A partition whose documents had values rejected keeps no digest entries: a rerun processes them again and
+    // lists their rejects under its own run, as without a digest.
+    for (rel, _) in results.iter().filter(|(_, r)| !r.rejects.is_empty()) {
+        read.tags.remove(rel);
     }
     Ok(())
 }
