@@ -133,14 +133,16 @@ struct Recent {
     version: Version,
     /// When the next run's query re-reads it (see [`Recorder::record`]).
     at: Option<i64>,
+    /// The next run's query matches it whatever `at` (see [`Recorder::sticky`]): kept by every prune.
+    sticky: bool,
     hash: VersionHash,
     rel: Arc<str>,
 }
 
 /// The versions a run reads that the next run may re-read: every document whose timestamp (or ObjectId `_id`'s
 /// creation time) is within the overlap of the newest timestamp read so far, capped at the read's start (older
-/// ones are pruned as the newest moves on), and in an incremental run every document its query matched another
-/// way ([`Recorder::incremental`]).
+/// ones are pruned as the newest moves on), and every document the next run's query matches another way
+/// ([`Recorder::sticky`]).
 #[derive(Debug, Default)]
 pub struct Recorder {
     overlap_ms: i64,
@@ -176,19 +178,24 @@ impl Recorder {
         self.query_since = Some(since);
     }
 
-    /// Read although older than the query's bound (or without a timestamp): matched another way.
-    fn sticky(&self, at: Option<i64>) -> bool {
-        match (at, self.query_since) {
-            (_, None) => false,
-            (None, Some(_)) => true,
-            (Some(t), Some(since)) => t < since,
-        }
+    /// Whether the next run's query matches a document whatever its time `at`: its timestamp is stored as text
+    /// (the query's text branch compares strings, `>=` the day before its bound, so an ISO date matches for a
+    /// day and a text of another shape may match every night), or an incremental run read it from before its
+    /// bound or without a timestamp (it matched another way, and will again).
+    fn sticky(&self, at: Option<i64>, stamped_as_text: bool) -> bool {
+        stamped_as_text
+            || match (at, self.query_since) {
+                (_, None) => false,
+                (None, Some(_)) => true,
+                (Some(t), Some(since)) => t < since,
+            }
     }
 
-    /// Whether a document with timestamp `ts` would be recorded (so its hash and partition are worth computing).
-    pub fn wants(&self, ts: Option<i64>) -> bool {
+    /// Whether a document the next run re-reads at `at` would be recorded (so its hash and partition are worth
+    /// computing); `stamped_as_text`: its timestamp field holds a string.
+    pub fn wants(&self, ts: Option<i64>, stamped_as_text: bool) -> bool {
         !self.overflowed
-            && (self.sticky(ts)
+            && (self.sticky(ts, stamped_as_text)
                 || match (ts, self.newest) {
                     (None, _) => false,
                     (Some(_), None) => true,
@@ -200,10 +207,21 @@ impl Recorder {
     /// its timestamp, `at` when the next run's query re-reads it: the timestamp, or the creation time of an
     /// ObjectId `_id` when that is later (the query's `_id` branch re-reads documents created in the window
     /// whatever their timestamp).
-    pub fn record(&mut self, key: &str, ts: Option<i64>, at: Option<i64>, seq: u64, hash: VersionHash, rel: Arc<str>) {
+    #[allow(clippy::too_many_arguments)]
+    pub fn record(
+        &mut self,
+        key: &str,
+        ts: Option<i64>,
+        at: Option<i64>,
+        stamped_as_text: bool,
+        seq: u64,
+        hash: VersionHash,
+        rel: Arc<str>,
+    ) {
         if self.overflowed {
             return;
         }
+        let sticky = self.sticky(at, stamped_as_text);
         if let Some(ts) = ts {
             let capped = self.read_started.map_or(ts, |at| ts.min(at));
             self.newest = Some(self.newest.map_or(capped, |n| n.max(capped)));
@@ -211,9 +229,9 @@ impl Recorder {
         let version = Version::read(ts, seq);
         match self.entries.get_mut(key) {
             Some(e) if e.version >= version => {}
-            Some(e) => *e = Recent { version, at, hash, rel },
+            Some(e) => *e = Recent { version, at, sticky, hash, rel },
             None => {
-                self.entries.insert(key.to_string(), Recent { version, at, hash, rel });
+                self.entries.insert(key.to_string(), Recent { version, at, sticky, hash, rel });
             }
         }
         let len = self.entries.len();
@@ -228,12 +246,7 @@ impl Recorder {
     }
 
     fn prune(&mut self, from: i64) {
-        let since = self.query_since;
-        self.entries.retain(|_, e| match (e.at, since) {
-            (None, since) => since.is_some(),
-            (Some(t), Some(since)) if t < since => true,
-            (Some(t), _) => t >= from,
-        });
+        self.entries.retain(|_, e| e.sticky || e.at.is_some_and(|t| t >= from));
         self.pruned_at = self.entries.len();
     }
 
@@ -291,12 +304,12 @@ mod tests {
     #[test]
     fn the_newest_version_of_a_key_is_kept_by_the_dedup_rule() {
         let mut r = Recorder::new(1_000);
-        r.record("k", Some(5_000), Some(5_000), 1, version_hash(b"new"), rel("p=1"));
+        r.record("k", Some(5_000), Some(5_000), false, 1, version_hash(b"new"), rel("p=1"));
         // read later, but older: the first stays (the greater timestamp wins)
-        r.record("k", Some(4_500), Some(4_500), 2, version_hash(b"old"), rel("p=2"));
+        r.record("k", Some(4_500), Some(4_500), false, 2, version_hash(b"old"), rel("p=2"));
         // the same timestamp read later wins
-        r.record("j", Some(5_000), Some(5_000), 3, version_hash(b"j1"), rel("p=1"));
-        r.record("j", Some(5_000), Some(5_000), 4, version_hash(b"j2"), rel("p=3"));
+        r.record("j", Some(5_000), Some(5_000), false, 3, version_hash(b"j1"), rel("p=1"));
+        r.record("j", Some(5_000), Some(5_000), false, 4, version_hash(b"j2"), rel("p=3"));
         let d = r.finish("f".into(), 0, |rel| Some(format!("tag-{rel}"))).unwrap();
         let known = d.known(
             "f",
@@ -309,9 +322,9 @@ mod tests {
     #[test]
     fn only_partitions_with_the_recorded_tag_and_the_same_settings_are_known() {
         let mut r = Recorder::new(1_000);
-        r.record("a", Some(5_000), Some(5_000), 1, version_hash(b"a"), rel("p=1"));
-        r.record("b", Some(5_000), Some(5_000), 2, version_hash(b"b"), rel("p=2"));
-        r.record("c", Some(5_000), Some(5_000), 3, version_hash(b"c"), rel("p=3"));
+        r.record("a", Some(5_000), Some(5_000), false, 1, version_hash(b"a"), rel("p=1"));
+        r.record("b", Some(5_000), Some(5_000), false, 2, version_hash(b"b"), rel("p=2"));
+        r.record("c", Some(5_000), Some(5_000), false, 3, version_hash(b"c"), rel("p=3"));
         // p=3's file has no tag known (written by a path that does not tell it): not in the digest
         let d = r.finish("f".into(), 0, |rel| (rel != "p=3").then(|| format!("t{rel}"))).unwrap();
         assert_eq!(d.len(), 2);
@@ -325,27 +338,34 @@ mod tests {
     #[test]
     fn versions_older_than_the_window_are_left_out_and_deleted_keys_forgotten() {
         let mut r = Recorder::new(1_000);
-        assert!(r.wants(Some(1)) && !r.wants(None));
-        r.record("old", Some(1_000), Some(1_000), 1, version_hash(b"o"), rel("p=1"));
-        r.record("new", Some(9_000), Some(9_000), 2, version_hash(b"n"), rel("p=1"));
-        r.record("gone", Some(9_000), Some(9_000), 3, version_hash(b"g"), rel("p=1"));
-        assert!(!r.wants(Some(7_999)) && r.wants(Some(8_000)));
+        assert!(r.wants(Some(1), false) && !r.wants(None, false));
+        r.record("old", Some(1_000), Some(1_000), false, 1, version_hash(b"o"), rel("p=1"));
+        r.record("new", Some(9_000), Some(9_000), false, 2, version_hash(b"n"), rel("p=1"));
+        r.record("gone", Some(9_000), Some(9_000), false, 3, version_hash(b"g"), rel("p=1"));
+        assert!(!r.wants(Some(7_999), false) && r.wants(Some(8_000), false));
         // a document stamped ahead of the read's start moves the window only as far as that start
         let mut ahead = Recorder::new(1_000);
         ahead.read_started(5_000);
-        ahead.record("early", Some(4_200), Some(4_200), 1, version_hash(b"e"), rel("p=1"));
-        ahead.record("future", Some(60_000), Some(60_000), 2, version_hash(b"f"), rel("p=1"));
-        assert!(ahead.wants(Some(4_000)) && !ahead.wants(Some(3_999)));
+        ahead.record("early", Some(4_200), Some(4_200), false, 1, version_hash(b"e"), rel("p=1"));
+        ahead.record("future", Some(60_000), Some(60_000), false, 2, version_hash(b"f"), rel("p=1"));
+        assert!(ahead.wants(Some(4_000), false) && !ahead.wants(Some(3_999), false));
         // an incremental run's documents from before its query's bound, or without a timestamp, matched another
         // way: recorded and never pruned (a full load's are not)
-        assert!(!ahead.wants(None) && !ahead.wants(Some(10)));
+        assert!(!ahead.wants(None, false) && !ahead.wants(Some(10), false));
         ahead.incremental(2_000);
-        assert!(ahead.wants(None) && ahead.wants(Some(10)) && !ahead.wants(Some(2_500)));
-        ahead.record("untimed", None, None, 3, version_hash(b"u"), rel("p=2"));
-        ahead.record("string-stamped", Some(10), Some(10), 4, version_hash(b"s"), rel("p=2"));
+        assert!(ahead.wants(None, false) && ahead.wants(Some(10), false) && !ahead.wants(Some(2_500), false));
+        ahead.record("untimed", None, None, false, 3, version_hash(b"u"), rel("p=2"));
+        ahead.record("old-stamped", Some(10), Some(10), false, 4, version_hash(b"s"), rel("p=2"));
+        // a timestamp stored as text: recorded in a full load too
+        let mut full = Recorder::new(1_000);
+        full.record("iso", Some(9_000), Some(9_000), false, 1, version_hash(b"i"), rel("p=1"));
+        assert!(!full.wants(Some(10), false) && full.wants(Some(10), true));
+        full.record("text", Some(10), Some(10), true, 2, version_hash(b"t"), rel("p=1"));
+        let d = full.finish("f".into(), 8_000, |_| Some("t".into())).unwrap();
+        assert_eq!(d.len(), 2);
         let d = ahead.finish("f".into(), 4_000, |_| Some("t".into())).unwrap();
         let keys: Vec<&str> = d.partitions.iter().flat_map(|p| p.docs.iter().map(|(k, _)| k.as_str())).collect();
-        assert_eq!(keys, vec!["early", "future", "string-stamped", "untimed"]);
+        assert_eq!(keys, vec!["early", "future", "old-stamped", "untimed"]);
         r.forget([&"gone".to_string()]);
         let d = r.finish("f".into(), 8_000, |_| Some("t".into())).unwrap();
         assert_eq!(d.partitions[0].docs.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(), vec!["new"]);
@@ -355,9 +375,9 @@ mod tests {
     fn a_window_too_large_keeps_no_digest() {
         let mut r = Recorder::new(i64::MAX / 4);
         for i in 0..=MAX_ENTRIES as u64 {
-            r.record(&format!("k{i}"), Some(1_000), Some(1_000), i, [0; 16], rel("p"));
+            r.record(&format!("k{i}"), Some(1_000), Some(1_000), false, i, [0; 16], rel("p"));
         }
-        assert!(!r.wants(Some(1_000)));
+        assert!(!r.wants(Some(1_000), false));
         assert!(r.finish("f".into(), 0, |_| Some("t".into())).is_none());
     }
 }

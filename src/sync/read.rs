@@ -258,7 +258,9 @@ impl ReadPass {
                 ))
             }
         };
-        let ts = field(self.capture.timestamp, &self.spec.timestamp_column).and_then(timestamp::instant_millis);
+        let stamp = field(self.capture.timestamp, &self.spec.timestamp_column);
+        let ts = stamp.and_then(timestamp::instant_millis);
+        let stamped_as_text = matches!(stamp, Some(RawBsonRef::String(_)));
         if let Some(t) = ts {
             self.max_ts = Some(self.max_ts.map_or(t, |m| m.max(t)));
         }
@@ -269,7 +271,7 @@ impl ReadPass {
                 self.present[i] += 1;
             }
         }
-        if self.skip_unchanged(doc, &key, ts, &values) {
+        if self.skip_unchanged(doc, &key, (ts, stamped_as_text), &values) {
             self.unchanged += 1;
             return Ok(());
         }
@@ -278,16 +280,22 @@ impl ReadPass {
 
     /// Whether this document is the version of its key the lake holds (the digest knows its hash and no other
     /// version read in this run outranks it), so it is not buffered; records it for the next digest either way.
-    fn skip_unchanged(&mut self, doc: &RawDocument, key: &str, ts: Option<i64>, values: &[Option<String>]) -> bool {
+    fn skip_unchanged(
+        &mut self,
+        doc: &RawDocument,
+        key: &str,
+        (ts, text): (Option<i64>, bool),
+        values: &[Option<String>],
+    ) -> bool {
         let known = self.known.get(key);
         // (when the next run re-reads it: by its timestamp, or by its `_id`'s creation time, see Recorder::record)
         let mut at = ts;
-        if !self.recent.wants(at) {
+        if !self.recent.wants(at, text) {
             if let Ok(Some(RawBsonRef::ObjectId(id))) = doc.get("_id") {
                 at = Some(at.map_or(id.timestamp().timestamp_millis(), |t| t.max(id.timestamp().timestamp_millis())));
             }
         }
-        let wanted = self.recent.wants(at);
+        let wanted = self.recent.wants(at, text);
         if known.is_none() && !wanted {
             return false;
         }
@@ -300,7 +308,7 @@ impl ReadPass {
                     let rel = rel.clone();
                     let skipped = self.skipped.entry(key.to_string()).or_insert(version);
                     *skipped = (*skipped).max(version);
-                    self.recent.record(key, ts, at, self.seq, hash, rel);
+                    self.recent.record(key, ts, at, text, self.seq, hash, rel);
                     return true;
                 }
                 if self.skipped.get(key).is_some_and(|skipped| *skipped > version) {
@@ -312,7 +320,7 @@ impl ReadPass {
         }
         if wanted {
             let rel: Arc<str> = Arc::from(self.partitioner.relative_path(values));
-            self.recent.record(key, ts, at, self.seq, hash, rel);
+            self.recent.record(key, ts, at, text, self.seq, hash, rel);
         }
         false
     }
