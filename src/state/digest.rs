@@ -127,6 +127,65 @@ impl Digest {
     }
 }
 
+/// Pass 1's decision, document by document: skip a version the lake holds, unless another version of its key
+/// was buffered (then every later one is too, and the dedup rule picks among them as without a digest).
+#[derive(Debug, Default)]
+pub struct Skipper {
+    known: Known,
+    /// Known keys skipped, with the greatest version skipped: a later-read version that loses to it is skipped too.
+    skipped: FastMap<String, Version>,
+    /// Known keys with a version buffered.
+    buffered: crate::FastSet<String>,
+}
+
+impl Skipper {
+    pub fn new(known: Known) -> Skipper {
+        Skipper { known, ..Skipper::default() }
+    }
+
+    pub fn len(&self) -> usize {
+        self.known.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.known.is_empty()
+    }
+
+    /// Whether `key` is known (worth hashing the document for).
+    pub fn knows(&self, key: &str) -> bool {
+        self.known.contains_key(key)
+    }
+
+    /// The partition the lake holds `key` in when this version (`hash`, `version`) is not to be buffered: it is
+    /// the version the lake holds and nothing buffered outranks it (`Skip::Held`), or it loses to a version
+    /// skipped before (`Skip::Outranked`). None: buffer it.
+    pub fn skip(&mut self, key: &str, hash: &VersionHash, version: Version) -> Option<Skip> {
+        let (held, rel) = self.known.get(key)?;
+        if self.buffered.contains(key) {
+            return None;
+        }
+        if held == hash {
+            let skipped = self.skipped.entry(key.to_string()).or_insert(version);
+            *skipped = (*skipped).max(version);
+            return Some(Skip::Held(rel.clone()));
+        }
+        if self.skipped.get(key).is_some_and(|skipped| *skipped > version) {
+            return Some(Skip::Outranked);
+        }
+        self.buffered.insert(key.to_string());
+        None
+    }
+}
+
+/// Why a version is not buffered ([`Skipper::skip`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Skip {
+    /// The lake holds this very version, in this partition.
+    Held(Arc<str>),
+    /// An older version read after the one the lake holds: that one still wins, as it would have.
+    Outranked,
+}
+
 /// One recorded version: the newest of its key read in this run, by the dedup rule.
 #[derive(Debug, Clone)]
 struct Recent {
@@ -291,6 +350,29 @@ mod tests {
 
     fn rel(s: &str) -> Arc<str> {
         Arc::from(s)
+    }
+
+    #[test]
+    fn a_version_the_lake_holds_is_skipped_unless_another_of_its_key_is_buffered() {
+        let (a, b) = (version_hash(b"a"), version_hash(b"b"));
+        let known = |k: &str| Known::from_iter([(k.to_string(), (a, rel("p=1")))]);
+        let v = |ts: i64, seq: u64| Version::read(Some(ts), seq);
+        // the held version alone: skipped; an unknown key or another version: buffered
+        let mut s = Skipper::new(known("k"));
+        assert_eq!(s.skip("k", &a, v(10, 1)), Some(Skip::Held(rel("p=1"))));
+        assert_eq!(s.skip("other", &a, v(10, 2)), None);
+        // then a newer different version: buffered (it wins over the file's row, as it would have)
+        assert_eq!(s.skip("k", &b, v(11, 3)), None);
+        // and once one is buffered, every later one is, the held version too: the dedup rule decides
+        assert_eq!(s.skip("k", &a, v(10, 4)), None);
+        // skipped, then an older different version read later: skipped too (the held one outranks it)
+        let mut s = Skipper::new(known("k"));
+        assert!(s.skip("k", &a, v(10, 1)).is_some());
+        assert_eq!(s.skip("k", &b, v(9, 2)), Some(Skip::Outranked));
+        // a different version first: buffered, and the held one read after it is buffered as well
+        let mut s = Skipper::new(known("k"));
+        assert_eq!(s.skip("k", &b, v(9, 1)), None);
+        assert_eq!(s.skip("k", &a, v(10, 2)), None);
     }
 
     #[test]

@@ -60,6 +60,7 @@ use super::write::{Destination, PartitionWriter};
 use crate::config::CollectionSpec;
 use crate::schema::registry::StoredSchema;
 use crate::schema::{text, LakeType};
+use crate::state::digest::Skipper;
 use crate::state::index::KeyIndex;
 use crate::state::{self, lease, StateRow};
 use crate::transform::partition::Partitioner;
@@ -215,7 +216,7 @@ impl Prepared {
                 let mut tags = tags_of(&listing);
                 let named = digest.partitions.iter().map(|p| p.rel.as_str());
                 add_tags(&ctx.lake, &spec, listed_only(&listing, named), &mut tags).await?;
-                pass.known = digest.known(&crate::state::digest::fingerprint(&spec), &tags);
+                pass.known = Skipper::new(digest.known(&crate::state::digest::fingerprint(&spec), &tags));
                 tracing::debug!(collection = %name, known = pass.known.len(), of = digest.len(), "Digest of the run before");
                 (Some(listing), tags)
             }

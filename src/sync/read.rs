@@ -6,11 +6,11 @@ use super::context::RunContext;
 use super::rejects::Reject;
 use crate::config::{CollectionSpec, PartitionKey};
 use crate::schema::{text, Field, LakeType};
-use crate::state::digest::{version_hash, Known, Recorder};
+use crate::state::digest::{version_hash, Recorder, Skip, Skipper};
 use crate::transform::dedup::Version;
 use crate::transform::partition::Partitioner;
 use crate::transform::{get_path, timestamp};
-use crate::{Error, FastMap, FastSet, Result};
+use crate::{Error, Result};
 use bson::{RawBsonRef, RawDocument};
 use futures::StreamExt;
 use std::sync::Arc;
@@ -45,15 +45,11 @@ pub struct ReadPass {
     /// What a value its column's type cannot hold does (the stored schema's policy; set before reading).
     pub conflicts: crate::schema::Conflicts,
     /// The documents whose version the lake holds (from the digest of the run before; set before reading).
-    pub known: Known,
+    pub known: Skipper,
     /// The versions read that the next run may re-read (its digest).
     pub recent: Recorder,
     /// Documents read as the lake holds them and not buffered (see [`crate::state::digest`]).
     pub unchanged: u64,
-    /// Known keys skipped, with the version skipped: a later version that loses to it is skipped too.
-    skipped: FastMap<String, Version>,
-    /// Known keys with a version buffered: another version of theirs is buffered too, and the dedup rule decides.
-    buffered_known: FastSet<String>,
     ctx: Arc<RunContext>,
 }
 
@@ -108,11 +104,9 @@ impl ReadPass {
             masked: Default::default(),
             conflicts: crate::schema::Conflicts::Widen,
             capture: Capture::new(spec),
-            known: Known::default(),
+            known: Skipper::default(),
             recent: Recorder::new(ctx.sync.overlap.num_milliseconds()),
             unchanged: 0,
-            skipped: FastMap::default(),
-            buffered_known: FastSet::default(),
             ctx: ctx.clone(),
         })
     }
@@ -287,7 +281,7 @@ impl ReadPass {
         (ts, text): (Option<i64>, bool),
         values: &[Option<String>],
     ) -> bool {
-        let known = self.known.get(key);
+        let known = self.known.knows(key);
         // (when the next run re-reads it: by its timestamp, or by its `_id`'s creation time, see Recorder::record)
         let mut at = ts;
         if !self.recent.wants(at, text) {
@@ -296,27 +290,18 @@ impl ReadPass {
             }
         }
         let wanted = self.recent.wants(at, text);
-        if known.is_none() && !wanted {
+        if !known && !wanted {
             return false;
         }
         let hash = version_hash(doc.as_bytes());
         let version = Version::read(ts, self.seq);
-        if let Some((h, rel)) = known {
-            // (once a version of the key is buffered, every later one is: the dedup rule picks among them)
-            if !self.buffered_known.contains(key) {
-                if *h == hash {
-                    let rel = rel.clone();
-                    let skipped = self.skipped.entry(key.to_string()).or_insert(version);
-                    *skipped = (*skipped).max(version);
-                    self.recent.record(key, ts, at, text, self.seq, hash, rel);
-                    return true;
-                }
-                if self.skipped.get(key).is_some_and(|skipped| *skipped > version) {
-                    // (an older version read after the one the lake holds: that one still wins, as it would have)
-                    return true;
-                }
-                self.buffered_known.insert(key.to_string());
+        match self.known.skip(key, &hash, version) {
+            Some(Skip::Held(rel)) => {
+                self.recent.record(key, ts, at, text, self.seq, hash, rel);
+                return true;
             }
+            Some(Skip::Outranked) => return true,
+            None => {}
         }
         if wanted {
             let rel: Arc<str> = Arc::from(self.partitioner.relative_path(values));
