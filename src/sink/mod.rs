@@ -378,7 +378,7 @@ impl Lake {
 
     /// [`Lake::list_partitions`] with each data file's tag where the listing gives it for free: an object
     /// store's ETag (a hash of the content on S3). On local disk the folders alone are read ([`listing`]: no stat
-    /// per file) and the tags are None; [`Lake::tag_of`] reads one (inode, modification time and size).
+    /// per file) and the tags are None; [`Lake::local_tags`] reads them.
     pub async fn list_partition_tags(&self, db: &str, coll: &str) -> Result<Vec<(String, Option<String>)>> {
         let table = self.table_path(db, coll);
         if let Some(fs) = self.local_fs.as_ref().filter(|_| self.local_dir.is_some()) {
@@ -412,13 +412,33 @@ impl Lake {
         Ok(out)
     }
 
-    /// A file's tag as a listing shows it (None: it does not exist, or the store gives no tag).
-    pub async fn tag_of(&self, path: &Path) -> Result<Option<String>> {
-        match self.store.head(path).await {
-            Ok(m) => Ok(m.e_tag),
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(Error::store(format!("reading the metadata of {}", self.display(path)), e)),
-        }
+    /// The tags of partitions' data files on local disk (inode, modification time and size: a file put in
+    /// place by a rename has a new inode), read in one blocking task, a stat each; None for a file not there.
+    /// On an object store nothing is read and every tag is None: its tags come from listings and PUTs.
+    pub async fn local_tags(&self, db: &str, coll: &str, rels: Vec<String>) -> Result<Vec<(String, Option<String>)>> {
+        let Some(fs) = self.local_fs.as_ref().filter(|_| self.local_dir.is_some()) else {
+            return Ok(rels.into_iter().map(|rel| (rel, None)).collect());
+        };
+        let files = rels
+            .into_iter()
+            .map(|rel| Ok((self.local_path(fs, &self.partition_file(db, coll, &rel))?, rel)))
+            .collect::<Result<Vec<_>>>()?;
+        let shown = self.display(&self.table_path(db, coll));
+        tokio::task::spawn_blocking(move || {
+            use std::os::unix::fs::MetadataExt;
+            files
+                .into_iter()
+                .map(|(file, rel)| match std::fs::metadata(&file) {
+                    Ok(m) => {
+                        Ok((rel, Some(format!("{:x}-{:x}.{:x}-{:x}", m.ino(), m.mtime(), m.mtime_nsec(), m.size()))))
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok((rel, None)),
+                    Err(e) => Err(Error::io(format!("reading the metadata of {shown}/{rel}"), e)),
+                })
+                .collect()
+        })
+        .await
+        .map_err(|e| Error::encode("reading file metadata", e))?
     }
 
     /// `known` (a sync's list of the table after its write), or the partitions listed.

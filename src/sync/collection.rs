@@ -329,22 +329,18 @@ fn listed_only<'a>(listing: &'a Listing, wanted: impl Iterator<Item = &'a str>) 
     wanted.filter(|rel| untagged.contains(rel)).map(str::to_string).collect()
 }
 
-/// Reads the tags of `rels`' files (local disk: a stat each) into `tags`; a file not there has none.
+/// Reads the tags of `rels`' files on local disk (a stat each) into `tags`; a file not there has none, nor any on
+/// an object store (whose tags come from the listing and the PUTs).
 async fn add_tags(
     lake: &crate::sink::Lake,
     spec: &CollectionSpec,
     rels: Vec<String>,
     tags: &mut FastMap<String, String>,
 ) -> Result<()> {
-    use futures::{StreamExt, TryStreamExt};
-    let found: Vec<(String, Option<String>)> = futures::stream::iter(rels.into_iter().map(|rel| async move {
-        let tag = lake.tag_of(&lake.partition_file(&spec.database, &spec.collection, &rel)).await?;
-        Ok::<_, Error>((rel, tag))
-    }))
-    .buffer_unordered(16)
-    .try_collect()
-    .await?;
-    for (rel, tag) in found {
+    if rels.is_empty() {
+        return Ok(());
+    }
+    for (rel, tag) in lake.local_tags(&spec.database, &spec.collection, rels).await? {
         match tag {
             Some(tag) => tags.insert(rel, tag),
             None => tags.remove(&rel),
