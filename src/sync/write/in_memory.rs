@@ -42,6 +42,12 @@ impl<'r> Fresh<'r> {
     }
 }
 
+/// A file of at least this many rows is checked for [`unchanged`] before the full merge: only its key column
+/// and the matching rows are decoded then. A smaller one goes straight to [`merge_arrow`], which leaves an
+/// unchanged file alone too. Since the digest (`state::digest`) keeps re-reads of what the lake holds out of
+/// the merge, a partition reaching it has usually changed, and the check is a second decode of the file.
+const CHECK_FIRST_ROWS: u64 = 1024;
+
 /// The merge when every fresh document is a re-read: each fresh winner's key is in the file (`file_rows` rows)
 /// and its row there holds exactly the same values. The merge would then give back the file's own rows and
 /// bytes, so they are returned as they are. Only the key column and the matching rows are decoded; None when a
@@ -181,7 +187,9 @@ pub(super) fn build_from(
         let ty = file.lake_type.clone();
         if &ty == file_ty && arrow_mergeable(file.schema(), file_ty, &spec.key) {
             let fresh = Fresh::build(fresh_bytes, &rows, job)?;
-            if remove.is_empty() {
+            // (a small file is merged whole at once: the merge finds an unchanged file as well, and the check
+            // first would decode it twice when, as on most nights now, it did change)
+            if remove.is_empty() && file.rows >= CHECK_FIRST_ROWS {
                 if let Some(built) = unchanged(&file, &fresh, job)? {
                     return Ok(built);
                 }
