@@ -276,7 +276,8 @@ fn row_count(bytes: bytes::Bytes) -> std::result::Result<u64, parquet::errors::P
 }
 
 /// Keeps the collection's table definitions in step with the lake: the Athena DDL, Glue `TableInput` and BI
-/// views next to its schema (each rewritten only when it differs from what is stored there) and, in Glue mode,
+/// views next to its schema (each rewritten only when it differs from what is stored there, or from what
+/// `recorded` says the last committed run left there: see [`Published::definitions`]) and, in Glue mode,
 /// the Data Catalog itself ([`remote`]). Call it after the schema is saved and before the watermark, so the
 /// definition never names a type the files lack and a catalog failure leaves the watermark where it was.
 ///
@@ -292,6 +293,7 @@ pub async fn publish(
     catalog: &CatalogConfig,
     glue: Option<&Glue>,
     partitions: Option<&[String]>,
+    recorded: &str,
 ) -> Result<Published> {
     let def = match describe(lake, spec, schema, catalog, partitions).await {
         Ok(def) => def,
@@ -327,21 +329,35 @@ pub async fn publish(
         }
     }
     let files = [
-        (athena_path(lake, db, coll), def.to_athena_sql()),
-        (glue_path(lake, db, coll), def.to_glue_json()),
-        (lake.layout().views_sql(db, coll), views::render(&def, &views)),
+        ("athena", athena_path(lake, db, coll), def.to_athena_sql()),
+        ("glue", glue_path(lake, db, coll), def.to_glue_json()),
+        ("views", lake.layout().views_sql(db, coll), views::render(&def, &views)),
     ];
     let mut changed = false;
-    for (path, text) in files {
+    let mut left = Vec::with_capacity(files.len());
+    for (kind, path, text) in files {
+        let hash = text_hash(&text);
         let write = async {
-            if lake.get_opt(&path).await?.as_deref() != Some(text.as_bytes()) {
-                lake.put(&path, text.into_bytes().into()).await?;
-                return Ok::<bool, Error>(true);
+            match recorded_hash(recorded, kind) {
+                // as the last committed run left it: neither read nor written
+                Some(h) if h == hash => return Ok::<bool, Error>(false),
+                // changed since: written without reading the old text first
+                Some(_) => {}
+                None => {
+                    if lake.get_opt(&path).await?.as_deref() == Some(text.as_bytes()) {
+                        return Ok(false);
+                    }
+                }
             }
-            Ok(false)
+            lake.put(&path, text.into_bytes().into()).await?;
+            Ok(true)
         };
         match write.await {
-            Ok(c) => changed |= c,
+            Ok(c) => {
+                changed |= c;
+                left.push(format!("{kind}:{hash}"));
+            }
+            // (not recorded: the next run reads the file and compares)
             Err(e) => {
                 tracing::warn!(collection = %spec.name(), error = %e, "Could not update the table definition next to the schema");
             }
@@ -355,7 +371,23 @@ pub async fn publish(
             "Table definition changed; re-apply it in Athena (DROP TABLE, then the new CREATE)"
         );
     }
-    Ok(Published { files_changed: changed && glue.is_none(), glue: applied.filter(|c| !c.is_empty()) })
+    Ok(Published {
+        files_changed: changed && glue.is_none(),
+        glue: applied.filter(|c| !c.is_empty()),
+        definitions: left.join(" "),
+    })
+}
+
+/// A definition file's text as the state row records it ([`Published::definitions`]): 64 bits of its SHA-256,
+/// in hex.
+fn text_hash(text: &str) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(text.as_bytes())[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The hash `recorded` (`kind:hash` pairs, space-separated) gives for `kind`.
+fn recorded_hash<'a>(recorded: &'a str, kind: &str) -> Option<&'a str> {
+    recorded.split(' ').find_map(|pair| pair.strip_prefix(kind)?.strip_prefix(':'))
 }
 
 /// What [`publish`] did.
@@ -365,6 +397,14 @@ pub struct Published {
     pub files_changed: bool,
     /// Glue mode: what this run applied to the Data Catalog (None: it was already in step).
     pub glue: Option<remote::Changes>,
+    /// What the definition files hold now, for the state row's `definitions` column: `kind:hash` for each file
+    /// written or found as it should be, space-separated (one that could not be written is left out, so the
+    /// next run reads it and compares). With `recorded`, the value the last committed run left, [`publish`]
+    /// neither reads nor writes a file whose new text hashes the same, and writes a changed one without reading
+    /// it first: three requests a collection a night fewer on S3. Empty `recorded` (an older state file, a
+    /// relayout's row; a sync passes it on a full load and a reconcile run, so a file deleted by hand comes
+    /// back then): each file is read and compared.
+    pub definitions: String,
 }
 
 #[cfg(test)]
@@ -504,24 +544,60 @@ pub(crate) mod tests {
         let s = schema(vec![field("_id", LakeType::String), field("created_at", LakeType::Timestamp)]);
         let catalog = CatalogConfig::default();
         assert!(
-            !publish(&lake, &spec, &schema(vec![]), &catalog, None, None).await.unwrap().files_changed,
+            !publish(&lake, &spec, &schema(vec![]), &catalog, None, None, "").await.unwrap().files_changed,
             "no columns, no table"
         );
         lake.put(&lake.partition_file("hims", "Lab Results", "date=2025-07-01"), vec![0u8].into()).await.unwrap();
-        assert!(publish(&lake, &spec, &s, &catalog, None, None).await.unwrap().files_changed, "first definition");
+        assert!(publish(&lake, &spec, &s, &catalog, None, None, "").await.unwrap().files_changed, "first definition");
         assert!(
-            !publish(&lake, &spec, &s, &catalog, None, None).await.unwrap().files_changed,
+            !publish(&lake, &spec, &s, &catalog, None, None, "").await.unwrap().files_changed,
             "same inputs, same bytes"
         );
         let sql = lake.get_opt(&athena_path(&lake, "hims", "Lab Results")).await.unwrap().unwrap();
         assert!(std::str::from_utf8(&sql).unwrap().contains("'2025-07-01,NOW+1DAYS'"));
         lake.put(&lake.partition_file("hims", "Lab Results", "date=2025-06-01"), vec![0u8].into()).await.unwrap();
         assert!(
-            publish(&lake, &spec, &s, &catalog, None, None).await.unwrap().files_changed,
+            publish(&lake, &spec, &s, &catalog, None, None, "").await.unwrap().files_changed,
             "an earlier date moves the range start"
         );
         let json = lake.get_opt(&glue_path(&lake, "hims", "Lab Results")).await.unwrap().unwrap();
         let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
         assert_eq!(v["Parameters"]["projection.date.range"], "2025-06-01,NOW+1DAYS");
+    }
+
+    #[tokio::test]
+    async fn publish_trusts_what_the_last_run_recorded_and_reads_without_it() {
+        let lake = Lake::from_store(
+            std::sync::Arc::new(object_store::memory::InMemory::new()),
+            Path::default(),
+            "s3://bucket/raw",
+        );
+        let spec = spec("date(created_at)");
+        let s = schema(vec![field("_id", LakeType::String), field("created_at", LakeType::Timestamp)]);
+        let catalog = CatalogConfig::default();
+        lake.put(&lake.partition_file("hims", "Lab Results", "date=2025-07-01"), vec![0u8].into()).await.unwrap();
+        let first = publish(&lake, &spec, &s, &catalog, None, None, "").await.unwrap();
+        let kinds: Vec<&str> = first.definitions.split(' ').map(|p| p.split(':').next().unwrap()).collect();
+        assert_eq!(kinds, ["athena", "glue", "views"], "{}", first.definitions);
+        assert_eq!(recorded_hash(&first.definitions, "glue").map(str::len), Some(16));
+        // The recorded hashes are trusted: a file gone behind mongolake's back is not even looked at...
+        let sql = athena_path(&lake, "hims", "Lab Results");
+        lake.delete(&sql).await.unwrap();
+        let again = publish(&lake, &spec, &s, &catalog, None, None, &first.definitions).await.unwrap();
+        assert!(!again.files_changed);
+        assert_eq!(again.definitions, first.definitions);
+        assert_eq!(lake.get_opt(&sql).await.unwrap(), None, "neither read nor written");
+        // ...without them each file is read and compared, and the missing one comes back.
+        assert!(publish(&lake, &spec, &s, &catalog, None, None, "").await.unwrap().files_changed);
+        assert!(lake.get_opt(&sql).await.unwrap().is_some());
+        // A changed definition is written (without a read) and recorded anew.
+        lake.put(&lake.partition_file("hims", "Lab Results", "date=2025-06-01"), vec![0u8].into()).await.unwrap();
+        let moved = publish(&lake, &spec, &s, &catalog, None, None, &first.definitions).await.unwrap();
+        assert!(moved.files_changed);
+        assert_ne!(recorded_hash(&moved.definitions, "athena"), recorded_hash(&first.definitions, "athena"));
+        let text = String::from_utf8(lake.get_opt(&sql).await.unwrap().unwrap().to_vec()).unwrap();
+        assert!(text.contains("'2025-06-01,NOW+1DAYS'"), "{text}");
+        assert_eq!(recorded_hash("athena:01 glue:02", "views"), None);
+        assert_eq!(recorded_hash("athena:01 glue:02", "glue"), Some("02"));
     }
 }

@@ -1,10 +1,13 @@
 //! Watermarks: `<lake>/_mongolake/state/<db>/<coll>.csv`, one row per run of the collection.
 //!
 //! ```text
-//! run_id,started_at,finished_at,watermark,rows_read,rows_written,status,mode,rows_deleted
-//! 20250701T020000123Z-3f2a,2025-07-01T02:00:00.000Z,2025-07-01T02:00:09.412Z,2025-07-01T01:59:58.120Z,1200,1188,ok,incremental,0
+//! run_id,started_at,finished_at,watermark,rows_read,rows_written,status,mode,rows_deleted,definitions
+//! 20250701T020000123Z-3f2a,2025-07-01T02:00:00.000Z,2025-07-01T02:00:09.412Z,2025-07-01T01:59:58.120Z,1200,1188,ok,incremental,0,athena:4f1c9a0b2e7d5f36 glue:9b0e61c4d2a87f15 views:0c5d7e2a9f3b1864
 //! ```
-//! (`mode` and `rows_deleted` were added with reconcile; files without them read as `incremental`, 0.)
+//! (`mode` and `rows_deleted` were added with reconcile; files without them read as `incremental`, 0.
+//! `definitions`, added with issue 24, says what the run left in the collection's table definition files, a hash
+//! of each (see `catalog::publish`): the next run neither reads nor writes a file whose new text hashes the
+//! same. Empty, or missing in an older file: the files are read and compared, as before.)
 //! The watermark is the newest document timestamp safely written, capped at the moment the run started reading
 //! (so a document stamped in the future cannot make later runs skip real changes). The next run reads from the
 //! newest `ok` row's watermark minus the overlap. Readers look columns up by header name and ignore columns they
@@ -19,8 +22,18 @@ use crate::sink::Lake;
 use crate::transform::timestamp::parse_iso;
 use crate::{Error, Result};
 
-pub const HEADER: [&str; 9] =
-    ["run_id", "started_at", "finished_at", "watermark", "rows_read", "rows_written", "status", "mode", "rows_deleted"];
+pub const HEADER: [&str; 10] = [
+    "run_id",
+    "started_at",
+    "finished_at",
+    "watermark",
+    "rows_read",
+    "rows_written",
+    "status",
+    "mode",
+    "rows_deleted",
+    "definitions",
+];
 
 /// One row of the state file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +49,8 @@ pub struct StateRow {
     pub mode: String,
     /// Rows removed because their documents no longer exist in MongoDB (reconcile runs).
     pub rows_deleted: u64,
+    /// What the run left in the table definition files (`catalog::publish`); empty: not known.
+    pub definitions: String,
 }
 
 /// The parsed state file.
@@ -51,6 +66,11 @@ impl StateFile {
     }
 
     /// When the last successful reconcile finished (epoch ms).
+    /// What the newest `ok` row says the table definition files hold (empty: not known).
+    pub fn definitions(&self) -> &str {
+        self.rows.iter().rev().find(|r| r.status == "ok").map_or("", |r| r.definitions.as_str())
+    }
+
     pub fn last_reconcile(&self) -> Option<i64> {
         self.rows.iter().rev().find(|r| r.status == "ok" && r.mode == "reconcile").map(|r| r.finished_at)
     }
@@ -89,6 +109,7 @@ impl StateFile {
                     m => m.to_string(),
                 },
                 rows_deleted: get(col("rows_deleted")).parse().unwrap_or(0),
+                definitions: get(col("definitions")).to_string(),
             });
         }
         Ok(StateFile { rows })
@@ -108,6 +129,7 @@ impl StateFile {
                 r.status.clone(),
                 r.mode.clone(),
                 r.rows_deleted.to_string(),
+                r.definitions.clone(),
             ])
             .expect("in-memory write");
         }
@@ -167,12 +189,28 @@ mod tests {
             status: status.into(),
             mode: "reconcile".into(),
             rows_deleted: 4,
+            definitions: String::new(),
         };
         let s =
             StateFile { rows: vec![row("a", Some(5000), "ok"), row("b", Some(9000), "failed"), row("c", None, "ok")] };
         let back = StateFile::parse(&s.to_csv(), "t").unwrap();
         assert_eq!(back.rows, s.rows);
         assert_eq!(StateFile { rows: s.rows[..2].to_vec() }.watermark(), Some(5000));
+    }
+
+    #[test]
+    fn the_definitions_of_the_newest_ok_row_and_none_in_a_file_of_nine_columns() {
+        let text =
+            "run_id,started_at,finished_at,watermark,rows_read,rows_written,status,mode,rows_deleted,definitions\n\
+                    a,,,,1,1,ok,full,0,athena:01 glue:02 views:03\n\
+                    b,,,,1,1,failed,incremental,0,athena:09\n";
+        let s = StateFile::parse(text, "t").unwrap();
+        assert_eq!(s.definitions(), "athena:01 glue:02 views:03", "a failed row says nothing");
+        let back = StateFile::parse(&s.to_csv(), "t").unwrap();
+        assert_eq!(back.rows, s.rows);
+        let older = "run_id,started_at,finished_at,watermark,rows_read,rows_written,status,mode,rows_deleted\n\
+                     a,,,,1,1,ok,full,0\n";
+        assert_eq!(StateFile::parse(older, "t").unwrap().definitions(), "", "an older file: not known");
     }
 
     #[test]

@@ -661,6 +661,11 @@ impl Written {
             &ctx.catalog,
             ctx.glue.as_deref(),
             partitions.as_deref().map(Vec::as_slice),
+            // (a full load and a reconcile run read and compare the files: one gone by hand comes back)
+            match base.stats.full_load || base.stats.reconciled {
+                true => "",
+                false => base.state.definitions(),
+            },
         )
         .await?;
         base.stats.table_definition_changed = published.files_changed;
@@ -688,6 +693,7 @@ impl Written {
             status: "ok".into(),
             mode: mode.into(),
             rows_deleted: stats.rows_deleted,
+            definitions: published.definitions,
         };
         let committed = state::append_to(lake, db, coll, std::mem::take(&mut base.state), row).await?;
         base.stats.committed_state = Some(Arc::new(committed));

@@ -325,7 +325,8 @@ async fn relayout(
     record.recorded_by = pending.id.clone();
     layout::save(lake, &record).await?;
     // (the table definition files; in Glue mode the next sync applies the new layout to the Data Catalog)
-    if let Err(e) = crate::catalog::publish(lake, &new_spec, &stored, &config.environment.catalog, None, None).await {
+    if let Err(e) = crate::catalog::publish(lake, &new_spec, &stored, &config.environment.catalog, None, None, "").await
+    {
         tracing::warn!(collection = %name, error = %e, "Could not update the table definition next to the schema");
     }
     if !rewrite {
@@ -383,6 +384,8 @@ async fn record_in_state(
         status: "ok".into(),
         mode: "relayout".into(),
         rows_deleted: 0,
+        // (this run's definitions are not recorded: the next sync reads the files and compares)
+        definitions: String::new(),
     };
     state::append(lake, db, coll, row).await
 }

@@ -472,8 +472,18 @@ pub fn state_rows(lake: &str, db: &str, coll: &str) -> (Vec<String>, Vec<BTreeMa
 
 /// The state file's header. Its first seven columns are what issue 2's mongolake wrote (a public contract:
 /// columns are only ever appended).
-pub const STATE_HEADER: [&str; 9] =
-    ["run_id", "started_at", "finished_at", "watermark", "rows_read", "rows_written", "status", "mode", "rows_deleted"];
+pub const STATE_HEADER: [&str; 10] = [
+    "run_id",
+    "started_at",
+    "finished_at",
+    "watermark",
+    "rows_read",
+    "rows_written",
+    "status",
+    "mode",
+    "rows_deleted",
+    "definitions",
+];
 
 /// The watermark of the newest state row, in epoch milliseconds.
 pub fn watermark(lake: &str, db: &str, coll: &str) -> i64 {
