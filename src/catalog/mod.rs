@@ -382,7 +382,7 @@ pub async fn publish(
 /// in hex.
 fn text_hash(text: &str) -> String {
     use sha2::Digest as _;
-    sha2::Sha256::digest(text.as_bytes())[..8].iter().map(|b| format!("{b:02x}")).collect()
+    crate::schema::text::hex(&sha2::Sha256::digest(text.as_bytes())[..8])
 }
 
 /// The hash `recorded` (`kind:hash` pairs, space-separated) gives for `kind`.
@@ -533,15 +533,20 @@ pub(crate) mod tests {
         assert!(def.projection_properties().contains(&("projection.date.range".into(), "NOW-1DAYS,NOW+1DAYS".into())));
     }
 
-    #[tokio::test]
-    async fn publish_writes_only_when_the_definition_changes() {
+    /// An in-memory lake, a collection partitioned by `date(created_at)` and its two-column schema.
+    fn publish_setup() -> (Lake, CollectionSpec, StoredSchema) {
         let lake = Lake::from_store(
             std::sync::Arc::new(object_store::memory::InMemory::new()),
             Path::default(),
             "s3://bucket/raw",
         );
-        let spec = spec("date(created_at)");
         let s = schema(vec![field("_id", LakeType::String), field("created_at", LakeType::Timestamp)]);
+        (lake, spec("date(created_at)"), s)
+    }
+
+    #[tokio::test]
+    async fn publish_writes_only_when_the_definition_changes() {
+        let (lake, spec, s) = publish_setup();
         let catalog = CatalogConfig::default();
         assert!(
             !publish(&lake, &spec, &schema(vec![]), &catalog, None, None, "").await.unwrap().files_changed,
@@ -567,13 +572,7 @@ pub(crate) mod tests {
 
     #[tokio::test]
     async fn publish_trusts_what_the_last_run_recorded_and_reads_without_it() {
-        let lake = Lake::from_store(
-            std::sync::Arc::new(object_store::memory::InMemory::new()),
-            Path::default(),
-            "s3://bucket/raw",
-        );
-        let spec = spec("date(created_at)");
-        let s = schema(vec![field("_id", LakeType::String), field("created_at", LakeType::Timestamp)]);
+        let (lake, spec, s) = publish_setup();
         let catalog = CatalogConfig::default();
         lake.put(&lake.partition_file("hims", "Lab Results", "date=2025-07-01"), vec![0u8].into()).await.unwrap();
         let first = publish(&lake, &spec, &s, &catalog, None, None, "").await.unwrap();

@@ -28,6 +28,7 @@
 //! one of them was buffered: the read pass puts a skipped version back then (see `sync::read`), so which version
 //! wins is still [`crate::transform::dedup`]'s rule.
 use crate::config::CollectionSpec;
+use crate::schema::text::hex;
 use crate::transform::dedup::Version;
 use crate::FastMap;
 use serde::{Deserialize, Serialize};
@@ -60,10 +61,6 @@ pub fn fingerprint(spec: &CollectionSpec) -> String {
         spec.mask
     );
     hex(&sha2::Sha256::digest(settings.as_bytes())[..16])
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn unhex(text: &str) -> Option<VersionHash> {

@@ -76,7 +76,9 @@ impl StateFile {
     }
 
     pub fn parse(text: &str, location: &str) -> Result<StateFile> {
-        let mut reader = csv::ReaderBuilder::new().from_reader(text.as_bytes());
+        // (flexible: a row with fewer fields than the header, say one an operator's script appended in an older
+        // shape, reads its missing columns as empty)
+        let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(text.as_bytes());
         let headers = reader.headers().map_err(|e| bad(location, 1, e))?.clone();
         let col = |name: &str| headers.iter().position(|h| h == name);
         let (Some(run_id), Some(watermark), Some(status)) = (col("run_id"), col("watermark"), col("status")) else {
@@ -211,6 +213,9 @@ mod tests {
         let older = "run_id,started_at,finished_at,watermark,rows_read,rows_written,status,mode,rows_deleted\n\
                      a,,,,1,1,ok,full,0\n";
         assert_eq!(StateFile::parse(older, "t").unwrap().definitions(), "", "an older file: not known");
+        let appended = format!("{}b,,,,2,2,ok,incremental,0\n", s.to_csv());
+        let s = StateFile::parse(&appended, "t").unwrap();
+        assert_eq!((s.rows.len(), s.rows[2].rows_read, s.definitions()), (3, 2, ""), "a row of nine fields");
     }
 
     #[test]
