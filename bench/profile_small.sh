@@ -11,6 +11,15 @@
 #                                                               with what it calls; the data is kept)
 #   MONGOLAKE_PROFILE_NIGHT=1 bench/profile_small.sh           (the night after: the full load unprofiled, then
 #                                                               `mutate --fraction 0.01` and the night profiled)
+#   MONGOLAKE_PROFILE_COMPARE="/tmp/base /tmp/new" bench/profile_small.sh
+#                                                              (no profile: builds side by side on one night.
+#                                                               The full load and the mutation once, with the
+#                                                               first build; the lake before the night kept; then
+#                                                               MONGOLAKE_PROFILE_REPS rounds (3) of each build's
+#                                                               night from a fresh copy of it, MONGOLAKE_PROFILE_
+#                                                               SETTLE seconds (40) after the copy, user, system
+#                                                               and wall CPU by /usr/bin/time; at the end, whether
+#                                                               the builds' tables are byte for byte the same)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -20,6 +29,8 @@ trap 'scripts/servers.sh stop "$WORK/servers" >/dev/null 2>&1 || true; rm -rf "$
 MONGOLAKE_SERVERS=mongo MONGOLAKE_MONGO_PORT=$PORT scripts/servers.sh start "$WORK/servers" >/dev/null
 URI="mongodb://127.0.0.1:$PORT/?directConnection=true"
 BIN="${MONGOLAKE_PROFILE_BIN:-target/release}"
+read -r -a COMPARE <<< "${MONGOLAKE_PROFILE_COMPARE:-}"
+[ "${#COMPARE[@]}" -gt 0 ] && BIN="${COMPARE[0]}"
 for d in 1 2 3; do "$BIN/mongolake" seed --uri "$URI" --db "hims$d" --docs 6666 --seed 42 --days 142 >/dev/null; done
 mkdir -p "$WORK/cfg/environments"
 { echo "database,collection,timestamp_column,partition_by,key"
@@ -31,6 +42,39 @@ SYNC=("$BIN/mongolake" sync --env profile --config-dir "$WORK/cfg" --no-email)
 if [ "${MONGOLAKE_PROFILE_NIGHT:-0}" = 1 ]; then
   "${SYNC[@]}" >/dev/null
   for d in 1 2 3; do "$BIN/mongolake" mutate --uri "$URI" --db "hims$d" --fraction 0.01 --seed 42 --days 142 >/dev/null; done
+fi
+if [ "${#COMPARE[@]}" -gt 0 ]; then
+  "${SYNC[@]}" >"$WORK/full-load.log" 2>&1 || { cat "$WORK/full-load.log"; exit 1; }
+  for d in 1 2 3; do "$BIN/mongolake" mutate --uri "$URI" --db "hims$d" --fraction 0.01 --seed 42 --days 142 >/dev/null; done
+  mv "$WORK/lake" "$WORK/lake-before-night"
+  for rep in $(seq "${MONGOLAKE_PROFILE_REPS:-3}"); do
+    for i in "${!COMPARE[@]}"; do
+      rm -rf "$WORK/lake"
+      cp -a "$WORK/lake-before-night" "$WORK/lake"
+      sleep "${MONGOLAKE_PROFILE_SETTLE:-40}" # (ext4: see bench.settle_deletes)
+      printf '%s night %s: ' "${COMPARE[$i]}" "$rep"
+      /usr/bin/time -f "user %U s, system %S s, wall %e s, peak %M KB" \
+        "${COMPARE[$i]}/mongolake" sync --env profile --config-dir "$WORK/cfg" --no-email 2>&1 >/dev/null | tail -1
+      rm -rf "$WORK/tables-$i"
+      mkdir -p "$WORK/tables-$i"
+      for d in 1 2 3; do cp -a "$WORK/lake/hims$d" "$WORK/tables-$i/"; done
+    done
+  done
+  for i in "${!COMPARE[@]}"; do
+    [ "$i" = 0 ] && continue
+    if diff -r -q "$WORK/tables-0" "$WORK/tables-$i" >/dev/null; then
+      echo "tables of ${COMPARE[$i]} and ${COMPARE[0]}: byte for byte the same"
+    else
+      echo "tables of ${COMPARE[$i]} and ${COMPARE[0]} differ: diff -r -q $WORK/tables-0 $WORK/tables-$i"
+      KEEP=1
+    fi
+  done
+  if [ "${KEEP:-0}" = 1 ]; then
+    trap 'scripts/servers.sh stop "$WORK/servers" >/dev/null 2>&1 || true' EXIT
+  else
+    rm -rf "$WORK/lake-before-night" "$WORK"/tables-*
+  fi
+  exit 0
 fi
 if [ "${MONGOLAKE_PROFILE_STAT:-0}" = 1 ]; then
   # (with MONGOLAKE_PROFILE_NIGHT=1 the night is run twice from the same lake: timed, then under strace)
