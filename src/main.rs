@@ -8,18 +8,8 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// `mi_option_purge_delay` in mimalloc v3's `mimalloc.h` (the Rust binding names no constant for it).
-const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-
 fn main() -> std::process::ExitCode {
-    // Freed memory goes back to the OS at once rather than after mimalloc's default second: with the delay,
-    // tests/memory.rs's merge into a 120 MB partition within a 32 MB budget peaked at 146 MB (glibc: 99 MB),
-    // without it at 77 MB, and the 1,429-file load above spent no more CPU.
-    // (`MIMALLOC_PURGE_DELAY=<ms>` in the environment, which mimalloc reads itself, is left to win)
-    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
-        // SAFETY: sets an allocator option; any thread may, at any time.
-        unsafe { libmimalloc_sys::mi_option_set(PURGE_DELAY, 0) };
-    }
+    mongolake::sync::tune_allocator();
     mongolake::cli::main()
 }
 
@@ -29,6 +19,6 @@ mod tests {
     fn the_purge_delay_option_is_the_one_whose_default_is_a_second() {
         // (mimalloc v3's default purge delay is 1000 ms; another option at that index would not have it)
         // SAFETY: reads an allocator option.
-        assert_eq!(unsafe { libmimalloc_sys::mi_option_get(super::PURGE_DELAY) }, 1000);
+        assert_eq!(unsafe { libmimalloc_sys::mi_option_get(mongolake::sync::PURGE_DELAY_OPTION) }, 1000);
     }
 }

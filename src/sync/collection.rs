@@ -111,6 +111,8 @@ struct Base {
     state: state::StateFile,
     /// This collection's share of the memory budget, held to the end.
     _memory: tokio::sync::OwnedSemaphorePermit,
+    /// Memory freed goes back to the OS at once while a collection holding a large share runs.
+    _prompt: Option<super::budget::PromptReturn>,
 }
 
 /// Stage 1: the lake's state of the collection, read, and staging cleaned.
@@ -175,11 +177,24 @@ impl Prepared {
             tracing::info!(collection = %name, share_mb = share >> 20, "Waiting for other collections to free the memory budget");
         }
         let memory = ctx.memory.reserve(share).await;
+        let prompt = (share >= super::budget::PROMPT_RETURN_BYTES).then(super::budget::PromptReturn::start);
         let stored = crate::schema::registry::load(lake, db, coll).await?.unwrap_or_else(|| {
             // A new schema takes `[sync] type_conflicts`; a stored one keeps the policy it was created with.
             StoredSchema { type_conflicts: ctx.sync.type_conflicts.into(), ..StoredSchema::new(db, coll) }
         });
-        let base = Base { ctx, spec, name, lease_lost, stats, old_watermark, stored, index, state, _memory: memory };
+        let base = Base {
+            ctx,
+            spec,
+            name,
+            lease_lost,
+            stats,
+            old_watermark,
+            stored,
+            index,
+            state,
+            _memory: memory,
+            _prompt: prompt,
+        };
         Ok(Prepared { base, estimate })
     }
 

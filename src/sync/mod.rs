@@ -12,6 +12,7 @@
 //! **Dry run** (`--dry-run`): no lease is taken, nothing is written to the lake (no run report either); each
 //! collection reads and plans (see [`collection`]).
 mod budget;
+pub use budget::{tune_allocator, PURGE_DELAY_OPTION};
 pub mod buffer;
 pub mod collection;
 pub mod context;
