@@ -40,7 +40,7 @@ pub const SORT_ENTRY_BYTES: u64 = 128;
 
 /// A collection whose share of the metadata half, or a partition write whose reservation, is at least this
 /// much runs with memory returned to the OS at once ([`PromptReturn`]).
-pub const PROMPT_RETURN_BYTES: u64 = 4 << 20;
+const PROMPT_RETURN_BYTES: u64 = 4 << 20;
 
 /// `mi_option_purge_delay` in mimalloc v3's `mimalloc.h` (the Rust binding names no constant for it).
 pub const PURGE_DELAY_OPTION: libmimalloc_sys::mi_option_t = 15;
@@ -75,6 +75,11 @@ static PROMPT: std::sync::Mutex<(usize, std::ffi::c_long)> = std::sync::Mutex::n
 pub struct PromptReturn(());
 
 impl PromptReturn {
+    /// Held for a reservation of `bytes` when that is at least [`PROMPT_RETURN_BYTES`].
+    pub fn if_large(bytes: u64) -> Option<PromptReturn> {
+        (bytes >= PROMPT_RETURN_BYTES).then(PromptReturn::start)
+    }
+
     pub fn start() -> PromptReturn {
         let mut g = PROMPT.lock().unwrap_or_else(|e| e.into_inner());
         if g.0 == 0 {

@@ -177,7 +177,7 @@ impl Prepared {
             tracing::info!(collection = %name, share_mb = share >> 20, "Waiting for other collections to free the memory budget");
         }
         let memory = ctx.memory.reserve(share).await;
-        let prompt = (share >= super::budget::PROMPT_RETURN_BYTES).then(super::budget::PromptReturn::start);
+        let prompt = super::budget::PromptReturn::if_large(share);
         let stored = crate::schema::registry::load(lake, db, coll).await?.unwrap_or_else(|| {
             // A new schema takes `[sync] type_conflicts`; a stored one keeps the policy it was created with.
             StoredSchema { type_conflicts: ctx.sync.type_conflicts.into(), ..StoredSchema::new(db, coll) }

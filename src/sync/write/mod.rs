@@ -246,7 +246,7 @@ impl PartitionWriter {
             _ => None,
         };
         let (lease_lost, name, compare) = (self.lease_lost.clone(), self.spec.name(), before.clone());
-        let prompt = (need >= super::budget::PROMPT_RETURN_BYTES).then(super::budget::PromptReturn::start);
+        let prompt = super::budget::PromptReturn::if_large(need);
         let built = tokio::task::spawn_blocking(move || {
             let (_slot, _memory, _prompt) = (slot, memory, prompt);
             let job = Job {
