@@ -65,8 +65,8 @@ pub fn tune_allocator() {
 /// [`PromptReturn`]s held, and the purge delay to restore when the last is dropped.
 static PROMPT: std::sync::Mutex<(usize, std::ffi::c_long)> = std::sync::Mutex::new((0, 0));
 
-/// Held while a large partition is written, or a collection with a large key index or sort runs
-/// ([`PROMPT_RETURN_BYTES`]): memory freed meanwhile goes back to the OS at once (a purge delay of 0), so that
+/// Held while a collection's key index is loaded (or rebuilt), while a large partition is written, and while a
+/// collection with a large key index or sort runs ([`PROMPT_RETURN_BYTES`]): memory freed meanwhile goes back to the OS at once (a purge delay of 0), so that
 /// what one large buffer frees does not count twice against the budget while the next is allocated
 /// (tests/memory.rs's incremental run over random keys peaked at 71 MB on a 32 MB baseline with the 10 ms delay
 /// throughout, over its budget). When the last holder ends, what is still freed is returned and the delay before

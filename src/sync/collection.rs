@@ -157,6 +157,9 @@ impl Prepared {
         // or the single file of older versions) to count its keys.
         // (estimatedDocumentCount is collection metadata on MongoDB, but SecantusDB counts: 1.4 s per 1M docs.)
         let phase = std::time::Instant::now();
+        // (its size is not known before it is read, and a rebuild reads the table's key columns: memory freed
+        // meanwhile goes back at once, see PromptReturn)
+        let loading = super::budget::PromptReturn::start();
         let index = state::index::load_or_rebuild(lake, &spec, &ctx.index_rebuild()).await?;
         tracing::debug!(collection = %name, keys = index.len(), ms = phase.elapsed().as_millis() as u64, "Phase: key index loaded");
         let estimate = if stats.full_load {
@@ -178,6 +181,7 @@ impl Prepared {
         }
         let memory = ctx.memory.reserve(share).await;
         let prompt = super::budget::PromptReturn::if_large(share);
+        drop(loading);
         let stored = crate::schema::registry::load(lake, db, coll).await?.unwrap_or_else(|| {
             // A new schema takes `[sync] type_conflicts`; a stored one keeps the policy it was created with.
             StoredSchema { type_conflicts: ctx.sync.type_conflicts.into(), ..StoredSchema::new(db, coll) }
