@@ -10,6 +10,9 @@
 //! `relayout_moved` (a new file moved into the table), `relayout_deleted` (an old layout's file deleted),
 //! `relayout_before_record` (everything done but the new settings recorded).
 //!
+//! `MONGOLAKE_FAIL=<point>` fails the collection with an error at a point instead (a run that ends cleanly but
+//! does not commit: it releases what it holds as a failed run does); only `before_watermark` takes it.
+//!
 //! `MONGOLAKE_DELAY=<point>:<ms>` sleeps at a point instead (tests of concurrent runs use `after_lease` to hold
 //! a collection's lease long enough for the other run to find it held).
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -52,5 +55,14 @@ pub async fn delay(point: &str) {
         if name == point {
             tokio::time::sleep(std::time::Duration::from_millis(*ms)).await;
         }
+    }
+}
+
+/// An error when `MONGOLAKE_FAIL` names `point`, for collection `name`.
+pub fn failure(point: &str, name: &str) -> crate::Result<()> {
+    static FAIL: OnceLock<Option<String>> = OnceLock::new();
+    match FAIL.get_or_init(|| std::env::var("MONGOLAKE_FAIL").ok()) {
+        Some(p) if p == point => Err(crate::Error::collection(name, format!("MONGOLAKE_FAIL: failing at `{point}`"))),
+        _ => Ok(()),
     }
 }

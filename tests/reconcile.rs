@@ -60,6 +60,9 @@ async fn reconcile_removes_deleted_rows_and_fetches_unseen_documents() {
     let lake = p.local_env("dev", "UTC");
     // (without the count check, which would reconcile the incremental run below: see the next test)
     p.set_sync("dev", "reconcile_on_count_mismatch = false");
+    // (segments of 4 keys: files of their own, which the end of this test loses; an index of one small segment
+    // lives in its manifest)
+    p.set_sync("dev", "index_segment_keys = 4");
     p.sync("dev", &[]).assert_ok();
     let lonely = Path::new(&lake).join(&p.db).join("visits/facility_id=MUM03");
     assert!(lonely.exists());
@@ -100,12 +103,15 @@ async fn reconcile_removes_deleted_rows_and_fetches_unseen_documents() {
     // A lost key index segment: the reconcile (which reads the segments one at a time) rebuilds the index from
     // the partition files and compares again; a deletion made meanwhile is still found.
     let index_dir = Path::new(&lake).join(format!("_mongolake/index/{}/visits", p.db));
+    let mut lost_files = 0;
     for f in std::fs::read_dir(&index_dir).unwrap() {
         let f = f.unwrap().path();
         if f.extension().is_some_and(|e| e == "parquet") {
             std::fs::remove_file(f).unwrap();
+            lost_files += 1;
         }
     }
+    assert!(lost_files > 1, "the index is in segment files");
     visits.delete_one(doc! { "_id": 9 }).await.unwrap();
     let lost = p.sync("dev", &["--reconcile"]);
     lost.assert_ok();

@@ -15,6 +15,15 @@
 //! A run that finds a lease held skips that collection (or waits, `--lease-wait SECONDS`) and says who holds it.
 //! If a renewal finds the lease taken over (the holder stalled longer than the lease), [`Lease::lost_flag`] is
 //! raised and the collection stops before its next partition write and before its watermark.
+//!
+//! **How the run before ended** ([`Lease::after_clean_end`]). On S3 the lease is deleted only by a holder whose
+//! sync of the collection succeeded ([`Lease::release`] with `clean`); one that failed leaves it behind marked
+//! `"released": true` and already expired, a crashed one leaves it as it was. So a lease taken by a plain create
+//! (no lease there) says that the last run to hold it committed and left nothing behind: no staged rejects, no
+//! unlisted index segments, no relayout half done. The sync then skips the listings that look for such leftovers
+//! (a request each a collection a night). A run that took over the lease of a holder that may still be running
+//! (expired, on another host) cannot know what that holder writes after, so it too leaves the marker. Local disk
+//! (an OS lock, no lease file to delete) always looks: a listing costs nothing there.
 use crate::sink::conditional::Version;
 use crate::sink::Lake;
 use crate::{Error, Result};
@@ -32,12 +41,17 @@ pub struct LeaseRecord {
     pub acquired_at: String,
     /// Epoch milliseconds (0 for local locks, which do not expire).
     pub expires_at: i64,
+    /// Left by a holder that did not commit (see the module docs); `expires_at` is then already past.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub released: bool,
 }
 
 impl std::fmt::Display for LeaseRecord {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "run {} (host {}, pid {}, since {}", self.run_id, self.host, self.pid, self.acquired_at)?;
-        if self.expires_at > 0 {
+        if self.released {
+            write!(f, ", released after a failure")?;
+        } else if self.expires_at > 0 {
             write!(f, ", lease expires {}", crate::schema::text::format_millis(self.expires_at))?;
         }
         write!(f, ")")
@@ -57,7 +71,20 @@ pub struct Lease {
     renewer: Option<tokio::task::JoinHandle<()>>,
     /// Local disk: the locked file (the lock lives as long as the handle).
     _file: Option<std::fs::File>,
-    release: Option<(Lake, object_store::path::Path, Arc<tokio::sync::Mutex<Written>>, Duration)>,
+    release: Option<(Lake, object_store::path::Path, Arc<tokio::sync::Mutex<Written>>, Duration, String)>,
+    /// How the lease was found (see the module docs).
+    found: Found,
+}
+
+/// How a lease was found when taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Found {
+    /// No lease there (S3): the last holder committed and deleted it.
+    Free,
+    /// A lease left behind by a holder that is done: released after a failure, or of a dead process of this host.
+    Done,
+    /// An expired lease of a holder that may still be running (another host), or unreadable; or a local lock.
+    Unknown,
 }
 
 /// The lease's version as this run last wrote it, and when.
@@ -84,6 +111,7 @@ fn record(run_id: &str, ttl: Duration) -> LeaseRecord {
         pid: std::process::id(),
         acquired_at: now.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
         expires_at: if ttl.is_zero() { 0 } else { now.timestamp_millis() + ttl.as_millis() as i64 },
+        released: false,
     }
 }
 
@@ -113,6 +141,7 @@ pub async fn try_acquire(lake: &Lake, db: &str, coll: &str, run_id: &str, ttl: D
     let path = lake.lease_path(db, coll);
     let mine = record(run_id, ttl);
     let body = || bytes::Bytes::from(serde_json::to_vec(&mine).expect("serialisable"));
+    let mut found = Found::Free;
     let version = match lake.put_if_absent(&path, body()).await? {
         Some(v) => v,
         None => {
@@ -127,10 +156,20 @@ pub async fn try_acquire(lake: &Lake, db: &str, coll: &str, run_id: &str, ttl: D
             if !stale {
                 return Ok(Acquired::Busy(theirs));
             }
+            found = match &theirs {
+                Some(r) if r.released || holder_is_dead(r) => Found::Done,
+                _ => Found::Unknown,
+            };
             match lake.put_if_version(&path, body(), &current).await? {
                 Some(v) => {
-                    if let Some(r) = &theirs {
-                        tracing::warn!(collection = %format!("{db}.{coll}"), previous = %r, "Took over an expired lease");
+                    match &theirs {
+                        Some(r) if r.released => {
+                            tracing::info!(collection = %format!("{db}.{coll}"), previous = %r, "Took the lease a failed run released")
+                        }
+                        Some(r) => {
+                            tracing::warn!(collection = %format!("{db}.{coll}"), previous = %r, "Took over an expired lease")
+                        }
+                        None => {}
                     }
                     v
                 }
@@ -146,7 +185,8 @@ pub async fn try_acquire(lake: &Lake, db: &str, coll: &str, run_id: &str, ttl: D
         lost,
         renewer: Some(renewer),
         _file: None,
-        release: Some((lake.clone(), path, version, ttl)),
+        release: Some((lake.clone(), path, version, ttl, run_id.to_string())),
+        found,
     }))
 }
 
@@ -204,7 +244,7 @@ fn try_lock_local(dir: &std::path::Path, db: &str, coll: &str, run_id: &str) -> 
                 .and_then(|_| file.write_all(&body))
                 .map_err(|e| Error::io(format!("writing lease {}", path.display()), e))?;
             let lost = Arc::new(AtomicBool::new(false));
-            Ok(Acquired::Held(Lease { lost, renewer: None, _file: Some(file), release: None }))
+            Ok(Acquired::Held(Lease { lost, renewer: None, _file: Some(file), release: None, found: Found::Unknown }))
         }
         Err(std::fs::TryLockError::WouldBlock) => {
             // The holder truncates the file, then writes its record: a read in between finds nothing (seen in
@@ -252,22 +292,50 @@ impl Lease {
         self.lost.clone()
     }
 
-    /// Gives the lease up (deletes the S3 lease if it is still ours; unlocks the local file).
-    pub async fn release(mut self) {
+    /// Whether the last run to hold this lease ended cleanly, so that nothing it left needs looking for (S3: the
+    /// lease was not there; see the module docs). Always false on local disk.
+    pub fn after_clean_end(&self) -> bool {
+        self.found == Found::Free
+    }
+
+    /// Gives the lease up (unlocks the local file). On S3, if it is still ours: deleted when `clean` (this run
+    /// committed the collection, or touched nothing) and no earlier holder may still be running; otherwise
+    /// replaced by the `released` marker, which the next run takes at once (and then looks for leftovers).
+    pub async fn release(self, clean: bool) {
+        let delete = clean && self.found != Found::Unknown;
+        self.give_up(delete).await
+    }
+
+    /// Gives up a lease that guards no collection's leftovers (a shared load's range claim): deleted if still
+    /// ours, as a clean release.
+    pub async fn let_go(self) {
+        self.give_up(true).await
+    }
+
+    async fn give_up(mut self, delete: bool) {
         if let Some(r) = self.renewer.take() {
             r.abort();
         }
-        if let Some((lake, path, written, ttl)) = self.release.take() {
+        if let Some((lake, path, written, ttl, run_id)) = self.release.take() {
             if !self.lost.load(Ordering::SeqCst) {
                 let w = written.lock().await;
-                // Only delete what is still ours. Another run takes over an expired lease only, so one this run
-                // wrote less than a third of its time ago is deleted at once (no request to read it first); an
-                // older one (its renewals failed) is read, and deleted only if it is still our version.
-                let fresh = w.at.elapsed() < ttl / 3;
-                let ours =
-                    fresh || matches!(lake.get_versioned(&path).await, Ok(Some((_, current))) if current == w.version);
-                if ours {
-                    let _ = lake.delete(&path).await;
+                if delete {
+                    // Only delete what is still ours. Another run takes over an expired lease only, so one this
+                    // run wrote less than a third of its time ago is deleted at once (no request to read it
+                    // first); an older one (its renewals failed) is read, and deleted only if still our version.
+                    let fresh = w.at.elapsed() < ttl / 3;
+                    let ours = fresh
+                        || matches!(lake.get_versioned(&path).await, Ok(Some((_, current))) if current == w.version);
+                    if ours {
+                        let _ = lake.delete(&path).await;
+                    }
+                } else {
+                    // (if the put fails the lease expires as it is, which the next run also reads as not clean)
+                    let mut marker = record(&run_id, Duration::ZERO);
+                    marker.released = true;
+                    marker.expires_at = chrono::Utc::now().timestamp_millis() - 1;
+                    let body = bytes::Bytes::from(serde_json::to_vec(&marker).expect("serialisable"));
+                    let _ = lake.put_if_version(&path, body, &w.version).await;
                 }
             }
         }
@@ -285,6 +353,57 @@ impl Drop for Lease {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn memory_lake() -> Lake {
+        let store = Arc::new(object_store::memory::InMemory::new());
+        Lake::from_store(store, object_store::path::Path::default(), "memory://lake")
+    }
+
+    async fn take(lake: &Lake, run: &str) -> Lease {
+        match try_acquire(lake, "db", "c", run, Duration::from_secs(600)).await.unwrap() {
+            Acquired::Held(l) => l,
+            Acquired::Busy(h) => panic!("{run}: held by {h:?}"),
+        }
+    }
+
+    async fn record_of(lake: &Lake) -> Option<LeaseRecord> {
+        let bytes = lake.get_opt(&lake.lease_path("db", "c")).await.unwrap()?;
+        Some(serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[tokio::test]
+    async fn only_a_lease_found_absent_says_the_run_before_ended_cleanly() {
+        let lake = memory_lake();
+        let first = take(&lake, "run-1").await;
+        assert!(first.after_clean_end(), "no lease there: nothing was left");
+        first.release(false).await;
+        let marker = record_of(&lake).await.expect("a failed run leaves its lease");
+        assert!(marker.released && marker.expires_at < chrono::Utc::now().timestamp_millis(), "{marker:?}");
+        assert_eq!(marker.run_id, "run-1");
+
+        // Taken at once (expired), and not clean; a success after it deletes it.
+        let second = take(&lake, "run-2").await;
+        assert!(!second.after_clean_end());
+        second.release(true).await;
+        assert_eq!(record_of(&lake).await, None);
+        let third = take(&lake, "run-3").await;
+        assert!(third.after_clean_end());
+
+        // A crashed holder on another host, found expired: whoever takes over cannot know what that holder
+        // still writes, so even its success leaves the marker, and the run after looks for leftovers.
+        drop(third);
+        let stale = LeaseRecord { host: "elsewhere".into(), expires_at: 1, ..record("run-3", Duration::ZERO) };
+        lake.put(&lake.lease_path("db", "c"), serde_json::to_vec(&stale).unwrap().into()).await.unwrap();
+        let fourth = take(&lake, "run-4").await;
+        assert!(!fourth.after_clean_end());
+        fourth.release(true).await;
+        assert!(record_of(&lake).await.is_some_and(|r| r.released && r.run_id == "run-4"));
+        let fifth = take(&lake, "run-5").await;
+        assert!(!fifth.after_clean_end());
+        fifth.release(true).await;
+        assert_eq!(record_of(&lake).await, None, "a released lease's holder is done: deleted after a success");
+        assert!(take(&lake, "run-6").await.after_clean_end());
+    }
 
     #[test]
     fn a_holder_caught_between_truncating_and_writing_its_record_is_still_named() {

@@ -4,7 +4,7 @@
 //!  0 take the collection's lease (sync::run; state::lease)        ── held by another run: skip, nothing touched
 //!  ┌ Prepared::prepare ──────────────────────────────────────────────────────────────────────────────────────┐
 //!  1 the recorded layout vs this run's settings (super::relayout::check): changed or relayout pending: fail
-//!    clean staging/ and rejects of runs that never committed
+//!    clean staging/ and (unless the lease says the run before ended cleanly) rejects of runs that never committed
 //!  2 read state  ──► watermark W (none: full load); key index; this collection's share of the memory budget
 //!  3 read schema ──► stored type S
 //!  └──────────────────────────────────────────────────────────────────────────────────────────► Prepared ───┘
@@ -72,19 +72,28 @@ use std::sync::Arc;
 pub use super::stats::CollectionStats;
 
 /// Syncs one collection. `lease_lost` is raised if this run's lease on the collection was taken over; the
-/// collection then stops before its next partition write and before its watermark.
+/// collection then stops before its next partition write and before its watermark. `after_clean`: the lease says
+/// the run before ended cleanly ([`lease::Lease::after_clean_end`]), so its leftovers need not be looked for.
+///
+/// Leftovers of a run that did not commit (its rejects file, index segments no manifest lists) are looked for
+/// unless `after_clean`, and every [`TIDY_EVERY`]th run of the collection anyway, so that what no lease shows
+/// (an older mongolake's failed run deletes its lease) does not outlive a week of nightly runs.
 pub async fn sync_collection(
     ctx: Arc<RunContext>,
     spec: CollectionSpec,
     lease_lost: Arc<AtomicBool>,
+    after_clean: bool,
 ) -> Result<CollectionStats> {
-    let read = Prepared::prepare(ctx, spec, lease_lost).await?.read().await?;
+    let read = Prepared::prepare(ctx, spec, lease_lost, after_clean).await?.read().await?;
     let planned = read.evolve().await?.plan().await?;
     if planned.base.ctx.dry_run {
         return Ok(planned.dry_run());
     }
     planned.write().await?.commit().await
 }
+
+/// Every this many runs of a collection (state rows), its leftovers are looked for even after a clean end.
+pub const TIDY_EVERY: usize = 7;
 
 /// The new watermark: the newest timestamp read (never past the moment the read started, so a writer's clock
 /// ahead of ours cannot hide later documents), and never behind the old one. The run and the dry run alike.
@@ -113,6 +122,8 @@ struct Base {
     _memory: tokio::sync::OwnedSemaphorePermit,
     /// Memory freed goes back to the OS at once while a collection holding a large share runs.
     _prompt: Option<super::budget::PromptReturn>,
+    /// Look for leftovers of runs that did not commit (see [`sync_collection`]).
+    tidy: bool,
 }
 
 /// Stage 1: the lake's state of the collection, read, and staging cleaned.
@@ -123,7 +134,12 @@ pub struct Prepared {
 }
 
 impl Prepared {
-    pub async fn prepare(ctx: Arc<RunContext>, spec: CollectionSpec, lease_lost: Arc<AtomicBool>) -> Result<Prepared> {
+    pub async fn prepare(
+        ctx: Arc<RunContext>,
+        spec: CollectionSpec,
+        lease_lost: Arc<AtomicBool>,
+        after_clean: bool,
+    ) -> Result<Prepared> {
         let name = spec.name();
         let lake = &ctx.lake;
         let (db, coll) = (spec.database.as_str(), spec.collection.as_str());
@@ -141,7 +157,8 @@ impl Prepared {
         let state = state::load(lake, db, coll).await?;
         // The table's recorded layout against this row and environment: a change fails here, before any write.
         super::relayout::check(&ctx, &spec, &state).await?;
-        if !ctx.dry_run {
+        let tidy = !after_clean || state.rows.len() % TIDY_EVERY == 0;
+        if !ctx.dry_run && tidy {
             let committed = state.rows.iter().map(|r| r.run_id.clone()).collect();
             let stale = rejects::clean_uncommitted(lake, db, coll, &committed).await?;
             if stale > 0 {
@@ -198,6 +215,7 @@ impl Prepared {
             state,
             _memory: memory,
             _prompt: prompt,
+            tidy,
         };
         Ok(Prepared { base, estimate })
     }
@@ -645,7 +663,8 @@ impl Written {
         // (a run whose documents all stayed in their partitions leaves the index as it was: nothing to write)
         if base.index.needs_save() {
             let phase = std::time::Instant::now();
-            state::index::save(lake, &spec, &base.index, &ctx.run_id, ctx.sync.index_segment_keys).await?;
+            let segment_keys = ctx.sync.index_segment_keys;
+            state::index::save(lake, &spec, &base.index, &ctx.run_id, segment_keys, base.tidy).await?;
             tracing::debug!(collection = %name, keys = base.index.len(), ms = phase.elapsed().as_millis() as u64, "Phase: key index saved");
         }
         let rejected = &read.rejected;
@@ -690,6 +709,7 @@ impl Written {
         base.stats.table_definition_changed = published.files_changed;
         base.stats.glue_applied = published.glue.map(|c| c.to_string());
         crate::fault::point("before_watermark");
+        crate::fault::failure("before_watermark", &name)?;
         lease::check(&base.lease_lost, &name)?;
         let stats = &mut base.stats;
         stats.schema_version = base.stored.version;

@@ -240,14 +240,16 @@ async fn attempt_once(ctx: &Arc<RunContext>, spec: &crate::config::CollectionSpe
     };
     crate::fault::delay("after_lease").await;
     let lost = lease.as_ref().map(|l| l.lost_flag()).unwrap_or_default();
+    let after_clean = lease.as_ref().is_some_and(|l| l.after_clean_end());
     // A task of its own: a panic or error in one collection cannot take the others down.
-    let handle = tokio::spawn(collection::sync_collection(ctx.clone(), spec.clone(), lost));
+    let handle = tokio::spawn(collection::sync_collection(ctx.clone(), spec.clone(), lost, after_clean));
     let outcome = match handle.await {
         Ok(r) => r,
         Err(join) => Err(Error::collection(&name, format!("internal error (please report): {join}"))),
     };
     if let Some(l) = lease {
-        l.release().await;
+        // (a failed sync may have left rejects or index segments: the next run looks for them, see state::lease)
+        l.release(outcome.is_ok()).await;
     }
     outcome.map(|s| Attempt::Synced(Box::new(s)))
 }

@@ -239,7 +239,7 @@ mod tests {
         for i in 0..40 {
             index.set(&format!("j{i:02}"), Arc::from("p=7"));
         }
-        crate::state::index::save(&lake, &spec, &index, "run0", 8).await.unwrap();
+        crate::state::index::save(&lake, &spec, &index, "run0", 8, true).await.unwrap();
         let mut index = crate::state::index::load_or_rebuild(&lake, &spec, &Default::default()).await.unwrap();
         let updater = Updater::new(&mut index, &lake, &spec, "run1-u0", 8, true);
         let sort_dir = dir.as_ref().map(|d| d.path().to_path_buf());
@@ -247,7 +247,7 @@ mod tests {
             plan(&parts, &rels, &deleted, IndexTarget::Update(Box::new(updater)), sort_dir.as_deref(), run_entries)
                 .await
                 .unwrap();
-        crate::state::index::save(&lake, &spec, &index, "run1", 8).await.unwrap();
+        crate::state::index::save(&lake, &spec, &index, "run1", 8, true).await.unwrap();
         let mut index = crate::state::index::load_or_rebuild(&lake, &spec, &Default::default()).await.unwrap();
         crate::state::index::store::load_all(&mut index, &lake, &spec).await.unwrap();
         let entries = index

@@ -187,7 +187,8 @@ async fn relayout_leased(config: &Config, lake: &Lake, spec: &CollectionSpec) ->
         }
     };
     let outcome = relayout(config, lake, spec, &id, held.lost_flag()).await;
-    held.release().await;
+    // (a relayout leaves the marker whatever its outcome: the next sync reads the layout record again)
+    held.release(false).await;
     outcome
 }
 
@@ -310,7 +311,7 @@ async fn relayout(
             write: true,
         };
         let index = crate::state::index::store::rebuild(lake, &new_spec, "", &how).await?;
-        state::index::save(lake, &new_spec, &index, &pending.id, sync.index_segment_keys).await?;
+        state::index::save(lake, &new_spec, &index, &pending.id, sync.index_segment_keys, true).await?;
         lake.remove_tree(&lake.layout().relayout_root(db, coll)).await?;
     } else {
         summary.partitions_after = summary.partitions_before;

@@ -44,7 +44,17 @@ pub struct KeyIndex {
     digest: Option<crate::state::digest::Digest>,
     /// The digest differs from the saved one: the manifest is saved even if no key changed.
     digest_changed: bool,
+    /// Segment files whose bytes are held here rather than on the lake: a small index kept in its manifest
+    /// (see [`store`]), and small segments written in this run, put (or kept in the manifest) by the save.
+    held: FastMap<String, bytes::Bytes>,
+    /// The segment files on the lake that the manifest this index was loaded from lists (None: not loaded from a
+    /// manifest): a save that need not look for strays deletes those it no longer lists, without a listing.
+    stored: Option<std::collections::HashSet<String>>,
 }
+
+/// A segment encoded to at most this many bytes is held until the save, which keeps it in the manifest when it
+/// is the index's only segment (an index of some tens of thousands of keys).
+pub const INLINE_BYTES: usize = 512 * 1024;
 
 /// One key range of the index.
 struct Segment {
@@ -106,6 +116,22 @@ impl KeyIndex {
             unlisted: false,
             digest: None,
             digest_changed: false,
+            held: FastMap::default(),
+            stored: None,
+        }
+    }
+
+    /// Reads segment `file`: from the bytes held here (a manifest's inline segment, or one written in this run),
+    /// else from the lake.
+    async fn read_segment(
+        &self,
+        lake: &crate::sink::Lake,
+        spec: &crate::config::CollectionSpec,
+        file: &str,
+    ) -> Result<Base> {
+        match self.held.get(file) {
+            Some(bytes) => store::decode_segment(lake, spec, file, bytes.clone()).await,
+            None => store::read_segment(lake, spec, file).await,
         }
     }
 

@@ -191,7 +191,7 @@ mod tests {
 
     async fn entries(lake: &Lake, spec: &CollectionSpec, mut index: KeyIndex) -> Vec<(String, String)> {
         if index.needs_save() {
-            crate::state::index::save(lake, spec, &index, "run1", 3).await.unwrap();
+            crate::state::index::save(lake, spec, &index, "run1", 3, true).await.unwrap();
             index = super::super::load_or_rebuild(lake, spec, &Rebuild::default()).await.unwrap();
         }
         super::super::store::load_all(&mut index, lake, spec).await.unwrap();

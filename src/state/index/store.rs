@@ -8,6 +8,16 @@
 //! manifest (the switch, one atomic put), then deletes what the manifest no longer lists. A crash before the
 //! manifest leaves the old index whole (and unlisted files that the next save deletes).
 //!
+//! An index of one small segment (encoded to at most [`super::INLINE_BYTES`]: some tens of thousands of keys)
+//! is kept in the manifest itself, its file's bytes in base64 under `inline`, so a night reads and writes one
+//! object instead of four (the segment's GET and PUT, the old one's delete). It is the same Parquet file, only
+//! stored there; it becomes a file of its own when the index grows past one segment. (Versions before find no
+//! such file, and rebuild the index from the partition files once.)
+//!
+//! Stale files are found by listing the index folder when the save is asked to tidy (the run before may have
+//! stopped between its segments and its manifest: see [`save`]); otherwise the save deletes the files of the
+//! manifest it loaded that it no longer lists, with no listing.
+//!
 //! Versions before segments kept the whole index in `<lake>/_mongolake/index/<db>/<coll>.parquet` (same two
 //! columns). That file is still read, and preferred when present: a save deletes it after writing the
 //! manifest, so if it exists, either an older mongolake wrote it after this one (it is the newer), or a save
@@ -20,6 +30,7 @@ use crate::config::CollectionSpec;
 use crate::sink::Lake;
 use crate::{Error, Result};
 use arrow::array::Array;
+use base64::Engine;
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use serde::{Deserialize, Serialize};
@@ -39,6 +50,9 @@ struct Manifest {
     /// only costs the next run the reads it would have saved).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     digest: Option<crate::state::digest::Digest>,
+    /// Segment files kept here rather than beside it: file name -> its bytes in base64 (see the module docs).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    inline: std::collections::BTreeMap<String, String>,
 }
 
 /// A segment as the manifest lists it.
@@ -92,8 +106,18 @@ pub async fn load_or_rebuild(lake: &Lake, spec: &CollectionSpec, how: &Rebuild) 
         return rebuild(lake, spec, "manifest segments out of order", how).await;
     }
     if manifest.segments.is_empty() {
-        return Ok(KeyIndex::default());
+        return Ok(KeyIndex { stored: Some(Default::default()), ..KeyIndex::default() });
     }
+    let mut held = crate::FastMap::default();
+    for (file, text) in &manifest.inline {
+        match base64::engine::general_purpose::STANDARD.decode(text) {
+            Ok(bytes) => {
+                held.insert(file.clone(), bytes::Bytes::from(bytes));
+            }
+            Err(e) => return rebuild(lake, spec, &format!("unreadable inline segment {file}: {e}"), how).await,
+        }
+    }
+    let stored = manifest.segments.iter().filter(|s| !held.contains_key(&s.file)).map(|s| s.file.clone()).collect();
     let segments = manifest
         .segments
         .into_iter()
@@ -112,6 +136,8 @@ pub async fn load_or_rebuild(lake: &Lake, spec: &CollectionSpec, how: &Rebuild) 
         unlisted: false,
         digest: manifest.digest,
         digest_changed: false,
+        held,
+        stored: Some(stored),
     })
 }
 
@@ -153,9 +179,10 @@ async fn load_segments(index: &mut KeyIndex, lake: &Lake, spec: &CollectionSpec,
         .into_iter()
         .map(|s| (s, index.segments[s].file.clone().expect("an unloaded segment has a file")))
         .collect();
-    let loaded: Result<Vec<(usize, Base)>> = futures::stream::iter(
-        files.into_iter().map(|(s, file)| async move { Ok((s, read_segment(lake, spec, &file).await?)) }),
-    )
+    let loaded: Result<Vec<(usize, Base)>> = futures::stream::iter(files.into_iter().map(|(s, file)| {
+        let index = &*index;
+        async move { Ok((s, index.read_segment(lake, spec, &file).await?)) }
+    }))
     .buffer_unordered(8)
     .try_collect()
     .await;
@@ -179,22 +206,32 @@ async fn load_segments(index: &mut KeyIndex, lake: &Lake, spec: &CollectionSpec,
 /// a failed read of the lake stays a store error (it may be transient, and rebuilding would not help).
 pub(super) async fn read_segment(lake: &Lake, spec: &CollectionSpec, file: &str) -> Result<Base> {
     let path = segment_path(lake, spec, file);
-    let unreadable = |message: String, source: Option<Box<Error>>| Error::IndexSegment {
-        path: lake.display(&path),
-        message,
-        source,
-    };
-    let bytes = lake.get_opt(&path).await?.ok_or_else(|| unreadable("is missing".into(), None))?;
-    tokio::task::spawn_blocking(move || decode(bytes))
-        .await
-        .map_err(|e| Error::encode("key index", e))?
-        .map_err(|e| unreadable(e.to_string(), Some(Box::new(e))))
+    let missing = || Error::IndexSegment { path: lake.display(&path), message: "is missing".into(), source: None };
+    let bytes = lake.get_opt(&path).await?.ok_or_else(missing)?;
+    decode_segment(lake, spec, file, bytes).await
+}
+
+/// Decodes segment `file`'s bytes (read from the lake, or held: see [`KeyIndex::read_segment`]); undecodable is an
+/// [`Error::IndexSegment`].
+pub(super) async fn decode_segment(
+    lake: &Lake,
+    spec: &CollectionSpec,
+    file: &str,
+    bytes: bytes::Bytes,
+) -> Result<Base> {
+    tokio::task::spawn_blocking(move || decode(bytes)).await.map_err(|e| Error::encode("key index", e))?.map_err(|e| {
+        Error::IndexSegment {
+            path: lake.display(&segment_path(lake, spec, file)),
+            message: e.to_string(),
+            source: Some(Box::new(e)),
+        }
+    })
 }
 
 /// Reads a segment that is not loaded (a segment made in this run is always loaded).
-async fn read_unloaded(lake: &Lake, spec: &CollectionSpec, segment: &super::Segment) -> Result<Base> {
+async fn read_unloaded(index: &KeyIndex, lake: &Lake, spec: &CollectionSpec, segment: &super::Segment) -> Result<Base> {
     let file = segment.file.as_deref().expect("a segment without a file is made loaded");
-    read_segment(lake, spec, file).await
+    index.read_segment(lake, spec, file).await
 }
 
 /// Calls `f` with every key of the index in key order, this run's changes applied, a segment at a time: a
@@ -210,7 +247,7 @@ pub async fn visit_keys(index: &KeyIndex, lake: &Lake, spec: &CollectionSpec, mu
         let base = match &segment.base {
             Some(base) => base,
             None => {
-                read = read_unloaded(lake, spec, segment).await?;
+                read = read_unloaded(index, lake, spec, segment).await?;
                 &read
             }
         };
@@ -236,7 +273,7 @@ pub async fn count_absent(index: &mut KeyIndex, lake: &Lake, spec: &CollectionSp
         let j = i + keys[i..].partition_point(|k| end.is_none_or(|e| k.as_str() < e));
         let segment = &index.segments[s];
         if segment.base.is_none() {
-            last_read = Some((s, read_unloaded(lake, spec, segment).await?));
+            last_read = Some((s, read_unloaded(index, lake, spec, segment).await?));
         }
         let base = match &segment.base {
             Some(base) => base,
@@ -259,10 +296,23 @@ pub async fn count_absent(index: &mut KeyIndex, lake: &Lake, spec: &CollectionSp
 
 /// Saves what this run changed: the segments holding changed keys are written anew (split into `target` keys
 /// each when they grew past twice that, dropped when emptied), then the manifest, then stale files go.
-pub async fn save(lake: &Lake, spec: &CollectionSpec, index: &KeyIndex, run_id: &str, target: usize) -> Result<()> {
+///
+/// `tidy`: list the index folder for files no manifest lists (a run that stopped between its segment files and
+/// its manifest left them). Without it, only the files of the manifest the index was loaded from that it no
+/// longer lists are deleted (the folder is listed anyway for an index not loaded from a manifest: a first load,
+/// a rebuild, the single file of older versions). The caller asks for it unless the run before ended cleanly.
+pub async fn save(
+    lake: &Lake,
+    spec: &CollectionSpec,
+    index: &KeyIndex,
+    run_id: &str,
+    target: usize,
+    tidy: bool,
+) -> Result<()> {
     let changed = index.sorted_changes();
     let mut listed: Vec<ManifestSegment> = Vec::new();
-    let mut writes: Vec<(Path, bytes::Bytes)> = Vec::new();
+    // (segment files written now, by the Updater or the SegmentWriter before or here: small ones are held)
+    let mut made: crate::FastMap<String, bytes::Bytes> = crate::FastMap::default();
     let mut c = 0;
     for (s, seg) in index.segments.iter().enumerate() {
         let end = index.changes_end(s, &changed, c);
@@ -284,7 +334,7 @@ pub async fn save(lake: &Lake, spec: &CollectionSpec, index: &KeyIndex, run_id: 
         for (i, part) in entries.chunks(chunk).enumerate() {
             let file = segment_file_name(run_id, listed.len());
             let first = if i == 0 { seg.first.clone() } else { part[0].0.to_string() };
-            writes.push((segment_path(lake, spec, &file), encode(part)?));
+            made.insert(file.clone(), encode(part)?);
             listed.push(ManifestSegment { first, file, keys: part.len() });
         }
     }
@@ -292,27 +342,49 @@ pub async fn save(lake: &Lake, spec: &CollectionSpec, index: &KeyIndex, run_id: 
     if let Some(first) = listed.first_mut() {
         first.first.clear();
     }
+    let bytes_of = |file: &str| made.get(file).or_else(|| index.held.get(file));
+    // One small segment is kept in the manifest; any other listed segment whose bytes are held becomes a file.
+    let mut inline = std::collections::BTreeMap::new();
+    if let [only] = listed.as_slice() {
+        if let Some(b) = bytes_of(&only.file).filter(|b| b.len() <= super::INLINE_BYTES) {
+            inline.insert(only.file.clone(), base64::engine::general_purpose::STANDARD.encode(b));
+        }
+    }
+    let writes: Vec<(Path, bytes::Bytes)> = listed
+        .iter()
+        .filter(|s| !inline.contains_key(&s.file))
+        .filter_map(|s| Some((segment_path(lake, spec, &s.file), bytes_of(&s.file)?.clone())))
+        .collect();
     // (a save for the digest alone writes the manifest and nothing else: no file goes stale)
-    let keys_saved = !writes.is_empty() || index.changed() || index.unlisted;
+    let keys_saved = !made.is_empty() || index.changed() || index.unlisted;
     futures::stream::iter(writes.into_iter().map(|(path, bytes)| async move { lake.put(&path, bytes.into()).await }))
         .buffer_unordered(8)
         .try_collect::<Vec<()>>()
         .await?;
-    let keep: std::collections::HashSet<String> = listed.iter().map(|s| s.file.clone()).collect();
-    let manifest = Manifest { format: FORMAT, segments: listed, digest: index.digest.clone() };
+    let keep: std::collections::HashSet<String> =
+        listed.iter().filter(|s| !inline.contains_key(&s.file)).map(|s| s.file.clone()).collect();
+    let manifest = Manifest { format: FORMAT, segments: listed, digest: index.digest.clone(), inline };
     lake.put(&manifest_path(lake, spec), serde_json::to_vec(&manifest).expect("serialisable").into()).await?;
     if !keys_saved {
         return Ok(());
     }
-    // The single file of older versions and the segments no longer listed, in one request on S3.
-    let mut stale = vec![lake.index_path(&spec.database, &spec.collection)];
-    for path in lake.list(&lake.index_dir(&spec.database, &spec.collection)).await? {
-        match path.filename() {
-            Some(MANIFEST) => {}
-            Some(name) if keep.contains(name) => {}
-            _ => stale.push(path),
+    let stale = match (&index.stored, tidy) {
+        (Some(stored), false) => {
+            stored.iter().filter(|f| !keep.contains(*f)).map(|f| segment_path(lake, spec, f)).collect()
         }
-    }
+        _ => {
+            // The single file of older versions and the segments no longer listed, in one request on S3.
+            let mut stale = vec![lake.index_path(&spec.database, &spec.collection)];
+            for path in lake.list(&lake.index_dir(&spec.database, &spec.collection)).await? {
+                match path.filename() {
+                    Some(MANIFEST) => {}
+                    Some(name) if keep.contains(name) => {}
+                    _ => stale.push(path),
+                }
+            }
+            stale
+        }
+    };
     lake.delete_all(stale).await
 }
 
@@ -371,7 +443,7 @@ mod tests {
             load_or_rebuild(&lake, &spec, &Rebuild::default()).await.unwrap().is_empty(),
             "unlisted until the manifest"
         );
-        save(&lake, &spec, &index, "run1", 3).await.unwrap();
+        save(&lake, &spec, &index, "run1", 3, true).await.unwrap();
         let listed = files(&lake, &spec).await;
         assert_eq!(listed, ["manifest.json", "run1-00000.parquet", "run1-00001.parquet", "run1-00002.parquet"]);
         let mut index = load_or_rebuild(&lake, &spec, &Rebuild::default()).await.unwrap();
@@ -392,7 +464,7 @@ mod tests {
         for i in (0..20).step_by(2) {
             index.set(&key(i), Arc::from("p0"));
         }
-        save(&lake, &spec, &index, "run1", 2).await.unwrap();
+        save(&lake, &spec, &index, "run1", 2, true).await.unwrap();
         let mut index = load_or_rebuild(&lake, &spec, &Rebuild::default()).await.unwrap();
         let keys: Vec<String> = [0, 1, 2, 3, 17, 18, 19, 25].iter().map(|&i| key(i)).collect();
         assert_eq!(count_absent(&mut index, &lake, &spec, &keys).await.unwrap(), 5, "1, 3, 17, 19 and 25 are new");
@@ -413,7 +485,7 @@ mod tests {
         for i in 0..10 {
             index.set(&key(i), Arc::from(format!("p{}", i % 3).as_str()));
         }
-        save(&lake, &spec, &index, "run1", 2).await.unwrap();
+        save(&lake, &spec, &index, "run1", 2, true).await.unwrap();
         assert_eq!(files(&lake, &spec).await.len(), 6, "ten keys past twice the target of 2: five segments");
         assert_eq!(saved_keys(&lake, "hims", "visits").await.unwrap(), Some(10));
 
@@ -425,7 +497,7 @@ mod tests {
         index.set("k09", Arc::from("p7"));
         index.set("k10", Arc::from("p1"));
         let before = files(&lake, &spec).await;
-        save(&lake, &spec, &index, "run2", 2).await.unwrap();
+        save(&lake, &spec, &index, "run2", 2, true).await.unwrap();
         let after = files(&lake, &spec).await;
         assert_eq!(before[..5], after[..5], "the manifest, and untouched segments keep their files");
         assert!(after[5].starts_with("run2-") && after.len() == 6, "{after:?}");
@@ -453,6 +525,77 @@ mod tests {
         assert!(err.contains("is missing"), "{err}");
     }
 
+    /// Updates `index` with `changes` (sorted) as a run's write pass does, then saves it as `run`.
+    async fn night(lake: &Lake, spec: &CollectionSpec, run: &str, changes: &[(String, Option<&str>)], tidy: bool) {
+        let mut index = load_or_rebuild(lake, spec, &Rebuild::default()).await.unwrap();
+        let mut updater = super::super::Updater::new(&mut index, lake, spec, &format!("{run}-u"), 4, true);
+        for (k, p) in changes {
+            updater.next(k, *p).await.unwrap();
+        }
+        updater.finish().await.unwrap();
+        save(lake, spec, &index, run, 4, tidy).await.unwrap();
+    }
+
+    async fn whole(lake: &Lake, spec: &CollectionSpec) -> Vec<(String, String)> {
+        let mut index = load_or_rebuild(lake, spec, &Rebuild::default()).await.unwrap();
+        load_all(&mut index, lake, spec).await.unwrap();
+        index.entries().iter().map(|(k, p)| (k.to_string(), p.to_string())).collect()
+    }
+
+    #[tokio::test]
+    async fn a_small_index_lives_in_its_manifest_and_leaves_it_when_it_grows() {
+        let (lake, spec) = setup();
+        let stray = lake.index_dir("hims", "visits").join("crashed-00000.parquet");
+        lake.put(&stray, vec![1u8].into()).await.unwrap();
+        let mut index = KeyIndex::default();
+        let mut model = std::collections::BTreeMap::new();
+        for i in 0..5 {
+            index.set(&key(i), Arc::from("p0"));
+            model.insert(key(i), "p0".to_string());
+        }
+        // A first save lists the folder (the index was not loaded from a manifest): the stray goes.
+        save(&lake, &spec, &index, "run1", 4, false).await.unwrap();
+        assert_eq!(files(&lake, &spec).await, ["manifest.json"], "one small segment: kept in the manifest");
+        assert_eq!(saved_keys(&lake, "hims", "visits").await.unwrap(), Some(5));
+        let as_model = |m: &std::collections::BTreeMap<String, String>| {
+            m.iter().map(|(k, p)| (k.clone(), p.clone())).collect::<Vec<_>>()
+        };
+        assert_eq!(whole(&lake, &spec).await, as_model(&model));
+
+        // A night that is not asked to tidy leaves what it did not write alone (and lists nothing); the
+        // inline segment is replaced in the manifest.
+        lake.put(&stray, vec![1u8].into()).await.unwrap();
+        night(&lake, &spec, "run2", &[(key(1), Some("p1")), (key(5), Some("p1"))], false).await;
+        model.insert(key(1), "p1".into());
+        model.insert(key(5), "p1".into());
+        assert_eq!(files(&lake, &spec).await, ["crashed-00000.parquet", "manifest.json"]);
+        assert_eq!(whole(&lake, &spec).await, as_model(&model));
+
+        // Past twice the target it splits: the segments become files (the held first one too).
+        let more: Vec<(String, Option<&str>)> = (6..12).map(|i| (key(i), Some("p2"))).collect();
+        night(&lake, &spec, "run3", &more, false).await;
+        for i in 6..12 {
+            model.insert(key(i), "p2".into());
+        }
+        let listed = files(&lake, &spec).await;
+        assert!(listed.len() >= 4 && listed.contains(&"crashed-00000.parquet".to_string()), "{listed:?}");
+        let manifest = lake.get_opt(&manifest_path(&lake, &spec)).await.unwrap().unwrap();
+        assert!(!String::from_utf8_lossy(&manifest).contains("inline"), "no segment in the manifest now");
+        assert_eq!(whole(&lake, &spec).await, as_model(&model));
+
+        // A night rewriting one segment deletes the file it replaced without listing; a tidy one finds the stray.
+        let before = files(&lake, &spec).await;
+        night(&lake, &spec, "run4", &[(key(11), None)], false).await;
+        model.remove(&key(11));
+        let after = files(&lake, &spec).await;
+        assert_eq!(after.len(), before.len(), "one file replaced by one: {before:?} -> {after:?}");
+        assert_eq!(whole(&lake, &spec).await, as_model(&model));
+        night(&lake, &spec, "run5", &[(key(10), Some("p3"))], true).await;
+        model.insert(key(10), "p3".into());
+        assert!(!files(&lake, &spec).await.contains(&"crashed-00000.parquet".to_string()), "tidied");
+        assert_eq!(whole(&lake, &spec).await, as_model(&model));
+    }
+
     #[tokio::test]
     async fn an_emptied_first_segment_hands_its_range_to_the_next() {
         let (lake, spec) = setup();
@@ -460,18 +603,18 @@ mod tests {
         for i in 0..6 {
             index.set(&key(i), Arc::from("p"));
         }
-        save(&lake, &spec, &index, "run1", 2).await.unwrap();
+        save(&lake, &spec, &index, "run1", 2, true).await.unwrap();
         let mut index = load_or_rebuild(&lake, &spec, &Rebuild::default()).await.unwrap();
         load_for(&mut index, &lake, &spec, visit(&["k00", "k01"])).await.unwrap();
         index.remove("k00");
         index.remove("k01");
-        save(&lake, &spec, &index, "run2", 2).await.unwrap();
+        save(&lake, &spec, &index, "run2", 2, true).await.unwrap();
         let mut index = load_or_rebuild(&lake, &spec, &Rebuild::default()).await.unwrap();
         assert_eq!((index.segments_loaded().0, index.len()), (2, 4));
         load_for(&mut index, &lake, &spec, visit(&["a", "k00"])).await.unwrap();
         assert_eq!((index.get("a"), index.get("k00")), (None, None));
         index.set("a", Arc::from("q"));
-        save(&lake, &spec, &index, "run3", 2).await.unwrap();
+        save(&lake, &spec, &index, "run3", 2, true).await.unwrap();
         let mut index = load_or_rebuild(&lake, &spec, &Rebuild::default()).await.unwrap();
         load_all(&mut index, &lake, &spec).await.unwrap();
         let keys: Vec<&str> = index.entries().iter().map(|(k, _)| *k).collect();
@@ -490,7 +633,7 @@ mod tests {
         let mut index = load_or_rebuild(&lake, &spec, &Rebuild::default()).await.unwrap();
         assert_eq!(index.get("b"), None, "rebuilt from the lake's files, not read");
         index.set("c", Arc::from("p3"));
-        save(&lake, &spec, &index, "run1", SEGMENT_KEYS).await.unwrap();
+        save(&lake, &spec, &index, "run1", SEGMENT_KEYS, true).await.unwrap();
         assert_eq!(lake.get_opt(&legacy).await.unwrap(), None, "the old file goes once the manifest is written");
         assert!(files(&lake, &spec).await.iter().all(|f| !f.starts_with("crashed")), "stray files go too");
         let mut index = load_or_rebuild(&lake, &spec, &Rebuild::default()).await.unwrap();
@@ -514,8 +657,11 @@ mod tests {
     async fn a_lost_segment_rebuilds_the_index_from_the_lake_and_a_newer_format_is_refused() {
         let (lake, spec) = setup();
         let mut index = KeyIndex::default();
-        index.set("a", Arc::from("p1"));
-        save(&lake, &spec, &index, "run1", SEGMENT_KEYS).await.unwrap();
+        // (three keys in segments of one: files of their own, not kept in the manifest)
+        for k in ["a", "b", "c"] {
+            index.set(k, Arc::from("p1"));
+        }
+        save(&lake, &spec, &index, "run1", 1, true).await.unwrap();
         lake.delete(&lake.index_dir("hims", "visits").join("run1-00000.parquet")).await.unwrap();
         let mut index = load_or_rebuild(&lake, &spec, &Rebuild::default()).await.unwrap();
         load_for(&mut index, &lake, &spec, visit(&["a"])).await.unwrap();

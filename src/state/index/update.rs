@@ -10,7 +10,7 @@
 //!
 //! The new files stay unlisted until [`super::save`] writes the manifest after the partition files (a crash
 //! before leaves the old index whole, and the next save deletes them), as a first load's do.
-use super::store::{read_segment, segment_path, ManifestSegment};
+use super::store::{segment_path, ManifestSegment};
 use super::{encode_arrays, Base, KeyIndex};
 use crate::config::CollectionSpec;
 use crate::sink::Lake;
@@ -147,7 +147,8 @@ impl<'a> Updater<'a> {
         }
         if segment.base.is_none() {
             let file = segment.file.clone().expect("an unloaded segment has a file");
-            segment.base = Some(read_segment(self.lake, self.spec, &file).await?);
+            let base = self.index.read_segment(self.lake, self.spec, &file).await?;
+            self.index.segments[s].base = Some(base);
             self.read += 1;
         }
         // Changes made before the updater (a rebuilt index holds its keys as changes) are merged in first; the
@@ -226,7 +227,19 @@ impl<'a> Updater<'a> {
             let bytes = tokio::task::spawn_blocking(move || encode_arrays(keys, parts))
                 .await
                 .map_err(|e| Error::encode("key index", e))??;
-            self.lake.put(&segment_path(self.lake, self.spec, &file), bytes.into()).await?;
+            // The first file of an index of one segment, if small, is held for the save (kept in the manifest if
+            // it stays the only segment; see super::INLINE_BYTES); one more file puts it first (one held at most).
+            let first_of_one = self.index.segments.len() == 1 && out.written.is_empty();
+            if first_of_one && bytes.len() <= super::INLINE_BYTES {
+                self.index.held.insert(file.clone(), bytes);
+            } else {
+                if let Some(earlier) = out.written.first().filter(|_| self.index.segments.len() == 1) {
+                    if let Some(b) = self.index.held.remove(&earlier.file) {
+                        self.lake.put(&segment_path(self.lake, self.spec, &earlier.file), b.into()).await?;
+                    }
+                }
+                self.lake.put(&segment_path(self.lake, self.spec, &file), bytes.into()).await?;
+            }
         }
         out.written.push(ManifestSegment { first, file, keys: n });
         Ok(())
@@ -279,7 +292,7 @@ mod tests {
             index.set(&k, Arc::from(p.as_str()));
             model.insert(k, p);
         }
-        crate::state::index::save(lake, spec, &index, "run0", 10).await.unwrap();
+        crate::state::index::save(lake, spec, &index, "run0", 10, true).await.unwrap();
         model
     }
 
@@ -340,7 +353,7 @@ mod tests {
         assert!(err.contains("out of order"), "{err}");
         updater.finish().await.unwrap();
         assert_eq!(index.len(), model.len());
-        crate::state::index::save(&lake, &spec, &index, "run1", 10).await.unwrap();
+        crate::state::index::save(&lake, &spec, &index, "run1", 10, true).await.unwrap();
 
         let index = saved_entries(&lake, &spec, &model).await;
         let after = files(&lake, &spec).await;
@@ -367,7 +380,7 @@ mod tests {
         }
         assert_eq!(updater.read, 0, "the counted segment was taken as it was");
         updater.finish().await.unwrap();
-        crate::state::index::save(&lake, &spec, &index, "run1", 10).await.unwrap();
+        crate::state::index::save(&lake, &spec, &index, "run1", 10, true).await.unwrap();
 
         // Counted in the last segment, the first key elsewhere: the counted one is dropped, one is held at a time.
         let mut index = load_or_rebuild(&lake, &spec, &Default::default()).await.unwrap();
@@ -377,7 +390,7 @@ mod tests {
         model.remove("k0000");
         assert_eq!((updater.read, updater.index.segments_loaded().1), (1, 1));
         updater.finish().await.unwrap();
-        crate::state::index::save(&lake, &spec, &index, "run2", 10).await.unwrap();
+        crate::state::index::save(&lake, &spec, &index, "run2", 10, true).await.unwrap();
         saved_entries(&lake, &spec, &model).await;
     }
 

@@ -25,6 +25,9 @@ pub struct SegmentWriter<'a> {
     written: Vec<Segment>,
     /// Sorted runs merged into the keys pushed (each key must be in exactly one of them, or pushed).
     runs: Vec<KeyRun>,
+    /// Writing the collection's index: a small segment is held for the save (see [`super::INLINE_BYTES`]);
+    /// None for another folder, whose files are read as files.
+    held: Option<crate::FastMap<String, bytes::Bytes>>,
 }
 
 /// A segment file a [`SegmentWriter`] wrote: its name in the writer's folder and its key count.
@@ -37,7 +40,8 @@ pub struct SegmentFile {
 impl<'a> SegmentWriter<'a> {
     /// Writes into the collection's index folder, files named `<run_id>-<n>.parquet`.
     pub fn new(lake: &'a Lake, spec: &CollectionSpec, run_id: &str, target: usize) -> Self {
-        Self::in_dir(lake, lake.index_dir(&spec.database, &spec.collection), run_id, target)
+        let writer = Self::in_dir(lake, lake.index_dir(&spec.database, &spec.collection), run_id, target);
+        SegmentWriter { held: Some(Default::default()), ..writer }
     }
 
     /// Writes into `dir`, files named `<prefix>-<n>.parquet`.
@@ -53,6 +57,7 @@ impl<'a> SegmentWriter<'a> {
             last: String::new(),
             written: Vec::new(),
             runs: Vec::new(),
+            held: None,
         }
     }
 
@@ -122,7 +127,19 @@ impl<'a> SegmentWriter<'a> {
             .await
             .map_err(|e| Error::encode("key index", e))??;
         let file = crate::sink::layout::segment_file_name(&self.prefix, self.written.len());
-        self.lake.put(&self.dir.clone().join(file.as_str()), bytes.into()).await?;
+        // (the first segment, if small, is held for the save; a second one puts it first: one held at most)
+        let first = self.written.is_empty() && bytes.len() <= super::INLINE_BYTES;
+        match self.held.as_mut() {
+            Some(held) if first => {
+                held.insert(file.clone(), bytes);
+            }
+            _ => {
+                for (name, b) in self.held.as_mut().map(std::mem::take).unwrap_or_default() {
+                    self.lake.put(&self.dir.clone().join(name.as_str()), b.into()).await?;
+                }
+                self.lake.put(&self.dir.clone().join(file.as_str()), bytes.into()).await?;
+            }
+        }
         let first = std::mem::take(&mut self.first);
         self.written.push(Segment { first, file: Some(file), keys: n, base: None, overridden: 0, replaced: None });
         Ok(())
@@ -143,6 +160,8 @@ impl<'a> SegmentWriter<'a> {
             unlisted: true,
             digest: None,
             digest_changed: false,
+            held: self.held.unwrap_or_default(),
+            stored: None,
         })
     }
 }

@@ -156,7 +156,7 @@ async fn claim(ctx: &Arc<RunContext>, plan: &RangePlan, k: usize) -> Result<Opti
             Acquired::Held(l) => l,
         };
     if lake.get_opt(&read_path).await?.is_some() || !current(ctx, plan).await? {
-        claim.release().await;
+        claim.let_go().await;
         return Ok(None);
     }
     Ok(Some(claim))
@@ -175,7 +175,7 @@ async fn help_claimed(
     let outcome = help_range(ctx, spec, plan, k, claim.lost_flag()).await;
     // Let go only now: the owner reads a free claim without read.json as "nobody read it", and a free claim
     // without done.json as "its reader stopped".
-    claim.release().await;
+    claim.let_go().await;
     let mut report = HelpedRange {
         collection: spec.name(),
         range: k,

@@ -165,7 +165,7 @@ impl Shared {
         };
         // (its reader may have reported and let go between the two looks)
         if let Some(r) = get_json::<RangeRead>(lake, &read_path).await? {
-            claim.release().await;
+            claim.let_go().await;
             self.helped.push((k, r));
             return Ok(true);
         }
@@ -243,7 +243,7 @@ impl Shared {
                 lease::try_acquire(lake, db, &claim_name(&self.plan, k), &self.ctx.run_id, ttl).await?
             {
                 let late = get_json::<RangeDone>(lake, &done_path).await?;
-                l.release().await;
+                l.let_go().await;
                 if let Some(d) = late {
                     return Ok(d);
                 }
@@ -305,7 +305,7 @@ impl Shared {
             tracing::warn!(error = %e, "Could not delete the range plan");
         }
         for claim in std::mem::take(&mut self.claims) {
-            claim.release().await;
+            claim.let_go().await;
         }
         if let Err(e) = lake.remove_tree(&data_dir(&lake, &db, &coll)).await {
             tracing::warn!(error = %e, "Could not delete the files staged for the shared load");
