@@ -71,9 +71,18 @@ pub struct Lease {
     renewer: Option<tokio::task::JoinHandle<()>>,
     /// Local disk: the locked file (the lock lives as long as the handle).
     _file: Option<std::fs::File>,
-    release: Option<(Lake, object_store::path::Path, Arc<tokio::sync::Mutex<Written>>, Duration, String)>,
+    release: Option<Remote>,
     /// How the lease was found (see the module docs).
     found: Found,
+}
+
+/// What releasing an object-store lease needs.
+struct Remote {
+    lake: Lake,
+    path: object_store::path::Path,
+    written: Arc<tokio::sync::Mutex<Written>>,
+    ttl: Duration,
+    run_id: String,
 }
 
 /// How a lease was found when taken.
@@ -185,7 +194,7 @@ pub async fn try_acquire(lake: &Lake, db: &str, coll: &str, run_id: &str, ttl: D
         lost,
         renewer: Some(renewer),
         _file: None,
-        release: Some((lake.clone(), path, version, ttl, run_id.to_string())),
+        release: Some(Remote { lake: lake.clone(), path, written: version, ttl, run_id: run_id.to_string() }),
         found,
     }))
 }
@@ -316,7 +325,7 @@ impl Lease {
         if let Some(r) = self.renewer.take() {
             r.abort();
         }
-        if let Some((lake, path, written, ttl, run_id)) = self.release.take() {
+        if let Some(Remote { lake, path, written, ttl, run_id }) = self.release.take() {
             if !self.lost.load(Ordering::SeqCst) {
                 let w = written.lock().await;
                 if delete {
