@@ -33,6 +33,24 @@ fn shown(requests: &[Request], bucket: &str) -> String {
         .join("\n")
 }
 
+/// `visits` partitioned by `ward`, synced to a local lake (env `local`) and to an S3 lake behind a counting
+/// proxy (env `s3`, prefix `lake`), both in UTC.
+struct Lakes {
+    local: String,
+    bucket: String,
+    proxy: Proxy,
+    url: String,
+}
+
+async fn lakes(p: &Project, name: &str) -> Lakes {
+    p.write_collections(&[&format!("{},visits,modified_at,ward,", p.db)]);
+    let local = p.local_env("local", "UTC");
+    let bucket = unique_bucket(name);
+    let proxy = Proxy::counting().await;
+    let url = p.s3_env_at("s3", &bucket, "lake", "UTC", &proxy.endpoint);
+    Lakes { local, bucket, proxy, url }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_partition_costs_one_put_and_a_rewritten_one_a_get_and_a_put() {
     let p = Project::new("s3requests");
@@ -47,11 +65,7 @@ async fn a_new_partition_costs_one_put_and_a_rewritten_one_a_get_and_a_put() {
         })
         .collect();
     c.insert_many(docs).await.unwrap();
-    p.write_collections(&[&format!("{},visits,modified_at,ward,", p.db)]);
-    let local = p.local_env("local", "UTC");
-    let bucket = unique_bucket("s3requests");
-    let proxy = Proxy::counting().await;
-    let url = p.s3_env_at("s3", &bucket, "lake", "UTC", &proxy.endpoint);
+    let Lakes { local, bucket, proxy, url } = lakes(&p, "s3requests").await;
     let table_prefix = format!("lake/{}/visits/", p.db);
 
     // A full load: one PUT per partition file, nothing read, copied or deleted in the table or in staging.
@@ -130,11 +144,7 @@ async fn a_rerun_reads_no_partition_for_documents_the_lake_holds_as_they_are() {
         .map(|i| doc! { "_id": i, "ward": format!("w{:02}", i % 12), "n": i, "modified_at": DateTime::from_millis(now - i * 1_000) })
         .collect();
     c.insert_many(docs).await.unwrap();
-    p.write_collections(&[&format!("{},visits,modified_at,ward,", p.db)]);
-    let local = p.local_env("local", "UTC");
-    let bucket = unique_bucket("digest");
-    let proxy = Proxy::counting().await;
-    let url = p.s3_env_at("s3", &bucket, "lake", "UTC", &proxy.endpoint);
+    let Lakes { local, bucket, proxy, url } = lakes(&p, "digest").await;
     let table_prefix = format!("lake/{}/visits/", p.db);
     p.sync("s3", &[]).assert_ok();
     proxy.take();
@@ -217,11 +227,7 @@ async fn after_a_failed_or_crashed_night_the_next_run_cleans_up_and_after_a_clea
         )
         .collect();
     c.insert_many(docs).await.unwrap();
-    p.write_collections(&[&format!("{},visits,modified_at,ward,", p.db)]);
-    let local = p.local_env("local", "UTC");
-    let bucket = unique_bucket("s3leftovers");
-    let proxy = Proxy::counting().await;
-    let url = p.s3_env_at("s3", &bucket, "lake", "UTC", &proxy.endpoint);
+    let Lakes { local, bucket, proxy, url } = lakes(&p, "s3leftovers").await;
     // (segments of 4 keys: files of their own, which a crashed run can leave unlisted)
     p.set_sync("s3", "index_segment_keys = 4");
     let rejects = format!("lake/_mongolake/rejects/{}/visits/", p.db);
