@@ -20,6 +20,9 @@
 #                                                               SETTLE seconds (40) after the copy, user, system
 #                                                               and wall CPU by /usr/bin/time; at the end, whether
 #                                                               the builds' tables are byte for byte the same)
+#   MONGOLAKE_PROFILE_COMPARE="/tmp/base /tmp/new" MONGOLAKE_PROFILE_FULL=1 bench/profile_small.sh
+#                                                              (the same side by side of the full load: each
+#                                                               round, each build's full load into an empty lake)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -44,15 +47,20 @@ if [ "${MONGOLAKE_PROFILE_NIGHT:-0}" = 1 ]; then
   for d in 1 2 3; do "$BIN/mongolake" mutate --uri "$URI" --db "hims$d" --fraction 0.01 --seed 42 --days 142 >/dev/null; done
 fi
 if [ "${#COMPARE[@]}" -gt 0 ]; then
-  "${SYNC[@]}" >"$WORK/full-load.log" 2>&1 || { cat "$WORK/full-load.log"; exit 1; }
-  for d in 1 2 3; do "$BIN/mongolake" mutate --uri "$URI" --db "hims$d" --fraction 0.01 --seed 42 --days 142 >/dev/null; done
-  mv "$WORK/lake" "$WORK/lake-before-night"
+  FULL="${MONGOLAKE_PROFILE_FULL:-0}"
+  if [ "$FULL" = 1 ]; then
+    mkdir -p "$WORK/lake-before-night"
+  else
+    "${SYNC[@]}" >"$WORK/full-load.log" 2>&1 || { cat "$WORK/full-load.log"; exit 1; }
+    for d in 1 2 3; do "$BIN/mongolake" mutate --uri "$URI" --db "hims$d" --fraction 0.01 --seed 42 --days 142 >/dev/null; done
+    mv "$WORK/lake" "$WORK/lake-before-night"
+  fi
   for rep in $(seq "${MONGOLAKE_PROFILE_REPS:-3}"); do
     for i in "${!COMPARE[@]}"; do
       rm -rf "$WORK/lake"
       cp -a "$WORK/lake-before-night" "$WORK/lake"
       sleep "${MONGOLAKE_PROFILE_SETTLE:-40}" # (ext4: see bench.settle_deletes)
-      printf '%s night %s: ' "${COMPARE[$i]}" "$rep"
+      printf '%s %s %s: ' "${COMPARE[$i]}" "$([ "$FULL" = 1 ] && echo "full load" || echo night)" "$rep"
       /usr/bin/time -f "user %U s, system %S s, wall %e s, peak %M KB" \
         "${COMPARE[$i]}/mongolake" sync --env profile --config-dir "$WORK/cfg" --no-email 2>&1 >/dev/null | tail -1
       rm -rf "$WORK/tables-$i"

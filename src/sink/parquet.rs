@@ -111,10 +111,7 @@ impl FileFormat {
             let mut props = builder
                 .set_compression(compression)
                 .set_max_row_group_row_count(Some(row_groups.rows))
-                .set_key_value_metadata(Some(vec![KeyValue::new(
-                    LAKE_TYPE_KEY.to_string(),
-                    serde_json::to_string(lake_type).expect("serialisable"),
-                )]))
+                .set_key_value_metadata(Some(vec![KeyValue::new(LAKE_TYPE_KEY.to_string(), lake_type_text(lake_type))]))
                 .set_created_by(format!("mongolake {}", env!("CARGO_PKG_VERSION")))
                 .build();
             parquet::arrow::add_encoded_arrow_schema_to_metadata(&schema, &mut props);
@@ -334,16 +331,26 @@ pub fn concat(inputs: &[Bytes], context: &str) -> Result<Bytes> {
 pub struct WholeFile {
     bytes: Bytes,
     meta: ArrowReaderMetadata,
-    pub lake_type: LakeType,
     pub rows: u64,
 }
 
 impl WholeFile {
     pub fn open(bytes: Bytes, context: &str) -> Result<WholeFile> {
         let meta = ArrowReaderMetadata::load(&bytes, Default::default()).map_err(|e| Error::parquet(context, e))?;
-        let lake_type = lake_type_in(meta.metadata().file_metadata().key_value_metadata(), context)?;
         let rows = meta.metadata().file_metadata().num_rows().max(0) as u64;
-        Ok(WholeFile { bytes, meta, lake_type, rows })
+        Ok(WholeFile { bytes, meta, rows })
+    }
+
+    /// The lake type the file was written with (parsed from its footer).
+    pub fn lake_type(&self, context: &str) -> Result<LakeType> {
+        lake_type_in(self.meta.metadata().file_metadata().key_value_metadata(), context)
+    }
+
+    /// Whether the file was written with the lake type whose footer text is `text` ([`lake_type_text`]): the
+    /// texts compared, nothing parsed (a night opens thousands of files of the collection's own type).
+    pub fn written_as(&self, text: &str) -> bool {
+        let kv = self.meta.metadata().file_metadata().key_value_metadata();
+        kv.and_then(|kv| kv.iter().find(|k| k.key == LAKE_TYPE_KEY)).and_then(|k| k.value.as_deref()) == Some(text)
     }
 
     pub fn schema(&self) -> &SchemaRef {
@@ -376,18 +383,23 @@ impl WholeFile {
 /// Reads a whole file: its batches and the lake type it was written with.
 pub fn decode(bytes: Bytes, context: &str) -> Result<(Vec<RecordBatch>, LakeType)> {
     let file = WholeFile::open(bytes, context)?;
-    Ok((file.decode(context)?, file.lake_type))
+    Ok((file.decode(context)?, file.lake_type(context)?))
 }
 
 /// A file's lake type, Arrow schema and row count, from its footer (no page is decoded).
 pub fn header(bytes: Bytes, context: &str) -> Result<(LakeType, SchemaRef, u64)> {
     let file = WholeFile::open(bytes, context)?;
-    Ok((file.lake_type.clone(), file.schema().clone(), file.rows))
+    Ok((file.lake_type(context)?, file.schema().clone(), file.rows))
 }
 
 /// Top-level column `col` of every row, decoding no other column (to find a few rows by key).
 pub fn decode_column(bytes: Bytes, col: usize, context: &str) -> Result<Vec<RecordBatch>> {
     WholeFile::open(bytes, context)?.decode_column(col, context)
+}
+
+/// The text of `t` in a file's key-value metadata (`mongolake.lake_type`).
+pub fn lake_type_text(t: &LakeType) -> String {
+    serde_json::to_string(t).expect("serialisable")
 }
 
 /// The lake type in a file's key-value metadata.

@@ -58,16 +58,33 @@ impl Lake {
     /// file's body is not read, its footer is fetched instead).
     pub async fn existing(&self, path: &Path, whole_limit: u64, context: &str) -> Result<Option<Existing>> {
         let shown = || format!("reading {}", self.display(path));
-        let got = match self.store.get(path).await {
-            Ok(got) => got,
-            Err(object_store::Error::NotFound { .. }) => return Ok(None),
-            Err(e) => return Err(Error::store(shown(), e)),
+        let size = match self.local_fs.as_ref().filter(|_| self.local_dir.is_some()) {
+            // On local disk, opened, measured and read by one blocking thread (the store's `get` and its body's
+            // read are a hand-off each: a night merges thousands of small files).
+            Some(fs) => {
+                let file = self.local_path(fs, path)?;
+                let read = tokio::task::spawn_blocking(move || read_local(&file, whole_limit))
+                    .await
+                    .map_err(|e| Error::encode("reading a partition file", e))?;
+                match read.map_err(|e| Error::io(shown(), e))? {
+                    None => return Ok(None),
+                    Some(Ok(bytes)) => return Ok(Some(Existing::Whole(bytes))),
+                    Some(Err(size)) => size,
+                }
+            }
+            None => {
+                let got = match self.store.get(path).await {
+                    Ok(got) => got,
+                    Err(object_store::Error::NotFound { .. }) => return Ok(None),
+                    Err(e) => return Err(Error::store(shown(), e)),
+                };
+                let size = got.meta.size;
+                if size <= whole_limit {
+                    return Ok(Some(Existing::Whole(got.bytes().await.map_err(|e| Error::store(shown(), e))?)));
+                }
+                size
+            }
         };
-        let size = got.meta.size;
-        if size <= whole_limit {
-            return Ok(Some(Existing::Whole(got.bytes().await.map_err(|e| Error::store(shown(), e))?)));
-        }
-        drop(got);
         let mut reader = LakeReader { store: self.store.clone(), path: path.clone(), size };
         let meta = ArrowReaderMetadata::load_async(&mut reader, ArrowReaderOptions::new())
             .await
@@ -81,6 +98,23 @@ impl Lake {
             context: context.to_string(),
         })))
     }
+}
+
+/// A local file's bytes when it is at most `whole_limit` bytes, else its size; None when there is no file.
+fn read_local(file: &std::path::Path, whole_limit: u64) -> std::io::Result<Option<std::result::Result<Bytes, u64>>> {
+    use std::io::Read;
+    let mut f = match std::fs::File::open(file) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let size = f.metadata()?.len();
+    if size > whole_limit {
+        return Ok(Some(Err(size)));
+    }
+    let mut bytes = Vec::with_capacity(size as usize);
+    f.read_to_end(&mut bytes)?;
+    Ok(Some(Ok(Bytes::from(bytes))))
 }
 
 impl RemoteFile {

@@ -56,7 +56,7 @@ use super::evolve::{evolve, Evolution};
 use super::read::ReadPass;
 use super::rejects::{self, Reject};
 use super::shard::owner::Shared;
-use super::write::{Destination, PartitionWriter};
+use super::write::{Destination, FileShape, PartitionWriter};
 use crate::config::CollectionSpec;
 use crate::schema::registry::StoredSchema;
 use crate::schema::{text, LakeType};
@@ -491,7 +491,7 @@ impl Evolved {
             destination: Destination::Table { listed: Some(listed.clone()) },
             removals: Arc::new(removals),
             dropped: Arc::new(dropped),
-            file_ty: Arc::new(evolution.file_ty.clone()),
+            file: Arc::new(FileShape::new(evolution.file_ty.clone(), &spec.key)),
             hints,
             in_path: spec.path_fields(),
             lease_lost: base.lease_lost.clone(),

@@ -32,7 +32,7 @@
 //! whole collection (merged, never duplicated).
 use super::buffer::{MemoryBudget, Part, PartitionBuffers};
 use super::context::RunContext;
-use super::write::{Destination, PartitionWriter, WriteEnv};
+use super::write::{Destination, FileShape, PartitionWriter, WriteEnv};
 use crate::config::{CollectionSpec, Config, PartitionKey};
 use crate::schema::registry::{SchemaChange, StoredSchema};
 use crate::schema::{arrow as sarrow, file_type, text, LakeType};
@@ -523,7 +523,7 @@ async fn write_new_layout(
         destination: Destination::Range(dir),
         removals: Arc::default(),
         dropped: Arc::default(),
-        file_ty: Arc::new(file_ty),
+        file: Arc::new(FileShape::new(file_ty, &to.key)),
         // (values read back from the files already have the lake's types: nothing to normalise)
         hints: Vec::new(),
         in_path,

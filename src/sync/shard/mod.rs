@@ -31,7 +31,7 @@ pub mod owner;
 
 use super::context::RunContext;
 use super::rejects::Reject;
-use super::write::{Destination, PartitionWriter};
+use super::write::{Destination, FileShape, PartitionWriter};
 use crate::config::CollectionSpec;
 use crate::schema::{Field, LakeType};
 use crate::sink::Lake;
@@ -197,7 +197,7 @@ pub async fn encode_ranges(
 ) -> Result<RangeDone> {
     let lake = &ctx.lake;
     let in_path = spec.path_fields();
-    let file_ty = Arc::new(crate::schema::file_type(document, &in_path));
+    let file = Arc::new(FileShape::new(crate::schema::file_type(document, &in_path), &spec.key));
     let RangeRows { mut buffers, hints, partitioner } = rows;
     let (parts, spill_guard) = buffers.drain();
     let rels: Vec<Arc<str>> = parts.iter().map(|(v, _)| Arc::from(partitioner.relative_path(v))).collect();
@@ -215,7 +215,7 @@ pub async fn encode_ranges(
         destination: Destination::Range(dir.clone()),
         removals: Arc::new(plan.removals),
         dropped: Arc::new(plan.dropped),
-        file_ty,
+        file,
         hints,
         in_path,
         lease_lost,

@@ -6,6 +6,7 @@
 use super::*;
 use crate::config::collections::CollectionsFile;
 use crate::schema::arrow as sarrow;
+use crate::schema::LakeType;
 use crate::sink::parquet;
 use crate::sync::buffer::PartitionBuffers;
 use arrow::array::{Array, StructArray};
@@ -121,6 +122,7 @@ fn writer(
     spill_dir: Option<std::path::PathBuf>,
 ) -> PartitionWriter {
     let spec = spec();
+    let file = Arc::new(FileShape::new(sarrow_file_type(file_ty), &spec.key));
     PartitionWriter {
         env,
         in_path: spec.path_fields(),
@@ -128,7 +130,7 @@ fn writer(
         destination: Destination::Table { listed: None },
         removals: Arc::new(removals),
         dropped: Arc::new(dropped),
-        file_ty: Arc::new(sarrow_file_type(file_ty)),
+        file,
         hints: Vec::new(),
         lease_lost: Arc::new(AtomicBool::new(false)),
         spill_dir,

@@ -14,7 +14,7 @@ use crate::transform::dedup::{latest, Candidate};
 use crate::transform::{get_path, timestamp};
 use crate::{Error, Result};
 use arrow::array::{Array, AsArray, RecordBatch, StructArray};
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{Fields, SchemaRef};
 use bson::{RawBsonRef, RawDocument, RawDocumentBuf};
 use std::borrow::Cow;
 use std::collections::HashSet;
@@ -28,6 +28,31 @@ pub(super) struct Built {
     pub rejects: Vec<Reject>,
 }
 
+/// The collection's file type and what every partition's builder of it shares, made once a collection: the
+/// Arrow fields and routes of its document builder ([`ColumnBuilder::empty_like`]).
+pub struct FileShape {
+    pub ty: LakeType,
+    /// An empty builder of `ty`'s documents, the key column a key column; never appended to.
+    documents: ColumnBuilder,
+    /// `ty` as a file's footer holds it ([`parquet::lake_type_text`]): a file of the collection's type is
+    /// recognised by it.
+    text: String,
+    /// `ty`'s Arrow fields (empty when it is not a struct).
+    fields: Fields,
+}
+
+impl FileShape {
+    pub fn new(ty: LakeType, key: &str) -> FileShape {
+        let documents = ColumnBuilder::for_documents(&ty, 0).key_column(key);
+        let text = parquet::lake_type_text(&ty);
+        let fields = match &ty {
+            LakeType::Struct { fields } => sarrow::struct_fields(fields),
+            _ => Fields::empty(),
+        };
+        FileShape { ty, documents, text, fields }
+    }
+}
+
 /// What encoding one partition needs besides its rows.
 #[derive(Clone, Copy)]
 pub(super) struct Job<'a> {
@@ -36,11 +61,42 @@ pub(super) struct Job<'a> {
     /// Buffered rows (by read order) not to write.
     pub dropped: &'a crate::FastSet<u64>,
     pub file_ty: &'a LakeType,
+    /// The collection's file type; its builders are used when `file_ty` is its type ([`Job::builder`]).
+    pub shape: &'a FileShape,
     pub hints: &'a [String],
     pub in_path: &'a [String],
     pub spec: &'a CollectionSpec,
     pub row_groups: parquet::RowGroups,
     pub context: &'a str,
+}
+
+impl Job<'_> {
+    /// The lake type `file` was written with: `file_ty` itself when the file's footer names the collection's
+    /// type and `file_ty` is it (nothing parsed), else parsed from the footer.
+    pub fn type_of<'j>(&'j self, file: &parquet::WholeFile) -> Result<Cow<'j, LakeType>> {
+        match std::ptr::eq(self.file_ty, &self.shape.ty) && file.written_as(&self.shape.text) {
+            true => Ok(Cow::Borrowed(self.file_ty)),
+            false => file.lake_type(self.context).map(Cow::Owned),
+        }
+    }
+
+    /// The Arrow fields of `ty`'s documents: the collection's, made once, when `ty` is its type.
+    pub fn arrow_fields(&self, ty: &LakeType) -> Fields {
+        match (std::ptr::eq(ty, &self.shape.ty), ty) {
+            (true, _) => self.shape.fields.clone(),
+            (false, LakeType::Struct { fields }) => sarrow::struct_fields(fields),
+            (false, _) => Fields::empty(),
+        }
+    }
+
+    /// An empty builder of `file_ty`'s documents with room for `rows` (the key column a key column): made like
+    /// the collection's shape when `file_ty` is its type, else (a file of an older type) from the type.
+    pub fn builder(&self, rows: usize) -> ColumnBuilder {
+        match std::ptr::eq(self.file_ty, &self.shape.ty) {
+            true => self.shape.documents.empty_like(rows),
+            false => ColumnBuilder::for_documents(self.file_ty, rows).key_column(&self.spec.key),
+        }
+    }
 }
 
 /// Rows per Arrow batch handed to the encoder: bounds the Arrow held for one partition, and is a multiple of the
@@ -81,7 +137,7 @@ impl<'a> DocEncoder<'a> {
         DocEncoder {
             job,
             prepare: prepare_fn(job.hints, job.in_path),
-            builder: ColumnBuilder::for_documents(job.file_ty, room).key_column(&job.spec.key),
+            builder: job.builder(room),
             encoder: None,
             sink,
             value_rejects: Vec::new(),
@@ -228,7 +284,7 @@ impl<'r> FreshRows<'r> {
             max_rows,
             max_bytes,
             prepare: prepare_fn(job.hints, job.in_path),
-            builder: ColumnBuilder::for_document(job.file_ty).key_column(&job.spec.key),
+            builder: job.builder(self.len().min(max_rows).min(ENCODE_BATCH_ROWS)),
             scratch: Vec::new(),
             value_rejects: Vec::new(),
             rejects: Vec::new(),
@@ -390,12 +446,13 @@ pub(super) fn same_row(a: &RecordBatch, ar: usize, b: &RecordBatch, br: usize) -
 
 /// The Arrow merge needs the key as a top-level column, and the file's Arrow types exactly those the builders
 /// produce for the collection's type (they are, unless a file was written by a different version).
-pub(super) fn arrow_mergeable(schema: &SchemaRef, file_ty: &LakeType, key: &str) -> bool {
+/// `job` says which Arrow types those are ([`Job::arrow_fields`]).
+pub(super) fn arrow_mergeable(schema: &SchemaRef, file_ty: &LakeType, job: &Job<'_>) -> bool {
     let LakeType::Struct { fields } = file_ty else { return false };
-    if !fields.iter().any(|f| f.source == key) {
+    if !fields.iter().any(|f| f.source == job.spec.key) {
         return false;
     }
-    let want = sarrow::struct_fields(fields);
+    let want = job.arrow_fields(file_ty);
     schema.fields().len() == want.len()
         && schema.fields().iter().zip(want.iter()).all(|(g, w)| g.name() == w.name() && g.data_type() == w.data_type())
 }

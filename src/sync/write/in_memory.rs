@@ -184,8 +184,10 @@ pub(super) fn build_from(
     if let Some(b) = existing {
         // (the footer parsed once for every look below)
         let file = parquet::WholeFile::open(b, context)?;
-        let ty = file.lake_type.clone();
-        if &ty == file_ty && arrow_mergeable(file.schema(), file_ty, &spec.key) {
+        let ty = job.type_of(&file)?;
+        if (std::ptr::eq(ty.as_ref(), file_ty) || ty.as_ref() == file_ty)
+            && arrow_mergeable(file.schema(), file_ty, job)
+        {
             let fresh = Fresh::build(fresh_bytes, &rows, job)?;
             // (a small file is merged whole at once: the merge finds an unchanged file as well, and the check
             // first would decode it twice when, as on most nights now, it did change)
@@ -198,9 +200,7 @@ pub(super) fn build_from(
         }
         // A file of an older type that the collection's only extends (columns or members added since): when this
         // run's rows are re-reads of its own rows, it reads as its rewrite would, and is left alone.
-        if remove.is_empty()
-            && !crate::schema::needs_rewrite(&ty, file_ty)
-            && arrow_mergeable(file.schema(), &ty, &spec.key)
+        if remove.is_empty() && !crate::schema::needs_rewrite(&ty, file_ty) && arrow_mergeable(file.schema(), &ty, job)
         {
             let old_job = Job { file_ty: &ty, ..*job };
             let fresh = Fresh::build(fresh_bytes, &rows, &old_job)?;

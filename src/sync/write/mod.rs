@@ -38,12 +38,12 @@ use super::buffer::{MemoryBudget, Part};
 use super::rejects::Reject;
 use crate::config::CollectionSpec;
 use crate::progress::Progress;
-use crate::schema::LakeType;
 use crate::sink::parquet::{Encoded, RowGroups};
 use crate::sink::remote::{Existing, RemoteFile};
 use crate::sink::upload::{settle, ChunkSink};
 use crate::sink::Lake;
 use crate::{Error, Result};
+pub use encode::FileShape;
 use encode::{fresh_rows, Built, FreshRows, Job};
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
@@ -148,7 +148,8 @@ pub struct PartitionWriter {
     pub removals: Arc<HashMap<String, HashSet<String>>>,
     /// Read orders of buffered rows not to write (see [`super::plan::Plan::dropped`]).
     pub dropped: Arc<crate::FastSet<u64>>,
-    pub file_ty: Arc<LakeType>,
+    /// The collection's file type ([`FileShape::new`]).
+    pub file: Arc<FileShape>,
     pub hints: Vec<String>,
     pub in_path: Vec<String>,
     /// Raised when this run lost the collection's lease: stop before touching another file.
@@ -237,8 +238,8 @@ impl PartitionWriter {
         let memory = env.memory.reserve_write(need).await;
         let slot = env.encode_slots.clone().acquire_owned().await.expect("never closed");
         let remove = self.removals.get(&rel).cloned().unwrap_or_default();
-        let (dropped, file_ty, hints, in_path, spec) =
-            (self.dropped.clone(), self.file_ty.clone(), self.hints.clone(), self.in_path.clone(), self.spec.clone());
+        let (dropped, file, hints, in_path, spec) =
+            (self.dropped.clone(), self.file.clone(), self.hints.clone(), self.in_path.clone(), self.spec.clone());
         let (row_groups, spill_dir) = (env.row_groups, self.spill_dir.clone());
         // On local disk a file built in memory is staged and moved into place by the thread that encoded it.
         let local = match (&place.staging, &sink) {
@@ -252,7 +253,8 @@ impl PartitionWriter {
             let job = Job {
                 remove: &remove,
                 dropped: &dropped,
-                file_ty: &file_ty,
+                file_ty: &file.ty,
+                shape: &file,
                 hints: &hints,
                 in_path: &in_path,
                 spec: &spec,
@@ -384,12 +386,12 @@ fn build_large(
         let run_bytes = (job.row_groups.bytes as u64).clamp(4 << 20, 256 << 20);
         return unsorted::merge_unsorted(file, &ty, &fresh, job, sink, spill_dir, run_bytes);
     }
-    let streamed = if &ty == job.file_ty && encode::arrow_mergeable(&file.schema(), job.file_ty, &job.spec.key) {
+    let streamed = if &ty == job.file_ty && encode::arrow_mergeable(&file.schema(), job.file_ty, job) {
         streamed::merge(file, &fresh, job, sink)?
     } else {
         // A file of an older type that the collection's only extends: left alone when this run re-read its rows.
-        let extends = !crate::schema::needs_rewrite(&ty, job.file_ty)
-            && encode::arrow_mergeable(&file.schema(), &ty, &job.spec.key);
+        let extends =
+            !crate::schema::needs_rewrite(&ty, job.file_ty) && encode::arrow_mergeable(&file.schema(), &ty, job);
         if job.remove.is_empty() && extends {
             if let Some(built) = streamed::unchanged_file(file, &fresh, &Job { file_ty: &ty, ..*job })? {
                 return Ok(built);
