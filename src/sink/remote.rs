@@ -58,15 +58,14 @@ impl Lake {
     /// file's body is not read, its footer is fetched instead).
     pub async fn existing(&self, path: &Path, whole_limit: u64, context: &str) -> Result<Option<Existing>> {
         let shown = || format!("reading {}", self.display(path));
-        let size = match self.local_fs.as_ref().filter(|_| self.local_dir.is_some()) {
+        let size = match self.local_file(path).transpose()? {
             // On local disk, opened, measured and read by one blocking thread (the store's `get` and its body's
             // read are a hand-off each: a night merges thousands of small files).
-            Some(fs) => {
-                let file = self.local_path(fs, path)?;
-                let read = tokio::task::spawn_blocking(move || read_local(&file, whole_limit))
+            Some(file) => {
+                let read = tokio::task::spawn_blocking(move || file.read(whole_limit))
                     .await
-                    .map_err(|e| Error::encode("reading a partition file", e))?;
-                match read.map_err(|e| Error::io(shown(), e))? {
+                    .map_err(|e| Error::encode("reading a partition file", e))??;
+                match read {
                     None => return Ok(None),
                     Some(Ok(bytes)) => return Ok(Some(Existing::Whole(bytes))),
                     Some(Err(size)) => size,
@@ -100,21 +99,40 @@ impl Lake {
     }
 }
 
-/// A local file's bytes when it is at most `whole_limit` bytes, else its size; None when there is no file.
-fn read_local(file: &std::path::Path, whole_limit: u64) -> std::io::Result<Option<std::result::Result<Bytes, u64>>> {
-    use std::io::Read;
-    let mut f = match std::fs::File::open(file) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e),
-    };
-    let size = f.metadata()?.len();
-    if size > whole_limit {
-        return Ok(Some(Err(size)));
+impl Lake {
+    /// On local disk, the file at `path`, to read from a blocking thread ([`LocalFile::read`]); None on an
+    /// object store.
+    pub fn local_file(&self, path: &Path) -> Option<Result<LocalFile>> {
+        let fs = self.local_fs.as_ref().filter(|_| self.local_dir.is_some())?;
+        Some(self.local_path(fs, path).map(|file| LocalFile { file, shown: self.display(path) }))
     }
-    let mut bytes = Vec::with_capacity(size as usize);
-    f.read_to_end(&mut bytes)?;
-    Ok(Some(Ok(Bytes::from(bytes))))
+}
+
+/// A file of a local lake ([`Lake::local_file`]).
+pub struct LocalFile {
+    file: std::path::PathBuf,
+    shown: String,
+}
+
+impl LocalFile {
+    /// Blocking: the file's bytes when it is at most `whole_limit` bytes, else its size (Err); None when there
+    /// is no file.
+    pub fn read(&self, whole_limit: u64) -> Result<Option<std::result::Result<Bytes, u64>>> {
+        use std::io::Read;
+        let io = |e| Error::io(format!("reading {}", self.shown), e);
+        let mut f = match std::fs::File::open(&self.file) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io(e)),
+        };
+        let size = f.metadata().map_err(io)?.len();
+        if size > whole_limit {
+            return Ok(Some(Err(size)));
+        }
+        let mut bytes = Vec::with_capacity(size as usize);
+        f.read_to_end(&mut bytes).map_err(io)?;
+        Ok(Some(Ok(Bytes::from(bytes))))
+    }
 }
 
 impl RemoteFile {

@@ -159,6 +159,49 @@ pub struct PartitionWriter {
     pub spill_dir: Option<std::path::PathBuf>,
 }
 
+/// A partition of a group ([`PartitionWriter::write_group`]).
+struct GroupItem {
+    rel: String,
+    place: Placement,
+    part: Part,
+    local: crate::sink::LocalReplace,
+    context: String,
+    /// The existing file, read whole.
+    existing: Option<bytes::Bytes>,
+}
+
+/// See [`PartitionWriter::inputs`].
+struct Inputs {
+    dropped: Arc<crate::FastSet<u64>>,
+    file: Arc<FileShape>,
+    hints: Vec<String>,
+    in_path: Vec<String>,
+    spec: CollectionSpec,
+    row_groups: RowGroups,
+    lease_lost: Arc<AtomicBool>,
+    /// The collection's name, for errors.
+    name: String,
+}
+
+impl Inputs {
+    fn job<'a>(&'a self, remove: &'a HashSet<String>, context: &'a str) -> Job<'a> {
+        Job {
+            remove,
+            dropped: &self.dropped,
+            file_ty: &self.file.ty,
+            shape: &self.file,
+            hints: &self.hints,
+            in_path: &self.in_path,
+            spec: &self.spec,
+            row_groups: self.row_groups,
+            context,
+        }
+    }
+}
+
+/// Small new partitions written by one blocking thread at most ([`PartitionWriter::write_all`]).
+const GROUP_MAX: usize = 16;
+
 /// The strategy a partition is written by (see the module docs).
 enum Strategy {
     New,
@@ -169,15 +212,169 @@ enum Strategy {
 
 impl PartitionWriter {
     /// Writes every partition, `partition_concurrency` at once; the outcomes with each partition's path.
+    ///
+    /// Small new partitions on local disk (a first load's thousands of files of a few rows) go in groups of up
+    /// to [`GROUP_MAX`] ([`PartitionWriter::write_group`]): one blocking thread encodes and places the group's
+    /// files one after the other, so a file costs no hand-off between threads of its own.
     pub async fn write_all(self: Arc<Self>, parts: Vec<(String, Part)>) -> Result<Vec<(String, PartitionOutcome)>> {
         let concurrency = self.env.partition_concurrency;
-        futures::stream::iter(parts.into_iter().map(|(rel, part)| {
-            let w = self.clone();
-            async move { w.write(rel.clone(), part).await.map(|o| (rel, o)) }
+        let (grouped, single): (Vec<_>, Vec<_>) = parts.into_iter().partition(|(rel, part)| self.groups(rel, part));
+        // (groups small enough that every slot still has work: a table of 40 such partitions writes 5 at a time)
+        let size = GROUP_MAX.min(grouped.len().div_ceil(concurrency)).max(1);
+        let mut groups: Vec<Vec<(String, Part)>> = Vec::with_capacity(grouped.len().div_ceil(size));
+        for item in grouped {
+            match groups.last_mut() {
+                Some(g) if g.len() < size => g.push(item),
+                _ => groups.push(vec![item]),
+            }
+        }
+        let work = groups.into_iter().map(Ok).chain(single.into_iter().map(Err));
+        futures::stream::iter(work.map(|w| {
+            let writer = self.clone();
+            async move {
+                match w {
+                    Ok(group) => writer.write_group(group).await,
+                    Err((rel, part)) => writer.write(rel.clone(), part).await.map(|o| vec![(rel, o)]),
+                }
+            }
         }))
         .buffer_unordered(concurrency)
-        .try_collect()
+        .try_concat()
         .await
+    }
+
+    /// Whether partition `rel` is written in a group ([`PartitionWriter::write_all`]): a table's, on local disk,
+    /// its rows held in memory and at most [`SMALL_NEW_BYTES`] (a new partition's file, or a rewritten one's
+    /// if its existing file turns out small enough to hold whole).
+    fn groups(&self, _rel: &str, part: &Part) -> bool {
+        matches!(&self.destination, Destination::Table { listed: Some(_) })
+            && self.env.lake.stages_writes()
+            && part.byte_size() <= SMALL_NEW_BYTES
+            && part.rows_if_in_memory().is_some()
+    }
+
+    /// Writes a group of partitions ([`PartitionWriter::groups`]) on one blocking thread: the existing files of
+    /// those the table has read by one blocking thread first, then each partition merged (or, new, built) in
+    /// memory, staged and moved into place as [`PartitionWriter::write`] does it, under one memory reservation
+    /// (the sum of theirs) and one encode slot. A partition whose file is larger than a [`GROUP_MAX`]th of what
+    /// a merge reads whole is written by [`PartitionWriter::write`] instead.
+    async fn write_group(&self, group: Vec<(String, Part)>) -> Result<Vec<(String, PartitionOutcome)>> {
+        let env = &self.env;
+        let lake = &env.lake;
+        let (db, coll) = (self.spec.database.as_str(), self.spec.collection.as_str());
+        let mut items = Vec::with_capacity(group.len());
+        let mut reads = Vec::new();
+        for (rel, part) in group {
+            let place = self.destination.place(env, &self.spec, &rel);
+            let local = match &place.staging {
+                Some(staging) => lake.local_replace(staging, &place.target).transpose()?,
+                None => None,
+            };
+            let local = local.ok_or_else(|| Error::encode(&rel, "a grouped partition is staged on local disk"))?;
+            if place.merges {
+                let file = lake.local_file(&place.target).transpose()?;
+                reads.push((items.len(), file.ok_or_else(|| Error::encode(&rel, "a local file"))?));
+            }
+            items.push(GroupItem {
+                context: format!("{db}.{coll} partition {rel}"),
+                rel,
+                place,
+                part,
+                local,
+                existing: None,
+            });
+        }
+        if !reads.is_empty() {
+            // (a group holds its files at once: together at most what one file read whole may be)
+            let limit = env.memory.whole_file_limit() / GROUP_MAX as u64;
+            let read = tokio::task::spawn_blocking(move || {
+                reads.into_iter().map(|(i, file)| file.read(limit).map(|r| (i, r))).collect::<Result<Vec<_>>>()
+            })
+            .await
+            .map_err(|e| Error::encode("partition task", e))??;
+            let mut large = HashSet::new();
+            for (i, r) in read {
+                match r {
+                    Some(Ok(bytes)) => items[i].existing = Some(bytes),
+                    Some(Err(_)) => {
+                        large.insert(i);
+                    }
+                    None => {}
+                }
+            }
+            if !large.is_empty() {
+                let mut outcomes = Vec::new();
+                let mut kept = Vec::with_capacity(items.len() - large.len());
+                for (i, item) in items.into_iter().enumerate() {
+                    match large.contains(&i) {
+                        true => outcomes.push((item.rel.clone(), self.write(item.rel, item.part).await?)),
+                        false => kept.push(item),
+                    }
+                }
+                outcomes.extend(Box::pin(self.write_items(kept)).await?);
+                return Ok(outcomes);
+            }
+        }
+        self.write_items(items).await
+    }
+
+    async fn write_items(&self, items: Vec<GroupItem>) -> Result<Vec<(String, PartitionOutcome)>> {
+        let env = &self.env;
+        let need: u64 = items
+            .iter()
+            .map(|it| {
+                let file = it.existing.as_ref().map_or(0, |b| b.len() as u64 * 4);
+                it.part.row_count() * super::budget::WRITE_BYTES_PER_ROW + file
+            })
+            .sum();
+        let memory = env.memory.reserve_write(need).await;
+        let slot = env.encode_slots.clone().acquire_owned().await.expect("never closed");
+        let prompt = super::budget::PromptReturn::if_large(need);
+        let inputs = self.inputs();
+        let removals = self.removals.clone();
+        let built = tokio::task::spawn_blocking(move || {
+            let (_slot, _memory, _prompt) = (slot, memory, prompt);
+            let none = HashSet::new();
+            let mut out = Vec::with_capacity(items.len());
+            for GroupItem { rel, place, part, local, context, existing } in items {
+                let job = inputs.job(removals.get(&rel).unwrap_or(&none), &context);
+                let mut built = match &existing {
+                    Some(bytes) => in_memory::build(Some(bytes.clone()), part, &job, None)?,
+                    None => new::build(part, &job, None)?,
+                };
+                if let Encoded::Memory(bytes) = &built.bytes {
+                    if built.rows > 0 && !same_bytes(existing.as_ref(), &built.bytes) {
+                        stop_if_lease_lost(&inputs.lease_lost, &inputs.name)?;
+                        local.write(bytes)?;
+                        built.bytes = Encoded::Placed;
+                    }
+                }
+                out.push((rel, place, built, existing));
+            }
+            Ok::<_, Error>(out)
+        })
+        .await
+        .map_err(|e| Error::encode("partition task", e))??;
+        let mut outcomes = Vec::with_capacity(built.len());
+        for (rel, place, built, existing) in built {
+            let outcome = self.place(built, &place, existing.is_some(), existing.as_ref()).await?;
+            outcomes.push((rel, outcome));
+        }
+        Ok(outcomes)
+    }
+
+    /// What a partition's blocking work takes of the writer, owned (for a blocking thread).
+    fn inputs(&self) -> Inputs {
+        Inputs {
+            dropped: self.dropped.clone(),
+            file: self.file.clone(),
+            hints: self.hints.clone(),
+            in_path: self.in_path.clone(),
+            spec: self.spec.clone(),
+            row_groups: self.env.row_groups,
+            lease_lost: self.lease_lost.clone(),
+            name: self.spec.name(),
+        }
     }
 
     pub async fn write(&self, rel: String, part: Part) -> Result<PartitionOutcome> {
@@ -238,29 +435,18 @@ impl PartitionWriter {
         let memory = env.memory.reserve_write(need).await;
         let slot = env.encode_slots.clone().acquire_owned().await.expect("never closed");
         let remove = self.removals.get(&rel).cloned().unwrap_or_default();
-        let (dropped, file, hints, in_path, spec) =
-            (self.dropped.clone(), self.file.clone(), self.hints.clone(), self.in_path.clone(), self.spec.clone());
-        let (row_groups, spill_dir) = (env.row_groups, self.spill_dir.clone());
+        let inputs = self.inputs();
+        let spill_dir = self.spill_dir.clone();
         // On local disk a file built in memory is staged and moved into place by the thread that encoded it.
         let local = match (&place.staging, &sink) {
             (Some(staging), None) if place.table => lake.local_replace(staging, &place.target).transpose()?,
             _ => None,
         };
-        let (lease_lost, name, compare) = (self.lease_lost.clone(), self.spec.name(), before.clone());
+        let compare = before.clone();
         let prompt = super::budget::PromptReturn::if_large(need);
         let built = tokio::task::spawn_blocking(move || {
             let (_slot, _memory, _prompt) = (slot, memory, prompt);
-            let job = Job {
-                remove: &remove,
-                dropped: &dropped,
-                file_ty: &file.ty,
-                shape: &file,
-                hints: &hints,
-                in_path: &in_path,
-                spec: &spec,
-                row_groups,
-                context: &context,
-            };
+            let job = inputs.job(&remove, &context);
             let mut built = match strategy {
                 Strategy::New => new::build(part, &job, sink),
                 Strategy::Spilled(dir) => spilled::build(part, &job, &dir, run_rows, sink),
@@ -271,7 +457,7 @@ impl PartitionWriter {
             }?;
             if let (Some(local), Encoded::Memory(bytes)) = (local, &built.bytes) {
                 if built.rows > 0 && !same_bytes(compare.as_ref(), &built.bytes) {
-                    stop_if_lease_lost(&lease_lost, &name)?;
+                    stop_if_lease_lost(&inputs.lease_lost, &inputs.name)?;
                     local.write(bytes)?;
                     built.bytes = Encoded::Placed;
                 }
