@@ -164,7 +164,8 @@ struct GroupItem {
     rel: String,
     place: Placement,
     part: Part,
-    local: crate::sink::LocalReplace,
+    /// On local disk, where the thread that builds the file stages and moves it.
+    local: Option<crate::sink::LocalReplace>,
     context: String,
     /// The existing file, read whole.
     existing: Option<bytes::Bytes>,
@@ -228,40 +229,53 @@ impl PartitionWriter {
                 _ => groups.push(vec![item]),
             }
         }
-        let work = groups.into_iter().map(Ok).chain(single.into_iter().map(Err));
-        futures::stream::iter(work.map(|w| {
+        // (on an object store a group's requests are in flight together: as many files in flight as before)
+        let groups_at_once = match self.env.lake.stages_writes() {
+            true => concurrency,
+            false => (concurrency / size).max(1),
+        };
+        let grouped = futures::stream::iter(groups.into_iter().map(|group| {
             let writer = self.clone();
-            async move {
-                match w {
-                    Ok(group) => writer.write_group(group).await,
-                    Err((rel, part)) => writer.write(rel.clone(), part).await.map(|o| vec![(rel, o)]),
-                }
-            }
+            async move { writer.write_group(group).await }
+        }))
+        .buffer_unordered(groups_at_once)
+        .try_concat();
+        let single = futures::stream::iter(single.into_iter().map(|(rel, part)| {
+            let writer = self.clone();
+            async move { writer.write(rel.clone(), part).await.map(|o| (rel, o)) }
         }))
         .buffer_unordered(concurrency)
-        .try_concat()
-        .await
+        .try_collect::<Vec<_>>();
+        let (mut outcomes, single) = futures::future::try_join(grouped, single).await?;
+        outcomes.extend(single);
+        Ok(outcomes)
     }
 
-    /// Whether partition `rel` is written in a group ([`PartitionWriter::write_all`]): a table's, on local disk,
-    /// its rows held in memory and at most [`SMALL_NEW_BYTES`] (a new partition's file, or a rewritten one's
-    /// if its existing file turns out small enough to hold whole).
+    /// Whether partition `rel` is written in a group ([`PartitionWriter::write_all`]): a table's, its rows held
+    /// in memory and at most [`SMALL_NEW_BYTES`] (a new partition's file, or a rewritten one's if its existing
+    /// file turns out small enough to hold whole).
     fn groups(&self, _rel: &str, part: &Part) -> bool {
         matches!(&self.destination, Destination::Table { listed: Some(_) })
-            && self.env.lake.stages_writes()
             && part.byte_size() <= SMALL_NEW_BYTES
             && part.rows_if_in_memory().is_some()
     }
 
     /// Writes a group of partitions ([`PartitionWriter::groups`]) on one blocking thread: the existing files of
-    /// those the table has read by one blocking thread first, then each partition merged (or, new, built) in
-    /// memory, staged and moved into place as [`PartitionWriter::write`] does it, under one memory reservation
-    /// (the sum of theirs) and one encode slot. A partition whose file is larger than a [`GROUP_MAX`]th of what
-    /// a merge reads whole is written by [`PartitionWriter::write`] instead.
+    /// those the table has read first (on local disk by one blocking thread; on an object store, the GETs at
+    /// once), then each partition merged (or, new, built) in memory by one blocking thread, under one memory
+    /// reservation (the sum of theirs) and one encode slot; on local disk that thread also stages and moves each
+    /// file into place, on an object store the files are then put at once. A partition whose file is too large
+    /// to hold with the group's (local disk: more than a [`GROUP_MAX`]th of what a merge reads whole; an object
+    /// store: more than that whole) is written as [`PartitionWriter::write`] writes it.
     async fn write_group(&self, group: Vec<(String, Part)>) -> Result<Vec<(String, PartitionOutcome)>> {
         let env = &self.env;
         let lake = &env.lake;
         let (db, coll) = (self.spec.database.as_str(), self.spec.collection.as_str());
+        let on_disk = lake.stages_writes();
+        if !on_disk {
+            // (a file put in place is visible once complete: a run that lost its lease starts none)
+            self.stop_if_lease_lost()?;
+        }
         let mut items = Vec::with_capacity(group.len());
         let mut reads = Vec::new();
         for (rel, part) in group {
@@ -270,21 +284,16 @@ impl PartitionWriter {
                 Some(staging) => lake.local_replace(staging, &place.target).transpose()?,
                 None => None,
             };
-            let local = local.ok_or_else(|| Error::encode(&rel, "a grouped partition is staged on local disk"))?;
-            if place.merges {
+            if place.merges && on_disk {
                 let file = lake.local_file(&place.target).transpose()?;
                 reads.push((items.len(), file.ok_or_else(|| Error::encode(&rel, "a local file"))?));
             }
-            items.push(GroupItem {
-                context: format!("{db}.{coll} partition {rel}"),
-                rel,
-                place,
-                part,
-                local,
-                existing: None,
-            });
+            let context = format!("{db}.{coll} partition {rel}");
+            items.push(GroupItem { context, rel, place, part, local, existing: None });
         }
-        if !reads.is_empty() {
+        // Files too large for the group: (item, the file opened to merge a row group at a time, if it was).
+        let mut large: Vec<(usize, Option<Existing>)> = Vec::new();
+        if on_disk && !reads.is_empty() {
             // (a group holds its files at once: together at most what one file read whole may be)
             let limit = env.memory.whole_file_limit() / GROUP_MAX as u64;
             let read = tokio::task::spawn_blocking(move || {
@@ -292,30 +301,46 @@ impl PartitionWriter {
             })
             .await
             .map_err(|e| Error::encode("partition task", e))??;
-            let mut large = HashSet::new();
             for (i, r) in read {
                 match r {
                     Some(Ok(bytes)) => items[i].existing = Some(bytes),
-                    Some(Err(_)) => {
-                        large.insert(i);
-                    }
+                    Some(Err(_)) => large.push((i, None)),
                     None => {}
                 }
             }
-            if !large.is_empty() {
-                let mut outcomes = Vec::new();
-                let mut kept = Vec::with_capacity(items.len() - large.len());
-                for (i, item) in items.into_iter().enumerate() {
-                    match large.contains(&i) {
-                        true => outcomes.push((item.rel.clone(), self.write(item.rel, item.part).await?)),
-                        false => kept.push(item),
-                    }
+        } else if !on_disk {
+            let limit = env.memory.whole_file_limit();
+            let gets = items.iter().enumerate().filter(|(_, it)| it.place.merges).map(|(i, it)| async move {
+                lake.existing(&it.place.target, limit, &it.context).await.map(|e| (i, e))
+            });
+            for (i, existing) in futures::future::try_join_all(gets).await? {
+                match existing {
+                    Some(Existing::Whole(bytes)) => items[i].existing = Some(bytes),
+                    Some(file) => large.push((i, Some(file))),
+                    None => {}
                 }
-                outcomes.extend(Box::pin(self.write_items(kept)).await?);
-                return Ok(outcomes);
             }
         }
-        self.write_items(items).await
+        if large.is_empty() {
+            return self.write_items(items).await;
+        }
+        let mut aside: HashMap<usize, Option<Existing>> = large.into_iter().collect();
+        let mut outcomes = Vec::new();
+        let mut kept = Vec::with_capacity(items.len() - aside.len());
+        for (i, item) in items.into_iter().enumerate() {
+            match aside.remove(&i) {
+                // (opened already on an object store; read again on local disk, where that costs no request)
+                Some(Some(file)) => {
+                    let rel = item.rel.clone();
+                    let outcome = self.write_from(&rel, item.part, item.place, item.context, Some(file)).await?;
+                    outcomes.push((rel, outcome));
+                }
+                Some(None) => outcomes.push((item.rel.clone(), self.write(item.rel, item.part).await?)),
+                None => kept.push(item),
+            }
+        }
+        outcomes.extend(self.write_items(kept).await?);
+        Ok(outcomes)
     }
 
     async fn write_items(&self, items: Vec<GroupItem>) -> Result<Vec<(String, PartitionOutcome)>> {
@@ -342,7 +367,7 @@ impl PartitionWriter {
                     Some(bytes) => in_memory::build(Some(bytes.clone()), part, &job, None)?,
                     None => new::build(part, &job, None)?,
                 };
-                if let Encoded::Memory(bytes) = &built.bytes {
+                if let (Some(local), Encoded::Memory(bytes)) = (local, &built.bytes) {
                     if built.rows > 0 && !same_bytes(existing.as_ref(), &built.bytes) {
                         stop_if_lease_lost(&inputs.lease_lost, &inputs.name)?;
                         local.write(bytes)?;
@@ -355,12 +380,15 @@ impl PartitionWriter {
         })
         .await
         .map_err(|e| Error::encode("partition task", e))??;
-        let mut outcomes = Vec::with_capacity(built.len());
-        for (rel, place, built, existing) in built {
+        // (placed already on local disk; put, or deleted when emptied, on an object store: at once)
+        futures::future::try_join_all(built.into_iter().map(|(rel, place, built, existing)| async move {
+            if place.staging.is_none() {
+                self.stop_if_lease_lost()?;
+            }
             let outcome = self.place(built, &place, existing.is_some(), existing.as_ref()).await?;
-            outcomes.push((rel, outcome));
-        }
-        Ok(outcomes)
+            Ok::<_, Error>((rel, outcome))
+        }))
+        .await
     }
 
     /// What a partition's blocking work takes of the writer, owned (for a blocking thread).
@@ -393,6 +421,20 @@ impl PartitionWriter {
             true => lake.existing(&place.target, env.memory.whole_file_limit(), &context).await?,
             false => None,
         };
+        self.write_from(&rel, part, place, context, existing).await
+    }
+
+    /// [`PartitionWriter::write`] once the existing file is read (or opened, large).
+    async fn write_from(
+        &self,
+        rel: &str,
+        part: Part,
+        place: Placement,
+        context: String,
+        existing: Option<Existing>,
+    ) -> Result<PartitionOutcome> {
+        let env = &self.env;
+        let lake = &env.lake;
         let had_file = existing.is_some();
         let before = match &existing {
             Some(Existing::Whole(b)) => Some(b.clone()),
@@ -434,7 +476,7 @@ impl PartitionWriter {
         }
         let memory = env.memory.reserve_write(need).await;
         let slot = env.encode_slots.clone().acquire_owned().await.expect("never closed");
-        let remove = self.removals.get(&rel).cloned().unwrap_or_default();
+        let remove = self.removals.get(rel).cloned().unwrap_or_default();
         let inputs = self.inputs();
         let spill_dir = self.spill_dir.clone();
         // On local disk a file built in memory is staged and moved into place by the thread that encoded it.
