@@ -1,6 +1,7 @@
 //! Every write strategy gives the same file: the same existing file and the same documents through each
 //! strategy the dispatcher can choose (the in-memory merge, the streamed merge of a file too large to hold,
-//! that file out of key order, and for a new partition: rows held or spilled), on object_store's `InMemory`,
+//! that file out of key order, and for a new partition: rows held or spilled; and a group of
+//! [`PartitionWriter::write_all`]), on object_store's `InMemory`,
 //! with replacements, keys moved out or deleted, duplicates, rows the plan dropped, and a widened column. The
 //! bytes must be identical, and the rows those a model of the rule ([`crate::transform::dedup`]) keeps.
 use super::*;
@@ -152,6 +153,9 @@ enum Steer {
     LargeUnsorted,
     /// As `Held`, with the existing file out of key order.
     HeldUnsorted,
+    /// As `Held`, through [`PartitionWriter::write_all`]'s groups (the table listed first): on this object store
+    /// the group's GET, one blocking build and its PUT.
+    Grouped,
 }
 
 /// Runs `case` through one strategy: the partition's file afterwards (None: no file), the outcome's rows, and
@@ -197,7 +201,16 @@ async fn run(case: &Case, steer: Steer) -> (Option<bytes::Bytes>, u64, bool) {
     };
     let dropped = case.dropped.iter().copied().collect();
     let w = writer(env, &new_ty, removals, dropped, dir.as_ref().map(|d| d.path().to_path_buf()));
-    let outcome = w.write(REL.into(), part).await.expect("written");
+    let outcome = match steer {
+        Steer::Grouped => {
+            let listed: HashSet<String> = before.iter().map(|_| REL.to_string()).collect();
+            let w = PartitionWriter { destination: Destination::Table { listed: Some(Arc::new(listed)) }, ..w };
+            assert!(w.groups(REL, &part), "steered to a group");
+            let mut out = Arc::new(w).write_all(vec![(REL.into(), part)]).await.expect("written");
+            out.pop().expect("one partition").1
+        }
+        _ => w.write(REL.into(), part).await.expect("written"),
+    };
     (lake.get_opt(&target).await.expect("readable"), outcome.rows, outcome.written)
 }
 
@@ -248,8 +261,8 @@ fn rows_of(bytes: &bytes::Bytes) -> BTreeMap<String, (i64, bool)> {
 fn check(case: &Case) {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let steers: &[Steer] = match case.old {
-        Some(_) => &[Steer::Held, Steer::Large, Steer::LargeUnsorted, Steer::HeldUnsorted],
-        None => &[Steer::Held, Steer::Large],
+        Some(_) => &[Steer::Held, Steer::Large, Steer::LargeUnsorted, Steer::HeldUnsorted, Steer::Grouped],
+        None => &[Steer::Held, Steer::Large, Steer::Grouped],
     };
     let results: Vec<_> = steers.iter().map(|s| (*s, rt.block_on(run(case, *s)))).collect();
     let want = model(case);
