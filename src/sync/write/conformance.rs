@@ -1,7 +1,7 @@
 //! Every write strategy gives the same file: the same existing file and the same documents through each
 //! strategy the dispatcher can choose (the in-memory merge, the streamed merge of a file too large to hold,
-//! that file out of key order, and for a new partition: rows held or spilled; and a group of
-//! [`PartitionWriter::write_all`]), on object_store's `InMemory`,
+//! that file out of key order, and for a new partition: rows held or spilled), on object_store's `InMemory`, and
+//! a group of [`PartitionWriter::write_all`] on local disk,
 //! with replacements, keys moved out or deleted, duplicates, rows the plan dropped, and a widened column. The
 //! bytes must be identical, and the rows those a model of the rule ([`crate::transform::dedup`]) keeps.
 use super::*;
@@ -29,6 +29,19 @@ fn spec() -> CollectionSpec {
 
 fn lake() -> Lake {
     Lake::from_store(Arc::new(InMemory::new()), Path::from("lake"), "memory://lake")
+}
+
+fn local_lake(dir: &std::path::Path) -> Lake {
+    let cfg = crate::config::environment::LakeConfig {
+        url: url::Url::from_directory_path(dir).expect("an absolute path"),
+        endpoint: None,
+        region: None,
+        allow_http: false,
+        access_key_id: None,
+        secret_access_key: None,
+        encryption: None,
+    };
+    Lake::open(&cfg).expect("a local lake")
 }
 
 /// A run's environment: `budget` bytes of memory (a small one makes every existing file "too large to hold").
@@ -153,8 +166,8 @@ enum Steer {
     LargeUnsorted,
     /// As `Held`, with the existing file out of key order.
     HeldUnsorted,
-    /// As `Held`, through [`PartitionWriter::write_all`]'s groups (the table listed first): on this object store
-    /// the group's GET, one blocking build and its PUT.
+    /// As `Held`, through [`PartitionWriter::write_all`]'s groups (the table listed first), on a local disk lake
+    /// (where a group reads its files, merges and places them on blocking threads).
     Grouped,
 }
 
@@ -180,7 +193,11 @@ async fn run(case: &Case, steer: Steer) -> (Option<bytes::Bytes>, u64, bool) {
     }
     let reversed = matches!(steer, Steer::LargeUnsorted | Steer::HeldUnsorted);
     let before = existing_file(case, &old_ty, reversed).await;
-    let lake = lake();
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let lake = match steer {
+        Steer::Grouped => local_lake(dir.path()),
+        _ => lake(),
+    };
     let target = lake.partition_file("db", "c", REL);
     if let Some(b) = &before {
         lake.put(&target, b.clone().into()).await.expect("seeded");

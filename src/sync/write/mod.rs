@@ -252,27 +252,30 @@ impl PartitionWriter {
     }
 
     /// Whether partition `rel` is written in a group ([`PartitionWriter::write_all`]): a table's, its rows held
-    /// in memory and at most [`SMALL_NEW_BYTES`] (a new partition's file, or a rewritten one's if its existing
-    /// file turns out small enough to hold whole).
-    fn groups(&self, _rel: &str, part: &Part) -> bool {
-        matches!(&self.destination, Destination::Table { listed: Some(_) })
+    /// in memory and at most [`SMALL_NEW_BYTES`]; on local disk a new partition's file or a rewritten one's (if
+    /// its existing file turns out small enough to hold with the group's), on an object store a new one's only.
+    /// (There a rewrite waits for its GET: grouped, a group's files waited for its slowest GET, and the bench's
+    /// S3 nights took 3.01-4.11 s against 2.96-3.05 one by one, for the same CPU; `bench/results/
+    /// 2026-12-04-small-100000-f3f3a4d*.md` against `...-eccb708.md`.)
+    fn groups(&self, rel: &str, part: &Part) -> bool {
+        let Destination::Table { listed: Some(files) } = &self.destination else { return false };
+        (self.env.lake.stages_writes() || !files.contains(rel))
             && part.byte_size() <= SMALL_NEW_BYTES
             && part.rows_if_in_memory().is_some()
     }
 
-    /// Writes a group of partitions ([`PartitionWriter::groups`]) on one blocking thread: the existing files of
-    /// those the table has read first (on local disk by one blocking thread; on an object store, the GETs at
-    /// once), then each partition merged (or, new, built) in memory by one blocking thread, under one memory
-    /// reservation (the sum of theirs) and one encode slot; on local disk that thread also stages and moves each
-    /// file into place, on an object store the files are then put at once. A partition whose file is too large
-    /// to hold with the group's (local disk: more than a [`GROUP_MAX`]th of what a merge reads whole; an object
-    /// store: more than that whole) is written as [`PartitionWriter::write`] writes it.
+    /// Writes a group of partitions ([`PartitionWriter::groups`]) on one blocking thread: on local disk the
+    /// existing files of those the table has read first by one blocking thread, then each partition merged
+    /// (or, new, built) in memory by one blocking thread, under one memory reservation (the sum of theirs) and
+    /// one encode slot; on local disk that thread also stages and moves each file into place, on an object
+    /// store the new files are then put at once. A partition whose file is larger than a [`GROUP_MAX`]th of
+    /// what a merge reads whole is written as [`PartitionWriter::write`] writes it (a group holds its files
+    /// at once: together no more than one such file).
     async fn write_group(&self, group: Vec<(String, Part)>) -> Result<Vec<(String, PartitionOutcome)>> {
         let env = &self.env;
         let lake = &env.lake;
         let (db, coll) = (self.spec.database.as_str(), self.spec.collection.as_str());
-        let on_disk = lake.stages_writes();
-        if !on_disk {
+        if !lake.stages_writes() {
             // (a file put in place is visible once complete: a run that lost its lease starts none)
             self.stop_if_lease_lost()?;
         }
@@ -284,59 +287,40 @@ impl PartitionWriter {
                 Some(staging) => lake.local_replace(staging, &place.target).transpose()?,
                 None => None,
             };
-            if place.merges && on_disk {
+            if place.merges {
                 let file = lake.local_file(&place.target).transpose()?;
-                reads.push((items.len(), file.ok_or_else(|| Error::encode(&rel, "a local file"))?));
+                let file =
+                    file.ok_or_else(|| Error::encode(&rel, "a rewritten partition in a group is on local disk"))?;
+                reads.push((items.len(), file));
             }
             let context = format!("{db}.{coll} partition {rel}");
             items.push(GroupItem { context, rel, place, part, local, existing: None });
         }
-        // Files too large for the group: (item, the file opened to merge a row group at a time, if it was).
-        let mut large: Vec<(usize, Option<Existing>)> = Vec::new();
-        if on_disk && !reads.is_empty() {
-            // (a group holds its files at once: together at most what one file read whole may be)
-            let limit = env.memory.whole_file_limit() / GROUP_MAX as u64;
-            let read = tokio::task::spawn_blocking(move || {
-                reads.into_iter().map(|(i, file)| file.read(limit).map(|r| (i, r))).collect::<Result<Vec<_>>>()
-            })
-            .await
-            .map_err(|e| Error::encode("partition task", e))??;
-            for (i, r) in read {
-                match r {
-                    Some(Ok(bytes)) => items[i].existing = Some(bytes),
-                    Some(Err(_)) => large.push((i, None)),
-                    None => {}
-                }
-            }
-        } else if !on_disk {
-            let limit = env.memory.whole_file_limit();
-            let gets = items.iter().enumerate().filter(|(_, it)| it.place.merges).map(|(i, it)| async move {
-                lake.existing(&it.place.target, limit, &it.context).await.map(|e| (i, e))
-            });
-            for (i, existing) in futures::future::try_join_all(gets).await? {
-                match existing {
-                    Some(Existing::Whole(bytes)) => items[i].existing = Some(bytes),
-                    Some(file) => large.push((i, Some(file))),
-                    None => {}
-                }
-            }
-        }
-        if large.is_empty() {
+        if reads.is_empty() {
             return self.write_items(items).await;
         }
-        let mut aside: HashMap<usize, Option<Existing>> = large.into_iter().collect();
-        let mut outcomes = Vec::new();
-        let mut kept = Vec::with_capacity(items.len() - aside.len());
-        for (i, item) in items.into_iter().enumerate() {
-            match aside.remove(&i) {
-                // (opened already on an object store; read again on local disk, where that costs no request)
-                Some(Some(file)) => {
-                    let rel = item.rel.clone();
-                    let outcome = self.write_from(&rel, item.part, item.place, item.context, Some(file)).await?;
-                    outcomes.push((rel, outcome));
+        let limit = env.memory.whole_file_limit() / GROUP_MAX as u64;
+        let read = tokio::task::spawn_blocking(move || {
+            reads.into_iter().map(|(i, file)| file.read(limit).map(|r| (i, r))).collect::<Result<Vec<_>>>()
+        })
+        .await
+        .map_err(|e| Error::encode("partition task", e))??;
+        let mut large = HashSet::new();
+        for (i, r) in read {
+            match r {
+                Some(Ok(bytes)) => items[i].existing = Some(bytes),
+                Some(Err(_)) => {
+                    large.insert(i);
                 }
-                Some(None) => outcomes.push((item.rel.clone(), self.write(item.rel, item.part).await?)),
-                None => kept.push(item),
+                None => {}
+            }
+        }
+        let mut outcomes = Vec::with_capacity(large.len());
+        let mut kept = Vec::with_capacity(items.len() - large.len());
+        for (i, item) in items.into_iter().enumerate() {
+            match large.contains(&i) {
+                true => outcomes.push((item.rel.clone(), self.write(item.rel, item.part).await?)),
+                false => kept.push(item),
             }
         }
         outcomes.extend(self.write_items(kept).await?);
@@ -380,7 +364,7 @@ impl PartitionWriter {
         })
         .await
         .map_err(|e| Error::encode("partition task", e))??;
-        // (placed already on local disk; put, or deleted when emptied, on an object store: at once)
+        // (placed already on local disk; put at once on an object store)
         futures::future::try_join_all(built.into_iter().map(|(rel, place, built, existing)| async move {
             if place.staging.is_none() {
                 self.stop_if_lease_lost()?;
