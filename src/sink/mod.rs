@@ -161,6 +161,21 @@ impl Lake {
         }
     }
 
+    /// A lake on local disk in `dir` (tests).
+    #[cfg(test)]
+    pub fn local_in(dir: &std::path::Path) -> Lake {
+        let cfg = LakeConfig {
+            url: url::Url::from_directory_path(dir).expect("an absolute path"),
+            endpoint: None,
+            region: None,
+            allow_http: false,
+            access_key_id: None,
+            secret_access_key: None,
+            encryption: None,
+        };
+        Lake::open(&cfg).expect("a local lake")
+    }
+
     /// A lake over any store (used by tests with the in-memory store).
     pub fn from_store(store: Arc<dyn ObjectStore>, root: Path, url: &str) -> Lake {
         Lake {
@@ -616,16 +631,7 @@ mod tests {
         let link = dir.path().join("link");
         std::fs::create_dir(dir.path().join("real")).unwrap();
         std::os::unix::fs::symlink(dir.path().join("real"), &link).unwrap();
-        let cfg = LakeConfig {
-            url: url::Url::from_directory_path(&link).unwrap(),
-            endpoint: None,
-            region: None,
-            allow_http: false,
-            access_key_id: None,
-            secret_access_key: None,
-            encryption: None,
-        };
-        let lake = Lake::open(&cfg).unwrap();
+        let lake = Lake::local_in(&link);
         let fs = lake.local_fs.clone().unwrap();
         for p in [
             Path::from("hims/visits/facility_id=F001/created_at_date=2025-07-01/part-0.parquet"),

@@ -31,19 +31,6 @@ fn lake() -> Lake {
     Lake::from_store(Arc::new(InMemory::new()), Path::from("lake"), "memory://lake")
 }
 
-fn local_lake(dir: &std::path::Path) -> Lake {
-    let cfg = crate::config::environment::LakeConfig {
-        url: url::Url::from_directory_path(dir).expect("an absolute path"),
-        endpoint: None,
-        region: None,
-        allow_http: false,
-        access_key_id: None,
-        secret_access_key: None,
-        encryption: None,
-    };
-    Lake::open(&cfg).expect("a local lake")
-}
-
 /// A run's environment: `budget` bytes of memory (a small one makes every existing file "too large to hold").
 fn env(lake: Lake, budget: u64) -> WriteEnv {
     WriteEnv {
@@ -195,7 +182,7 @@ async fn run(case: &Case, steer: Steer) -> (Option<bytes::Bytes>, u64, bool) {
     let before = existing_file(case, &old_ty, reversed).await;
     let dir = tempfile::tempdir().expect("a temporary folder");
     let lake = match steer {
-        Steer::Grouped => local_lake(dir.path()),
+        Steer::Grouped => Lake::local_in(dir.path()),
         _ => lake(),
     };
     let target = lake.partition_file("db", "c", REL);
