@@ -214,9 +214,10 @@ enum Strategy {
 impl PartitionWriter {
     /// Writes every partition, `partition_concurrency` at once; the outcomes with each partition's path.
     ///
-    /// Small new partitions on local disk (a first load's thousands of files of a few rows) go in groups of up
-    /// to [`GROUP_MAX`] ([`PartitionWriter::write_group`]): one blocking thread encodes and places the group's
-    /// files one after the other, so a file costs no hand-off between threads of its own.
+    /// Small partitions (a first load's thousands of files of a few rows, a night's rewrites of them on local
+    /// disk) go in groups of up to [`GROUP_MAX`] ([`PartitionWriter::groups`], [`PartitionWriter::write_group`]):
+    /// one blocking thread builds the group's files one after the other, so a file costs no hand-off between
+    /// threads of its own.
     pub async fn write_all(self: Arc<Self>, parts: Vec<(String, Part)>) -> Result<Vec<(String, PartitionOutcome)>> {
         let concurrency = self.env.partition_concurrency;
         let (grouped, single): (Vec<_>, Vec<_>) = parts.into_iter().partition(|(rel, part)| self.groups(rel, part));
@@ -405,20 +406,6 @@ impl PartitionWriter {
             true => lake.existing(&place.target, env.memory.whole_file_limit(), &context).await?,
             false => None,
         };
-        self.write_from(&rel, part, place, context, existing).await
-    }
-
-    /// [`PartitionWriter::write`] once the existing file is read (or opened, large).
-    async fn write_from(
-        &self,
-        rel: &str,
-        part: Part,
-        place: Placement,
-        context: String,
-        existing: Option<Existing>,
-    ) -> Result<PartitionOutcome> {
-        let env = &self.env;
-        let lake = &env.lake;
         let had_file = existing.is_some();
         let before = match &existing {
             Some(Existing::Whole(b)) => Some(b.clone()),
@@ -460,7 +447,7 @@ impl PartitionWriter {
         }
         let memory = env.memory.reserve_write(need).await;
         let slot = env.encode_slots.clone().acquire_owned().await.expect("never closed");
-        let remove = self.removals.get(rel).cloned().unwrap_or_default();
+        let remove = self.removals.get(&rel).cloned().unwrap_or_default();
         let inputs = self.inputs();
         let spill_dir = self.spill_dir.clone();
         // On local disk a file built in memory is staged and moved into place by the thread that encoded it.
