@@ -156,6 +156,8 @@ enum Steer {
     /// As `Held`, through [`PartitionWriter::write_all`]'s groups (the table listed first), on a local disk lake
     /// (where a group reads its files, merges and places them on blocking threads).
     Grouped,
+    /// As `Grouped`, with the existing file too large for a group (it leaves the group for the streamed merge).
+    GroupedLarge,
 }
 
 /// Runs `case` through one strategy: the partition's file afterwards (None: no file), the outcome's rows, and
@@ -180,16 +182,17 @@ async fn run(case: &Case, steer: Steer) -> (Option<bytes::Bytes>, u64, bool) {
     }
     let reversed = matches!(steer, Steer::LargeUnsorted | Steer::HeldUnsorted);
     let before = existing_file(case, &old_ty, reversed).await;
-    let dir = tempfile::tempdir().expect("a temporary folder");
-    let lake = match steer {
-        Steer::Grouped => Lake::local_in(dir.path()),
-        _ => lake(),
+    let local_dir = tempfile::tempdir().expect("a temporary folder");
+    let grouped = matches!(steer, Steer::Grouped | Steer::GroupedLarge);
+    let lake = match grouped {
+        true => Lake::local_in(local_dir.path()),
+        false => lake(),
     };
     let target = lake.partition_file("db", "c", REL);
     if let Some(b) = &before {
         lake.put(&target, b.clone().into()).await.expect("seeded");
     }
-    let large = matches!(steer, Steer::Large | Steer::LargeUnsorted);
+    let large = matches!(steer, Steer::Large | Steer::LargeUnsorted | Steer::GroupedLarge);
     // A new partition is steered by spilling its rows; an existing file by the budget's whole-file limit.
     let spill = large && case.old.is_none();
     let (part, dir) = buffered(&fresh_docs, spill);
@@ -205,15 +208,15 @@ async fn run(case: &Case, steer: Steer) -> (Option<bytes::Bytes>, u64, bool) {
     };
     let dropped = case.dropped.iter().copied().collect();
     let w = writer(env, &new_ty, removals, dropped, dir.as_ref().map(|d| d.path().to_path_buf()));
-    let outcome = match steer {
-        Steer::Grouped => {
+    let outcome = match grouped {
+        true => {
             let listed: HashSet<String> = before.iter().map(|_| REL.to_string()).collect();
             let w = PartitionWriter { destination: Destination::Table { listed: Some(Arc::new(listed)) }, ..w };
             assert!(w.groups(REL, &part), "steered to a group");
             let mut out = Arc::new(w).write_all(vec![(REL.into(), part)]).await.expect("written");
             out.pop().expect("one partition").1
         }
-        _ => w.write(REL.into(), part).await.expect("written"),
+        false => w.write(REL.into(), part).await.expect("written"),
     };
     (lake.get_opt(&target).await.expect("readable"), outcome.rows, outcome.written)
 }
@@ -265,7 +268,9 @@ fn rows_of(bytes: &bytes::Bytes) -> BTreeMap<String, (i64, bool)> {
 fn check(case: &Case) {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let steers: &[Steer] = match case.old {
-        Some(_) => &[Steer::Held, Steer::Large, Steer::LargeUnsorted, Steer::HeldUnsorted, Steer::Grouped],
+        Some(_) => {
+            &[Steer::Held, Steer::Large, Steer::LargeUnsorted, Steer::HeldUnsorted, Steer::Grouped, Steer::GroupedLarge]
+        }
         None => &[Steer::Held, Steer::Large, Steer::Grouped],
     };
     let results: Vec<_> = steers.iter().map(|s| (*s, rt.block_on(run(case, *s)))).collect();
