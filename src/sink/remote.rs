@@ -97,9 +97,7 @@ impl Lake {
             context: context.to_string(),
         })))
     }
-}
 
-impl Lake {
     /// On local disk, the file at `path`, to read from a blocking thread ([`LocalFile::read`]); None on an
     /// object store.
     pub fn local_file(&self, path: &Path) -> Option<Result<LocalFile>> {

@@ -71,10 +71,15 @@ pub(super) struct Job<'a> {
 }
 
 impl Job<'_> {
+    /// Whether `ty` is the collection's file type itself (not a file's older type): what the shape was made for.
+    fn is_shape(&self, ty: &LakeType) -> bool {
+        std::ptr::eq(ty, &self.shape.ty)
+    }
+
     /// The lake type `file` was written with: `file_ty` itself when the file's footer names the collection's
     /// type and `file_ty` is it (nothing parsed), else parsed from the footer.
     pub fn type_of<'j>(&'j self, file: &parquet::WholeFile) -> Result<Cow<'j, LakeType>> {
-        match std::ptr::eq(self.file_ty, &self.shape.ty) && file.written_as(&self.shape.text) {
+        match self.is_shape(self.file_ty) && file.written_as(&self.shape.text) {
             true => Ok(Cow::Borrowed(self.file_ty)),
             false => file.lake_type(self.context).map(Cow::Owned),
         }
@@ -82,7 +87,7 @@ impl Job<'_> {
 
     /// The Arrow fields of `ty`'s documents: the collection's, made once, when `ty` is its type.
     pub fn arrow_fields(&self, ty: &LakeType) -> Fields {
-        match (std::ptr::eq(ty, &self.shape.ty), ty) {
+        match (self.is_shape(ty), ty) {
             (true, _) => self.shape.fields.clone(),
             (false, LakeType::Struct { fields }) => sarrow::struct_fields(fields),
             (false, _) => Fields::empty(),
@@ -92,7 +97,7 @@ impl Job<'_> {
     /// An empty builder of `file_ty`'s documents with room for `rows` (the key column a key column): made like
     /// the collection's shape when `file_ty` is its type, else (a file of an older type) from the type.
     pub fn builder(&self, rows: usize) -> ColumnBuilder {
-        match std::ptr::eq(self.file_ty, &self.shape.ty) {
+        match self.is_shape(self.file_ty) {
             true => self.shape.documents.empty_like(rows),
             false => ColumnBuilder::for_documents(self.file_ty, rows).key_column(&self.spec.key),
         }
