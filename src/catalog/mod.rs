@@ -336,7 +336,7 @@ pub async fn publish(
     let mut changed = false;
     let mut left = Vec::with_capacity(files.len());
     for (kind, path, text) in files {
-        let hash = text_hash(&text);
+        let hash = crate::schema::text::short_hash(&text);
         let write = async {
             match recorded_hash(recorded, kind) {
                 // as the last committed run left it: neither read nor written
@@ -376,13 +376,6 @@ pub async fn publish(
         glue: applied.filter(|c| !c.is_empty()),
         definitions: left.join(" "),
     })
-}
-
-/// A definition file's text as the state row records it ([`Published::definitions`]): 64 bits of its SHA-256,
-/// in hex.
-fn text_hash(text: &str) -> String {
-    use sha2::Digest as _;
-    crate::schema::text::hex(&sha2::Sha256::digest(text.as_bytes())[..8])
 }
 
 /// The hash `recorded` (`kind:hash` pairs, space-separated) gives for `kind`.

@@ -47,6 +47,13 @@ pub fn hex(bytes: &[u8]) -> String {
     out
 }
 
+/// 64 bits of the SHA-256 of `text`, in hex: what the state file records of a file or a setting it need not read
+/// again (the table definitions, the layout) when the text it would hash is the same.
+pub fn short_hash(text: &str) -> String {
+    use sha2::Digest as _;
+    hex(&sha2::Sha256::digest(text.as_bytes())[..8])
+}
+
 /// An ObjectId's hex text in `buf`, without allocating (for appending straight to a string column).
 pub fn object_id_hex<'a>(oid: &bson::oid::ObjectId, buf: &'a mut [u8; 24]) -> &'a str {
     for (i, &b) in oid.bytes().iter().enumerate() {

@@ -22,6 +22,11 @@
 //! `date=date(created_at)`, an empty column for `date(<timestamp_column>)`), so two spellings of one layout are
 //! one layout. The time zone only matters to a table with a `date(...)` key: a change of zone for a table
 //! without one is adopted silently (its files do not depend on it).
+//!
+//! On S3 the record is not read every night: a committed sync's state row holds [`settings_hash`] of the settings
+//! it found here, and the next sync trusts that when its lease says the run before ended cleanly and its own
+//! settings hash the same (see `sync::relayout::check`). A relayout's row holds no hash, so the sync after a
+//! relayout reads the record.
 use crate::config::{CollectionSpec, PartitionKey, PartitionSpec};
 use crate::schema::names::sanitize;
 use crate::sink::Lake;
@@ -124,6 +129,12 @@ pub fn settings_of(spec: &CollectionSpec, tz: LakeTimeZone) -> LayoutSettings {
         key: spec.key.clone(),
         timestamp_column: spec.timestamp_column.clone(),
     }
+}
+
+/// What a state row records of the settings a run found in the record ([`crate::state::StateRow::layout`]):
+/// their JSON's [`short_hash`](crate::schema::text::short_hash).
+pub fn settings_hash(settings: &LayoutSettings) -> String {
+    crate::schema::text::short_hash(&serde_json::to_string(settings).expect("serialisable"))
 }
 
 /// `partition_by` spelled one way: keys outermost first, `/`-separated; a `date(...)` key named `date` and a

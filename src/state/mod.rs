@@ -1,13 +1,18 @@
 //! Watermarks: `<lake>/_mongolake/state/<db>/<coll>.csv`, one row per run of the collection.
 //!
 //! ```text
-//! run_id,started_at,finished_at,watermark,rows_read,rows_written,status,mode,rows_deleted,definitions
-//! 20250701T020000123Z-3f2a,2025-07-01T02:00:00.000Z,2025-07-01T02:00:09.412Z,2025-07-01T01:59:58.120Z,1200,1188,ok,incremental,0,athena:4f1c9a0b2e7d5f36 glue:9b0e61c4d2a87f15 views:0c5d7e2a9f3b1864
+//! run_id,started_at,finished_at,watermark,rows_read,rows_written,status,mode,rows_deleted,definitions,layout
+//! 20250701T020000123Z-3f2a,2025-07-01T02:00:00.000Z,2025-07-01T02:00:09.412Z,2025-07-01T01:59:58.120Z,1200,1188,ok,incremental,0,athena:4f1c9a0b2e7d5f36 glue:9b0e61c4d2a87f15 views:0c5d7e2a9f3b1864,7d0c2a91e4b35f68
 //! ```
 //! (`mode` and `rows_deleted` were added with reconcile; files without them read as `incremental`, 0.
 //! `definitions`, added with issue 24, says what the run left in the collection's table definition files, a hash
 //! of each (see `catalog::publish`): the next run neither reads nor writes a file whose new text hashes the
-//! same. Empty, or missing in an older file: the files are read and compared, as before.)
+//! same. Empty, or missing in an older file: the files are read and compared, as before.
+//! `layout`, also issue 24: a hash of the layout settings the run checked the table's layout record against and
+//! found there, nothing pending (`layout::settings_hash`). A sync whose lease says the run before it ended
+//! cleanly, and whose settings hash the same as the newest row's, does not read the record
+//! (`sync::relayout::check`). A relayout leaves it empty, and so does a file without the column: the record is
+//! read.)
 //! The watermark is the newest document timestamp safely written, capped at the moment the run started reading
 //! (so a document stamped in the future cannot make later runs skip real changes). The next run reads from the
 //! newest `ok` row's watermark minus the overlap. Readers look columns up by header name and ignore columns they
@@ -22,7 +27,7 @@ use crate::sink::Lake;
 use crate::transform::timestamp::parse_iso;
 use crate::{Error, Result};
 
-pub const HEADER: [&str; 10] = [
+pub const HEADER: [&str; 11] = [
     "run_id",
     "started_at",
     "finished_at",
@@ -33,6 +38,7 @@ pub const HEADER: [&str; 10] = [
     "mode",
     "rows_deleted",
     "definitions",
+    "layout",
 ];
 
 /// One row of the state file.
@@ -51,6 +57,8 @@ pub struct StateRow {
     pub rows_deleted: u64,
     /// What the run left in the table definition files (`catalog::publish`); empty: not known.
     pub definitions: String,
+    /// The hash of the layout settings the run found recorded (`layout::settings_hash`); empty: not known.
+    pub layout: String,
 }
 
 /// The parsed state file.
@@ -65,12 +73,18 @@ impl StateFile {
         self.rows.iter().rev().find(|r| r.status == "ok").and_then(|r| r.watermark)
     }
 
-    /// When the last successful reconcile finished (epoch ms).
     /// What the newest `ok` row says the table definition files hold (empty: not known).
     pub fn definitions(&self) -> &str {
         self.rows.iter().rev().find(|r| r.status == "ok").map_or("", |r| r.definitions.as_str())
     }
 
+    /// What the newest row, whatever its status, says the table's layout record holds (empty: not known). The
+    /// newest row and not the newest `ok` one: a run that changed the record (a relayout) records nothing.
+    pub fn layout(&self) -> &str {
+        self.rows.last().map_or("", |r| r.layout.as_str())
+    }
+
+    /// When the last successful reconcile finished (epoch ms).
     pub fn last_reconcile(&self) -> Option<i64> {
         self.rows.iter().rev().find(|r| r.status == "ok" && r.mode == "reconcile").map(|r| r.finished_at)
     }
@@ -112,6 +126,7 @@ impl StateFile {
                 },
                 rows_deleted: get(col("rows_deleted")).parse().unwrap_or(0),
                 definitions: get(col("definitions")).to_string(),
+                layout: get(col("layout")).to_string(),
             });
         }
         Ok(StateFile { rows })
@@ -132,6 +147,7 @@ impl StateFile {
                 r.mode.clone(),
                 r.rows_deleted.to_string(),
                 r.definitions.clone(),
+                r.layout.clone(),
             ])
             .expect("in-memory write");
         }
@@ -192,6 +208,7 @@ mod tests {
             mode: "reconcile".into(),
             rows_deleted: 4,
             definitions: String::new(),
+            layout: format!("{id}0f"),
         };
         let s =
             StateFile { rows: vec![row("a", Some(5000), "ok"), row("b", Some(9000), "failed"), row("c", None, "ok")] };
@@ -216,6 +233,22 @@ mod tests {
         let appended = format!("{}b,,,,2,2,ok,incremental,0\n", s.to_csv());
         let s = StateFile::parse(&appended, "t").unwrap();
         assert_eq!((s.rows.len(), s.rows[2].rows_read, s.definitions()), (3, 2, ""), "a row of nine fields");
+    }
+
+    #[test]
+    fn the_layout_of_the_newest_row_whatever_its_status_and_none_in_an_older_file() {
+        let text = "run_id,started_at,finished_at,watermark,rows_read,rows_written,status,mode,rows_deleted,definitions,layout\n\
+                    a,,,,1,1,ok,full,0,,0123456789abcdef\n";
+        let s = StateFile::parse(text, "t").unwrap();
+        assert_eq!(s.layout(), "0123456789abcdef");
+        assert_eq!(StateFile::parse(&s.to_csv(), "t").unwrap().rows, s.rows);
+        // a row that records nothing (a relayout's) hides the older row's hash
+        let relaid = format!("{}b,,,,1,1,ok,relayout,0,,\n", s.to_csv());
+        assert_eq!(StateFile::parse(&relaid, "t").unwrap().layout(), "");
+        // a row an older mongolake appended (ten fields) records nothing either
+        let older = format!("{}c,,,,2,2,ok,incremental,0,\n", s.to_csv());
+        assert_eq!(StateFile::parse(&older, "t").unwrap().layout(), "");
+        assert_eq!(StateFile::default().layout(), "");
     }
 
     #[test]

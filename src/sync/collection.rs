@@ -4,6 +4,7 @@
 //!  0 take the collection's lease (sync::run; state::lease)        ── held by another run: skip, nothing touched
 //!  ┌ Prepared::prepare ──────────────────────────────────────────────────────────────────────────────────────┐
 //!  1 the recorded layout vs this run's settings (super::relayout::check): changed or relayout pending: fail
+//!    (unless the lease says the run before ended cleanly and the state row it left holds these settings' hash)
 //!    clean staging/ and (unless the lease says the run before ended cleanly) rejects of runs that never committed
 //!  2 read state  ──► watermark W (none: full load); key index; this collection's share of the memory budget
 //!  3 read schema ──► stored type S
@@ -122,8 +123,10 @@ struct Base {
     _memory: tokio::sync::OwnedSemaphorePermit,
     /// Memory freed goes back to the OS at once while a collection holding a large share runs.
     _prompt: Option<super::budget::PromptReturn>,
-    /// Look for leftovers of runs that did not commit (see [`sync_collection`]).
+    /// Look for leftovers of runs that did not commit (see [`sync_collection`]), and read the layout record.
     tidy: bool,
+    /// The hash of the layout settings found recorded, for the state row ([`super::relayout::check`]).
+    layout: String,
 }
 
 /// Stage 1: the lake's state of the collection, read, and staging cleaned.
@@ -155,9 +158,10 @@ impl Prepared {
             }
         }
         let state = state::load(lake, db, coll).await?;
-        // The table's recorded layout against this row and environment: a change fails here, before any write.
-        super::relayout::check(&ctx, &spec, &state).await?;
         let tidy = !after_clean || state.rows.len() % TIDY_EVERY == 0;
+        // The table's recorded layout against this row and environment: a change fails here, before any write.
+        // (a clean end before and no tidying: the newest state row's word for it, no read of the record)
+        let layout = super::relayout::check(&ctx, &spec, &state, !tidy).await?;
         if !ctx.dry_run && tidy {
             let committed = state.rows.iter().map(|r| r.run_id.clone()).collect();
             let stale = rejects::clean_uncommitted(lake, db, coll, &committed).await?;
@@ -216,6 +220,7 @@ impl Prepared {
             _memory: memory,
             _prompt: prompt,
             tidy,
+            layout,
         };
         Ok(Prepared { base, estimate })
     }
@@ -733,6 +738,7 @@ impl Written {
             mode: mode.into(),
             rows_deleted: stats.rows_deleted,
             definitions: published.definitions,
+            layout: std::mem::take(&mut base.layout),
         };
         let committed = state::append_to(lake, db, coll, std::mem::take(&mut base.state), row).await?;
         base.stats.committed_state = Some(Arc::new(committed));

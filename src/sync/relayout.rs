@@ -59,17 +59,27 @@ pub fn command(env: &str, config_dir: &std::path::Path, spec: &CollectionSpec) -
 
 /// Before a sync touches a collection: the recorded layout against this run's settings. No record: the current
 /// settings are adopted (and recorded, unless a dry run). A relayout pending, or a setting changed, fails the
-/// collection with what differs and the command that applies it.
-pub async fn check(ctx: &RunContext, spec: &CollectionSpec, state: &StateFile) -> Result<()> {
+/// collection with what differs and the command that applies it. Returns the settings' hash for this run's state
+/// row ([`layout::settings_hash`]): the record holds them, nothing pending.
+///
+/// `trust_state`: the run before ended cleanly (the lease says so) and this is not a tidying run. Then a state
+/// whose newest row holds the same hash is taken at its word and the record is not read: that row's run found the
+/// record so, and a run that changes the record (a relayout) leaves its lease marked and a row without a hash.
+pub async fn check(ctx: &RunContext, spec: &CollectionSpec, state: &StateFile, trust_state: bool) -> Result<String> {
     let (lake, name) = (&ctx.lake, spec.name());
     let (db, coll) = (spec.database.as_str(), spec.collection.as_str());
     let now = layout::settings_of(spec, ctx.sync.timezone);
+    let hash = layout::settings_hash(&now);
+    if trust_state && state.layout() == hash {
+        return Ok(hash);
+    }
     let adopt = |why: &'static str| adopt(ctx, spec, &now, why);
     let Some(record) = layout::load(lake, db, coll).await? else {
-        return match state.rows.is_empty() {
-            true => adopt("Recorded the table's layout").await,
-            false => adopt("The lake had no record of this table's layout (written by an older mongolake): adopted the current settings and recorded them").await,
+        match state.rows.is_empty() {
+            true => adopt("Recorded the table's layout").await?,
+            false => adopt("The lake had no record of this table's layout (written by an older mongolake): adopted the current settings and recorded them").await?,
         };
+        return Ok(hash);
     };
     let cmd = command(&ctx.env_name, &ctx.config_dir, spec);
     if let Some(p) = &record.pending {
@@ -87,13 +97,14 @@ pub async fn check(ctx: &RunContext, spec: &CollectionSpec, state: &StateFile) -
     if diffs.is_empty() {
         if record.settings != now {
             // (a new time zone for a table without a date(...) key: its files do not depend on it)
-            return adopt("Recorded the new time zone (the table has no date(...) key: nothing to re-lay)").await;
+            adopt("Recorded the new time zone (the table has no date(...) key: nothing to re-lay)").await?;
         }
-        return Ok(());
+        return Ok(hash);
     }
     // Nothing written yet (a first run that failed before its first file): nothing to mix.
     if state.rows.is_empty() && lake.list_partitions(db, coll).await?.is_empty() {
-        return adopt("The table is empty: recorded its new layout").await;
+        adopt("The table is empty: recorded its new layout").await?;
+        return Ok(hash);
     }
     Err(Error::collection(name, refusal(spec, &ctx.env_name, &diffs, &cmd)))
 }
@@ -385,8 +396,10 @@ async fn record_in_state(
         status: "ok".into(),
         mode: "relayout".into(),
         rows_deleted: 0,
-        // (this run's definitions are not recorded: the next sync reads the files and compares)
+        // (this run's definitions are not recorded: the next sync reads the files and compares; nor is the
+        // layout: the next sync reads the record this relayout changed, see `check`)
         definitions: String::new(),
+        layout: String::new(),
     };
     state::append(lake, db, coll, row).await
 }

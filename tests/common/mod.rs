@@ -472,7 +472,7 @@ pub fn state_rows(lake: &str, db: &str, coll: &str) -> (Vec<String>, Vec<BTreeMa
 
 /// The state file's header. Its first seven columns are what issue 2's mongolake wrote (a public contract:
 /// columns are only ever appended).
-pub const STATE_HEADER: [&str; 10] = [
+pub const STATE_HEADER: [&str; 11] = [
     "run_id",
     "started_at",
     "finished_at",
@@ -483,6 +483,7 @@ pub const STATE_HEADER: [&str; 10] = [
     "mode",
     "rows_deleted",
     "definitions",
+    "layout",
 ];
 
 /// The watermark of the newest state row, in epoch milliseconds.
