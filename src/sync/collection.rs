@@ -3,11 +3,11 @@
 //! ```text
 //!  0 take the collection's lease (sync::run; state::lease)        ── held by another run: skip, nothing touched
 //!  ┌ Prepared::prepare ──────────────────────────────────────────────────────────────────────────────────────┐
-//!  1 the recorded layout vs this run's settings (super::relayout::check): changed or relayout pending: fail
-//!    (unless the lease says the run before ended cleanly and the state row it left holds these settings' hash)
-//!    clean staging/ and (unless the lease says the run before ended cleanly) rejects of runs that never committed
-//!  2 read state  ──► watermark W (none: full load); key index; this collection's share of the memory budget
-//!  3 read schema ──► stored type S
+//!  1 clean staging/; read the state, the key index manifest and the schema at once (one round trip on S3)
+//!  2 the recorded layout vs this run's settings (super::relayout::check; the record is not read when the lease
+//!    says the run before ended cleanly and the state row it left holds these settings' hash): changed or
+//!    relayout pending: fail. Unless that clean end, clean rejects of runs that never committed
+//!  3 ──► watermark W (none: full load); key index; stored type S; this collection's share of the memory budget
 //!  └──────────────────────────────────────────────────────────────────────────────────────────► Prepared ───┘
 //!  ┌ Prepared::read ─────────────────────────────────────────────────────────────────────────────────────────┐
 //!  4 PASS 1  find({ts >= W - overlap, in every representation}) as raw batches               ✝ after_batch
@@ -157,7 +157,12 @@ impl Prepared {
                 tracing::warn!(collection = %name, cleaned, "Removed staging objects left by an interrupted run");
             }
         }
-        let state = state::load(lake, db, coll).await?;
+        // The state, the key index manifest and the schema, read at once (on S3 one round trip, not three).
+        let (state, manifest, stored) = futures::try_join!(
+            state::load(lake, db, coll),
+            state::index::fetch(lake, &spec),
+            crate::schema::registry::load(lake, db, coll),
+        )?;
         let tidy = !after_clean || state.rows.len() % TIDY_EVERY == 0;
         // The table's recorded layout against this row and environment: a change fails here, before any write.
         // (a clean end before and no tidying: the newest state row's word for it, no read of the record)
@@ -181,7 +186,7 @@ impl Prepared {
         // (its size is not known before it is read, and a rebuild reads the table's key columns: memory freed
         // meanwhile goes back at once, see PromptReturn)
         let loading = super::budget::PromptReturn::start();
-        let index = state::index::load_or_rebuild(lake, &spec, &ctx.index_rebuild()).await?;
+        let index = manifest.open(lake, &spec, &ctx.index_rebuild()).await?;
         tracing::debug!(collection = %name, keys = index.len(), ms = phase.elapsed().as_millis() as u64, "Phase: key index loaded");
         let estimate = if stats.full_load {
             let c = ctx.client.database(db).collection::<bson::Document>(coll);
@@ -203,7 +208,7 @@ impl Prepared {
         let memory = ctx.memory.reserve(share).await;
         let prompt = super::budget::PromptReturn::if_large(share);
         drop(loading);
-        let stored = crate::schema::registry::load(lake, db, coll).await?.unwrap_or_else(|| {
+        let stored = stored.unwrap_or_else(|| {
             // A new schema takes `[sync] type_conflicts`; a stored one keeps the policy it was created with.
             StoredSchema { type_conflicts: ctx.sync.type_conflicts.into(), ..StoredSchema::new(db, coll) }
         });

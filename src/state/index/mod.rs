@@ -20,7 +20,7 @@ mod rebuild;
 pub mod store;
 mod update;
 mod writer;
-pub use store::{load_or_rebuild, save};
+pub use store::{fetch, load_or_rebuild, save, Fetched};
 pub use update::Updater;
 
 /// Keys per segment file by default (`[sync] index_segment_keys`, a setting of [`crate::config`]). A segment that
