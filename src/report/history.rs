@@ -17,6 +17,7 @@
 use crate::config::{CollectionSpec, ReportConfig};
 use crate::sink::Lake;
 use crate::Result;
+use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 use std::collections::HashMap;
 
@@ -192,9 +193,15 @@ pub async fn newest_reports(lake: &Lake, n: usize) -> Result<Vec<serde_json::Val
     paths.retain(|p| p.extension() == Some("json"));
     // Run ids start with their UTC time, so names sort by age.
     paths.sort_by(|a, b| b.as_ref().cmp(a.as_ref()));
+    // (read 16 at a time, newest first: on S3 sixty reports one after the other were sixty round trips)
+    let read = futures::stream::iter(paths.into_iter().take(n))
+        .map(|p| async move { lake.get_opt(&p).await.map(|b| (p, b)) })
+        .buffered(16)
+        .try_collect::<Vec<_>>()
+        .await?;
     let mut out = Vec::new();
-    for p in paths.into_iter().take(n) {
-        if let Some(bytes) = lake.get_opt(&p).await? {
+    for (p, bytes) in read {
+        if let Some(bytes) = bytes {
             match serde_json::from_slice(&bytes) {
                 Ok(v) => out.push(v),
                 Err(e) => tracing::warn!(report = %lake.display(&p), error = %e, "Unreadable run report skipped"),
@@ -202,6 +209,20 @@ pub async fn newest_reports(lake: &Lake, n: usize) -> Result<Vec<serde_json::Val
         }
     }
     Ok(out)
+}
+
+/// The run reports a sync compares tonight's with ([`annotate`]), newest first. A sync reads them while its
+/// collections sync, so that their round trips on S3 (a listing, then up to [`REPORTS_SCANNED`] reads) do not
+/// wait at the end of the run. Never fails: a lake that cannot be read for this is logged, and tonight is not
+/// compared with the usual.
+pub async fn past_reports(lake: &Lake, cfg: &ReportConfig) -> Vec<serde_json::Value> {
+    match newest_reports(lake, REPORTS_SCANNED.max(2 * cfg.history_nights)).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(error = %e, "Could not read earlier run reports: tonight is not compared with the usual");
+            Vec::new()
+        }
+    }
 }
 
 /// What a run report says about one collection's night.
@@ -272,23 +293,17 @@ pub fn flags_of_newest(nights: &[Night], cfg: &ReportConfig) -> Vec<Unusual> {
     }
 }
 
-/// Fills each synced collection's `unusual` (against its history) and `sparse` (many tiny partitions) in a
-/// run's reports. Never fails the run: a lake that cannot be read for this is logged.
+/// Fills each synced collection's `unusual` (against its history: `past`, from [`past_reports`]) and `sparse`
+/// (many tiny partitions) in a run's reports. Never fails the run: a lake that cannot be read for this is logged.
 pub async fn annotate(
     lake: &Lake,
     specs: &[CollectionSpec],
     reports: &mut [super::CollectionReport],
     run_id: &str,
     cfg: &ReportConfig,
+    past: &[serde_json::Value],
 ) {
-    let past = match newest_reports(lake, REPORTS_SCANNED.max(2 * cfg.history_nights)).await {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::warn!(error = %e, "Could not read earlier run reports: tonight is not compared with the usual");
-            Vec::new()
-        }
-    };
-    let entries = entries(&past);
+    let entries = entries(past);
     let jobs = reports.iter_mut().filter(|c| c.status == super::Status::Ok).filter_map(|c| {
         let spec = specs.iter().find(|s| s.name() == c.name)?;
         Some(async {
@@ -332,8 +347,6 @@ pub async fn annotate(
     });
     futures::stream::iter(jobs).buffer_unordered(8).collect::<Vec<()>>().await;
 }
-
-use futures::StreamExt;
 
 #[cfg(test)]
 mod tests {

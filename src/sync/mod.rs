@@ -111,6 +111,11 @@ pub async fn run(config: &Config, options: &SyncOptions, board: Arc<Board>) -> R
         })
         .collect();
 
+    // The earlier run reports tonight is compared with, read meanwhile (see report::history::past_reports).
+    let past = (!options.dry_run).then(|| {
+        let (lake, cfg) = (lake.clone(), env.report.clone());
+        tokio::spawn(async move { crate::report::history::past_reports(&lake, &cfg).await })
+    });
     let lease_wait = options.lease_wait;
     let results: Vec<CollectionReport> =
         futures::stream::iter(config.collections.entries.iter().cloned().map(|spec| {
@@ -142,7 +147,15 @@ pub async fn run(config: &Config, options: &SyncOptions, board: Arc<Board>) -> R
     }
     if !options.dry_run {
         let specs = &config.collections.entries;
-        crate::report::history::annotate(&lake, specs, &mut report.collections, &report.run_id, &env.report).await;
+        let past = match past {
+            Some(reading) => reading.await.unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "Could not read earlier run reports: tonight is not compared with the usual");
+                Vec::new()
+            }),
+            None => Vec::new(),
+        };
+        let (collections, run_id) = (&mut report.collections, &report.run_id);
+        crate::report::history::annotate(&lake, specs, collections, run_id, &env.report, &past).await;
         if let Err(e) = lake
             .put(
                 &lake.run_report_path(&report.run_id),
