@@ -197,6 +197,22 @@ async fn a_rerun_reads_no_partition_for_documents_the_lake_holds_as_they_are() {
     assert_same_lake(&dump(&url), &dump(&local), "S3 lake vs local lake");
 }
 
+/// A committed collection's lease is deleted while the next collection starts, and the run waits for it: with
+/// the deletion held back 1.5 s the lease is still gone when the run ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_committed_collections_lease_is_gone_when_the_run_ends() {
+    let p = Project::new("s3release");
+    let client = client().await;
+    let docs: Vec<Document> =
+        (0..6).map(|i| doc! { "_id": i, "ward": ward(i), "modified_at": DateTime::now() }).collect();
+    coll(&client, &p.db, "visits").insert_many(docs).await.unwrap();
+    let Lakes { bucket, .. } = lakes(&p, "s3release").await;
+    let run = p.sync_with("s3", &[], &[("MONGOLAKE_DELAY", "before_release:1500")]);
+    run.assert_ok();
+    let lease = format!("lake/_mongolake/leases/{}/visits.json", p.db);
+    assert_eq!(s3_get(&bucket, &lease).await, None, "the lease outlived the run:\n{}", run.describe());
+}
+
 /// The keys under `prefix` in `bucket`, sorted, without the prefix.
 async fn keys_under(bucket: &str, prefix: &str) -> Vec<String> {
     use futures::TryStreamExt;

@@ -38,7 +38,7 @@
 //!    Data Catalog, whose failure fails the collection here)                                  ✝ before_watermark
 //!  9 append state row with the new watermark ([`next_watermark`])              ◄── the commit point
 //!  └──────────────────────────────────────────────────────────────────────────────────► CollectionStats ────┘
-//! 10 release the lease (sync::run)
+//! 10 release the lease (sync::run; after a commit while the next collection starts, waited for before the report)
 //! ```
 //! Each stage is a type only the stage before can produce, so none can be skipped or run out of order. A
 //! shared first load (`--shard`, [`super::shard`]) plans and writes its ranges with the other workers: its

@@ -40,6 +40,9 @@ pub struct RunContext {
     pub shard: Option<crate::config::Shard>,
     /// An object store's `staging/`, listed by the first collection that cleans it ([`Lake::list_staging`]).
     pub staged: Arc<tokio::sync::OnceCell<Vec<object_store::path::Path>>>,
+    /// Leases of collections that committed, being deleted while the next collection starts; the run waits for
+    /// them before its report ([`super::run`]).
+    pub releasing: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
 }
 
 impl RunContext {

@@ -96,6 +96,7 @@ pub async fn run(config: &Config, options: &SyncOptions, board: Arc<Board>) -> R
         memory: buffer::MemoryBudget::new(env.sync.memory_budget_bytes),
         shard: options.shard.as_ref().map(|(s, _)| *s).filter(|_| !options.dry_run),
         staged: Default::default(),
+        releasing: Default::default(),
     };
 
     let mut reports: Vec<CollectionReport> = config
@@ -126,6 +127,9 @@ pub async fn run(config: &Config, options: &SyncOptions, board: Arc<Board>) -> R
         .collect()
         .await;
     reports.extend(results);
+    // (the leases of the collections that committed: deleted before the report says the run is done)
+    let releasing = std::mem::take(&mut *ctx.releasing.lock().expect("not poisoned"));
+    futures::future::join_all(releasing).await;
     // Then this worker's share of the other workers' large first loads.
     let helped = match (&options.shard, ctx.shard) {
         (Some((_, specs)), Some(shard)) if shard.count > 1 => shard::helper::help(&ctx, specs, &board, clock).await,
@@ -260,9 +264,20 @@ async fn attempt_once(ctx: &Arc<RunContext>, spec: &crate::config::CollectionSpe
         Ok(r) => r,
         Err(join) => Err(Error::collection(&name, format!("internal error (please report): {join}"))),
     };
-    if let Some(l) = lease {
-        // (a failed sync may have left rejects or index segments: the next run looks for them, see state::lease)
-        l.release(outcome.is_ok()).await;
+    match lease {
+        // Committed: the lease is deleted while the next collection starts (on S3 a round trip the slot does not
+        // wait for; the run waits for it before its report).
+        Some(l) if outcome.is_ok() => {
+            let releasing = tokio::spawn(async move {
+                crate::fault::delay("before_release").await;
+                l.release(true).await
+            });
+            ctx.releasing.lock().expect("not poisoned").push(releasing);
+        }
+        // (a failed sync may have left rejects or index segments: the next run looks for them, see state::lease;
+        // its retry takes the lease again, so the marker is written first)
+        Some(l) => l.release(false).await,
+        None => {}
     }
     outcome.map(|s| Attempt::Synced(Box::new(s)))
 }
