@@ -485,6 +485,8 @@ class Bench:
         base_note = f"`{a.baseline_bin_dir}`'s binary"
         base = self.step("base_local", f"baseline: mongolake full load, local disk ({base_note})") \
             if self.baseline else None
+        base_s3 = self.step("base_s3", f"baseline: mongolake full load, S3 (+{a.delay_ms:g} ms a request; "
+                                       f"{base_note})") if self.baseline else None
         pma_full, pma_incr = self.work / "lake-pma", self.work / "lake-pma-incr"
 
         raw = self.step("raw", f"raw drain (`raw_drain`, the {len(self.dbs)} databases one after the other, summed)")
@@ -512,6 +514,13 @@ class Bench:
             m = self.ml_sync(f"s3full{rep}", f"rep {rep}: mongolake full S3", s3=True)
             m.files = self.s3_files(prefix)
             ml_s3.runs.append(m)
+            if base_s3:
+                prefix = f"base-full-{rep}/lake"
+                write_env(self.cfg, f"bases3full{rep}", s3_lake(prefix, self.proxy.port), sync)
+                m = self.ml_sync(f"bases3full{rep}", f"rep {rep}: baseline mongolake full S3", s3=True,
+                                 binary=self.baseline)
+                m.files = self.s3_files(prefix)
+                base_s3.runs.append(m)
             bench.fresh(pma_full)
             bench.settle_deletes()
             m = self.pma(pma_full, f"rep {rep}: PyMongoArrow full", incremental=False)
@@ -534,6 +543,11 @@ class Bench:
         pm_i = self.step("pma_incr", "PyMongoArrow incremental, local disk")
         base_i = self.step("base_local_incr", f"baseline: mongolake incremental, local disk ({base_note})") \
             if self.baseline else None
+        base_s3_i = self.step("base_s3_incr", f"baseline: mongolake incremental, S3 (+{a.delay_ms:g} ms a request; "
+                                              f"{base_note})") if self.baseline else None
+        base_s3_r = self.step("base_s3_rerun", f"baseline: mongolake rerun right after the night, nothing changed, "
+                                               f"S3 (+{a.delay_ms:g} ms a request; {base_note})") \
+            if self.baseline else None
         # Once more right after the night, nothing changed since: the overlap window (`overlap_seconds`, 300)
         # re-reads what the night read, and each partition those documents live in is read and left as it is.
         ml_local_r = self.step("ml_local_rerun", "mongolake rerun right after the night, nothing changed, local disk")
@@ -553,6 +567,11 @@ class Bench:
             # Each repetition's full load to S3 wrote its own prefix, before the mutation: the night runs there.
             ml_s3_i.runs.append(self.ml_sync(f"s3full{rep}", f"rep {rep}: mongolake incremental S3", s3=True))
             ml_s3_r.runs.append(self.ml_sync(f"s3full{rep}", f"rep {rep}: mongolake rerun S3", s3=True))
+            if base_s3_i and base_s3_r:
+                base_s3_i.runs.append(self.ml_sync(f"bases3full{rep}", f"rep {rep}: baseline mongolake incremental "
+                                                   "S3", s3=True, binary=self.baseline))
+                base_s3_r.runs.append(self.ml_sync(f"bases3full{rep}", f"rep {rep}: baseline mongolake rerun S3",
+                                                   s3=True, binary=self.baseline))
             shutil.copytree(pma_full, bench.fresh(pma_incr))
             bench.settle_deletes()
             pm_i.runs.append(self.pma(pma_incr, f"rep {rep}: PyMongoArrow incremental", incremental=True))
@@ -630,6 +649,9 @@ def report(b: Bench, command: str, versions: str, started: str, bin_note: str) -
     def ratio(x: float | None, y: float | None) -> float | None:
         return x / y if x is not None and y else None
 
+    def reqs(key: str) -> float | None:
+        return s[key].med(lambda m: m.s3["total"] if m.s3 else None)
+
     def target(value: float | None, limit: float, text: str) -> str:
         if value is None:
             return f"{text}: ?"
@@ -688,13 +710,17 @@ def report(b: Bench, command: str, versions: str, started: str, bin_note: str) -
         row(s["ml_local_rerun"], f"its CPU {fmt(ratio(cpu('ml_local_rerun'), cpu('ml_local_incr')))}x the night's"),
         row(s["ml_s3_rerun"], f"{fmt(ratio(s['ml_s3_rerun'].best, s['ml_local_rerun'].best))}x local"),
         *([row(s["base_local"], f"mongolake local's CPU is {fmt(cpu_vs_base)}x this"),
-           row(s["base_local_incr"], f"mongolake local incremental's CPU is {fmt(cpu_vs_base_i)}x this")]
+           row(s["base_local_incr"], f"mongolake local incremental's CPU is {fmt(cpu_vs_base_i)}x this"),
+           *[row(s[f"base_{k}"], f"mongolake's best wall is {fmt(ratio(s[f'ml_{k}'].best, s[f'base_{k}'].best))}x "
+                                 f"this, its requests {fmt(ratio(reqs(f'ml_{k}'), reqs(f'base_{k}')))}x")
+             for k in ("s3", "s3_incr", "s3_rerun")]]
           if "base_local" in s else []),
         "",
         "S3 requests by kind (median repetition by total; non-2xx answers in brackets):",
         "",
     ]
-    for step in (ml_s, ml_si, s["ml_s3_rerun"]):
+    for step in (ml_s, ml_si, s["ml_s3_rerun"], *[s[k] for k in ("base_s3", "base_s3_incr", "base_s3_rerun")
+                                                  if k in s]):
         mid = sorted(step.runs, key=lambda m: m.s3["total"])[(len(step.runs) - 1) // 2]
         lines.append(f"- {step.label}: {s3_summary(mid)}; {mid.s3['total'] / mid.partitions if mid.partitions else 0:.2f} "
                      f"requests per file written ({mid.partitions:,} files); at most {mid.s3['max_in_flight']} in "
@@ -790,8 +816,8 @@ def main() -> int:
     ap.add_argument("--bin-dir", type=Path, default=ROOT / "target/release",
                     help="where mongolake, raw_drain are (default target/release)")
     ap.add_argument("--baseline-bin-dir", type=Path, default=None, metavar="DIR",
-                    help="also run the local-disk steps with DIR/mongolake (another build, e.g. the last commit's), "
-                         "side by side in the same run")
+                    help="also run every mongolake step, local disk and S3, with DIR/mongolake (another build, e.g. "
+                         "the last commit's), side by side in the same run")
     ap.add_argument("--python", default=sys.executable, help="Python with pymongoarrow (default this one)")
     ap.add_argument("--pma-parallelism", default="off", choices=["off", "threads", "processes"])
     ap.add_argument("--db-prefix", default="hims", help="databases are named PREFIX1, PREFIX2, ...")

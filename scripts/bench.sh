@@ -15,7 +15,7 @@
 #                                                    # extra [sync] lines for mongolake (repeatable); with
 #                                                    # --bin-dir, prebuilt binaries and no cargo build
 #                                                    # (bench/small.py --help: --dbs --days --fraction --keep ...)
-#   scripts/bench.sh --small --baseline-bin-dir /tmp/base   # also the local-disk steps with /tmp/base/mongolake
+#   scripts/bench.sh --small --baseline-bin-dir /tmp/base   # also every mongolake step with /tmp/base/mongolake
 #                                                    # (e.g. the last commit's build), side by side in one run
 # Other options: --ranges 1,2,4  --fraction 0.01  --mongo-port 27700  --pma-parallelism off|threads|processes
 #   --keep (keep the work directory).
