@@ -193,10 +193,10 @@ pub async fn newest_reports(lake: &Lake, n: usize) -> Result<Vec<serde_json::Val
     paths.retain(|p| p.extension() == Some("json"));
     // Run ids start with their UTC time, so names sort by age.
     paths.sort_by(|a, b| b.as_ref().cmp(a.as_ref()));
-    // (read 16 at a time, newest first: on S3 sixty reports one after the other were sixty round trips)
+    // (on S3 several at a time, newest first: sixty reports one after the other were sixty round trips)
     let read = futures::stream::iter(paths.into_iter().take(n))
         .map(|p| async move { lake.get_opt(&p).await.map(|b| (p, b)) })
-        .buffered(16)
+        .buffered(lake.reads_at_once())
         .try_collect::<Vec<_>>()
         .await?;
     let mut out = Vec::new();

@@ -3,7 +3,7 @@
 //! ```text
 //!  0 take the collection's lease (sync::run; state::lease)        ── held by another run: skip, nothing touched
 //!  ┌ Prepared::prepare ──────────────────────────────────────────────────────────────────────────────────────┐
-//!  1 clean staging/; read the state, the key index manifest and the schema at once (one round trip on S3)
+//!  1 clean staging/; read the state, the key index manifest and the schema (on S3 at once: one round trip)
 //!  2 the recorded layout vs this run's settings (super::relayout::check; the record is not read when the lease
 //!    says the run before ended cleanly and the state row it left holds these settings' hash): changed or
 //!    relayout pending: fail. Unless that clean end, clean rejects of runs that never committed
@@ -157,12 +157,15 @@ impl Prepared {
                 tracing::warn!(collection = %name, cleaned, "Removed staging objects left by an interrupted run");
             }
         }
-        // The state, the key index manifest and the schema, read at once (on S3 one round trip, not three).
-        let (state, manifest, stored) = futures::try_join!(
-            state::load(lake, db, coll),
-            state::index::fetch(lake, &spec),
-            crate::schema::registry::load(lake, db, coll),
-        )?;
+        // The state, the key index manifest and the schema: on an object store read at once (one round trip, not
+        // three), on local disk one after the other (see Lake::reads_at_once).
+        let state = state::load(lake, db, coll);
+        let manifest = state::index::fetch(lake, &spec);
+        let schema = crate::schema::registry::load(lake, db, coll);
+        let (state, manifest, stored) = match lake.reads_at_once() {
+            1 => (state.await?, manifest.await?, schema.await?),
+            _ => futures::try_join!(state, manifest, schema)?,
+        };
         let tidy = !after_clean || state.rows.len() % TIDY_EVERY == 0;
         // The table's recorded layout against this row and environment: a change fails here, before any write.
         // (a clean end before and no tidying: the newest state row's word for it, no read of the record)
