@@ -311,9 +311,10 @@ impl Lake {
     }
 
     /// How many small independent reads (state objects, run reports) to have in flight at once. On an object store
-    /// each is a round trip, so several. On local disk each is a read on a blocking thread, and several at once
-    /// only spread the run's memory over more threads' allocator heaps: three at once raised tests/memory.rs's
-    /// peaks by 10 to 25 MB.
+    /// each is a round trip, so several, and early. On local disk each is a read on a blocking thread, and reads
+    /// at once, or beside a collection's own, only spread the run's memory over more threads' allocator heaps:
+    /// they raised tests/memory.rs's peaks by 10 to 25 MB. There they are made one at a time, where they are
+    /// used.
     pub fn reads_at_once(&self) -> usize {
         match self.local_dir {
             Some(_) => 1,

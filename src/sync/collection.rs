@@ -3,7 +3,7 @@
 //! ```text
 //!  0 take the collection's lease (sync::run; state::lease)        ── held by another run: skip, nothing touched
 //!  ┌ Prepared::prepare ──────────────────────────────────────────────────────────────────────────────────────┐
-//!  1 clean staging/; read the state, the key index manifest and the schema (on S3 at once: one round trip)
+//!  1 clean staging/; read the state (on S3 with the key index manifest and the schema, at once)
 //!  2 the recorded layout vs this run's settings (super::relayout::check; the record is not read when the lease
 //!    says the run before ended cleanly and the state row it left holds these settings' hash): changed or
 //!    relayout pending: fail. Unless that clean end, clean rejects of runs that never committed
@@ -157,15 +157,20 @@ impl Prepared {
                 tracing::warn!(collection = %name, cleaned, "Removed staging objects left by an interrupted run");
             }
         }
-        // The state, the key index manifest and the schema: on an object store read at once (one round trip, not
-        // three), on local disk one after the other (see Lake::reads_at_once).
-        let state = state::load(lake, db, coll);
-        let manifest = state::index::fetch(lake, &spec);
-        let schema = crate::schema::registry::load(lake, db, coll);
-        let (state, manifest, stored) = match lake.reads_at_once() {
-            1 => (state.await?, manifest.await?, schema.await?),
-            _ => futures::try_join!(state, manifest, schema)?,
+        // The state; on an object store the key index manifest and the schema with it, at once (one round trip, not
+        // three). On local disk those two are read where they are used, one after the other (Lake::reads_at_once).
+        let (state, prefetched) = match lake.reads_at_once() {
+            1 => (state::load(lake, db, coll).await?, None),
+            _ => {
+                let (state, manifest, stored) = futures::try_join!(
+                    state::load(lake, db, coll),
+                    state::index::fetch(lake, &spec),
+                    crate::schema::registry::load(lake, db, coll),
+                )?;
+                (state, Some((manifest, stored)))
+            }
         };
+        let (manifest, stored) = prefetched.unzip();
         let tidy = !after_clean || state.rows.len() % TIDY_EVERY == 0;
         // The table's recorded layout against this row and environment: a change fails here, before any write.
         // (a clean end before and no tidying: the newest state row's word for it, no read of the record)
@@ -189,6 +194,10 @@ impl Prepared {
         // (its size is not known before it is read, and a rebuild reads the table's key columns: memory freed
         // meanwhile goes back at once, see PromptReturn)
         let loading = super::budget::PromptReturn::start();
+        let manifest = match manifest {
+            Some(m) => m,
+            None => state::index::fetch(lake, &spec).await?,
+        };
         let index = manifest.open(lake, &spec, &ctx.index_rebuild()).await?;
         tracing::debug!(collection = %name, keys = index.len(), ms = phase.elapsed().as_millis() as u64, "Phase: key index loaded");
         let estimate = if stats.full_load {
@@ -211,6 +220,10 @@ impl Prepared {
         let memory = ctx.memory.reserve(share).await;
         let prompt = super::budget::PromptReturn::if_large(share);
         drop(loading);
+        let stored = match stored {
+            Some(s) => s,
+            None => crate::schema::registry::load(lake, db, coll).await?,
+        };
         let stored = stored.unwrap_or_else(|| {
             // A new schema takes `[sync] type_conflicts`; a stored one keeps the policy it was created with.
             StoredSchema { type_conflicts: ctx.sync.type_conflicts.into(), ..StoredSchema::new(db, coll) }

@@ -112,8 +112,9 @@ pub async fn run(config: &Config, options: &SyncOptions, board: Arc<Board>) -> R
         })
         .collect();
 
-    // The earlier run reports tonight is compared with, read meanwhile (see report::history::past_reports).
-    let past = (!options.dry_run).then(|| {
+    // The earlier run reports tonight is compared with: on an object store read meanwhile (see
+    // report::history::past_reports), on local disk at the end (Lake::reads_at_once).
+    let past = (!options.dry_run && lake.reads_at_once() > 1).then(|| {
         let (lake, cfg) = (lake.clone(), env.report.clone());
         tokio::spawn(async move { crate::report::history::past_reports(&lake, &cfg).await })
     });
@@ -156,7 +157,7 @@ pub async fn run(config: &Config, options: &SyncOptions, board: Arc<Board>) -> R
                 tracing::warn!(error = %e, "Could not read earlier run reports: tonight is not compared with the usual");
                 Vec::new()
             }),
-            None => Vec::new(),
+            None => crate::report::history::past_reports(&lake, &env.report).await,
         };
         let (collections, run_id) = (&mut report.collections, &report.run_id);
         crate::report::history::annotate(&lake, specs, collections, run_id, &env.report, &past).await;
