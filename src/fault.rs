@@ -14,7 +14,8 @@
 //! does not commit: it releases what it holds as a failed run does); only `before_watermark` takes it.
 //!
 //! `MONGOLAKE_DELAY=<point>:<ms>` sleeps at a point instead (tests of concurrent runs use `after_lease` to hold
-//! a collection's lease long enough for the other run to find it held).
+//! a collection's lease long enough for the other run to find it held; `before_release` holds back a committed
+//! collection's lease delete, which the run must wait for before it ends).
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
