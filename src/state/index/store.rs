@@ -89,76 +89,73 @@ pub async fn fetch(lake: &Lake, spec: &CollectionSpec) -> Result<Fetched> {
 impl Fetched {
     /// The index the manifest describes (the second half of [`load_or_rebuild`]).
     pub async fn open(self, lake: &Lake, spec: &CollectionSpec, how: &Rebuild) -> Result<KeyIndex> {
-        open(self.0, lake, spec, how).await
-    }
-}
-
-async fn open(manifest: Option<bytes::Bytes>, lake: &Lake, spec: &CollectionSpec, how: &Rebuild) -> Result<KeyIndex> {
-    // The manifest first: a lake of this version has one, and the single file of older versions is then looked
-    // for no more (a request a collection a night on S3). A manifest beside that file was written by a rebuild
-    // from it whose save stopped before deleting it: the manifest holds the index, and the next save deletes it.
-    let Some(bytes) = manifest else {
-        if lake.get_opt(&lake.index_path(&spec.database, &spec.collection)).await?.is_some() {
-            // (its keys are texts of the format before 3: rebuilt once; the next save deletes the file)
+        let Fetched(manifest) = self;
+        // The manifest first: a lake of this version has one, and the single file of older versions is then looked
+        // for no more (a request a collection a night on S3). A manifest beside that file was written by a rebuild
+        // from it whose save stopped before deleting it: the manifest holds the index, and the next save deletes it.
+        let Some(bytes) = manifest else {
+            if lake.get_opt(&lake.index_path(&spec.database, &spec.collection)).await?.is_some() {
+                // (its keys are texts of the format before 3: rebuilt once; the next save deletes the file)
+                return rebuild(lake, spec, OLD_KEY_TEXTS, how).await;
+            }
+            return rebuild(lake, spec, "", how).await;
+        };
+        let manifest: Manifest = match serde_json::from_slice(&bytes) {
+            Ok(m) => m,
+            Err(e) => return rebuild(lake, spec, &format!("unreadable manifest: {e}"), how).await,
+        };
+        if manifest.format > FORMAT {
+            return Err(Error::collection(
+                spec.name(),
+                format!(
+                    "the key index {} has format {}, newer than this mongolake reads ({FORMAT}); upgrade mongolake",
+                    lake.display(&manifest_path(lake, spec)),
+                    manifest.format
+                ),
+            ));
+        }
+        if manifest.format < FORMAT {
             return rebuild(lake, spec, OLD_KEY_TEXTS, how).await;
         }
-        return rebuild(lake, spec, "", how).await;
-    };
-    let manifest: Manifest = match serde_json::from_slice(&bytes) {
-        Ok(m) => m,
-        Err(e) => return rebuild(lake, spec, &format!("unreadable manifest: {e}"), how).await,
-    };
-    if manifest.format > FORMAT {
-        return Err(Error::collection(
-            spec.name(),
-            format!(
-                "the key index {} has format {}, newer than this mongolake reads ({FORMAT}); upgrade mongolake",
-                lake.display(&manifest_path(lake, spec)),
-                manifest.format
-            ),
-        ));
-    }
-    if manifest.format < FORMAT {
-        return rebuild(lake, spec, OLD_KEY_TEXTS, how).await;
-    }
-    let ordered = manifest.segments.windows(2).all(|w| w[0].first < w[1].first);
-    if !ordered || manifest.segments.first().is_some_and(|s| !s.first.is_empty()) {
-        return rebuild(lake, spec, "manifest segments out of order", how).await;
-    }
-    if manifest.segments.is_empty() {
-        return Ok(KeyIndex { stored: Some(Default::default()), ..KeyIndex::default() });
-    }
-    let mut held = crate::FastMap::default();
-    for (file, text) in &manifest.inline {
-        match base64::engine::general_purpose::STANDARD.decode(text) {
-            Ok(bytes) => {
-                held.insert(file.clone(), bytes::Bytes::from(bytes));
-            }
-            Err(e) => return rebuild(lake, spec, &format!("unreadable inline segment {file}: {e}"), how).await,
+        let ordered = manifest.segments.windows(2).all(|w| w[0].first < w[1].first);
+        if !ordered || manifest.segments.first().is_some_and(|s| !s.first.is_empty()) {
+            return rebuild(lake, spec, "manifest segments out of order", how).await;
         }
-    }
-    let stored = manifest.segments.iter().filter(|s| !held.contains_key(&s.file)).map(|s| s.file.clone()).collect();
-    let segments = manifest
-        .segments
-        .into_iter()
-        .map(|s| Segment {
-            first: s.first,
-            file: Some(s.file),
-            keys: s.keys,
-            base: None,
-            overridden: 0,
-            replaced: None,
+        if manifest.segments.is_empty() {
+            return Ok(KeyIndex { stored: Some(Default::default()), ..KeyIndex::default() });
+        }
+        let mut held = crate::FastMap::default();
+        for (file, text) in &manifest.inline {
+            match base64::engine::general_purpose::STANDARD.decode(text) {
+                Ok(bytes) => {
+                    held.insert(file.clone(), bytes::Bytes::from(bytes));
+                }
+                Err(e) => return rebuild(lake, spec, &format!("unreadable inline segment {file}: {e}"), how).await,
+            }
+        }
+        let stored = manifest.segments.iter().filter(|s| !held.contains_key(&s.file)).map(|s| s.file.clone()).collect();
+        let segments = manifest
+            .segments
+            .into_iter()
+            .map(|s| Segment {
+                first: s.first,
+                file: Some(s.file),
+                keys: s.keys,
+                base: None,
+                overridden: 0,
+                replaced: None,
+            })
+            .collect();
+        Ok(KeyIndex {
+            segments,
+            changes: Default::default(),
+            unlisted: false,
+            digest: manifest.digest,
+            digest_changed: false,
+            held,
+            stored: Some(stored),
         })
-        .collect();
-    Ok(KeyIndex {
-        segments,
-        changes: Default::default(),
-        unlisted: false,
-        digest: manifest.digest,
-        digest_changed: false,
-        held,
-        stored: Some(stored),
-    })
+    }
 }
 
 /// Loads the segments covering the keys that `keys` visits and are not loaded yet (tests look keys up with it;
