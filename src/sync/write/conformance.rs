@@ -58,6 +58,33 @@ fn observe(ty: &mut LakeType, docs: &[bson::RawDocumentBuf]) {
     }
 }
 
+/// A file of the collection's own type is read as the shape's Arrow schema, not decoded from the footer's copy
+/// (nested documents, arrays of documents and of texts, dates, ids included: the reader accepts it as the
+/// file's); a file whose footer names another type is not, and the footer's copy is the same schema.
+#[tokio::test]
+async fn a_file_of_the_collections_type_is_read_as_its_shape() {
+    let d = bson::doc! {
+        "_id": "k01", "p": "a", "ts": 1001_i64, "v": 1_i64, "score": 1.5, "oid": bson::oid::ObjectId::new(),
+        "visit": { "at": bson::DateTime::from_millis(1_700_000_000_000), "ward": "w1", "codes": ["a", "b"] },
+        "bills": [{ "amount": 12.5, "paid": true }, { "amount": 3, "paid": false, "note": null }],
+    };
+    let raw = bson::RawDocumentBuf::try_from(&d).expect("encodable");
+    let mut ty = LakeType::Null;
+    observe(&mut ty, std::slice::from_ref(&raw));
+    let lake = lake();
+    let (part, _dir) = buffered(&[(1, 1, raw)], false);
+    let writer = writer(env(lake.clone(), 1 << 30), &ty, Default::default(), Default::default(), None);
+    writer.write(REL.into(), part).await.expect("written");
+    let bytes = lake.get_opt(&lake.partition_file("db", "c", REL)).await.expect("readable").expect("written");
+    let shape = &writer.file;
+    let file = parquet::WholeFile::open_as(bytes.clone(), "t", &shape.text, &shape.schema).expect("opens");
+    assert!(Arc::ptr_eq(file.schema(), &shape.schema), "read as the shape's schema");
+    assert_eq!(file.decode("t").expect("decodes")[0].num_rows(), 1);
+    let other = parquet::WholeFile::open_as(bytes, "t", "another type", &shape.schema).expect("opens");
+    assert!(!Arc::ptr_eq(other.schema(), &shape.schema), "another type's file: its footer's schema");
+    assert_eq!(other.schema().fields(), shape.schema.fields(), "the footer's copy is the shape's schema");
+}
+
 /// This run's documents for the partition, buffered as pass 1 buffers them (`spill`: under a budget so small
 /// that every push spills to disk).
 fn buffered(docs: &[(u8, i64, bson::RawDocumentBuf)], spill: bool) -> (Part, Option<tempfile::TempDir>) {

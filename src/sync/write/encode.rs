@@ -36,9 +36,11 @@ pub struct FileShape {
     documents: ColumnBuilder,
     /// `ty` as a file's footer holds it ([`parquet::lake_type_text`]): a file of the collection's type is
     /// recognised by it.
-    text: String,
+    pub(super) text: String,
     /// `ty`'s Arrow fields (empty when it is not a struct).
     fields: Fields,
+    /// The same as a schema: what a file of `ty` is read as ([`Job::open`]).
+    pub(super) schema: SchemaRef,
 }
 
 impl FileShape {
@@ -49,7 +51,8 @@ impl FileShape {
             LakeType::Struct { fields } => sarrow::struct_fields(fields),
             _ => Fields::empty(),
         };
-        FileShape { ty, documents, text, fields }
+        let schema = std::sync::Arc::new(arrow::datatypes::Schema::new(fields.clone()));
+        FileShape { ty, documents, text, fields, schema }
     }
 }
 
@@ -74,6 +77,15 @@ impl Job<'_> {
     /// Whether `ty` is the collection's file type itself (not a file's older type): what the shape was made for.
     fn is_shape(&self, ty: &LakeType) -> bool {
         std::ptr::eq(ty, &self.shape.ty)
+    }
+
+    /// An existing file of the partition, its footer parsed: when `file_ty` is the collection's type, read as
+    /// the shape's Arrow schema if the footer names that type ([`parquet::WholeFile::open_as`]).
+    pub fn open(&self, bytes: bytes::Bytes) -> Result<parquet::WholeFile> {
+        match self.is_shape(self.file_ty) {
+            true => parquet::WholeFile::open_as(bytes, self.context, &self.shape.text, &self.shape.schema),
+            false => parquet::WholeFile::open(bytes, self.context),
+        }
     }
 
     /// The lake type `file` was written with: `file_ty` itself when the file's footer names the collection's

@@ -183,7 +183,7 @@ pub(super) fn build_from(
     let mut old_docs: Vec<RawDocumentBuf> = Vec::new();
     if let Some(b) = existing {
         // (the footer parsed once for every look below)
-        let file = parquet::WholeFile::open(b, context)?;
+        let file = job.open(b)?;
         let ty = job.type_of(&file)?;
         if (std::ptr::eq(ty.as_ref(), file_ty) || ty.as_ref() == file_ty)
             && arrow_mergeable(file.schema(), file_ty, job)
