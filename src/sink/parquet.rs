@@ -353,9 +353,7 @@ impl WholeFile {
             .parse_and_finish(&bytes)
             .map_err(|e| Error::parquet(context, e))?;
         let parsed = Arc::new(parsed);
-        let kv = parsed.file_metadata().key_value_metadata();
-        let ours =
-            kv.and_then(|kv| kv.iter().find(|k| k.key == LAKE_TYPE_KEY)).and_then(|k| k.value.as_deref()) == Some(text);
+        let ours = lake_type_text_in(parsed.file_metadata().key_value_metadata()) == Some(text);
         let given = ours.then(|| {
             ArrowReaderMetadata::try_new(parsed.clone(), ArrowReaderOptions::new().with_schema(schema.clone()))
         });
@@ -375,8 +373,7 @@ impl WholeFile {
     /// Whether the file was written with the lake type whose footer text is `text` ([`lake_type_text`]): the
     /// texts compared, nothing parsed (a night opens thousands of files of the collection's own type).
     pub fn written_as(&self, text: &str) -> bool {
-        let kv = self.meta.metadata().file_metadata().key_value_metadata();
-        kv.and_then(|kv| kv.iter().find(|k| k.key == LAKE_TYPE_KEY)).and_then(|k| k.value.as_deref()) == Some(text)
+        lake_type_text_in(self.meta.metadata().file_metadata().key_value_metadata()) == Some(text)
     }
 
     pub fn schema(&self) -> &SchemaRef {
@@ -428,12 +425,16 @@ pub fn lake_type_text(t: &LakeType) -> String {
     serde_json::to_string(t).expect("serialisable")
 }
 
+/// The text of the lake type in a file's key-value metadata (`mongolake.lake_type`), unparsed.
+fn lake_type_text_in(kv: Option<&Vec<KeyValue>>) -> Option<&str> {
+    kv.and_then(|kv| kv.iter().find(|k| k.key == LAKE_TYPE_KEY)).and_then(|k| k.value.as_deref())
+}
+
 /// The lake type in a file's key-value metadata.
 pub fn lake_type_in(kv: Option<&Vec<KeyValue>>, context: &str) -> Result<LakeType> {
-    let lake_type =
-        kv.and_then(|kv| kv.iter().find(|k| k.key == LAKE_TYPE_KEY)).and_then(|k| k.value.as_deref()).ok_or_else(
-            || Error::encode(context, "the file has no mongolake.lake_type metadata: it was not written by mongolake"),
-        )?;
+    let lake_type = lake_type_text_in(kv).ok_or_else(|| {
+        Error::encode(context, "the file has no mongolake.lake_type metadata: it was not written by mongolake")
+    })?;
     serde_json::from_str(lake_type)
         .map_err(|source| Error::Json { context: format!("{context}: bad lake type metadata"), source })
 }

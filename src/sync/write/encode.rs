@@ -37,9 +37,8 @@ pub struct FileShape {
     /// `ty` as a file's footer holds it ([`parquet::lake_type_text`]): a file of the collection's type is
     /// recognised by it.
     pub(super) text: String,
-    /// `ty`'s Arrow fields (empty when it is not a struct).
-    fields: Fields,
-    /// The same as a schema: what a file of `ty` is read as ([`Job::open`]).
+    /// `ty`'s Arrow fields (none when it is not a struct), as a schema: what a file of `ty` is read as
+    /// ([`Job::open`]).
     pub(super) schema: SchemaRef,
 }
 
@@ -51,8 +50,8 @@ impl FileShape {
             LakeType::Struct { fields } => sarrow::struct_fields(fields),
             _ => Fields::empty(),
         };
-        let schema = std::sync::Arc::new(arrow::datatypes::Schema::new(fields.clone()));
-        FileShape { ty, documents, text, fields, schema }
+        let schema = std::sync::Arc::new(arrow::datatypes::Schema::new(fields));
+        FileShape { ty, documents, text, schema }
     }
 }
 
@@ -100,7 +99,7 @@ impl Job<'_> {
     /// The Arrow fields of `ty`'s documents: the collection's, made once, when `ty` is its type.
     pub fn arrow_fields(&self, ty: &LakeType) -> Fields {
         match (self.is_shape(ty), ty) {
-            (true, _) => self.shape.fields.clone(),
+            (true, _) => self.shape.schema.fields().clone(),
             (false, LakeType::Struct { fields }) => sarrow::struct_fields(fields),
             (false, _) => Fields::empty(),
         }
