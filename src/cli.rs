@@ -348,19 +348,38 @@ async fn run(command: Command, terminal: bool) -> ExitCode {
                 return ExitCode::from(2);
             };
             let (db, coll) = (spec.database.as_str(), spec.collection.as_str());
-            let mut schema = match crate::schema::registry::load(&lake, db, coll).await {
+            // Under the collection's lease, so that no sync runs meanwhile, left marked: the next sync reads the
+            // schema file again (see state::lease and sync::collection's SchemaSource).
+            let run_id = crate::sync::new_run_id();
+            let ttl = config.environment.sync.lease;
+            let held =
+                match crate::state::lease::take_for_command(&lake, db, coll, &run_id, ttl, "`mongolake widen`").await {
+                    Ok(l) => l,
+                    Err(e) => return fatal(e),
+                };
+            let loaded = crate::schema::registry::load(&lake, db, coll).await;
+            let mut schema = match loaded {
                 Ok(Some(s)) => s,
                 Ok(None) => {
+                    held.release(false).await;
                     eprintln!("error: {collection} has not been synced yet: nothing to widen");
                     return ExitCode::from(2);
                 }
-                Err(e) => return fatal(e),
+                Err(e) => {
+                    held.release(false).await;
+                    return fatal(e);
+                }
             };
             let at = crate::schema::text::format_millis(chrono::Utc::now().timestamp_millis());
-            match schema.widen_column(&column, &crate::sync::new_run_id(), at) {
+            let widened = schema.widen_column(&column, &run_id, at);
+            let written = match &widened {
+                Ok(_) => lake.put(&lake.schema_path(db, coll), crate::schema::registry::to_json(&schema).into()).await,
+                Err(_) => Ok(()),
+            };
+            held.release(false).await;
+            match widened {
                 Ok(changes) => {
-                    let body = serde_json::to_vec_pretty(&schema).expect("serialisable");
-                    if let Err(e) = lake.put(&lake.schema_path(db, coll), body.into()).await {
+                    if let Err(e) = written {
                         return fatal(e);
                     }
                     for c in changes {

@@ -4,8 +4,8 @@
 //!
 //! Points: `after_batch` (a raw batch was read and buffered), `staged` (a partition's new file is in staging,
 //! not yet moved into place), `after_partition` (a partition file was moved into place), `before_schema` (all
-//! partitions and the key index written, schema not yet saved), `before_watermark` (schema saved, state row not
-//! yet appended). `mongolake relayout` ([`crate::sync::relayout`]): `relayout_intent` (the intent recorded, nothing
+//! partitions written, schema and key index not yet saved), `before_watermark` (schema and key index saved, state
+//! row not yet appended). `mongolake relayout` ([`crate::sync::relayout`]): `relayout_intent` (the intent recorded, nothing
 //! else done), `relayout_written` (every new file written outside the table, the table untouched),
 //! `relayout_moved` (a new file moved into the table), `relayout_deleted` (an old layout's file deleted),
 //! `relayout_before_record` (everything done but the new settings recorded).

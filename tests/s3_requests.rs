@@ -105,21 +105,28 @@ async fn a_new_partition_costs_one_put_and_a_rewritten_one_a_get_and_a_put() {
     assert_eq!(in_table.get("PUT"), Some(&15), "each written partition put once: {in_table:?}\n{listing}");
     assert_eq!(in_table.len(), 3, "{in_table:?}\n{listing}");
     assert_eq!(all.get("COPY"), None, "{all:?}\n{listing}");
-    // Besides the 25 file requests, 15: the lease's PUT, the staging LIST (once a run), the state, key index
-    // manifest and schema GETs (not the layout record's: the lease says the run before ended cleanly, and the
-    // state row it left holds the hash of these very settings), the table's LIST, the manifest's PUT (the index, one small segment, lives
-    // in it), the schema and its two table definitions' PUTs (the new wards changed them; unchanged ones are
-    // neither read nor written: the state records their hashes), the state's PUT, the lease's delete and the
-    // run report (runs LIST, the last report's GET, PUT). The run before ended cleanly (its lease was deleted), so
-    // neither the rejects nor the index folder is listed for leftovers (see the next test).
-    // 16 before the state row held the layout's hash, 21 before the index moved into its manifest (the segment's GET and PUT, the old one's delete) and the
-    // lease said how the run before ended (the rejects and index LISTs); 24 before the definitions' hashes (three
-    // GETs comparing them before writing), 28 before the night's second read of the index segment, the report's
-    // read of the state, the read of the lease before its delete and the separate delete of the pre-segment index
-    // file went.
+    // Besides the 25 file requests, 13: the lease's PUT, the state and key index manifest GETs and the schema
+    // folder's LIST (once a run: the manifest keeps a copy of the schema file, used while the listing shows the
+    // file with the copy's tag; not the layout record's GET: the lease says the run before ended cleanly, and
+    // the state row it left holds the hash of these very settings), the table's LIST, the schema and its two
+    // table definitions' PUTs (the new wards changed them; unchanged ones are neither read nor written: the
+    // state records their hashes), the manifest's PUT (the index, one small segment, lives in it), the state's
+    // PUT, the lease's delete (a DeleteObjects request, with the leases of the collections committing about
+    // then) and the run report (the GET of the report of the night before, by name, and the PUT). The run before
+    // ended cleanly (its lease was deleted), so neither staging/, nor the rejects, nor the index folder is listed
+    // for leftovers (see the next test).
+    // 15 before the schema's GET became a listing for all, staging/ was listed only when some collection needs
+    // it and the reports compared with were read by name (no LIST of runs/), 16 before the state row held the
+    // layout's hash, 21 before the index moved into its manifest (the segment's GET and PUT, the old one's
+    // delete) and the lease said how the run before ended (the rejects and index LISTs); 24 before the
+    // definitions' hashes (three GETs comparing them before writing), 28 before the night's second read of the
+    // index segment, the report's read of the state, the read of the lease before its delete and the separate
+    // delete of the pre-segment index file went.
     let fixed = night.len() - 25;
     eprintln!("night: {} requests for 15 files, {fixed} besides them: {all:?}", night.len());
-    assert!(fixed <= 15, "{fixed} requests besides the partition files: {all:?}\n{listing}");
+    assert!(fixed <= 13, "{fixed} requests besides the partition files: {all:?}\n{listing}");
+    assert_eq!(listings(&night, &bucket, "lake/_mongolake/runs"), 0, "{listing}");
+    assert_eq!(listings(&night, &bucket, "lake/_mongolake/staging"), 0, "{listing}");
     let layout_record = format!("lake/_mongolake/layout/{}/visits.json", p.db);
     assert!(night.iter().all(|r| r.key(&bucket) != layout_record), "the layout record is not read:\n{listing}");
 
@@ -232,8 +239,9 @@ fn listings(requests: &[Request], bucket: &str, prefix: &str) -> usize {
 
 /// A night that fails before its watermark, or crashes, leaves the collection's lease behind (marked released,
 /// or as it was), so the next run looks for what it left: the failed run's rejects file and the crashed run's
-/// unlisted key index segments go, and the lake is the one a local-disk run writes. After a night that ended
-/// cleanly (the lease deleted) the next one lists neither the rejects nor the index folder.
+/// unlisted key index segments go (and what was left staged), and the lake is the one a local-disk run writes.
+/// After a night that ended cleanly (the lease deleted) the next one lists neither the rejects, nor the index
+/// folder, nor staging/.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_failed_or_crashed_night_the_next_run_cleans_up_and_after_a_clean_one_it_does_not_look() {
     let p = Project::new("s3leftovers");
@@ -277,12 +285,17 @@ async fn after_a_failed_or_crashed_night_the_next_run_cleans_up_and_after_a_clea
     assert_eq!(failed_rejects.len(), 1, "the failed run's rejects");
     let marker = s3_get(&bucket, &lease).await.expect("the failed run leaves its lease");
     assert!(String::from_utf8_lossy(&marker).contains("\"released\":true"), "{}", String::from_utf8_lossy(&marker));
+    // (and what a run staging a shared load's partition leaves when it stops between its PUT and its copy)
+    let staged = format!("lake/_mongolake/staging/{}-gone/{}/visits/ward=w001.parquet", "20250701T020000Z", p.db);
+    s3_put(&bucket, &staged, b"half done").await;
     proxy.take();
     // The next run takes it at once, looks for leftovers and removes the failed run's rejects (and writes its
-    // own: it re-reads the same document).
+    // own: it re-reads the same document) and the staged object.
     both();
     let next = proxy.take();
     assert_eq!(listings(&next, &bucket, &rejects), 1, "{}", shown(&next, &bucket));
+    assert_eq!(listings(&next, &bucket, "lake/_mongolake/staging"), 1, "{}", shown(&next, &bucket));
+    assert_eq!(s3_get(&bucket, &staged).await, None, "the staged leftover is removed");
     let left = keys_under(&bucket, &rejects).await;
     assert_eq!(left.len(), 1, "{left:?}");
     assert_ne!(left, failed_rejects, "only this run's rejects are left");
@@ -322,6 +335,7 @@ async fn after_a_failed_or_crashed_night_the_next_run_cleans_up_and_after_a_clea
     let listing = shown(&clean, &bucket);
     assert_eq!(listings(&clean, &bucket, &rejects), 0, "{listing}");
     assert_eq!(listings(&clean, &bucket, &index), 0, "{listing}");
+    assert_eq!(listings(&clean, &bucket, "lake/_mongolake/staging"), 0, "{listing}");
     assert_eq!(keys_under(&bucket, &index).await, listed_files().await, "the replaced segment deleted unlisted");
     // Each committed night re-read the rejected value (the overlap window): a rejects file each, no other.
     let state = s3_get(&bucket, &format!("lake/_mongolake/state/{}/visits.csv", p.db)).await.unwrap();
@@ -333,4 +347,125 @@ async fn after_a_failed_or_crashed_night_the_next_run_cleans_up_and_after_a_clea
     assert_eq!(keys_under(&bucket, &rejects).await, committed);
 
     assert_same_lake(&dump(&local), &dump(&url), "local lake vs S3 lake");
+}
+
+/// A night reads no schema file: one listing of the schema folder shows each collection's file with the tag of
+/// the copy its key index manifest keeps, and the leases of collections committing together go in one request.
+/// A file changed since is read, and what it says holds: edited by hand (here its conflict policy, from variant
+/// columns to widening), or by `mongolake widen` (which holds the lease meanwhile and leaves it marked).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_night_reads_no_schema_file_unless_it_changed_since_the_run_before() {
+    use serde_json::Value;
+    let p = Project::new("s3schema");
+    let client = client().await;
+    let names = ["visits", "bills", "labs"];
+    let rows: Vec<String> = names.iter().map(|n| format!("{},{n},modified_at,ward,", p.db)).collect();
+    p.write_collections(&rows.iter().map(String::as_str).collect::<Vec<_>>());
+    let bucket = unique_bucket("s3schema");
+    let proxy = Proxy::counting().await;
+    let url = p.s3_env_at("s3", &bucket, "lake", "UTC", &proxy.endpoint);
+    let at = DateTime::from_millis(iso_millis("2025-07-01T06:00:00Z"));
+    for name in names {
+        let docs: Vec<Document> =
+            (0..8).map(|i| doc! { "_id": i, "ward": ward(i % 4), "n": i, "modified_at": at }).collect();
+        coll(&client, &p.db, name).insert_many(docs).await.unwrap();
+    }
+    p.sync("s3", &[]).assert_ok();
+    proxy.take();
+    let set = |name: &'static str, i: i64, n: bson::Bson| {
+        let c = coll(&client, &p.db, name);
+        async move {
+            c.update_one(doc! { "_id": i }, doc! { "$set": { "n": n, "modified_at": DateTime::now() } }).await.unwrap();
+        }
+    };
+    let schema_key = |name: &str| format!("lake/_mongolake/schema/{}/{name}.json", p.db);
+    let schema_gets = |requests: &[Request]| -> Vec<String> {
+        let mut got: Vec<String> = requests
+            .iter()
+            .filter(|r| r.kind() == "GET" && names.iter().any(|n| r.key(&bucket) == schema_key(n)))
+            .map(|r| r.key(&bucket).rsplit('/').next().unwrap().to_string())
+            .collect();
+        got.sort();
+        got
+    };
+
+    // 1. A night changing a document of each: no schema file read, one listing of the folder; the three
+    // leases deleted in one DeleteObjects request.
+    for name in names {
+        set(name, 1, bson::Bson::Int64(-1)).await;
+    }
+    p.sync("s3", &[]).assert_ok();
+    let night = proxy.take();
+    let listing = shown(&night, &bucket);
+    assert_eq!(schema_gets(&night), Vec::<String>::new(), "{listing}");
+    assert_eq!(listings(&night, &bucket, "lake/_mongolake/schema"), 1, "{listing}");
+    let lease_deletes = night.iter().filter(|r| r.kind() == "DELETE" && r.key(&bucket).contains("/leases/")).count();
+    assert_eq!(lease_deletes, 0, "{listing}");
+    assert_eq!(night.iter().filter(|r| r.kind() == "POST" && r.query().contains("delete")).count(), 1, "{listing}");
+    for name in names {
+        let lease = format!("lake/_mongolake/leases/{}/{name}.json", p.db);
+        assert_eq!(s3_get(&bucket, &lease).await, None, "{name}'s lease outlived the run");
+    }
+
+    // 2. visits' schema edited by hand to widen on conflicts; bills keeps variant columns.
+    let key = schema_key("visits");
+    let mut schema: Value = serde_json::from_slice(&s3_get(&bucket, &key).await.unwrap()).unwrap();
+    assert_eq!(schema["type_conflicts"], "variant", "{schema}");
+    schema["type_conflicts"] = "widen".into();
+    s3_put(&bucket, &key, &serde_json::to_vec_pretty(&schema).unwrap()).await;
+    set("visits", 2, "two".into()).await;
+    set("bills", 2, "two".into()).await;
+    p.sync("s3", &[]).assert_ok();
+    let night = proxy.take();
+    assert_eq!(schema_gets(&night), ["visits.json"], "only the edited file is read:\n{}", shown(&night, &bucket));
+    let lake = dump(&url);
+    assert_eq!(column_type(table(&lake, &p.db, "visits"), "n"), "string", "the hand edit holds");
+    assert_eq!(column_type(table(&lake, &p.db, "bills"), "n__v_text"), "string");
+
+    // 3. `mongolake widen` on bills: the next night reads its schema and rewrites every partition file.
+    let collection = format!("{}.bills", p.db);
+    let widen = run_binary(&["widen", "--env", "s3", "--collection", &collection, "--column", "n"], p.path(), &[]);
+    widen.assert_ok();
+    let lease = s3_get(&bucket, &format!("lake/_mongolake/leases/{}/bills.json", p.db)).await;
+    let lease = String::from_utf8(lease.expect("widen leaves the lease marked")).unwrap();
+    assert!(lease.contains("\"released\":true"), "{lease}");
+    proxy.take();
+    p.sync("s3", &[]).assert_ok();
+    let night = proxy.take();
+    assert_eq!(schema_gets(&night), ["bills.json"], "{}", shown(&night, &bucket));
+    let bills = format!("lake/{}/bills/", p.db);
+    assert_eq!(by_kind(&night, &bucket, Some(&bills)).get("PUT"), Some(&4), "every bills partition rewritten");
+    let lake = dump(&url);
+    let t = table(&lake, &p.db, "bills");
+    assert_eq!(column_type(t, "n"), "string");
+    assert!(t["columns"].get("n__v_text").is_none(), "{}", t["columns"]);
+    assert_eq!(rows_by_id(t)["2"]["n"], "two");
+}
+
+/// `mongolake widen` takes the collection's lease: while a sync holds it, it changes nothing and says who does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn widen_waits_for_no_sync_it_names_the_holder_and_changes_nothing() {
+    let p = Project::new("widenlease");
+    let client = client().await;
+    let docs: Vec<Document> = (0..4)
+        .map(|i| doc! { "_id": i, "ward": ward(i), "n": if i == 3 { bson::Bson::from("x") } else { bson::Bson::from(i) }, "modified_at": DateTime::now() })
+        .collect();
+    coll(&client, &p.db, "visits").insert_many(docs).await.unwrap();
+    let Lakes { bucket, .. } = lakes(&p, "widenlease").await;
+    p.sync("s3", &[]).assert_ok();
+    let schema_key = format!("lake/_mongolake/schema/{}/visits.json", p.db);
+    let before = s3_get(&bucket, &schema_key).await.unwrap();
+    let dir = p.path().to_str().unwrap().to_string();
+    let sync = std::thread::spawn(move || {
+        let args = ["sync", "--env", "s3", "--config-dir", dir.as_str(), "--no-email"];
+        run_binary(&args, std::path::Path::new(&dir), &[("MONGOLAKE_DELAY", "after_lease:4000")])
+    });
+    std::thread::sleep(std::time::Duration::from_millis(2000));
+    let collection = format!("{}.visits", p.db);
+    let widen = run_binary(&["widen", "--env", "s3", "--collection", &collection, "--column", "n"], p.path(), &[]);
+    assert_eq!(widen.code, Some(2), "{}", widen.describe());
+    assert!(widen.stderr.contains("holds the collection; run `mongolake widen` again"), "{}", widen.describe());
+    sync.join().unwrap().assert_ok();
+    assert_eq!(s3_get(&bucket, &schema_key).await.unwrap(), before, "the schema is as the sync left it");
+    run_binary(&["widen", "--env", "s3", "--collection", &collection, "--column", "n"], p.path(), &[]).assert_ok();
 }

@@ -211,18 +211,25 @@ pub async fn newest_reports(lake: &Lake, n: usize) -> Result<Vec<serde_json::Val
     Ok(out)
 }
 
-/// The run reports a sync compares tonight's with ([`annotate`]), newest first. A sync reads them while its
-/// collections sync, so that their round trips on S3 (a listing, then up to [`REPORTS_SCANNED`] reads) do not
-/// wait at the end of the run. Never fails: a lake that cannot be read for this is logged, and tonight is not
-/// compared with the usual.
-pub async fn past_reports(lake: &Lake, cfg: &ReportConfig) -> Vec<serde_json::Value> {
-    match newest_reports(lake, REPORTS_SCANNED.max(2 * cfg.history_nights)).await {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::warn!(error = %e, "Could not read earlier run reports: tonight is not compared with the usual");
-            Vec::new()
+/// The run reports of `run_ids` (parsed loosely), read by name: no listing of the runs folder, and only the
+/// nights a comparison uses (a sync's: the `[report] history_nights` newest of each collection's state file,
+/// most of them the same runs). A report missing (a run that could not write it) or unreadable is skipped.
+pub async fn reports_of(lake: &Lake, run_ids: std::collections::BTreeSet<String>) -> Result<Vec<serde_json::Value>> {
+    let read = futures::stream::iter(run_ids.into_iter().rev().map(|id| lake.run_report_path(&id)))
+        .map(|p| async move { lake.get_opt(&p).await.map(|b| (p, b)) })
+        .buffered(lake.reads_at_once())
+        .try_collect::<Vec<_>>()
+        .await?;
+    let mut out = Vec::new();
+    for (p, bytes) in read {
+        if let Some(bytes) = bytes {
+            match serde_json::from_slice(&bytes) {
+                Ok(v) => out.push(v),
+                Err(e) => tracing::warn!(report = %lake.display(&p), error = %e, "Unreadable run report skipped"),
+            }
         }
     }
+    Ok(out)
 }
 
 /// What a run report says about one collection's night.
@@ -293,33 +300,60 @@ pub fn flags_of_newest(nights: &[Night], cfg: &ReportConfig) -> Vec<Unusual> {
     }
 }
 
-/// Fills each synced collection's `unusual` (against its history: `past`, from [`past_reports`]) and `sparse`
-/// (many tiny partitions) in a run's reports. Never fails the run: a lake that cannot be read for this is logged.
+/// Fills each synced collection's `unusual` (against its history: its state file's nights, joined with their
+/// run reports, [`reports_of`]) and `sparse` (many tiny partitions) in a run's reports. Never fails the run: a
+/// lake that cannot be read for this is logged, and tonight is then not compared with the usual.
 pub async fn annotate(
     lake: &Lake,
     specs: &[CollectionSpec],
     reports: &mut [super::CollectionReport],
     run_id: &str,
     cfg: &ReportConfig,
-    past: &[serde_json::Value],
 ) {
-    let entries = entries(past);
-    let jobs = reports.iter_mut().filter(|c| c.status == super::Status::Ok).filter_map(|c| {
-        let spec = specs.iter().find(|s| s.name() == c.name)?;
-        Some(async {
-            // (a sync holds the state file it committed: not read again)
-            let committed = c.stats.committed_state.clone();
-            let nights = match committed {
-                Some(state) => Ok(nights_of(&state, spec, &entries)),
-                None => nights(lake, spec, &entries).await,
-            };
-            let previous = match nights {
-                Ok(n) => n.into_iter().filter(|n| n.run_id != run_id).collect::<Vec<_>>(),
+    // Each synced collection's state file (a sync holds the one it committed: not read again).
+    let synced: Vec<(&mut super::CollectionReport, &CollectionSpec)> = reports
+        .iter_mut()
+        .filter(|c| c.status == super::Status::Ok)
+        .filter_map(|c| {
+            let spec = specs.iter().find(|s| s.name() == c.name)?;
+            Some((c, spec))
+        })
+        .collect();
+    let states: Vec<Option<std::sync::Arc<crate::state::StateFile>>> =
+        futures::stream::iter(synced.iter().map(|(c, spec)| async move {
+            if let Some(state) = c.stats.committed_state.clone() {
+                return Some(state);
+            }
+            match crate::state::load(lake, &spec.database, &spec.collection).await {
+                Ok(state) => Some(std::sync::Arc::new(state)),
                 Err(e) => {
                     tracing::warn!(collection = %c.name, error = %e, "Could not read the collection's history");
-                    Vec::new()
+                    None
                 }
-            };
+            }
+        }))
+        .buffered(lake.reads_at_once())
+        .collect()
+        .await;
+    // The run reports of the nights compared with: the newest `history_nights` before tonight of each.
+    let wanted = states
+        .iter()
+        .flatten()
+        .flat_map(|s| {
+            let ok = s.rows.iter().rev().filter(|r| r.status == "ok" && r.run_id != run_id);
+            ok.take(cfg.history_nights).map(|r| r.run_id.clone())
+        })
+        .collect();
+    let past = reports_of(lake, wanted).await.unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "Could not read earlier run reports: tonight is not compared with the usual");
+        Vec::new()
+    });
+    let entries = entries(&past);
+    let jobs = synced.into_iter().zip(states).map(|((c, spec), state)| {
+        let entries = &entries;
+        async move {
+            let nights = state.map(|s| nights_of(&s, spec, entries)).unwrap_or_default();
+            let previous = nights.into_iter().filter(|n| n.run_id != run_id).collect::<Vec<_>>();
             let tonight = Night {
                 run_id: run_id.to_string(),
                 at: chrono::Utc::now().timestamp_millis(),
@@ -343,7 +377,7 @@ pub async fn annotate(
             if let Some(s) = &c.sparse {
                 tracing::warn!(collection = %c.name, warning = %s, "Many tiny partitions");
             }
-        })
+        }
     });
     futures::stream::iter(jobs).buffer_unordered(8).collect::<Vec<()>>().await;
 }

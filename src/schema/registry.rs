@@ -42,13 +42,36 @@ pub const FORMAT: u32 = 1;
 /// Reads a collection's stored schema: None before its first sync; an unreadable file is an encoding error
 /// naming it ([`crate::Error::Json`], see [`crate::Error::is_encoding`]; a failed read of the lake is a store error).
 pub async fn load(lake: &crate::sink::Lake, db: &str, coll: &str) -> crate::Result<Option<StoredSchema>> {
-    let path = lake.schema_path(db, coll);
-    match lake.get_opt(&path).await? {
+    match lake.get_opt(&lake.schema_path(db, coll)).await? {
         None => Ok(None),
-        Some(b) => serde_json::from_slice(&b)
-            .map(Some)
-            .map_err(|e| crate::Error::encode(format!("schema {}", lake.display(&path)), e)),
+        Some(b) => parse(lake, db, coll, &b).map(Some),
     }
+}
+
+/// [`load`], with the file's text and its tag (the object store's ETag, where it gives one).
+pub async fn load_tagged(
+    lake: &crate::sink::Lake,
+    db: &str,
+    coll: &str,
+) -> crate::Result<Option<(StoredSchema, String, Option<String>)>> {
+    match lake.get_versioned(&lake.schema_path(db, coll)).await? {
+        None => Ok(None),
+        Some((b, version)) => {
+            let tag = version.e_tag().map(str::to_string);
+            Ok(Some((parse(lake, db, coll, &b)?, String::from_utf8_lossy(&b).into_owned(), tag)))
+        }
+    }
+}
+
+/// A schema file's content, read (an unreadable one is an encoding error naming it).
+pub fn parse(lake: &crate::sink::Lake, db: &str, coll: &str, bytes: &[u8]) -> crate::Result<StoredSchema> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| crate::Error::encode(format!("schema {}", lake.display(&lake.schema_path(db, coll))), e))
+}
+
+/// The file's content as saved.
+pub fn to_json(stored: &StoredSchema) -> Vec<u8> {
+    serde_json::to_vec_pretty(stored).expect("serialisable")
 }
 
 impl StoredSchema {

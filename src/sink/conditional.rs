@@ -11,6 +11,13 @@ use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, UpdateVersi
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Version(UpdateVersion);
 
+impl Version {
+    /// The object's ETag, where the store gave one.
+    pub fn e_tag(&self) -> Option<&str> {
+        self.0.e_tag.as_deref()
+    }
+}
+
 impl Lake {
     /// The lake's directory when it is on local disk.
     pub fn local_dir(&self) -> Option<&std::path::Path> {

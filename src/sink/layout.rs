@@ -83,6 +83,10 @@ impl Layout {
     pub fn state(&self, db: &str, coll: &str) -> Path {
         self.path(&format!("_mongolake/state/{db}/{coll}.csv"))
     }
+    /// The folder of every collection's schema and table definitions.
+    pub fn schema_dir(&self) -> Path {
+        self.path("_mongolake/schema")
+    }
     /// The persisted lake schema.
     pub fn schema(&self, db: &str, coll: &str) -> Path {
         self.path(&format!("_mongolake/schema/{db}/{coll}.json"))

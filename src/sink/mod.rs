@@ -228,6 +228,9 @@ impl Lake {
     pub fn schema_path(&self, db: &str, coll: &str) -> Path {
         self.layout.schema(db, coll)
     }
+    pub fn schema_dir(&self) -> Path {
+        self.layout.schema_dir()
+    }
     /// The key index as versions before segments kept it, one file (read, then replaced by [`Lake::index_dir`]).
     pub fn index_path(&self, db: &str, coll: &str) -> Path {
         self.layout.legacy_index(db, coll)
@@ -409,6 +412,17 @@ impl Lake {
         self.store
             .list(Some(prefix))
             .map_ok(|m| m.location)
+            .try_collect()
+            .await
+            .map_err(|e| Error::store(format!("listing {}", self.display(prefix)), e))
+    }
+
+    /// Every object under `prefix` with its tag (an object store's ETag, None where the listing gives none),
+    /// keyed by path.
+    pub async fn list_tags(&self, prefix: &Path) -> Result<crate::FastMap<String, Option<String>>> {
+        self.store
+            .list(Some(prefix))
+            .map_ok(|m| (m.location.to_string(), m.e_tag))
             .try_collect()
             .await
             .map_err(|e| Error::store(format!("listing {}", self.display(prefix)), e))

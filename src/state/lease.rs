@@ -7,8 +7,9 @@
 //!   `{run_id, host, pid, acquired_at, expires_at}`. Taking it is a create-if-absent; a lease past
 //!   `expires_at`, or one held by a process of this host that no longer exists, is taken over with a
 //!   replace-if-unchanged on its ETag, so of two runs racing for an expired lease exactly one wins. The holder
-//!   renews it every third of `[sync] lease_seconds` (default 600) and deletes it when done; a crashed holder on
-//!   another machine blocks the collection until the lease expires.
+//!   renews it every third of `[sync] lease_seconds` (default 600) and deletes it when done (a sync deletes the
+//!   leases of collections that commit within seconds of each other in one request, [`Releases`]); a crashed
+//!   holder on another machine blocks the collection until the lease expires.
 //! - **Local disk**: an exclusive OS lock on `_mongolake/leases/<db>/<coll>.lock` (the record is written into it
 //!   for messages). The kernel drops the lock when the holder dies, so nothing ever needs to expire.
 //!
@@ -23,7 +24,9 @@
 //! unlisted index segments, no relayout half done. The sync then skips the listings that look for such leftovers
 //! (a request each a collection a night). A run that took over the lease of a holder that may still be running
 //! (expired, on another host) cannot know what that holder writes after, so it too leaves the marker. Local disk
-//! (an OS lock, no lease file to delete) always looks: a listing costs nothing there.
+//! (an OS lock, no lease file to delete) always looks: a listing costs nothing there. Commands that change a
+//! collection outside a sync (`relayout`, `widen`) take its lease too ([`take_for_command`]) and leave the
+//! marker, so the sync after them reads again what they may have written (the layout record, the schema).
 use crate::sink::conditional::Version;
 use crate::sink::Lake;
 use crate::{Error, Result};
@@ -295,6 +298,29 @@ pub async fn acquire(
     }
 }
 
+/// Takes the lease of `db.coll` for a command that changes the collection outside a sync (`what`: "the
+/// relayout", "`mongolake widen`"), at once, or fails naming the holder. The command releases it with
+/// [`Lease::release`]`(false)`, so that the next sync reads again what the command may have changed.
+pub async fn take_for_command(
+    lake: &Lake,
+    db: &str,
+    coll: &str,
+    run_id: &str,
+    ttl: Duration,
+    what: &str,
+) -> Result<Lease> {
+    match acquire(lake, db, coll, run_id, ttl, Duration::ZERO).await? {
+        Acquired::Held(l) => Ok(l),
+        Acquired::Busy(holder) => {
+            let by = holder.map(|h| h.to_string()).unwrap_or_else(|| "another run".into());
+            Err(Error::collection(
+                format!("{db}.{coll}"),
+                format!("{by} holds the collection; run {what} again once it is done"),
+            ))
+        }
+    }
+}
+
 impl Lease {
     /// A handle for checking from inside the write pass.
     pub fn lost_flag(&self) -> Arc<AtomicBool> {
@@ -329,13 +355,7 @@ impl Lease {
             if !self.lost.load(Ordering::SeqCst) {
                 let w = written.lock().await;
                 if delete {
-                    // Only delete what is still ours. Another run takes over an expired lease only, so one this
-                    // run wrote less than a third of its time ago is deleted at once (no request to read it
-                    // first); an older one (its renewals failed) is read, and deleted only if still our version.
-                    let fresh = w.at.elapsed() < ttl / 3;
-                    let ours = fresh
-                        || matches!(lake.get_versioned(&path).await, Ok(Some((_, current))) if current == w.version);
-                    if ours {
+                    if still_ours(&lake, &path, &w, ttl).await {
                         let _ = lake.delete(&path).await;
                     }
                 } else {
@@ -347,6 +367,105 @@ impl Lease {
                     let _ = lake.put_if_version(&path, body, &w.version).await;
                 }
             }
+        }
+    }
+}
+
+/// How long a committed collection's lease waits to be deleted with the others' (at most; the run's end deletes
+/// every one left at once). Meanwhile another run finds the collection held, as while it was syncing.
+pub const BATCH_WAIT: Duration = Duration::from_secs(5);
+
+/// Clean releases of object-store leases, deleted together: on S3 one DeleteObjects request for the collections
+/// that committed within [`BATCH_WAIT`] of the first of them, instead of a DELETE each (a request a collection a
+/// night). A lease waiting here is still held, and renewed; each is deleted only if still this run's, as by
+/// [`Lease::release`]. A lease that is not to be deleted (a local lock, or one taken over from a holder that
+/// may still be running) is released at once.
+pub struct Releases {
+    queue: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedSender<Lease>>>,
+    task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Releases {
+    /// Starts the task that deletes the queued leases (needs the Tokio runtime).
+    pub fn start(wait: Duration) -> Releases {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Lease>();
+        let task = tokio::spawn(async move {
+            let mut open = true;
+            while open {
+                let Some(first) = rx.recv().await else { break };
+                let deadline = tokio::time::Instant::now() + wait;
+                let mut batch = vec![first];
+                loop {
+                    tokio::select! {
+                        next = rx.recv() => match next {
+                            Some(lease) => batch.push(lease),
+                            None => {
+                                open = false;
+                                break;
+                            }
+                        },
+                        _ = tokio::time::sleep_until(deadline) => break,
+                    }
+                }
+                delete_together(batch).await;
+            }
+        });
+        Releases { queue: std::sync::Mutex::new(Some(tx)), task: std::sync::Mutex::new(Some(task)) }
+    }
+
+    /// Releases the lease of a collection that committed (or touched nothing): queued for deletion with the
+    /// others, or released at once when it is not to be deleted, or after [`Releases::finish`].
+    pub async fn release(&self, lease: Lease) {
+        if lease.release.is_none() || lease.found == Found::Unknown {
+            return lease.release(true).await;
+        }
+        let refused = match &*self.queue.lock().expect("not poisoned") {
+            Some(tx) => tx.send(lease).err().map(|e| e.0),
+            None => Some(lease),
+        };
+        if let Some(lease) = refused {
+            delete_together(vec![lease]).await;
+        }
+    }
+
+    /// Deletes every lease still queued, and waits for the deletions under way.
+    pub async fn finish(&self) {
+        drop(self.queue.lock().expect("not poisoned").take());
+        let task = self.task.lock().expect("not poisoned").take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+    }
+}
+
+/// Whether the lease this run last wrote as `w` is still its own, before deleting it. Another run takes over an
+/// expired lease only, so one written less than a third of its time ago is (no request to read it first); an
+/// older one (its renewals failed) is read, and is if it is still that version.
+async fn still_ours(lake: &Lake, path: &object_store::path::Path, w: &Written, ttl: Duration) -> bool {
+    w.at.elapsed() < ttl / 3 || matches!(lake.get_versioned(path).await, Ok(Some((_, current))) if current == w.version)
+}
+
+/// Deletes the queued leases that are still this run's, in one request (see [`Lease::give_up`] for which are).
+async fn delete_together(batch: Vec<Lease>) {
+    crate::fault::delay("before_release").await;
+    let mut lake = None;
+    let mut paths = Vec::with_capacity(batch.len());
+    for mut lease in batch {
+        if let Some(r) = lease.renewer.take() {
+            r.abort();
+        }
+        let Some(Remote { lake: l, path, written, ttl, .. }) = lease.release.take() else { continue };
+        if lease.lost.load(Ordering::SeqCst) {
+            continue;
+        }
+        if still_ours(&l, &path, &*written.lock().await, ttl).await {
+            paths.push(path);
+            lake.get_or_insert(l);
+        }
+    }
+    if let Some(lake) = lake {
+        if let Err(e) = lake.delete_all(paths).await {
+            tracing::warn!(error = %e, "Could not delete the leases of committed collections: they expire");
         }
     }
 }
@@ -369,10 +488,7 @@ mod tests {
     }
 
     async fn take(lake: &Lake, run: &str) -> Lease {
-        match try_acquire(lake, "db", "c", run, Duration::from_secs(600)).await.unwrap() {
-            Acquired::Held(l) => l,
-            Acquired::Busy(h) => panic!("{run}: held by {h:?}"),
-        }
+        take_of(lake, "c", run).await
     }
 
     async fn record_of(lake: &Lake) -> Option<LeaseRecord> {
@@ -412,6 +528,55 @@ mod tests {
         fifth.release(true).await;
         assert_eq!(record_of(&lake).await, None, "a released lease's holder is done: deleted after a success");
         assert!(take(&lake, "run-6").await.after_clean_end());
+    }
+
+    async fn take_of(lake: &Lake, coll: &str, run: &str) -> Lease {
+        match try_acquire(lake, "db", coll, run, Duration::from_secs(600)).await.unwrap() {
+            Acquired::Held(l) => l,
+            Acquired::Busy(h) => panic!("{run}: held by {h:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn committed_leases_are_deleted_together_and_the_runs_end_deletes_what_is_left() {
+        let lake = memory_lake();
+        let path = |c: &str| lake.lease_path("db", c);
+        let releases = Releases::start(Duration::from_millis(300));
+        let a = take_of(&lake, "a", "run-1").await;
+        let b = take_of(&lake, "b", "run-1").await;
+        releases.release(a).await;
+        releases.release(b).await;
+        // Queued: still held, so another run finds the collection busy.
+        assert!(lake.get_opt(&path("a")).await.unwrap().is_some());
+        assert!(matches!(
+            try_acquire(&lake, "db", "a", "run-2", Duration::from_secs(600)).await.unwrap(),
+            Acquired::Busy(_)
+        ));
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert_eq!(lake.get_opt(&path("a")).await.unwrap(), None, "deleted once the batch waited its time");
+        assert_eq!(lake.get_opt(&path("b")).await.unwrap(), None);
+
+        // One taken over by another run meanwhile (its renewal found it so) is not deleted.
+        let c = take_of(&lake, "c", "run-1").await;
+        let d = take_of(&lake, "d", "run-1").await;
+        c.lost.store(true, Ordering::SeqCst);
+        releases.release(c).await;
+        releases.release(d).await;
+        releases.finish().await;
+        assert!(lake.get_opt(&path("c")).await.unwrap().is_some(), "not ours any more: left alone");
+        assert_eq!(lake.get_opt(&path("d")).await.unwrap(), None, "the run's end deletes what is queued at once");
+        // After the end, a release deletes at once.
+        let e = take_of(&lake, "e", "run-1").await;
+        releases.release(e).await;
+        assert_eq!(lake.get_opt(&path("e")).await.unwrap(), None);
+        // One taken over from a holder that may still be running is not deleted but marked, at once.
+        let stale = LeaseRecord { host: "elsewhere".into(), expires_at: 1, ..record("run-0", Duration::ZERO) };
+        lake.put(&path("f"), serde_json::to_vec(&stale).unwrap().into()).await.unwrap();
+        let f = take_of(&lake, "f", "run-1").await;
+        let releases = Releases::start(Duration::from_secs(60));
+        releases.release(f).await;
+        let marker: LeaseRecord = serde_json::from_slice(&lake.get_opt(&path("f")).await.unwrap().unwrap()).unwrap();
+        assert!(marker.released && marker.run_id == "run-1", "{marker:?}");
     }
 
     #[test]

@@ -3,10 +3,11 @@
 //! ```text
 //!  0 take the collection's lease (sync::run; state::lease)        ── held by another run: skip, nothing touched
 //!  ┌ Prepared::prepare ──────────────────────────────────────────────────────────────────────────────────────┐
-//!  1 clean staging/; read the state (on S3 with the key index manifest and the schema, at once)
+//!  1 read the state (on S3 with the key index manifest and a listing of the schema folder, at once; the schema
+//!    file only when the listing shows it changed since the copy the manifest keeps, see SchemaSource)
 //!  2 the recorded layout vs this run's settings (super::relayout::check; the record is not read when the lease
 //!    says the run before ended cleanly and the state row it left holds these settings' hash): changed or
-//!    relayout pending: fail. Unless that clean end, clean rejects of runs that never committed
+//!    relayout pending: fail. Unless that clean end, clean staging/ and rejects of runs that never committed
 //!  3 ──► watermark W (none: full load); key index; stored type S; this collection's share of the memory budget
 //!  └──────────────────────────────────────────────────────────────────────────────────────────► Prepared ───┘
 //!  ┌ Prepared::read ─────────────────────────────────────────────────────────────────────────────────────────┐
@@ -33,9 +34,10 @@
 //!            partition is not read). Atomic for readers; a partition left with no rows is deleted ✝ after_partition
 //!  └──────────────────────────────────────────────────────────────────────────────────────────► Written ────┘
 //!  ┌ Written::commit ────────────────────────────────────────────────────────────────────────────────────────┐
-//!  7 rejects file, key index (its manifest with the digest of the versions read in the next window) ✝ before_schema
-//!  8 schema S (rewrite_pending cleared); table definitions (catalog::publish: files; in Glue mode the
-//!    Data Catalog, whose failure fails the collection here)                                  ✝ before_watermark
+//!  7 rejects file                                                                             ✝ before_schema
+//!  8 schema S (rewrite_pending cleared); key index (its manifest with the digest of the versions read in the
+//!    next window, and the copy of S with its tag); table definitions (catalog::publish: files; in Glue mode
+//!    the Data Catalog, whose failure fails the collection here)                              ✝ before_watermark
 //!  9 append state row with the new watermark ([`next_watermark`])              ◄── the commit point
 //!  └──────────────────────────────────────────────────────────────────────────────────► CollectionStats ────┘
 //! 10 release the lease (sync::run; after a commit while the next collection starts, waited for before the report)
@@ -62,6 +64,7 @@ use crate::config::CollectionSpec;
 use crate::schema::registry::StoredSchema;
 use crate::schema::{text, LakeType};
 use crate::state::digest::Skipper;
+use crate::state::index::store::SchemaCopy;
 use crate::state::index::KeyIndex;
 use crate::state::{self, lease, StateRow};
 use crate::transform::partition::Partitioner;
@@ -76,7 +79,7 @@ pub use super::stats::CollectionStats;
 /// collection then stops before its next partition write and before its watermark. `after_clean`: the lease says
 /// the run before ended cleanly ([`lease::Lease::after_clean_end`]), so its leftovers need not be looked for.
 ///
-/// Leftovers of a run that did not commit (its rejects file, index segments no manifest lists) are looked for
+/// Leftovers of a run that did not commit (its rejects file, staged objects, index segments no manifest lists) are looked for
 /// unless `after_clean`, and every [`TIDY_EVERY`]th run of the collection anyway, so that what no lease shows
 /// (an older mongolake's failed run deletes its lease) does not outlive a week of nightly runs.
 pub async fn sync_collection(
@@ -117,6 +120,9 @@ struct Base {
     /// The stored schema (its document type is moved into pass 1 and back by the evolution).
     stored: StoredSchema,
     index: KeyIndex,
+    /// The schema file as this run last read or wrote it, with its tag, for the key index manifest (object
+    /// stores only; see [`state::index::store::SchemaCopy`]).
+    schema_copy: Option<SchemaCopy>,
     /// The state file as read (this run's row is appended to it: the lease keeps other runs from writing it).
     state: state::StateFile,
     /// This collection's share of the memory budget, held to the end.
@@ -150,28 +156,32 @@ impl Prepared {
         ctx.progress.set_phase(crate::progress::Phase::Reading);
         // (a listed collection missing from MongoDB fails here, with the closest names; a view reads as one)
         crate::source::find_collection(&ctx.client, &spec).await?;
-        if !ctx.dry_run {
+        // The state; on an object store the key index manifest and the schema folder's listing with it, at once
+        // (one round trip, not three; the listing, shared by the collections starting about then, says whether
+        // the manifest's copy of the schema is the file: see SchemaCopy). On local disk the manifest and the
+        // schema are read where they are used, one after the other (Lake::reads_at_once).
+        let (state, prefetched) = match lake.reads_at_once() {
+            1 => (state::load(lake, db, coll).await?, None),
+            _ => {
+                let (state, manifest, tags) = futures::try_join!(
+                    state::load(lake, db, coll),
+                    state::index::fetch(lake, &spec),
+                    ctx.schema_tags(),
+                )?;
+                (state, Some((manifest, tags)))
+            }
+        };
+        let (manifest, schema_tags) = prefetched.unzip();
+        let tidy = !after_clean || state.rows.len() % TIDY_EVERY == 0;
+        // Staging: only a run holding the lease writes there, so after a clean end nothing of this collection's
+        // is (on S3 the listing of staging/, once a run, is then made only if some other collection needs it).
+        if !ctx.dry_run && tidy {
             let staged = ctx.staged.get_or_try_init(|| lake.list_staging()).await?;
             let cleaned = lake.clean_staging(db, coll, staged).await?;
             if cleaned > 0 {
                 tracing::warn!(collection = %name, cleaned, "Removed staging objects left by an interrupted run");
             }
         }
-        // The state; on an object store the key index manifest and the schema with it, at once (one round trip, not
-        // three). On local disk those two are read where they are used, one after the other (Lake::reads_at_once).
-        let (state, prefetched) = match lake.reads_at_once() {
-            1 => (state::load(lake, db, coll).await?, None),
-            _ => {
-                let (state, manifest, stored) = futures::try_join!(
-                    state::load(lake, db, coll),
-                    state::index::fetch(lake, &spec),
-                    crate::schema::registry::load(lake, db, coll),
-                )?;
-                (state, Some((manifest, stored)))
-            }
-        };
-        let (manifest, stored) = prefetched.unzip();
-        let tidy = !after_clean || state.rows.len() % TIDY_EVERY == 0;
         // The table's recorded layout against this row and environment: a change fails here, before any write.
         // (a clean end before and no tidying: the newest state row's word for it, no read of the record)
         let layout = super::relayout::check(&ctx, &spec, &state, !tidy).await?;
@@ -220,9 +230,19 @@ impl Prepared {
         let memory = ctx.memory.reserve(share).await;
         let prompt = super::budget::PromptReturn::if_large(share);
         drop(loading);
-        let stored = match stored {
-            Some(s) => s,
-            None => crate::schema::registry::load(lake, db, coll).await?,
+        let (stored, schema_copy) = match schema_tags {
+            Some(tags) => {
+                let copy = index.schema_copy();
+                match schema_source(&tags, &lake.schema_path(db, coll), copy, after_clean) {
+                    SchemaSource::Copy(c) => match crate::schema::registry::parse(lake, db, coll, c.text.as_bytes()) {
+                        Ok(stored) => (Some(stored), Some(c.clone())),
+                        Err(_) => load_tagged(lake, db, coll).await?,
+                    },
+                    SchemaSource::Absent => (None, None),
+                    SchemaSource::Read => load_tagged(lake, db, coll).await?,
+                }
+            }
+            None => (crate::schema::registry::load(lake, db, coll).await?, None),
         };
         let stored = stored.unwrap_or_else(|| {
             // A new schema takes `[sync] type_conflicts`; a stored one keeps the policy it was created with.
@@ -237,6 +257,7 @@ impl Prepared {
             old_watermark,
             stored,
             index,
+            schema_copy,
             state,
             _memory: memory,
             _prompt: prompt,
@@ -454,7 +475,7 @@ impl Read {
         if evolution.widened && !base.ctx.dry_run {
             // Write-ahead: the widened schema and the intent to rewrite every file, before the first file changes.
             base.stored.rewrite_pending = true;
-            save_schema(&base).await?;
+            save_schema(&mut base).await?;
         }
         Ok(Evolved { base, evolution, rows, shared, deleted, read })
     }
@@ -686,13 +707,6 @@ impl Written {
             recent.finish(crate::state::digest::fingerprint(&spec), from, |rel| tags.get(rel).cloned())
         });
         base.index.set_digest(digest.filter(|d| !d.is_empty()));
-        // (a run whose documents all stayed in their partitions leaves the index as it was: nothing to write)
-        if base.index.needs_save() {
-            let phase = std::time::Instant::now();
-            let segment_keys = ctx.sync.index_segment_keys;
-            state::index::save(lake, &spec, &base.index, &ctx.run_id, segment_keys, base.tidy).await?;
-            tracing::debug!(collection = %name, keys = base.index.len(), ms = phase.elapsed().as_millis() as u64, "Phase: key index saved");
-        }
         let rejected = &read.rejected;
         let stats = &mut base.stats;
         stats.documents_rejected = rejected.iter().filter(|r| r.is_document()).count() as u64;
@@ -708,12 +722,21 @@ impl Written {
         }
         rejects::write(lake, db, coll, &ctx.run_id, rejected).await?;
 
-        // Commit: schema, then watermark (only while this run still holds the collection).
+        // Commit: schema, key index, then watermark (only while this run still holds the collection).
         lease::check(&base.lease_lost, &name)?;
         crate::fault::point("before_schema");
         if evolution.dirty || evolution.widened {
             base.stored.rewrite_pending = false;
-            save_schema(&base).await?;
+            save_schema(&mut base).await?;
+        }
+        // The index's manifest after the schema, so that the copy of the schema it keeps is the file's.
+        base.index.set_schema_copy(base.schema_copy.take());
+        // (a run whose documents all stayed in their partitions leaves the index as it was: nothing to write)
+        if base.index.needs_save() {
+            let phase = std::time::Instant::now();
+            let segment_keys = ctx.sync.index_segment_keys;
+            state::index::save(lake, &spec, &base.index, &ctx.run_id, segment_keys, base.tidy).await?;
+            tracing::debug!(collection = %name, keys = base.index.len(), ms = phase.elapsed().as_millis() as u64, "Phase: key index saved");
         }
         // Table definitions (files next to the schema; in Glue mode the Data Catalog, whose failure fails the
         // collection here, before its watermark, so the next run applies it again).
@@ -808,10 +831,58 @@ async fn update_tags(
     Ok(())
 }
 
-async fn save_schema(base: &Base) -> Result<()> {
+/// Saves the schema, and on an object store keeps the copy of it the key index manifest takes.
+async fn save_schema(base: &mut Base) -> Result<()> {
     let lake = &base.ctx.lake;
     let path = lake.schema_path(&base.spec.database, &base.spec.collection);
-    lake.put(&path, serde_json::to_vec_pretty(&base.stored).expect("serialisable").into()).await
+    let json = crate::schema::registry::to_json(&base.stored);
+    let text = String::from_utf8(json.clone()).expect("JSON is UTF-8");
+    let tag = lake.put_tagged(&path, json.into()).await?;
+    base.schema_copy = tag.filter(|_| lake.local_dir().is_none()).map(|tag| SchemaCopy { tag, text });
+    Ok(())
+}
+
+/// The schema file read (see [`crate::schema::registry::load_tagged`]), and the copy of it to keep.
+async fn load_tagged(
+    lake: &crate::sink::Lake,
+    db: &str,
+    coll: &str,
+) -> Result<(Option<StoredSchema>, Option<SchemaCopy>)> {
+    Ok(match crate::schema::registry::load_tagged(lake, db, coll).await? {
+        None => (None, None),
+        Some((stored, text, tag)) => (Some(stored), tag.map(|tag| SchemaCopy { tag, text })),
+    })
+}
+
+/// Where a sync on an object store takes the stored schema from.
+#[derive(Debug, PartialEq)]
+enum SchemaSource<'a> {
+    /// The key index manifest's copy: the listing shows the file with the copy's tag.
+    Copy(&'a SchemaCopy),
+    /// None yet: the listing shows no file.
+    Absent,
+    /// The file, read.
+    Read,
+}
+
+/// The one rule for trusting a copy of the schema file: the listing (`tags`, made before this collection's
+/// state was read) shows the file with the copy's tag, and the lease was found free (`after_clean`: no run or
+/// command took the collection since its last committed sync, so none can have written the file after the
+/// listing). A file edited by hand is seen by the next listing ([`super::context::SCHEMA_LISTING_FOR`]).
+fn schema_source<'a>(
+    tags: &super::context::SchemaTags,
+    path: &object_store::path::Path,
+    copy: Option<&'a SchemaCopy>,
+    after_clean: bool,
+) -> SchemaSource<'a> {
+    if !after_clean {
+        return SchemaSource::Read;
+    }
+    match (tags.get(path.as_ref()), copy) {
+        (None, _) => SchemaSource::Absent,
+        (Some(Some(tag)), Some(c)) if c.tag == *tag => SchemaSource::Copy(c),
+        _ => SchemaSource::Read,
+    }
 }
 
 /// The command that creates the index an incremental query needs, when no index starts with the timestamp
@@ -865,6 +936,27 @@ fn old_document_has(doc: &LakeType, path: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_schema_copy_is_used_only_when_listed_with_its_tag_after_a_clean_end() {
+        let path = object_store::path::Path::from("_mongolake/schema/hims/visits.json");
+        let copy = SchemaCopy { tag: "\"a\"".into(), text: "{}".into() };
+        let listed = |tag: Option<&str>| -> super::super::context::SchemaTags {
+            [(path.to_string(), tag.map(str::to_string))].into_iter().collect()
+        };
+        let none = super::super::context::SchemaTags::default();
+        assert_eq!(schema_source(&listed(Some("\"a\"")), &path, Some(&copy), true), SchemaSource::Copy(&copy));
+        // Written since the copy (by a sync whose manifest lost the copy, a command, a hand): read.
+        assert_eq!(schema_source(&listed(Some("\"b\"")), &path, Some(&copy), true), SchemaSource::Read);
+        // No copy (a manifest of an older version), or a listing without tags: read.
+        assert_eq!(schema_source(&listed(Some("\"a\"")), &path, None, true), SchemaSource::Read);
+        assert_eq!(schema_source(&listed(None), &path, Some(&copy), true), SchemaSource::Read);
+        // The lease not found free: something may have written the file after the listing.
+        assert_eq!(schema_source(&listed(Some("\"a\"")), &path, Some(&copy), false), SchemaSource::Read);
+        assert_eq!(schema_source(&none, &path, Some(&copy), false), SchemaSource::Read);
+        // No file listed after a clean end: none yet (a first load reads nothing).
+        assert_eq!(schema_source(&none, &path, Some(&copy), true), SchemaSource::Absent);
+    }
 
     #[test]
     fn the_watermark_is_the_newest_read_never_ahead_of_the_read_nor_behind_the_old_one() {

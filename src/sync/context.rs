@@ -40,12 +40,39 @@ pub struct RunContext {
     pub shard: Option<crate::config::Shard>,
     /// An object store's `staging/`, listed by the first collection that cleans it ([`Lake::list_staging`]).
     pub staged: Arc<tokio::sync::OnceCell<Vec<object_store::path::Path>>>,
-    /// Leases of collections that committed, being deleted while the next collection starts; the run waits for
-    /// them before its report ([`super::run`]).
-    pub releasing: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    /// Leases of collections that committed, deleted together while the next collections run; the run deletes
+    /// what is left before its report ([`super::run`], [`crate::state::lease::Releases`]).
+    pub releases: Arc<crate::state::lease::Releases>,
+    /// The schema files' tags, as the last listing of the schema folder gave them, and when it was made
+    /// ([`RunContext::schema_tags`]).
+    pub schema_listing: Arc<tokio::sync::Mutex<Option<SchemaListing>>>,
 }
 
+/// A listing of the schema folder, and when it was made.
+pub type SchemaListing = (std::time::Instant, Arc<SchemaTags>);
+
+/// Schema file path -> its tag (None: the listing gave none).
+pub type SchemaTags = crate::FastMap<String, Option<String>>;
+
+/// How long one listing of the schema folder serves the collections that start after it. A schema file
+/// written meanwhile by a run or command holding the collection's lease is seen anyway (its lease is then not
+/// found free); this bounds how long one edited by hand goes unseen.
+pub const SCHEMA_LISTING_FOR: std::time::Duration = std::time::Duration::from_secs(60);
+
 impl RunContext {
+    /// The tags of the schema files (on an object store one listing for every collection starting within
+    /// [`SCHEMA_LISTING_FOR`] of it, instead of a GET of each file; see [`crate::state::index::store::SchemaCopy`]).
+    pub async fn schema_tags(&self) -> crate::Result<Arc<SchemaTags>> {
+        let mut held = self.schema_listing.lock().await;
+        if let Some((_, tags)) = held.as_ref().filter(|(at, _)| at.elapsed() < SCHEMA_LISTING_FOR) {
+            return Ok(tags.clone());
+        }
+        let at = std::time::Instant::now();
+        let tags = Arc::new(self.lake.list_tags(&self.lake.schema_dir()).await?);
+        *held = Some((at, tags.clone()));
+        Ok(tags)
+    }
+
     /// What the write path takes of the run ([`write`]).
     pub fn write_env(&self) -> write::WriteEnv {
         write::WriteEnv {

@@ -96,7 +96,8 @@ pub async fn run(config: &Config, options: &SyncOptions, board: Arc<Board>) -> R
         memory: buffer::MemoryBudget::new(env.sync.memory_budget_bytes),
         shard: options.shard.as_ref().map(|(s, _)| *s).filter(|_| !options.dry_run),
         staged: Default::default(),
-        releasing: Default::default(),
+        releases: Arc::new(lease::Releases::start(lease::BATCH_WAIT)),
+        schema_listing: Default::default(),
     };
 
     let mut reports: Vec<CollectionReport> = config
@@ -112,12 +113,6 @@ pub async fn run(config: &Config, options: &SyncOptions, board: Arc<Board>) -> R
         })
         .collect();
 
-    // The earlier run reports tonight is compared with: on an object store read meanwhile (see
-    // report::history::past_reports), on local disk at the end (Lake::reads_at_once).
-    let past = (!options.dry_run && lake.reads_at_once() > 1).then(|| {
-        let (lake, cfg) = (lake.clone(), env.report.clone());
-        tokio::spawn(async move { crate::report::history::past_reports(&lake, &cfg).await })
-    });
     let lease_wait = options.lease_wait;
     let results: Vec<CollectionReport> =
         futures::stream::iter(config.collections.entries.iter().cloned().map(|spec| {
@@ -129,8 +124,7 @@ pub async fn run(config: &Config, options: &SyncOptions, board: Arc<Board>) -> R
         .await;
     reports.extend(results);
     // (the leases of the collections that committed: deleted before the report says the run is done)
-    let releasing = std::mem::take(&mut *ctx.releasing.lock().expect("not poisoned"));
-    futures::future::join_all(releasing).await;
+    ctx.releases.finish().await;
     // Then this worker's share of the other workers' large first loads.
     let helped = match (&options.shard, ctx.shard) {
         (Some((_, specs)), Some(shard)) if shard.count > 1 => shard::helper::help(&ctx, specs, &board, clock).await,
@@ -152,15 +146,8 @@ pub async fn run(config: &Config, options: &SyncOptions, board: Arc<Board>) -> R
     }
     if !options.dry_run {
         let specs = &config.collections.entries;
-        let past = match past {
-            Some(reading) => reading.await.unwrap_or_else(|e| {
-                tracing::warn!(error = %e, "Could not read earlier run reports: tonight is not compared with the usual");
-                Vec::new()
-            }),
-            None => crate::report::history::past_reports(&lake, &env.report).await,
-        };
         let (collections, run_id) = (&mut report.collections, &report.run_id);
-        crate::report::history::annotate(&lake, specs, collections, run_id, &env.report, &past).await;
+        crate::report::history::annotate(&lake, specs, collections, run_id, &env.report).await;
         if let Err(e) = lake
             .put(
                 &lake.run_report_path(&report.run_id),
@@ -266,15 +253,9 @@ async fn attempt_once(ctx: &Arc<RunContext>, spec: &crate::config::CollectionSpe
         Err(join) => Err(Error::collection(&name, format!("internal error (please report): {join}"))),
     };
     match lease {
-        // Committed: the lease is deleted while the next collection starts (on S3 a round trip the slot does not
-        // wait for; the run waits for it before its report).
-        Some(l) if outcome.is_ok() => {
-            let releasing = tokio::spawn(async move {
-                crate::fault::delay("before_release").await;
-                l.release(true).await
-            });
-            ctx.releasing.lock().expect("not poisoned").push(releasing);
-        }
+        // Committed: the lease is deleted with those of the collections committing about then (on S3 one
+        // request for them all, which the slot does not wait for; the run waits for it before its report).
+        Some(l) if outcome.is_ok() => ctx.releases.release(l).await,
         // (a failed sync may have left rejects or index segments: the next run looks for them, see state::lease;
         // its retry takes the lease again, so the marker is written first)
         Some(l) => l.release(false).await,

@@ -187,16 +187,7 @@ async fn relayout_leased(config: &Config, lake: &Lake, spec: &CollectionSpec) ->
     let sync = &config.environment.sync;
     let id = super::new_run_id();
     let (db, coll) = (spec.database.as_str(), spec.collection.as_str());
-    let held = match lease::acquire(lake, db, coll, &id, sync.lease, std::time::Duration::ZERO).await? {
-        lease::Acquired::Held(l) => l,
-        lease::Acquired::Busy(holder) => {
-            let by = holder.map(|h| h.to_string()).unwrap_or_else(|| "another run".into());
-            return Err(Error::collection(
-                spec.name(),
-                format!("{by} holds the collection; run the relayout again once it is done"),
-            ));
-        }
-    };
+    let held = lease::take_for_command(lake, db, coll, &id, sync.lease, "the relayout").await?;
     let outcome = relayout(config, lake, spec, &id, held.lost_flag()).await;
     // (a relayout leaves the marker whatever its outcome: the next sync reads the layout record again)
     held.release(false).await;
@@ -362,7 +353,7 @@ async fn record_in_schema(lake: &Lake, mut stored: StoredSchema, p: &Pending, ch
         changes: vec![format!("relayout: {changes}")],
     });
     let path = lake.schema_path(&stored.database, &stored.collection);
-    lake.put(&path, serde_json::to_vec_pretty(&stored).expect("serialisable").into()).await?;
+    lake.put(&path, crate::schema::registry::to_json(&stored).into()).await?;
     Ok(stored)
 }
 

@@ -50,6 +50,10 @@ pub struct KeyIndex {
     /// The segment files on the lake that the manifest this index was loaded from lists (None: not loaded from a
     /// manifest): a save that need not look for strays deletes those it no longer lists, without a listing.
     stored: Option<std::collections::HashSet<String>>,
+    /// The copy of the schema file its manifest keeps ([`store::SchemaCopy`]).
+    schema: Option<store::SchemaCopy>,
+    /// The copy differs from the saved one: the manifest is saved even if nothing else changed.
+    schema_changed: bool,
 }
 
 /// A segment encoded to at most this many bytes is held until the save, which keeps it in the manifest when it
@@ -118,6 +122,8 @@ impl KeyIndex {
             digest_changed: false,
             held: FastMap::default(),
             stored: None,
+            schema: None,
+            schema_changed: false,
         }
     }
 
@@ -195,6 +201,20 @@ impl KeyIndex {
         self.digest.as_ref()
     }
 
+    /// The copy of the schema file the manifest this index was loaded from keeps.
+    pub fn schema_copy(&self) -> Option<&store::SchemaCopy> {
+        self.schema.as_ref()
+    }
+
+    /// The copy of the schema file the next save keeps in the manifest. A copy of another version of the file
+    /// makes the manifest be saved: its copy must never name a tag the file had since (see [`store::SchemaCopy`]).
+    pub fn set_schema_copy(&mut self, copy: Option<store::SchemaCopy>) {
+        if copy.as_ref().map(|c| &c.tag) != self.schema.as_ref().map(|c| &c.tag) {
+            self.schema_changed = true;
+        }
+        self.schema = copy;
+    }
+
     /// The digest the next save keeps (None: none).
     pub fn set_digest(&mut self, digest: Option<crate::state::digest::Digest>) {
         if digest != self.digest {
@@ -245,6 +265,7 @@ impl KeyIndex {
         self.changed()
             || self.unlisted
             || self.digest_changed
+            || self.schema_changed
             || self.segments.iter().any(|s| s.file.is_none() && s.base.as_ref().is_some_and(|b| b.keys.len() > 0))
     }
 

@@ -14,6 +14,11 @@
 //! stored there; it becomes a file of its own when the index grows past one segment. (Versions before find no
 //! such file, and rebuild the index from the partition files once.)
 //!
+//! The manifest also keeps a copy of the collection's schema file with the ETag the store gave it
+//! ([`SchemaCopy`]): a sync on S3 lists the schema folder once for every collection and reads a schema file
+//! only when the listing shows it with another tag. (Versions before ignore the copy, and drop it when they
+//! save: the next run reads the file.)
+//!
 //! Stale files are found by listing the index folder when the save is asked to tidy (the run before may have
 //! stopped between its segments and its manifest: see [`save`]); otherwise the save deletes the files of the
 //! manifest it loaded that it no longer lists, with no listing.
@@ -53,6 +58,19 @@ struct Manifest {
     /// Segment files kept here rather than beside it: file name -> its bytes in base64 (see the module docs).
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     inline: std::collections::BTreeMap<String, String>,
+    /// The collection's schema file as the run that saved this manifest last knew it (added like `digest`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    schema: Option<SchemaCopy>,
+}
+
+/// A copy of the collection's schema file (`_mongolake/schema/<db>/<coll>.json`) and the tag (ETag) the object
+/// store gave that file when the copy was made. The file itself is the truth: a sync uses the copy only when
+/// a listing of the schema folder shows the file with this very tag (on S3 one listing for every collection
+/// instead of a GET each), and reads the file whenever it shows another (written since, by anything).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SchemaCopy {
+    pub tag: String,
+    pub text: String,
 }
 
 /// A segment as the manifest lists it.
@@ -122,7 +140,7 @@ impl Fetched {
             return rebuild(lake, spec, "manifest segments out of order", how).await;
         }
         if manifest.segments.is_empty() {
-            return Ok(KeyIndex { stored: Some(Default::default()), ..KeyIndex::default() });
+            return Ok(KeyIndex { stored: Some(Default::default()), schema: manifest.schema, ..KeyIndex::default() });
         }
         let mut held = crate::FastMap::default();
         for (file, text) in &manifest.inline {
@@ -154,6 +172,8 @@ impl Fetched {
             digest_changed: false,
             held,
             stored: Some(stored),
+            schema: manifest.schema,
+            schema_changed: false,
         })
     }
 }
@@ -380,7 +400,13 @@ pub async fn save(
         .await?;
     let keep: std::collections::HashSet<String> =
         listed.iter().filter(|s| !inline.contains_key(&s.file)).map(|s| s.file.clone()).collect();
-    let manifest = Manifest { format: FORMAT, segments: listed, digest: index.digest.clone(), inline };
+    let manifest = Manifest {
+        format: FORMAT,
+        segments: listed,
+        digest: index.digest.clone(),
+        inline,
+        schema: index.schema.clone(),
+    };
     lake.put(&manifest_path(lake, spec), serde_json::to_vec(&manifest).expect("serialisable").into()).await?;
     if !keys_saved {
         return Ok(());
@@ -472,6 +498,33 @@ mod tests {
 
         let empty = SegmentWriter::new(&lake, &spec, "run2", 3).finish().await.unwrap();
         assert!(empty.is_empty() && !empty.needs_save(), "no keys: nothing to save");
+    }
+
+    #[tokio::test]
+    async fn the_manifest_keeps_the_schema_copy_and_a_new_copy_saves_it() {
+        let (lake, spec) = setup();
+        let mut index = KeyIndex::default();
+        index.set(&key(1), Arc::from("p0"));
+        let copy = SchemaCopy { tag: "\"etag-1\"".into(), text: "{\"format\": 1}".into() };
+        index.set_schema_copy(Some(copy.clone()));
+        save(&lake, &spec, &index, "run1", 8, true).await.unwrap();
+        let mut index = load_or_rebuild(&lake, &spec, &Rebuild::default()).await.unwrap();
+        assert_eq!(index.schema_copy(), Some(&copy));
+        index.set_schema_copy(Some(copy.clone()));
+        assert!(!index.needs_save(), "the same copy: nothing to save");
+        let newer = SchemaCopy { tag: "\"etag-2\"".into(), ..copy };
+        index.set_schema_copy(Some(newer.clone()));
+        assert!(index.needs_save(), "a manifest never keeps a copy older than the file it saw");
+        save(&lake, &spec, &index, "run2", 8, false).await.unwrap();
+        let index = load_or_rebuild(&lake, &spec, &Rebuild::default()).await.unwrap();
+        assert_eq!(index.schema_copy(), Some(&newer));
+        assert_eq!(index.len(), 1);
+        // A manifest without one (older versions, local disk) reads as none.
+        let bytes = lake.get_opt(&manifest_path(&lake, &spec)).await.unwrap().unwrap();
+        let mut m: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        m.as_object_mut().unwrap().remove("schema");
+        lake.put(&manifest_path(&lake, &spec), serde_json::to_vec(&m).unwrap().into()).await.unwrap();
+        assert_eq!(load_or_rebuild(&lake, &spec, &Rebuild::default()).await.unwrap().schema_copy(), None);
     }
 
     #[tokio::test]

@@ -162,6 +162,8 @@ impl<'a> SegmentWriter<'a> {
             digest_changed: false,
             held: self.held.unwrap_or_default(),
             stored: None,
+            schema: None,
+            schema_changed: false,
         })
     }
 }
