@@ -193,8 +193,14 @@ pub async fn newest_reports(lake: &Lake, n: usize) -> Result<Vec<serde_json::Val
     paths.retain(|p| p.extension() == Some("json"));
     // Run ids start with their UTC time, so names sort by age.
     paths.sort_by(|a, b| b.as_ref().cmp(a.as_ref()));
-    // (on S3 several at a time, newest first: sixty reports one after the other were sixty round trips)
-    let read = futures::stream::iter(paths.into_iter().take(n))
+    paths.truncate(n);
+    read_reports(lake, paths).await
+}
+
+/// The run reports at `paths`, in that order: one missing is skipped, one unreadable logged and skipped.
+async fn read_reports(lake: &Lake, paths: Vec<object_store::path::Path>) -> Result<Vec<serde_json::Value>> {
+    // (on S3 several at a time: sixty reports one after the other were sixty round trips)
+    let read = futures::stream::iter(paths)
         .map(|p| async move { lake.get_opt(&p).await.map(|b| (p, b)) })
         .buffered(lake.reads_at_once())
         .try_collect::<Vec<_>>()
@@ -215,21 +221,7 @@ pub async fn newest_reports(lake: &Lake, n: usize) -> Result<Vec<serde_json::Val
 /// nights a comparison uses (a sync's: the `[report] history_nights` newest of each collection's state file,
 /// most of them the same runs). A report missing (a run that could not write it) or unreadable is skipped.
 pub async fn reports_of(lake: &Lake, run_ids: std::collections::BTreeSet<String>) -> Result<Vec<serde_json::Value>> {
-    let read = futures::stream::iter(run_ids.into_iter().rev().map(|id| lake.run_report_path(&id)))
-        .map(|p| async move { lake.get_opt(&p).await.map(|b| (p, b)) })
-        .buffered(lake.reads_at_once())
-        .try_collect::<Vec<_>>()
-        .await?;
-    let mut out = Vec::new();
-    for (p, bytes) in read {
-        if let Some(bytes) = bytes {
-            match serde_json::from_slice(&bytes) {
-                Ok(v) => out.push(v),
-                Err(e) => tracing::warn!(report = %lake.display(&p), error = %e, "Unreadable run report skipped"),
-            }
-        }
-    }
-    Ok(out)
+    read_reports(lake, run_ids.into_iter().rev().map(|id| lake.run_report_path(&id)).collect()).await
 }
 
 /// What a run report says about one collection's night.
