@@ -106,7 +106,7 @@ Exit codes: 0 no FAIL (warnings allowed), 1 some check failed, 2 the configurati
     /// Widen a column on purpose: its variant columns (`<column>__v_<kind>`) join it, and the next sync rewrites
     /// every partition file of the table once with the wider type.
     #[command(
-        after_help = "Type-stable columns keep a column's type and put values that do not fit into variant columns beside it (`amount__v_text`). When the wider type is what you want, `widen` joins the variants into the column (text for a mix of kinds, double for integers and doubles), records it in the schema history and marks the table for a rewrite, which the next `sync` of the collection does (every partition file, once). Needs no MongoDB.\n\n\
+        after_help = "Type-stable columns keep a column's type and put values that do not fit into variant columns beside it (`amount__v_text`). When the wider type is what you want, `widen` joins the variants into the column (text for a mix of kinds, double for integers and doubles), records it in the schema history and marks the table for a rewrite, which the next `sync` of the collection does (every partition file, once). Needs no MongoDB. Takes the collection's lease: while a sync holds it, `widen` changes nothing and names the holder (exit 2); run it again after.\n\n\
 Example:\n  mongolake widen --env env1 --collection hims.bills --column amount\n  mongolake sync --env env1 --only hims.bills"
     )]
     Widen {
