@@ -334,7 +334,7 @@ impl Lake {
             crate::fault::point("staged");
             return self.put_tagged(target, bytes.into()).await;
         }
-        match self.local_replace(staging, target) {
+        match self.local_replace(staging, target, false) {
             Some(local) => {
                 let local = local?;
                 tokio::task::spawn_blocking(move || local.write(&bytes))
@@ -352,11 +352,11 @@ impl Lake {
     /// On local disk, the file system paths [`Lake::replace`] stages `target` at and moves it to, to write from a
     /// blocking thread already running (a partition's encoder: no hand-off to another thread a file); None on an
     /// object store.
-    pub fn local_replace(&self, staging: &Path, target: &Path) -> Option<Result<LocalReplace>> {
+    pub fn local_replace(&self, staging: &Path, target: &Path, new: bool) -> Option<Result<LocalReplace>> {
         let fs = self.local_fs.as_ref().filter(|_| self.stages_writes())?;
         Some((|| {
             let (staged, placed) = (self.local_path(fs, staging)?, self.local_path(fs, target)?);
-            Ok(LocalReplace { staged, placed, shown: self.display(target) })
+            Ok(LocalReplace { staged, placed, shown: self.display(target), new })
         })())
     }
 
@@ -605,6 +605,9 @@ pub struct LocalReplace {
     staged: std::path::PathBuf,
     placed: std::path::PathBuf,
     shown: String,
+    /// The target is a new partition's (the table's listing did not show it): its folder is made before the
+    /// move, rather than after a move that fails for want of it (a system call a new file).
+    new: bool,
 }
 
 impl LocalReplace {
@@ -614,6 +617,10 @@ impl LocalReplace {
         let io = |what: &str, e| Error::io(format!("{what} {}", self.shown), e);
         with_parent(staged, || std::fs::write(staged, bytes)).map_err(|e| io("staging", e))?;
         crate::fault::point("staged");
+        if let (true, Some(folder)) = (self.new, placed.parent()) {
+            // (an error here is met again by the move, which says what failed)
+            let _ = std::fs::create_dir_all(folder);
+        }
         with_parent(placed, || std::fs::rename(staged, placed)).map_err(|e| {
             let _ = std::fs::remove_file(staged);
             io("moving into place", e)

@@ -285,7 +285,7 @@ impl PartitionWriter {
         for (rel, part) in group {
             let place = self.destination.place(env, &self.spec, &rel);
             let local = match &place.staging {
-                Some(staging) => lake.local_replace(staging, &place.target).transpose()?,
+                Some(staging) => lake.local_replace(staging, &place.target, !place.merges).transpose()?,
                 None => None,
             };
             if place.merges {
@@ -452,7 +452,9 @@ impl PartitionWriter {
         let spill_dir = self.spill_dir.clone();
         // On local disk a file built in memory is staged and moved into place by the thread that encoded it.
         let local = match (&place.staging, &sink) {
-            (Some(staging), None) if place.table => lake.local_replace(staging, &place.target).transpose()?,
+            (Some(staging), None) if place.table => {
+                lake.local_replace(staging, &place.target, !place.merges).transpose()?
+            }
             _ => None,
         };
         let compare = before.clone();
