@@ -458,9 +458,15 @@ async fn widen_waits_for_no_sync_it_names_the_holder_and_changes_nothing() {
     let dir = p.path().to_str().unwrap().to_string();
     let sync = std::thread::spawn(move || {
         let args = ["sync", "--env", "s3", "--config-dir", dir.as_str(), "--no-email"];
-        run_binary(&args, std::path::Path::new(&dir), &[("MONGOLAKE_DELAY", "after_lease:4000")])
+        run_binary(&args, std::path::Path::new(&dir), &[("MONGOLAKE_DELAY", "after_lease:6000")])
     });
-    std::thread::sleep(std::time::Duration::from_millis(2000));
+    // (until the sync holds the lease: it then waits 6 s before syncing)
+    let lease = format!("lake/_mongolake/leases/{}/visits.json", p.db);
+    let since = std::time::Instant::now();
+    while s3_get(&bucket, &lease).await.is_none() {
+        assert!(since.elapsed() < std::time::Duration::from_secs(60), "the sync never took the lease");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     let collection = format!("{}.visits", p.db);
     let widen = run_binary(&["widen", "--env", "s3", "--collection", &collection, "--column", "n"], p.path(), &[]);
     assert_eq!(widen.code, Some(2), "{}", widen.describe());
