@@ -337,8 +337,14 @@ impl Lease {
     /// committed the collection, or touched nothing) and no earlier holder may still be running; otherwise
     /// replaced by the `released` marker, which the next run takes at once (and then looks for leftovers).
     pub async fn release(self, clean: bool) {
-        let delete = clean && self.found != Found::Unknown;
+        let delete = clean && self.deletable();
         self.give_up(delete).await
+    }
+
+    /// Whether a clean release deletes this lease: an object store's, unless taken over from a holder that may
+    /// still be running (see the module docs).
+    fn deletable(&self) -> bool {
+        self.release.is_some() && self.found != Found::Unknown
     }
 
     /// Gives up a lease that guards no collection's leftovers (a shared load's range claim): deleted if still
@@ -416,7 +422,7 @@ impl Releases {
     /// Releases the lease of a collection that committed (or touched nothing): queued for deletion with the
     /// others, or released at once when it is not to be deleted, or after [`Releases::finish`].
     pub async fn release(&self, lease: Lease) {
-        if lease.release.is_none() || lease.found == Found::Unknown {
+        if !lease.deletable() {
             return lease.release(true).await;
         }
         let refused = match &*self.queue.lock().expect("not poisoned") {
